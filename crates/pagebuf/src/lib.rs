@@ -1,0 +1,40 @@
+//! # pagebuf
+//!
+//! Memory and disks that cooperate, for streaming media and storage on Linux:
+//!
+//! * [`BufferMut`] / [`Buffer`]: buffers with a length and a fixed maximum length
+//!   (`INSSBuffer`), unique-and-writable or shared-and-immutable, with a data pointer
+//!   that never moves and memory that returns to its origin exactly once.
+//! * [`BufferAllocator`] with [`HeapAllocator`] and [`PageAllocator`]
+//!   (`IWMSBufferAllocator`): where buffers come from, including page-aligned ones for
+//!   direct (`O_DIRECT`) I/O.
+//! * [`memory`]: the page size and page-aligned anonymous regions (huge pages, `mlock`,
+//!   pre-faulting).
+//!
+//! Bad input is an [`Error`] that says what to change; no public function panics on
+//! any argument (the one exception: the `bytes` crate's traits, see feature `bytes`).
+//!
+//! ```
+//! use pagebuf::{BufferAllocator, PageAllocator};
+//!
+//! let alloc = PageAllocator::default();
+//! let mut frame = alloc.allocate_page_aligned(64 * 1024)?;
+//! frame.extend_from_slice(&[0xAB; 1000])?;
+//! let shared = frame.freeze();
+//! let clone = shared.clone();
+//! assert_eq!(clone.ref_count(), 2);
+//! # Ok::<(), pagebuf::Error>(())
+//! ```
+#![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod alloc;
+pub mod buffer;
+mod error;
+pub mod memory;
+mod sync;
+
+pub use alloc::{AllocatorStats, BufferAllocator, HeapAllocator, PageAllocator};
+pub use buffer::{Buffer, BufferMut, MemoryOrigin};
+pub use error::{Error, Misalignment, Result};
+pub use memory::page_size;

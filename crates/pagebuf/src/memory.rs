@@ -1,0 +1,478 @@
+//! Pages: the page size, and page-aligned anonymous memory regions.
+//!
+//! A [`Region`] is one private anonymous mapping (`mmap(MAP_PRIVATE|MAP_ANONYMOUS)`),
+//! unmapped when it drops. Invariants, relied on by every allocator built on it:
+//!
+//! * `as_ptr()` is a multiple of [`Region::granule`] (the page size, or the huge page
+//!   size when huge pages were granted), and never moves.
+//! * All `mapped_len()` bytes are readable, writable and initialized (the kernel hands
+//!   out zero-filled pages), so exposing them as `[u8]` is sound.
+//! * The region is unmapped exactly once, in `Drop`.
+//!
+//! The options are what DMA and media code ask for: huge pages (explicit `MAP_HUGETLB`,
+//! falling back to transparent huge pages when none are reserved), `mlock` (pinned
+//! memory; a refusal names `RLIMIT_MEMLOCK`), and pre-faulting (`MAP_POPULATE`), so the
+//! first write to a fresh buffer does not take a page fault per page.
+
+use std::ffi::c_void;
+use std::ptr::NonNull;
+use std::sync::OnceLock;
+
+use rustix::io::Errno;
+use rustix::mm::{self, MapFlags, ProtFlags};
+
+use crate::error::{Error, Result};
+
+/// The size of a memory page in bytes (4096 on most Linux machines), read once from
+/// the kernel's auxiliary vector and cached.
+///
+/// ```
+/// let page = pagebuf::page_size();
+/// assert!(page.is_power_of_two() && page >= 4096);
+/// ```
+pub fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(rustix::param::page_size)
+}
+
+/// The default huge page size (`Hugepagesize` in `/proc/meminfo`), if the kernel has
+/// huge page support. This says nothing about whether any are reserved.
+pub fn huge_page_size() -> Option<usize> {
+    static HUGE: OnceLock<Option<usize>> = OnceLock::new();
+    *HUGE.get_or_init(|| {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+        meminfo_kib(&meminfo, "Hugepagesize:")?.checked_mul(1024)
+    })
+}
+
+/// Huge pages free for `MAP_HUGETLB` right now (`HugePages_Free` in `/proc/meminfo`).
+fn free_huge_pages() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| meminfo_kib(&m, "HugePages_Free:"))
+        .unwrap_or(0)
+}
+
+/// The number after `key` on its line of `/proc/meminfo` (in kB for sizes).
+fn meminfo_kib(meminfo: &str, key: &str) -> Option<usize> {
+    let line = meminfo.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Whether a region is backed by huge pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum HugePages {
+    /// Normal pages only.
+    #[default]
+    Off,
+    /// Reserved huge pages (`MAP_HUGETLB`) when some are free; otherwise normal pages
+    /// advised as transparent huge pages (`MADV_HUGEPAGE`), with a note saying so.
+    Prefer,
+    /// Reserved huge pages or [`Error::Unsupported`].
+    Require,
+}
+
+/// How to map a [`Region`]. Build with the methods, which take and return `Self`.
+///
+/// ```
+/// use pagebuf::memory::{HugePages, RegionOptions};
+/// let options = RegionOptions::default().prefault(true).huge_pages(HugePages::Prefer);
+/// assert!(options.is_prefault());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegionOptions {
+    huge_pages: HugePages,
+    lock: bool,
+    prefault: bool,
+}
+
+impl RegionOptions {
+    /// Back the region with huge pages (see [`HugePages`]).
+    pub fn huge_pages(mut self, huge_pages: HugePages) -> Self {
+        self.huge_pages = huge_pages;
+        self
+    }
+
+    /// Pin the region in RAM (`mlock`), as DMA and real-time code need.
+    pub fn lock(mut self, lock: bool) -> Self {
+        self.lock = lock;
+        self
+    }
+
+    /// Fault every page in when mapping (`MAP_POPULATE`), so first use is fast.
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.prefault = prefault;
+        self
+    }
+
+    /// The huge page choice.
+    pub fn huge_pages_choice(&self) -> HugePages {
+        self.huge_pages
+    }
+
+    /// Whether the region will be locked.
+    pub fn is_lock(&self) -> bool {
+        self.lock
+    }
+
+    /// Whether the region will be pre-faulted.
+    pub fn is_prefault(&self) -> bool {
+        self.prefault
+    }
+}
+
+/// One page-aligned anonymous memory mapping, unmapped on drop.
+///
+/// ```
+/// use pagebuf::memory::{Region, RegionOptions};
+///
+/// let mut region = Region::map(10_000, RegionOptions::default())?;
+/// assert_eq!(region.as_ptr() as usize % pagebuf::page_size(), 0);
+/// assert_eq!(region.len(), 10_000);
+/// assert!(region.as_slice().iter().all(|&b| b == 0)); // fresh pages are zeroed
+/// region.as_mut_slice()[0] = 7;
+/// # Ok::<(), pagebuf::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Region {
+    ptr: NonNull<u8>,
+    len: usize,
+    mapped_len: usize,
+    granule: usize,
+    huge: bool,
+    locked: bool,
+    note: Option<String>,
+}
+
+// SAFETY: a Region is plain memory owned by this value; it has no thread affinity, and
+// shared access hands out only `&[u8]` (mutation needs `&mut Region`).
+unsafe impl Send for Region {}
+// SAFETY: see `Send`; `&Region` gives read-only access.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Maps at least `len` bytes (rounded up to whole pages) with `options`.
+    ///
+    /// # Errors
+    /// * [`Error::InvalidArgument`] when `len` is 0 or rounding it up overflows.
+    /// * [`Error::OutOfMemory`] when the kernel refuses the mapping (`ENOMEM`, for example
+    ///   under `RLIMIT_AS`) or the lock (`RLIMIT_MEMLOCK` exhausted).
+    /// * [`Error::Unsupported`] when huge pages are required and none are free, or
+    ///   locking is not permitted at all.
+    pub fn map(len: usize, options: RegionOptions) -> Result<Region> {
+        if len == 0 {
+            return Err(Error::zero_size("region length"));
+        }
+        let mut note = None;
+        let mut region = match options.huge_pages {
+            HugePages::Off => Self::map_pages(len, page_size(), options, false)?,
+            HugePages::Prefer | HugePages::Require => match Self::map_huge(len, options) {
+                Ok(region) => region,
+                Err(err @ Error::InvalidArgument(_)) => return Err(err),
+                Err(refused) if options.huge_pages == HugePages::Prefer => {
+                    note = Some(format!(
+                        "{refused}; fell back to {}-byte pages advised as transparent huge pages",
+                        page_size()
+                    ));
+                    let region = Self::map_pages(len, page_size(), options, false)?;
+                    // Advice only: a kernel without THP says EINVAL and the region
+                    // simply stays on normal pages, which the note already admits.
+                    // SAFETY: the range is exactly the mapping just created and owned.
+                    let _ = unsafe {
+                        mm::madvise(
+                            region.ptr.as_ptr().cast(),
+                            region.mapped_len,
+                            mm::Advice::LinuxHugepage,
+                        )
+                    };
+                    region
+                }
+                Err(refused) => return Err(refused),
+            },
+        };
+        region.note = note;
+        if options.lock {
+            region.lock()?;
+        }
+        Ok(region)
+    }
+
+    fn map_huge(len: usize, options: RegionOptions) -> Result<Region> {
+        let Some(huge) = huge_page_size() else {
+            return Err(Error::Unsupported(
+                "this kernel reports no huge page size (no Hugepagesize in /proc/meminfo); \
+                 use HugePages::Off"
+                    .into(),
+            ));
+        };
+        let free = free_huge_pages();
+        let needed =
+            round_up(len, huge).ok_or_else(|| Error::size_overflow("region", len, huge))? / huge;
+        if free < needed {
+            return Err(Error::Unsupported(format!(
+                "{needed} huge page(s) of {huge} bytes needed but {free} free \
+                 (HugePages_Free in /proc/meminfo); reserve more with \
+                 `echo N > /proc/sys/vm/nr_hugepages` as root"
+            )));
+        }
+        Self::map_pages(len, huge, options, true)
+    }
+
+    fn map_pages(len: usize, granule: usize, options: RegionOptions, huge: bool) -> Result<Region> {
+        let mapped_len =
+            round_up(len, granule).ok_or_else(|| Error::size_overflow("region", len, granule))?;
+        let mut flags = MapFlags::PRIVATE;
+        if options.prefault {
+            flags |= MapFlags::POPULATE;
+        }
+        if huge {
+            flags |= MapFlags::HUGETLB;
+        }
+        // SAFETY: a fresh anonymous mapping at an address the kernel chooses (null hint,
+        // no MAP_FIXED) cannot alias any existing memory.
+        let mapped = unsafe {
+            mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                mapped_len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                flags,
+            )
+        };
+        let ptr = match mapped {
+            Ok(ptr) => ptr,
+            Err(errno) => return Err(map_error(errno, mapped_len, huge)),
+        };
+        Ok(Region {
+            // A successful mmap never returns null (the kernel does not map page 0 for
+            // us without MAP_FIXED), but checking costs nothing and avoids assuming it.
+            ptr: NonNull::new(ptr.cast()).ok_or_else(|| {
+                Error::OutOfMemory("mmap returned a null mapping; this kernel is unusual".into())
+            })?,
+            len,
+            mapped_len,
+            granule,
+            huge,
+            locked: false,
+            note: None,
+        })
+    }
+
+    fn lock(&mut self) -> Result<()> {
+        // SAFETY: the range is exactly this region's mapping, which it owns.
+        match unsafe { mm::mlock(self.ptr.as_ptr().cast::<c_void>(), self.mapped_len) } {
+            Ok(()) => {
+                self.locked = true;
+                Ok(())
+            }
+            Err(errno) => {
+                let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock)
+                    .current
+                    .map_or_else(|| "unlimited".to_string(), |l| format!("{l} bytes"));
+                let text = format!(
+                    "mlock of {} bytes refused ({errno}): RLIMIT_MEMLOCK is {limit}; raise it \
+                     (`ulimit -l`, or LimitMEMLOCK= for a systemd service), grant \
+                     CAP_IPC_LOCK, or do not ask for locked memory",
+                    self.mapped_len
+                );
+                Err(if errno == Errno::PERM {
+                    Error::Unsupported(text)
+                } else {
+                    Error::OutOfMemory(text)
+                })
+            }
+        }
+    }
+
+    /// The first byte; a multiple of [`Region::granule`].
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The first byte, for writing.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn non_null(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// The length asked for.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always `false`: a region holds at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The length actually mapped: `len()` rounded up to whole pages.
+    pub fn mapped_len(&self) -> usize {
+        self.mapped_len
+    }
+
+    /// The page size backing the region (the huge page size when huge pages were granted).
+    pub fn granule(&self) -> usize {
+        self.granule
+    }
+
+    /// Whether reserved huge pages back the region.
+    pub fn is_huge(&self) -> bool {
+        self.huge
+    }
+
+    /// Whether the region is locked in RAM.
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
+
+    /// Why the region is not what was asked for, when it fell back (huge pages).
+    pub fn fallback_note(&self) -> Option<&str> {
+        self.note.as_deref()
+    }
+
+    /// The `len()` bytes asked for.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is readable and initialized (zero-filled) for
+        // `mapped_len >= len` bytes and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The `len()` bytes asked for, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as `as_slice`, and `&mut self` makes this the only access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`mapped_len` are exactly the mapping made in `map_pages`, which
+        // this value owns; every buffer borrowing it holds the Region alive, so nothing
+        // can reach the memory after this point. munmap also drops any mlock.
+        let unmapped = unsafe { mm::munmap(self.ptr.as_ptr().cast(), self.mapped_len) };
+        debug_assert!(
+            unmapped.is_ok(),
+            "munmap of an owned region failed: {unmapped:?}"
+        );
+    }
+}
+
+/// `value` rounded up to a multiple of the power of two `granule`, or `None` if that
+/// would exceed `isize::MAX` (the most any allocation may span).
+pub(crate) fn round_up(value: usize, granule: usize) -> Option<usize> {
+    debug_assert!(granule.is_power_of_two());
+    let rounded = value.checked_add(granule - 1)? & !(granule - 1);
+    (rounded <= isize::MAX as usize).then_some(rounded)
+}
+
+fn map_error(errno: Errno, mapped_len: usize, huge: bool) -> Error {
+    if errno == Errno::NOMEM || errno == Errno::AGAIN {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::As)
+            .current
+            .map_or_else(|| "unlimited".to_string(), |l| format!("{l} bytes"));
+        Error::OutOfMemory(format!(
+            "the kernel refused to map {mapped_len} bytes{} ({errno}); free memory, ask for \
+             less, or raise RLIMIT_AS (currently {limit})",
+            if huge { " of huge pages" } else { "" }
+        ))
+    } else if huge {
+        Error::Unsupported(format!(
+            "mapping {mapped_len} bytes of huge pages failed ({errno}); use HugePages::Off \
+             or reserve huge pages in /proc/sys/vm/nr_hugepages"
+        ))
+    } else {
+        Error::OutOfMemory(format!("mmap of {mapped_len} bytes failed ({errno})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_size_is_a_power_of_two() {
+        assert!(page_size().is_power_of_two());
+        assert_eq!(page_size(), rustix::param::page_size());
+    }
+
+    #[test]
+    fn round_up_checks_overflow() {
+        assert_eq!(round_up(1, 4096), Some(4096));
+        assert_eq!(round_up(4096, 4096), Some(4096));
+        assert_eq!(round_up(0, 4096), Some(0));
+        assert_eq!(round_up(usize::MAX, 4096), None);
+        assert_eq!(round_up(isize::MAX as usize, 4096), None);
+    }
+
+    #[test]
+    fn meminfo_parsing() {
+        let text = "MemTotal: 100 kB\nHugePages_Free:       3\nHugepagesize:    2048 kB\n";
+        assert_eq!(meminfo_kib(text, "Hugepagesize:"), Some(2048));
+        assert_eq!(meminfo_kib(text, "HugePages_Free:"), Some(3));
+        assert_eq!(meminfo_kib(text, "Missing:"), None);
+    }
+
+    #[test]
+    fn region_is_aligned_zeroed_and_rounded() {
+        let region = Region::map(5000, RegionOptions::default().prefault(true)).unwrap();
+        assert_eq!(region.as_ptr() as usize % page_size(), 0);
+        assert_eq!(region.len(), 5000);
+        assert_eq!(region.mapped_len(), 2 * page_size());
+        assert!(region.as_slice().iter().all(|&b| b == 0));
+        assert!(!region.is_huge() && !region.is_locked());
+    }
+
+    #[test]
+    fn zero_and_overflowing_lengths_are_invalid() {
+        for len in [0, usize::MAX, isize::MAX as usize] {
+            let err = Region::map(len, RegionOptions::default()).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{len}: {err}");
+        }
+    }
+
+    #[test]
+    fn huge_pages_prefer_falls_back_with_a_note_or_succeeds() {
+        let region = Region::map(
+            3 << 20,
+            RegionOptions::default().huge_pages(HugePages::Prefer),
+        )
+        .unwrap();
+        if region.is_huge() {
+            assert_eq!(region.granule(), huge_page_size().unwrap());
+            assert_eq!(region.as_ptr() as usize % region.granule(), 0);
+            assert!(region.fallback_note().is_none());
+        } else {
+            let note = region.fallback_note().expect("a fallback must say why");
+            assert!(
+                note.contains("nr_hugepages") || note.contains("Hugepagesize"),
+                "{note}"
+            );
+        }
+    }
+
+    #[test]
+    fn huge_pages_require_is_unsupported_when_none_are_free() {
+        if free_huge_pages() > 0 {
+            eprintln!("skipped: this machine has huge pages reserved");
+            return;
+        }
+        let err = Region::map(
+            1 << 20,
+            RegionOptions::default().huge_pages(HugePages::Require),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("nr_hugepages"), "{err}");
+    }
+
+    #[test]
+    fn locked_region_is_locked_or_refusal_names_rlimit() {
+        match Region::map(64 << 10, RegionOptions::default().lock(true)) {
+            Ok(region) => assert!(region.is_locked()),
+            Err(err) => assert!(err.to_string().contains("RLIMIT_MEMLOCK"), "{err}"),
+        }
+    }
+}
