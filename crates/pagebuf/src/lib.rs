@@ -38,3 +38,8 @@ pub use alloc::{AllocatorStats, BufferAllocator, HeapAllocator, PageAllocator};
 pub use buffer::{Buffer, BufferMut, MemoryOrigin};
 pub use error::{Error, Misalignment, Result};
 pub use memory::page_size;
+
+/// The README's examples, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -170,9 +170,9 @@ impl Region {
             HugePages::Prefer | HugePages::Require => match Self::map_huge(len, options) {
                 Ok(region) => region,
                 Err(err @ Error::InvalidArgument(_)) => return Err(err),
-                Err(refused) if options.huge_pages == HugePages::Prefer => {
+                Err(Error::Unsupported(why)) if options.huge_pages == HugePages::Prefer => {
                     note = Some(format!(
-                        "{refused}; fell back to {}-byte pages advised as transparent huge pages",
+                        "{why}; fell back to {}-byte pages advised as transparent huge pages",
                         page_size()
                     ));
                     let region = Self::map_pages(len, page_size(), options, false)?;
@@ -216,7 +216,14 @@ impl Region {
                  `echo N > /proc/sys/vm/nr_hugepages` as root"
             )));
         }
-        Self::map_pages(len, huge, options, true)
+        // Free pages can be taken by another process between the check and the map:
+        // any refusal here is "no huge pages for you", which `Prefer` falls back from.
+        Self::map_pages(len, huge, options, true).map_err(|err| match err {
+            Error::OutOfMemory(why) => Error::Unsupported(format!(
+                "huge pages refused: {why}; reserve more in /proc/sys/vm/nr_hugepages"
+            )),
+            other => other,
+        })
     }
 
     fn map_pages(len: usize, granule: usize, options: RegionOptions, huge: bool) -> Result<Region> {
@@ -369,22 +376,17 @@ pub(crate) fn round_up(value: usize, granule: usize) -> Option<usize> {
 }
 
 fn map_error(errno: Errno, mapped_len: usize, huge: bool) -> Error {
+    let what = if huge { " of huge pages" } else { "" };
     if errno == Errno::NOMEM || errno == Errno::AGAIN {
         let limit = rustix::process::getrlimit(rustix::process::Resource::As)
             .current
             .map_or_else(|| "unlimited".to_string(), |l| format!("{l} bytes"));
         Error::OutOfMemory(format!(
-            "the kernel refused to map {mapped_len} bytes{} ({errno}); free memory, ask for \
-             less, or raise RLIMIT_AS (currently {limit})",
-            if huge { " of huge pages" } else { "" }
-        ))
-    } else if huge {
-        Error::Unsupported(format!(
-            "mapping {mapped_len} bytes of huge pages failed ({errno}); use HugePages::Off \
-             or reserve huge pages in /proc/sys/vm/nr_hugepages"
+            "the kernel refused to map {mapped_len} bytes{what} ({errno}); free memory, ask \
+             for less, or raise RLIMIT_AS (currently {limit})"
         ))
     } else {
-        Error::OutOfMemory(format!("mmap of {mapped_len} bytes failed ({errno})"))
+        Error::OutOfMemory(format!("mmap of {mapped_len} bytes{what} failed ({errno})"))
     }
 }
 
