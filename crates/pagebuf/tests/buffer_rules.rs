@@ -507,6 +507,47 @@ fn kernel_refusal_is_out_of_memory_not_an_abort() {
     println!("child: survived");
 }
 
+#[test]
+fn refused_mlock_names_rlimit_memlock() {
+    const NAME: &str = "refused_mlock_names_rlimit_memlock";
+    if !in_child(NAME) {
+        run_in_child(NAME, "child: refused");
+        return;
+    }
+    use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
+    // Root bypasses RLIMIT_MEMLOCK through CAP_IPC_LOCK: drop it for this thread first.
+    let mut caps = capabilities(None).unwrap();
+    caps.effective.remove(CapabilitySet::IPC_LOCK);
+    caps.permitted.remove(CapabilitySet::IPC_LOCK);
+    set_capabilities(None, caps).unwrap();
+    let limit = rustix::process::Rlimit {
+        current: Some(64 << 10),
+        maximum: Some(64 << 10),
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Memlock, limit).unwrap();
+
+    let pages = PageAllocator::default().lock(true);
+    let err = pages.allocate(1 << 20).unwrap_err();
+    assert!(
+        matches!(err, Error::OutOfMemory(_) | Error::Unsupported(_)),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("RLIMIT_MEMLOCK is 65536 bytes"), "{text}");
+    assert_eq!(
+        pages.stats().live_buffers,
+        0,
+        "a refused buffer is not counted"
+    );
+    // Within the limit, locking works and says so.
+    let small = pages.allocate(4096).unwrap();
+    assert!(matches!(
+        small.origin(),
+        MemoryOrigin::Mapped { locked: true, .. }
+    ));
+    println!("child: refused: {text}");
+}
+
 #[cfg(feature = "bytes")]
 mod with_bytes {
     use super::*;
