@@ -124,12 +124,14 @@ impl Counters {
     }
 
     pub(crate) fn snapshot(&self) -> AllocatorStats {
+        // Acquire on `releases` first: every release it counts was preceded (through the
+        // buffer's hand-off) by its allocation, so `allocations >= releases` is read.
         let releases = self.releases.load(Ordering::Acquire);
-        let allocations = self.allocations.load(Ordering::Relaxed).max(releases);
+        let allocations = self.allocations.load(Ordering::Relaxed);
         AllocatorStats {
             allocations,
             releases,
-            live_buffers: allocations - releases,
+            live_buffers: allocations.saturating_sub(releases),
             live_bytes: self.live_bytes.load(Ordering::Relaxed),
         }
     }
