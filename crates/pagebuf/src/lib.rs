@@ -8,6 +8,9 @@
 //! * [`BufferAllocator`] with [`HeapAllocator`] and [`PageAllocator`]
 //!   (`IWMSBufferAllocator`): where buffers come from, including page-aligned ones for
 //!   direct (`O_DIRECT`) I/O.
+//! * [`FramePool`] with [`Framing`] (`KSALLOCATOR_DISPATCH`): bounded pools of aligned
+//!   frames with back-pressure (blocking, timeout and async allocation), `close`, and
+//!   [`PoolStats`].
 //! * [`memory`]: the page size and page-aligned anonymous regions (huge pages, `mlock`,
 //!   pre-faulting).
 //!
@@ -32,12 +35,14 @@ pub mod alloc;
 pub mod buffer;
 mod error;
 pub mod memory;
+pub mod pool;
 mod sync;
 
 pub use alloc::{AllocatorStats, BufferAllocator, HeapAllocator, PageAllocator};
 pub use buffer::{Buffer, BufferMut, MemoryOrigin};
 pub use error::{Error, Misalignment, Result};
 pub use memory::page_size;
+pub use pool::{FramePool, Framing, PoolStats};
 
 /// The README's examples, compiled and run as doctests so they cannot rot.
 #[cfg(doctest)]

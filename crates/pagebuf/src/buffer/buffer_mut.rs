@@ -170,6 +170,14 @@ impl BufferMut {
         buf
     }
 
+    /// Shrinks `max_len` to `max_len` (no larger than now): an allocator that hands out
+    /// more memory than asked (a pool frame) keeps `max_len()` exactly as requested.
+    pub(crate) fn limit_max_len(&mut self, max_len: usize) {
+        debug_assert!(max_len <= self.view.cap);
+        self.view.cap = self.view.cap.min(max_len);
+        self.view.len = self.view.len.min(self.view.cap);
+    }
+
     /// Gives up the view without releasing it.
     pub(super) fn into_view(self) -> View {
         let this = ManuallyDrop::new(self);

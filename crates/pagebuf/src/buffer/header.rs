@@ -137,7 +137,6 @@ impl Header {
 
     /// Makes a released header ready to back one new view again (pools reuse headers).
     /// Only the origin, which owns a released header exclusively, may call this.
-    #[allow(dead_code)] // used by the frame pool
     pub(crate) fn reset_for_reuse(&self) {
         // Relaxed: the origin's own hand-off of the frame (its free list) orders this.
         self.refs.store(1, Ordering::Relaxed);

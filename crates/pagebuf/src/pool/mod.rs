@@ -1,0 +1,21 @@
+//! Frame pools (the reference's KS allocator, `KSALLOCATOR_DISPATCH` /
+//! `PFNKSDEFAULTALLOCATE`), with the blocking, closing and statistics of DirectShow's
+//! `IMemAllocator` and GStreamer's `GstBufferPool`.
+//!
+//! * [`Framing`] says what a pool holds; [`FramePool`] holds it: a fixed number of
+//!   equal, aligned frames in one block, allocated up front.
+//!
+//! Invariants (tested in `tests/pool_*.rs` and modelled with loom): frames never
+//! overlap; every frame honours the alignment; no more than `frames` are out at once;
+//! `try_allocate` is `None` only when every frame is out; a frame returns exactly once,
+//! from any thread; a waiter is woken only with a frame in hand (or by `close`).
+
+mod frame_pool;
+mod framing;
+mod free_list;
+mod poison;
+mod wait_queue;
+
+pub use frame_pool::{AllocateFuture, FramePool, PoolStats};
+pub use framing::{FrameMemory, Framing, MAX_FRAMES};
+pub use poison::POISON_BYTE;
