@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use super::framing::{FrameLayout, FrameMemory, Framing};
 use super::free_list::{FreeList, Push};
 use super::poison;
+use super::thread_cache::Registry;
 use super::wait_queue::{Standing, WaitQueue, Wake};
 use crate::alloc::BufferAllocator;
 use crate::buffer::header::{Header, MemoryOrigin};
@@ -158,6 +159,7 @@ impl Drop for PoolMemory {
 
 struct PoolShared {
     free: FreeList,
+    threads: Registry,
     slots: Box<[FrameSlot]>,
     framing: Framing,
     layout: FrameLayout,
@@ -247,6 +249,7 @@ impl FramePool {
             .collect();
         let shared = Box::into_raw(Box::new(PoolShared {
             free: FreeList::full(frames),
+            threads: Registry::new(),
             slots,
             framing,
             layout,
@@ -284,13 +287,44 @@ impl FramePool {
         if shared.closed.load(Ordering::Acquire) {
             return None;
         }
-        match shared.free.pop() {
-            Some((index, left)) => Some(shared.hand_out(index, left)),
+        if let Some(buf) = self.take_frame() {
+            return Some(buf);
+        }
+        // The list is empty; frames parked on other threads still count as free.
+        let mut reclaimed = shared.threads.reclaim(false).into_iter();
+        match reclaimed.next() {
+            Some(index) => {
+                for other in reclaimed {
+                    // SAFETY: reclaimed frames are ours to give back; the pool stays alive
+                    // through `self`.
+                    unsafe { shared.give_back(other) };
+                }
+                Some(shared.hand_out(index, None))
+            }
             None => {
                 shared.exhausted.fetch_add(1, Ordering::Relaxed);
                 None
             }
         }
+    }
+
+    /// The fast ways to a frame: the one parked on this thread, or the free list (and
+    /// then this thread gets a slot to park its drops in).
+    #[inline]
+    fn take_frame(&self) -> Option<BufferMut> {
+        let shared = self.shared();
+        let has_slot = match shared.threads.take_parked() {
+            Ok(Some(index)) => return Some(shared.hand_out(index, None)),
+            Ok(None) => true,
+            Err(()) => false,
+        };
+        let (index, left) = shared.free.pop()?;
+        if !has_slot {
+            shared
+                .threads
+                .ensure_slot(self.shared.as_ptr() as *const (), give_back_erased);
+        }
+        Some(shared.hand_out(index, Some(left)))
     }
 
     /// A frame, waiting as long as it takes for one to come back.
@@ -367,7 +401,7 @@ impl FramePool {
     pub fn stats(&self) -> PoolStats {
         let shared = self.shared();
         let frames = shared.slots.len();
-        let free = shared.free.len().min(frames);
+        let free = (shared.free.len() + shared.threads.parked()).min(frames);
         let waiting = shared.lock_queue().len();
         PoolStats {
             frames,
@@ -389,11 +423,22 @@ impl FramePool {
 
     fn allocate_until(&self, deadline: Option<Instant>) -> Result<BufferMut> {
         let shared = self.shared();
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if let Some(buf) = self.take_frame() {
+            return Ok(buf);
+        }
         let id = match shared.enqueue(Wake::Thread(current_thread()))? {
             Enqueued::Got(buf) => return Ok(buf),
             Enqueued::Waiting(id) => id,
         };
         loop {
+            // Check before sleeping: `enqueue` may already have handed this waiter a
+            // reclaimed frame (and its wake-up went to this very thread).
+            if let Some(outcome) = shared.check(id) {
+                return outcome;
+            }
             match deadline {
                 None => park(),
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
@@ -414,9 +459,6 @@ impl FramePool {
                     }
                 },
             }
-            if let Some(outcome) = shared.check(id) {
-                return outcome;
-            }
         }
     }
 }
@@ -436,12 +478,17 @@ impl PoolShared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Turns frame `index`, just taken (from the list or a hand-off), into a buffer.
-    /// `left` is how many frames stayed free.
-    fn hand_out(&self, index: u32, left: usize) -> BufferMut {
-        let in_use = self.slots.len() - left;
-        if in_use > self.high_water.load(Ordering::Relaxed) {
-            self.high_water.fetch_max(in_use, Ordering::Relaxed);
+    /// Turns frame `index`, just taken, into a buffer. `left` is how many frames the
+    /// free list still holds, when the frame came from there: frames parked on threads
+    /// count as out for the high-water mark, so it is exact for one thread and an upper
+    /// bound with several. A frame taken back from this thread's own slot cannot raise
+    /// the mark (it was counted when it first left the list).
+    fn hand_out(&self, index: u32, left: Option<usize>) -> BufferMut {
+        if let Some(left) = left {
+            let in_use = self.slots.len() - left;
+            if in_use > self.high_water.load(Ordering::Relaxed) {
+                self.high_water.fetch_max(in_use, Ordering::Relaxed);
+            }
         }
         let slot = &self.slots[index as usize];
         let uses = slot.uses.load(Ordering::Relaxed);
@@ -468,7 +515,7 @@ impl PoolShared {
             return Err(Error::Closed);
         }
         if let Some((index, left)) = self.free.pop() {
-            return Ok(Enqueued::Got(self.hand_out(index, left)));
+            return Ok(Enqueued::Got(self.hand_out(index, Some(left))));
         }
         let mut queue = self.lock_queue();
         loop {
@@ -477,7 +524,7 @@ impl PoolShared {
             }
             if let Some((index, left)) = self.free.pop() {
                 drop(queue);
-                return Ok(Enqueued::Got(self.hand_out(index, left)));
+                return Ok(Enqueued::Got(self.hand_out(index, Some(left))));
             }
             if self.free.set_waiting() {
                 break;
@@ -485,7 +532,16 @@ impl PoolShared {
         }
         self.exhausted.fetch_add(1, Ordering::Relaxed);
         self.waits.fetch_add(1, Ordering::Relaxed);
-        Ok(Enqueued::Waiting(queue.register(wake)))
+        let id = queue.register(wake);
+        drop(queue);
+        // WAITING is set: from here no owner parks a frame, and the ones parked before
+        // come back now, each handed to the oldest waiter (perhaps this one).
+        for index in self.threads.reclaim(false) {
+            // SAFETY: reclaimed frames are ours to give back; the caller's handle keeps
+            // the pool alive.
+            unsafe { self.give_back(index) };
+        }
+        Ok(Enqueued::Waiting(id))
     }
 
     /// Where waiter `id` stands: `None` to keep waiting, or its outcome (leaving the
@@ -497,8 +553,7 @@ impl PoolShared {
             Standing::Handed(index) => {
                 queue.remove(id);
                 drop(queue);
-                let left = self.free.len();
-                Some(Ok(self.hand_out(index, left)))
+                Some(Ok(self.hand_out(index, Some(self.free.len()))))
             }
             Standing::Closed => {
                 queue.remove(id);
@@ -515,7 +570,7 @@ impl PoolShared {
             self.free.clear_waiting();
         }
         drop(queue);
-        handed.map(|index| self.hand_out(index, self.free.len()))
+        handed.map(|index| self.hand_out(index, Some(self.free.len())))
     }
 
     /// Gives a frame back: to the free list, or to the oldest waiter.
@@ -589,8 +644,22 @@ unsafe fn release_frame(header: NonNull<Header>) {
     slot.header.reset_for_reuse();
     // SAFETY: the last view is gone; the frame's bytes are the pool's alone.
     unsafe { poison::poison(slot.header.base().as_ptr(), slot.header.capacity()) };
+    // The fast path: park it on this thread (a thread that allocates from this pool),
+    // unless a waiter needs it.
+    if pool.threads.park(slot.index, || pool.free.is_waiting()) {
+        return;
+    }
     // SAFETY: the frame is given up here and `pool` is not used after.
     unsafe { pool.give_back(slot.index) };
+}
+
+/// `give_back` for a thread's exit, which knows the pool only as an erased pointer.
+///
+/// # Safety
+/// `pool` is a live `PoolShared` and `frame` a frame of it the caller gives up.
+unsafe fn give_back_erased(pool: *const (), frame: u32) {
+    // SAFETY: per the contract.
+    unsafe { (*pool.cast::<PoolShared>()).give_back(frame) };
 }
 
 impl Clone for FramePool {
@@ -610,7 +679,12 @@ impl Drop for FramePool {
             return;
         }
         fence(Ordering::Acquire);
-        // The last handle: nothing can allocate any more. Count the frames still out.
+        // The last handle: nothing can allocate any more. Bring parked frames home (and
+        // keep owners off their slots for good), then count the frames still out.
+        for index in shared.threads.reclaim(true) {
+            // SAFETY: reclaimed frames are ours to give back; the pool is alive.
+            unsafe { shared.give_back(index) };
+        }
         let home = shared.free.orphan();
         let out = (shared.slots.len() - home) as isize;
         if shared.remaining.fetch_add(out, Ordering::AcqRel) + out == 0 {
@@ -677,14 +751,22 @@ impl Future for AllocateFuture {
         let this = &mut *self;
         let shared = this.pool.shared();
         match this.waiter {
-            None => match shared.enqueue(Wake::Task(cx.waker().clone())) {
-                Ok(Enqueued::Got(buf)) => Poll::Ready(Ok(buf)),
-                Ok(Enqueued::Waiting(id)) => {
-                    this.waiter = Some(id);
-                    Poll::Pending
+            None => {
+                if shared.closed.load(Ordering::Acquire) {
+                    return Poll::Ready(Err(Error::Closed));
                 }
-                Err(err) => Poll::Ready(Err(err)),
-            },
+                if let Some(buf) = this.pool.take_frame() {
+                    return Poll::Ready(Ok(buf));
+                }
+                match shared.enqueue(Wake::Task(cx.waker().clone())) {
+                    Ok(Enqueued::Got(buf)) => Poll::Ready(Ok(buf)),
+                    Ok(Enqueued::Waiting(id)) => {
+                        this.waiter = Some(id);
+                        Poll::Pending
+                    }
+                    Err(err) => Poll::Ready(Err(err)),
+                }
+            }
             Some(id) => match shared.check(id) {
                 Some(outcome) => {
                     this.waiter = None;

@@ -149,6 +149,11 @@ impl FreeList {
         self.depth_of(head)
     }
 
+    /// Whether a waiter has asked for the next released frame.
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.head.load(SeqCst) & WAITING != 0
+    }
+
     /// Frames in the list now (a snapshot).
     pub(crate) fn len(&self) -> usize {
         self.depth_of(self.head.load(SeqCst))

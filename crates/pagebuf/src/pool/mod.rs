@@ -10,10 +10,12 @@
 //! `try_allocate` is `None` only when every frame is out; a frame returns exactly once,
 //! from any thread; a waiter is woken only with a frame in hand (or by `close`).
 
+mod barrier;
 mod frame_pool;
 mod framing;
 mod free_list;
 mod poison;
+mod thread_cache;
 mod wait_queue;
 
 pub use frame_pool::{AllocateFuture, FramePool, PoolStats};

@@ -1,0 +1,259 @@
+//! The per-thread fast path of a frame pool: each thread that allocates from a pool owns
+//! one *slot* that can hold one parked frame. Dropping a frame on that thread parks it
+//! there; the next allocation on that thread takes it back. Neither touches a shared
+//! cache line or issues a read-modify-write: that is what makes the round trip cheap.
+//!
+//! A parked frame still counts as free and stays reachable: anyone who needs it
+//! (a waiter about to sleep, `try_allocate` finding the free list empty, the last
+//! handle tearing the pool down) *reclaims* parked frames.
+//!
+//! The protocol, per slot (`barrier.rs` explains light/heavy):
+//!
+//! ```text
+//! owner (fast path)                      reclaimer (slow path, registry lock held)
+//! busy = true                            steal = true            (every slot)
+//! light()                                heavy()
+//! if !steal && !waiting:                 wait until !busy        (every slot)
+//!     take or park `frame` (plain)       take `frame`            (plain)
+//! busy = false (Release)                 steal = false           (unless for good)
+//! ```
+//!
+//! Either the owner sees `steal` (and keeps off the frame) or the reclaimer sees `busy`
+//! (and waits for the owner to finish); never neither. A waiter sets the free list's
+//! WAITING bit before its heavy barrier and owners check it after their light one, so
+//! no frame is parked while someone sleeps for lack of one.
+//!
+//! Thread exit (the thread-local's destructor) hands a parked frame back to the pool
+//! under the same protocol. A slot outlives its pool if need be (it is shared by `Arc`),
+//! and a pool being torn down leaves `steal` set for good, so a late owner keeps off.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use super::barrier;
+use super::free_list::NIL;
+use crate::sync::{AtomicBool, Mutex, Ordering};
+
+#[cfg(loom)]
+use loom::sync::atomic::AtomicU32;
+#[cfg(not(loom))]
+use std::sync::atomic::AtomicU32;
+
+/// One thread's parking place for one pool.
+pub(crate) struct ThreadSlot {
+    frame: AtomicU32,
+    busy: AtomicBool,
+    steal: AtomicBool,
+    /// The owner thread has exited; the registry may forget the slot.
+    abandoned: AtomicBool,
+}
+
+impl ThreadSlot {
+    fn new() -> ThreadSlot {
+        ThreadSlot {
+            frame: AtomicU32::new(NIL),
+            busy: AtomicBool::new(false),
+            steal: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs `critical` on the owner's side of the protocol; `None` if a reclaimer holds
+    /// the slot. Only the owner thread calls this.
+    #[inline]
+    fn as_owner<R>(&self, critical: impl FnOnce(&AtomicU32) -> R) -> Option<R> {
+        self.busy.store(true, Ordering::Relaxed);
+        barrier::light();
+        let outcome = if self.steal.load(Ordering::Relaxed) {
+            None
+        } else {
+            Some(critical(&self.frame))
+        };
+        self.busy.store(false, Ordering::Release);
+        outcome
+    }
+}
+
+/// Gives a frame back to a pool (type-erased, for thread exit).
+pub(crate) type GiveBack = unsafe fn(pool: *const (), frame: u32);
+
+/// The slots of one pool's threads.
+pub(crate) struct Registry {
+    id: u64,
+    slots: Mutex<Vec<Arc<ThreadSlot>>>,
+}
+
+struct Entry {
+    pool_id: u64,
+    slot: Arc<ThreadSlot>,
+    pool: *const (),
+    give_back: GiveBack,
+}
+
+/// This thread's slots, one per pool it allocates from.
+struct ThreadSlots(Vec<Entry>);
+
+impl Drop for ThreadSlots {
+    fn drop(&mut self) {
+        for entry in self.0.drain(..) {
+            let parked = entry.slot.as_owner(|frame| {
+                let parked = frame.load(Ordering::Relaxed);
+                frame.store(NIL, Ordering::Relaxed);
+                parked
+            });
+            entry.slot.abandoned.store(true, Ordering::Release);
+            if let Some(frame) = parked.filter(|&f| f != NIL) {
+                // SAFETY: we took the frame as its slot's owner while no reclaimer held
+                // the slot, so the frame was never counted home by a teardown: it keeps
+                // its pool alive until given back here.
+                unsafe { (entry.give_back)(entry.pool, frame) };
+            }
+        }
+    }
+}
+
+crate::sync::thread_local! {
+    static SLOTS: RefCell<ThreadSlots> = RefCell::new(ThreadSlots(Vec::new()));
+}
+
+/// A process-unique pool id (a pool's address may be reused after it is freed).
+fn next_registry_id() -> u64 {
+    // Not part of any protocol, so a plain std atomic even under loom.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Registry {
+    pub(crate) fn new() -> Registry {
+        barrier::init();
+        Registry {
+            id: next_registry_id(),
+            slots: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The calling thread's slot for this pool, if it has one.
+    #[inline]
+    fn with_own_slot<R>(&self, f: impl FnOnce(&ThreadSlot) -> R) -> Option<R> {
+        SLOTS
+            .try_with(|slots| {
+                let slots = slots.try_borrow().ok()?;
+                let entry = slots.0.iter().find(|e| e.pool_id == self.id)?;
+                Some(f(&entry.slot))
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Takes the frame parked on this thread: `Err(())` if this thread has no slot for
+    /// the pool yet, `Ok(None)` if nothing is parked (or a reclaimer holds the slot).
+    #[inline]
+    pub(crate) fn take_parked(&self) -> Result<Option<u32>, ()> {
+        self.with_own_slot(|slot| {
+            slot.as_owner(|frame| {
+                let parked = frame.load(Ordering::Relaxed);
+                if parked != NIL {
+                    frame.store(NIL, Ordering::Relaxed);
+                }
+                parked
+            })
+            .filter(|&f| f != NIL)
+        })
+        .ok_or(())
+    }
+
+    /// Gives the calling thread a slot for this pool (once): threads that allocate are
+    /// the ones whose drops are worth parking.
+    pub(crate) fn ensure_slot(&self, pool: *const (), give_back: GiveBack) {
+        if self.with_own_slot(|_| ()).is_some() {
+            return;
+        }
+        let slot = Arc::new(ThreadSlot::new());
+        let registered = SLOTS.try_with(|slots| {
+            let Ok(mut slots) = slots.try_borrow_mut() else {
+                return false;
+            };
+            // Forget slots of pools that are gone (their teardown left `steal` set and
+            // the registry dropped its reference).
+            slots.0.retain(|e| Arc::strong_count(&e.slot) > 1);
+            slots.0.push(Entry {
+                pool_id: self.id,
+                slot: slot.clone(),
+                pool,
+                give_back,
+            });
+            true
+        });
+        if matches!(registered, Ok(true)) {
+            let mut all = self.lock();
+            all.retain(|s| !s.abandoned.load(Ordering::Acquire));
+            all.push(slot);
+        }
+    }
+
+    /// Parks `frame` on this thread if it has an empty slot, no reclaimer is at work and
+    /// `waiting()` (the free list's WAITING bit) is false. Returns whether it parked.
+    #[inline]
+    pub(crate) fn park(&self, frame: u32, waiting: impl FnOnce() -> bool) -> bool {
+        self.with_own_slot(|slot| {
+            slot.as_owner(|parked| {
+                if parked.load(Ordering::Relaxed) == NIL && !waiting() {
+                    parked.store(frame, Ordering::Relaxed);
+                    true
+                } else {
+                    false
+                }
+            })
+            .unwrap_or(false)
+        })
+        .unwrap_or(false)
+    }
+
+    fn lock(&self) -> crate::sync::MutexGuard<'_, Vec<Arc<ThreadSlot>>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes every parked frame back (see the module documentation). With `for_good`,
+    /// owners are kept off their slots for the rest of the pool's life (teardown).
+    pub(crate) fn reclaim(&self, for_good: bool) -> Vec<u32> {
+        let slots = self.lock();
+        let mut frames = Vec::new();
+        if slots.is_empty() {
+            return frames;
+        }
+        for slot in slots.iter() {
+            slot.steal.store(true, Ordering::Relaxed);
+        }
+        barrier::heavy();
+        for slot in slots.iter() {
+            let mut spins = 0u32;
+            while slot.busy.load(Ordering::Acquire) {
+                // An owner's critical section is a handful of instructions; it is only
+                // long if the owner was preempted inside it.
+                spins += 1;
+                if spins < 64 && cfg!(not(loom)) {
+                    std::hint::spin_loop();
+                } else {
+                    crate::sync::yield_now();
+                }
+            }
+            let parked = slot.frame.load(Ordering::Relaxed);
+            if parked != NIL {
+                slot.frame.store(NIL, Ordering::Relaxed);
+                frames.push(parked);
+            }
+            if !for_good {
+                slot.steal.store(false, Ordering::Release);
+            }
+        }
+        frames
+    }
+
+    /// Frames parked now (a snapshot, for statistics).
+    pub(crate) fn parked(&self) -> usize {
+        self.lock()
+            .iter()
+            .filter(|s| s.frame.load(Ordering::Relaxed) != NIL)
+            .count()
+    }
+}
