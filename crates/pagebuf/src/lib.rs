@@ -10,7 +10,8 @@
 //!   direct (`O_DIRECT`) I/O.
 //! * [`FramePool`] with [`Framing`] (`KSALLOCATOR_DISPATCH`): bounded pools of aligned
 //!   frames with back-pressure (blocking, timeout and async allocation), `close`, and
-//!   [`PoolStats`].
+//!   [`PoolStats`]; [`BufferPool`]: buffers of any size in size classes under a byte
+//!   budget.
 //! * [`memory`]: the page size and page-aligned anonymous regions (huge pages, `mlock`,
 //!   pre-faulting).
 //!
@@ -42,7 +43,7 @@ pub use alloc::{AllocatorStats, BufferAllocator, HeapAllocator, PageAllocator};
 pub use buffer::{Buffer, BufferMut, MemoryOrigin};
 pub use error::{Error, Misalignment, Result};
 pub use memory::page_size;
-pub use pool::{FramePool, Framing, PoolStats};
+pub use pool::{BufferPool, FramePool, Framing, PoolStats};
 
 /// The README's examples, compiled and run as doctests so they cannot rot.
 #[cfg(doctest)]

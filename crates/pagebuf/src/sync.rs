@@ -10,8 +10,6 @@ pub(crate) use loom::sync::atomic::{
 pub(crate) use loom::sync::{Mutex, MutexGuard};
 #[cfg(loom)]
 pub(crate) use loom::thread::{current as current_thread, park, yield_now, Thread};
-#[cfg(loom)]
-pub(crate) use loom::thread_local;
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{
@@ -21,8 +19,6 @@ pub(crate) use std::sync::atomic::{
 pub(crate) use std::sync::{Mutex, MutexGuard};
 #[cfg(not(loom))]
 pub(crate) use std::thread::{current as current_thread, park, yield_now, Thread};
-#[cfg(not(loom))]
-pub(crate) use std::thread_local;
 
 /// Parks until unparked or `timeout` passes (loom has no clock: it parks).
 #[cfg(not(loom))]

@@ -108,6 +108,15 @@ pub(crate) struct Header {
     writable: bool,
 }
 
+// SAFETY: a header is atomics plus plain data (an address, sizes, a fn pointer); the
+// memory at `base` is reached only through the views' unsafe core, whose rules (unique
+// `BufferMut`, immutable `Buffer`) hold on any thread, and every release function may
+// run on any thread.
+unsafe impl Send for Header {}
+// SAFETY: `&Header` allows only atomic operations and reads of fields that never change
+// while views exist.
+unsafe impl Sync for Header {}
+
 impl Header {
     /// A header for one view (`refs == 1`).
     ///

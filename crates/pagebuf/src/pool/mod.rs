@@ -3,7 +3,11 @@
 //! `IMemAllocator` and GStreamer's `GstBufferPool`.
 //!
 //! * [`Framing`] says what a pool holds; [`FramePool`] holds it: a fixed number of
-//!   equal, aligned frames in one block, allocated up front.
+//!   equal, aligned frames in one block, allocated up front, handed out lock-free
+//!   (a frame dropped on a thread that allocates is parked there for its next
+//!   allocation, without a single atomic read-modify-write).
+//! * [`BufferPool`]: page-aligned buffers of any size, recycled in size classes under a
+//!   byte budget; the default allocator of the sample writer and reader.
 //!
 //! Invariants (tested in `tests/pool_*.rs` and modelled with loom): frames never
 //! overlap; every frame honours the alignment; no more than `frames` are out at once;
@@ -11,6 +15,7 @@
 //! from any thread; a waiter is woken only with a frame in hand (or by `close`).
 
 mod barrier;
+mod buffer_pool;
 mod frame_pool;
 mod framing;
 mod free_list;
@@ -18,6 +23,7 @@ mod poison;
 mod thread_cache;
 mod wait_queue;
 
+pub use buffer_pool::{BufferPool, BufferPoolStats, ClassStats};
 pub use frame_pool::{AllocateFuture, FramePool, PoolStats};
 pub use framing::{FrameMemory, Framing, MAX_FRAMES};
 pub use poison::POISON_BYTE;

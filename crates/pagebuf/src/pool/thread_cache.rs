@@ -112,7 +112,12 @@ impl Drop for ThreadSlots {
     }
 }
 
-crate::sync::thread_local! {
+#[cfg(not(loom))]
+std::thread_local! {
+    static SLOTS: RefCell<ThreadSlots> = const { RefCell::new(ThreadSlots(Vec::new())) };
+}
+#[cfg(loom)]
+loom::thread_local! {
     static SLOTS: RefCell<ThreadSlots> = RefCell::new(ThreadSlots(Vec::new()));
 }
 
