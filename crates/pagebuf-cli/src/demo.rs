@@ -3,8 +3,13 @@
 
 use std::io::Write;
 
+use std::time::Instant;
+
 use pagebuf::memory::{self, HugePages, Region, RegionOptions};
-use pagebuf::{page_size, BufferAllocator, BufferMut, HeapAllocator, PageAllocator};
+use pagebuf::{
+    page_size, BufferAllocator, BufferMut, BufferPool, FramePool, Framing, HeapAllocator,
+    PageAllocator,
+};
 
 use crate::format;
 
@@ -18,6 +23,8 @@ pub fn run(out: &mut impl Write) -> DemoResult {
     write_allocations(out)?;
     writeln!(out)?;
     write_sharing(out)?;
+    writeln!(out)?;
+    write_pools(out)?;
     Ok(())
 }
 
@@ -149,5 +156,91 @@ fn write_sharing(out: &mut impl Write) -> DemoResult {
         "  memory returned after the last drop: {}",
         pages.stats().releases
     )?;
+    Ok(())
+}
+
+fn write_pools(out: &mut impl Write) -> DemoResult {
+    writeln!(
+        out,
+        "pools (memory allocated once, reused; back-pressure when all is out)"
+    )?;
+    let frames = FramePool::new(Framing::new(64 << 10, 16))?;
+    let first = frames
+        .try_allocate()
+        .ok_or("a fresh pool has free frames")?;
+    writeln!(
+        out,
+        "  FramePool   16 x {} frames, alignment {}, origin {}",
+        format::bytes(first.max_len() as u64),
+        first.alignment(),
+        first.origin()
+    )?;
+    drop(first);
+    // A producer thread fills frames while this thread consumes and drops them.
+    let (tx, rx) = std::sync::mpsc::sync_channel(64);
+    let producer = {
+        let frames = frames.clone();
+        std::thread::spawn(move || -> pagebuf::Result<()> {
+            for i in 0..100_000u32 {
+                let mut frame = frames.allocate()?;
+                frame.extend_from_slice(&i.to_le_bytes())?;
+                if tx.send(frame.freeze()).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    };
+    let started = Instant::now();
+    let mut received = 0u32;
+    for frame in rx {
+        if frame[..] != received.to_le_bytes() {
+            return Err(format!("frame {received} arrived out of order").into());
+        }
+        received += 1;
+    }
+    producer
+        .join()
+        .map_err(|_| "the producer thread panicked")??;
+    let elapsed = started.elapsed();
+    let stats = frames.stats();
+    writeln!(
+        out,
+        "  100,000 frames producer -> consumer thread in {:.1} ms ({:.0} ns per frame)",
+        elapsed.as_secs_f64() * 1e3,
+        elapsed.as_nanos() as f64 / f64::from(received)
+    )?;
+    writeln!(
+        out,
+        "  stats: {} allocations, high water {} of {}, {} waits, {} free now",
+        stats.allocations, stats.high_water, stats.frames, stats.waits, stats.free
+    )?;
+
+    let buffers = BufferPool::new(16 << 20)?;
+    let sizes = [3 << 20, 4000, 3 << 20, 200_000, 4000];
+    for _round in 0..3 {
+        let held: Vec<BufferMut> = sizes
+            .iter()
+            .map(|&size| buffers.allocate(size))
+            .collect::<pagebuf::Result<_>>()?;
+        drop(held);
+    }
+    let stats = buffers.stats();
+    writeln!(
+        out,
+        "  BufferPool  budget {}, {} cached after 3 rounds of {} mixed buffers:",
+        format::bytes(stats.budget as u64),
+        format::bytes(stats.bytes_cached as u64),
+        sizes.len()
+    )?;
+    for class in &stats.classes {
+        writeln!(
+            out,
+            "    class {:>9}: {} mapped, {} reused",
+            format::bytes(class.size as u64),
+            class.mapped,
+            class.reused
+        )?;
+    }
     Ok(())
 }

@@ -220,17 +220,37 @@ impl Registry {
 
     /// Takes every parked frame back (see the module documentation). With `for_good`,
     /// owners are kept off their slots for the rest of the pool's life (teardown).
+    ///
+    /// The caller's own slot needs no barrier (it is the owner); the heavy barrier is
+    /// paid only when other threads have slots.
     pub(crate) fn reclaim(&self, for_good: bool) -> Vec<u32> {
         let slots = self.lock();
+        let own = self
+            .with_own_slot(|slot| slot as *const ThreadSlot)
+            .unwrap_or(std::ptr::null());
         let mut frames = Vec::new();
-        if slots.is_empty() {
+        let (mine, others): (Vec<_>, Vec<_>) = slots
+            .iter()
+            .partition(|s| std::ptr::eq(Arc::as_ptr(s), own));
+        for slot in mine {
+            // Our own slot, our own thread: no one else parks or takes here.
+            let parked = slot.frame.load(Ordering::Relaxed);
+            if parked != NIL {
+                slot.frame.store(NIL, Ordering::Relaxed);
+                frames.push(parked);
+            }
+            if for_good {
+                slot.steal.store(true, Ordering::Relaxed);
+            }
+        }
+        if others.is_empty() {
             return frames;
         }
-        for slot in slots.iter() {
+        for slot in &others {
             slot.steal.store(true, Ordering::Relaxed);
         }
         barrier::heavy();
-        for slot in slots.iter() {
+        for slot in others {
             let mut spins = 0u32;
             while slot.busy.load(Ordering::Acquire) {
                 // An owner's critical section is a handful of instructions; it is only
