@@ -144,3 +144,38 @@ fn last_handle_and_last_frame_race_to_free_the_pool_once() {
         u.join().unwrap();
     });
 }
+
+#[test]
+fn a_pop_suspended_across_pop_pop_push_takes_no_held_frame() {
+    // The ABA pattern under a suspended pop: while `t` has read head = A and A's link
+    // B, this thread pops A and B and pushes A back. Only the tag in the head word
+    // makes `t`'s CAS fail; without it, `t` would install B, which this thread holds.
+    // Two preemptions suffice for the pattern and keep the model to seconds.
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(2);
+    model.check(|| {
+        let pool = pool(3);
+        let t = {
+            let pool = pool.clone();
+            thread::spawn(move || pool.try_allocate().map(|f| (f.as_ptr() as usize, f)))
+        };
+        let a = pool.try_allocate();
+        let b = pool.try_allocate();
+        let c = pool.try_allocate();
+        drop(c); // fills this thread's parking slot...
+        drop(a); // ...so this one is pushed back onto the list
+        let theirs = t.join().unwrap();
+        if let (Some((at, _)), Some(b)) = (&theirs, &b) {
+            assert_ne!(*at, b.as_ptr() as usize, "a frame held twice");
+        }
+        drop(theirs);
+        drop(b);
+        // Drain: exactly three distinct frames, then none (a list that links a frame
+        // twice would hand it out twice).
+        let x = pool.try_allocate().unwrap();
+        let y = pool.try_allocate().unwrap();
+        let z = pool.try_allocate().unwrap();
+        assert!(x.as_ptr() != y.as_ptr() && y.as_ptr() != z.as_ptr() && x.as_ptr() != z.as_ptr());
+        assert!(pool.try_allocate().is_none(), "a frame linked twice");
+    });
+}
