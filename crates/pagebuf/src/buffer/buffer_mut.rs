@@ -48,6 +48,7 @@ impl BufferMut {
     /// # Safety
     /// `header` is valid, `refs == 1` stands for the returned buffer, the memory
     /// promises of `Header::new` hold, and the header is writable.
+    #[inline]
     pub(crate) unsafe fn from_header(header: NonNull<Header>) -> BufferMut {
         // SAFETY: forwarded contract.
         let view = unsafe { View::whole(header) };
@@ -190,6 +191,7 @@ impl BufferMut {
 }
 
 impl Drop for BufferMut {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: a BufferMut is always the only view (refs == 1), so it releases
         // directly, skipping the atomic decrement; it is never used again.

@@ -213,6 +213,7 @@ impl Header {
     ///
     /// # Safety
     /// `header` is valid, the caller's view is the only one and is never used again.
+    #[inline]
     pub(crate) unsafe fn release_unique(header: NonNull<Header>) {
         // SAFETY: the header is valid; reading a fn pointer out of it is a plain copy.
         let release = unsafe { header.as_ref().release };

@@ -35,6 +35,7 @@ impl View {
     /// # Safety
     /// `header` is valid, has `refs == 1` standing for the returned view, and honours
     /// the promises of `Header::new`.
+    #[inline]
     pub(super) unsafe fn whole(header: NonNull<Header>) -> View {
         // SAFETY: valid per the contract.
         let h = unsafe { header.as_ref() };

@@ -275,6 +275,7 @@ impl FramePool {
         })
     }
 
+    #[inline]
     fn shared(&self) -> &PoolShared {
         // SAFETY: this handle is counted in `handles`, so the pool is alive.
         unsafe { self.shared.as_ref() }
@@ -282,6 +283,7 @@ impl FramePool {
 
     /// A free frame, or `None` when every frame is out (or the pool is closed). Never
     /// waits.
+    #[inline]
     pub fn try_allocate(&self) -> Option<BufferMut> {
         let shared = self.shared();
         if shared.closed.load(Ordering::Acquire) {
@@ -483,6 +485,7 @@ impl PoolShared {
     /// count as out for the high-water mark, so it is exact for one thread and an upper
     /// bound with several. A frame taken back from this thread's own slot cannot raise
     /// the mark (it was counted when it first left the list).
+    #[inline]
     fn hand_out(&self, index: u32, left: Option<usize>) -> BufferMut {
         if let Some(left) = left {
             let in_use = self.slots.len() - left;

@@ -95,6 +95,8 @@ struct ThreadSlots(Vec<Entry>);
 
 impl Drop for ThreadSlots {
     fn drop(&mut self) {
+        #[cfg(not(loom))]
+        LAST.set((0, std::ptr::null()));
         for entry in self.0.drain(..) {
             let parked = entry.slot.as_owner(|frame| {
                 let parked = frame.load(Ordering::Relaxed);
@@ -115,6 +117,12 @@ impl Drop for ThreadSlots {
 #[cfg(not(loom))]
 std::thread_local! {
     static SLOTS: RefCell<ThreadSlots> = const { RefCell::new(ThreadSlots(Vec::new())) };
+    /// The slot this thread used last, as (registry id, slot): plain data with no
+    /// destructor, so the fast path costs one thread-local read and a compare. The slot
+    /// is kept alive by its entry in `SLOTS`; an entry is dropped only once its pool is
+    /// gone (and pool ids are never reused), and `ThreadSlots::drop` clears this first.
+    static LAST: std::cell::Cell<(u64, *const ThreadSlot)> =
+        const { std::cell::Cell::new((0, std::ptr::null())) };
 }
 #[cfg(loom)]
 loom::thread_local! {
@@ -140,10 +148,22 @@ impl Registry {
     /// The calling thread's slot for this pool, if it has one.
     #[inline]
     fn with_own_slot<R>(&self, f: impl FnOnce(&ThreadSlot) -> R) -> Option<R> {
+        #[cfg(not(loom))]
+        {
+            let (id, slot) = LAST.get();
+            if id == self.id {
+                // SAFETY: `LAST` names a slot whose `SLOTS` entry (an `Arc`) is alive:
+                // entries go only with their pool (whose id then never matches again)
+                // or at thread exit, which clears `LAST` first.
+                return Some(f(unsafe { &*slot }));
+            }
+        }
         SLOTS
             .try_with(|slots| {
                 let slots = slots.try_borrow().ok()?;
                 let entry = slots.0.iter().find(|e| e.pool_id == self.id)?;
+                #[cfg(not(loom))]
+                LAST.set((self.id, Arc::as_ptr(&entry.slot)));
                 Some(f(&entry.slot))
             })
             .ok()
