@@ -362,6 +362,12 @@ fn frames_go_home_exactly_once_across_threads() {
             });
         }
     });
+    // `thread::scope` returns before the threads' thread-local destructors run, and
+    // those may still be handing parked frames back: let them finish.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool.stats().free < 4 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(1));
+    }
     let stats = pool.stats();
     assert_eq!(served.load(Ordering::Relaxed), 8000);
     assert_eq!((stats.free, stats.in_use, stats.allocations), (4, 0, 8000));

@@ -322,7 +322,7 @@ fn stress(frames: usize, threads: u64, cycles: u64) {
         drop(senders); // the droppers end when every worker's clones are gone
     });
 
-    let stats = pool.stats();
+    let stats = settled_stats(&pool);
     eprintln!(
         "{frames} frames, {threads} threads x {cycles} cycles: {:.2?}; {tally:?}; {stats:?}",
         started.elapsed()
@@ -480,7 +480,7 @@ fn async_tasks_cancel_waits_without_losing_frames() {
     drop(tx);
     dropper.join().unwrap();
 
-    let stats = pool.stats();
+    let stats = settled_stats(&pool);
     let got = tally.allocations.load(Ordering::Relaxed);
     let cancelled = cancelled.load(Ordering::Relaxed);
     eprintln!(
@@ -519,7 +519,7 @@ fn async_tasks_cancel_waits_without_losing_frames() {
     }
     drop(held); // handed to three of the four waiters, which may never run again
     runtime.shutdown_timeout(Duration::from_secs(10));
-    let stats = pool.stats();
+    let stats = settled_stats(&pool);
     assert_eq!((stats.free, stats.in_use, stats.waiting), (FRAMES, 0, 0));
 }
 
@@ -573,7 +573,7 @@ fn close_under_load_wakes_everyone_and_loses_nothing() {
             thread::sleep(Duration::from_millis(2 + round % 5));
             pool.close();
         });
-        let stats = pool.stats();
+        let stats = settled_stats(&pool);
         assert_eq!(
             closed_out.load(Ordering::Relaxed),
             4,
@@ -636,7 +636,7 @@ fn the_free_list_keeps_every_frame_under_a_storm_of_pops_and_pushes() {
             });
         }
     });
-    let stats = pool.stats();
+    let stats = settled_stats(&pool);
     eprintln!(
         "free list storm: {THREADS} threads, {FRAMES} frames: {:.2?}; {stats:?}",
         started.elapsed()
@@ -651,4 +651,21 @@ fn the_free_list_keeps_every_frame_under_a_storm_of_pops_and_pushes() {
     for frame in &all {
         ledger.claim(frame.as_ptr(), 1);
     }
+}
+
+/// The pool's statistics once the threads of a finished `thread::scope` are fully gone.
+///
+/// `thread::scope` returns when every scoped thread's closure has returned, which is
+/// *before* those threads run their thread-local destructors; one of those may still be
+/// handing frames it had parked back to the pool (a frame in transit counts as out).
+/// `JoinHandle::join` waits for the whole exit; the scope does not. So wait (boundedly)
+/// for the pool to stop changing before judging it.
+fn settled_stats(pool: &FramePool) -> pagebuf::PoolStats {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut stats = pool.stats();
+    while stats.free + stats.waiting < stats.frames && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(1));
+        stats = pool.stats();
+    }
+    stats
 }
