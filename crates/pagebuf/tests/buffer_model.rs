@@ -21,34 +21,12 @@ use pagebuf::{
 };
 use proptest::prelude::*;
 
+mod support;
+use support::CountedOwner;
+
 // ---------------------------------------------------------------------------------
 // Instrumented owners
 // ---------------------------------------------------------------------------------
-
-/// Memory a caller owns; its drop is counted, so the test sees when (and how often) the
-/// buffer gives it back.
-struct CountedOwner {
-    bytes: Vec<u8>,
-    drops: Arc<AtomicUsize>,
-}
-
-impl AsMut<[u8]> for CountedOwner {
-    fn as_mut(&mut self) -> &mut [u8] {
-        &mut self.bytes
-    }
-}
-
-impl AsRef<[u8]> for CountedOwner {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-impl Drop for CountedOwner {
-    fn drop(&mut self) {
-        self.drops.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 /// The initial bytes of an owner: never all zero, so they cannot be mistaken for a
 /// fresh allocation.

@@ -9,6 +9,9 @@ use pagebuf::{
     PageAllocator,
 };
 
+mod support;
+use support::{in_child, run_child, CountedOwner};
+
 /// Each allocator under test, with whether `allocate` is page-aligned too.
 fn allocators() -> Vec<(&'static str, Arc<dyn BufferAllocator>)> {
     vec![
@@ -307,28 +310,13 @@ fn read_only_owners_never_become_writable() {
     assert_eq!(frozen.origin(), MemoryOrigin::Owner);
 }
 
-/// An owner that counts its drops: the instrumented origin.
-struct Counted(Vec<u8>, Arc<AtomicUsize>);
-impl AsMut<[u8]> for Counted {
-    fn as_mut(&mut self) -> &mut [u8] {
-        &mut self.0
-    }
-}
-impl AsRef<[u8]> for Counted {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.1.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 #[test]
 fn owner_is_dropped_exactly_once_by_the_last_view() {
     let drops = Arc::new(AtomicUsize::new(0));
-    let mut buf = BufferMut::from_owner(Counted(vec![1, 2, 3, 4], drops.clone()));
+    let mut buf = BufferMut::from_owner(CountedOwner {
+        bytes: vec![1, 2, 3, 4],
+        drops: drops.clone(),
+    });
     assert_eq!((buf.len(), buf.max_len()), (4, 4));
     buf[0] = 9;
     let frozen = buf.freeze();
@@ -341,7 +329,10 @@ fn owner_is_dropped_exactly_once_by_the_last_view() {
     drop(b);
     assert_eq!(drops.load(Ordering::SeqCst), 1);
 
-    let read_only = Buffer::from_owner(Counted(vec![7; 3], drops.clone()));
+    let read_only = Buffer::from_owner(CountedOwner {
+        bytes: vec![7; 3],
+        drops: drops.clone(),
+    });
     drop(read_only.clone());
     drop(read_only);
     assert_eq!(drops.load(Ordering::SeqCst), 2);
@@ -431,35 +422,17 @@ fn origins_say_where_memory_came_from() {
     assert_eq!(mapped.origin().to_string(), "anonymous mmap (pre-faulted)");
 }
 
-/// Runs `child` in a fresh copy of this test binary (this test alone), so that it can
-/// change process-wide limits; returns the child's combined output.
-fn run_in_child(test_name: &str, marker: &str) -> String {
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env("PAGEBUF_TEST_CHILD", test_name)
-        .env("ASAN_OPTIONS", "allocator_may_return_null=1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "child failed ({:?}):\n{text}",
-        output.status
-    );
+/// Runs test `name` in a child copy of this binary (it changes process-wide limits) and
+/// checks that it succeeded and reached `marker`.
+fn run_in_child(name: &str, marker: &str) -> String {
+    let (status, text) = run_child(name, &[("ASAN_OPTIONS", "allocator_may_return_null=1")]);
+    assert!(status.success(), "child failed ({status:?}):\n{text}");
     assert!(
         text.contains(marker),
         "child did not reach its end:\n{text}"
     );
     eprintln!("{text}");
     text
-}
-
-fn in_child(test_name: &str) -> bool {
-    std::env::var("PAGEBUF_TEST_CHILD").is_ok_and(|v| v == test_name)
 }
 
 #[test]

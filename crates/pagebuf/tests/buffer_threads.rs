@@ -12,6 +12,9 @@ use std::thread;
 
 use pagebuf::{page_size, Buffer, BufferAllocator, BufferMut, HeapAllocator, PageAllocator};
 
+mod support;
+use support::CountedOwner;
+
 // Compile-time: both buffer types cross threads and stay four words.
 const _: () = {
     const fn send_sync<T: Send + Sync>() {}
@@ -23,24 +26,6 @@ const _: () = {
 
 /// Threads besides the one that allocates.
 const THREADS: usize = 4;
-
-/// Memory a caller owns, whose drops are counted.
-struct CountedOwner {
-    bytes: Vec<u8>,
-    drops: Arc<AtomicUsize>,
-}
-
-impl AsMut<[u8]> for CountedOwner {
-    fn as_mut(&mut self) -> &mut [u8] {
-        &mut self.bytes
-    }
-}
-
-impl Drop for CountedOwner {
-    fn drop(&mut self) {
-        self.drops.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 /// Where test buffers come from: each allocator once, plus owners, with the counts
 /// needed to check that everything came back exactly once.

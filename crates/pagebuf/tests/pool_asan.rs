@@ -63,28 +63,18 @@ fn read_returned(at: *const u8, len: usize) -> Vec<u8> {
 }
 
 #[cfg(pagebuf_asan)]
+mod support;
+
+#[cfg(pagebuf_asan)]
 mod asan {
     use super::*;
 
-    fn in_child(name: &str) -> bool {
-        std::env::var("PAGEBUF_TEST_CHILD").is_ok_and(|v| v == name)
-    }
+    use crate::support::{in_child, run_child};
 
     /// Runs test `name` of this binary alone in a child process; its exit status and
     /// its stdout + stderr.
     fn run_in_child(name: &str) -> (std::process::ExitStatus, String) {
-        let output = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([name, "--exact", "--nocapture", "--test-threads=1"])
-            .env("PAGEBUF_TEST_CHILD", name)
-            .env("ASAN_OPTIONS", "detect_leaks=0")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status, text)
+        run_child(name, &[("ASAN_OPTIONS", "detect_leaks=0")])
     }
 
     /// The child: read one byte of a returned frame. ASan must stop it right there.
