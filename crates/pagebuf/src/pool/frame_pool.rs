@@ -78,8 +78,10 @@ struct FrameSlot {
     header: Header,
     pool: *const PoolShared,
     index: u32,
-    /// How often this frame was handed out. Written only by whoever holds the frame.
-    uses: AtomicU64,
+    /// Handed out at least once (so `zero_on_reuse` has something to clear); written
+    /// once. Allocations are counted per thread, not here, so that this line stays
+    /// read-mostly and a frame dropped on another thread does not drag it across.
+    used: AtomicBool,
 }
 
 enum PoolMemory {
@@ -170,6 +172,9 @@ struct PoolShared {
     closed: AtomicBool,
     queue: Mutex<WaitQueue>,
     high_water: AtomicUsize,
+    /// Allocations not counted in a thread's slot (hand-offs, reclaims, threads
+    /// without a slot).
+    other_allocations: AtomicU64,
     exhausted: AtomicU64,
     waits: AtomicU64,
     // Last, so it is unmapped after everything that points into it is gone.
@@ -245,7 +250,7 @@ impl FramePool {
                     ),
                     pool: std::ptr::null(),
                     index: i as u32,
-                    uses: AtomicU64::new(0),
+                    used: AtomicBool::new(false),
                 }
             })
             .collect();
@@ -260,6 +265,7 @@ impl FramePool {
             closed: AtomicBool::new(false),
             queue: Mutex::new(WaitQueue::default()),
             high_water: AtomicUsize::new(0),
+            other_allocations: AtomicU64::new(0),
             exhausted: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             memory,
@@ -303,6 +309,7 @@ impl FramePool {
                     // through `self`.
                     unsafe { shared.give_back(other) };
                 }
+                shared.other_allocations.fetch_add(1, Ordering::Relaxed);
                 Some(shared.hand_out(index, None))
             }
             None => {
@@ -327,6 +334,9 @@ impl FramePool {
             shared
                 .threads
                 .ensure_slot(self.shared.as_ptr() as *const (), give_back_erased);
+        }
+        if !shared.threads.count_allocation() {
+            shared.other_allocations.fetch_add(1, Ordering::Relaxed);
         }
         Some(shared.hand_out(index, Some(left)))
     }
@@ -413,11 +423,8 @@ impl FramePool {
             free,
             in_use: frames - free,
             high_water: shared.high_water.load(Ordering::Relaxed),
-            allocations: shared
-                .slots
-                .iter()
-                .map(|s| s.uses.load(Ordering::Relaxed))
-                .sum(),
+            allocations: shared.threads.allocations()
+                + shared.other_allocations.load(Ordering::Relaxed),
             exhausted: shared.exhausted.load(Ordering::Relaxed),
             waits: shared.waits.load(Ordering::Relaxed),
             waiting,
@@ -496,15 +503,16 @@ impl PoolShared {
             }
         }
         let slot = &self.slots[index as usize];
-        let uses = slot.uses.load(Ordering::Relaxed);
-        slot.uses.store(uses + 1, Ordering::Relaxed);
         let data = slot.header.base().as_ptr();
         let len = slot.header.capacity();
         // SAFETY: the frame is ours alone until its buffer drops.
-        unsafe {
-            poison::unpoison(data, len);
-            if uses > 0 && self.framing.is_zero_on_reuse() {
-                data.write_bytes(0, len);
+        unsafe { poison::unpoison(data, len) };
+        if self.framing.is_zero_on_reuse() {
+            if slot.used.load(Ordering::Relaxed) {
+                // SAFETY: as above; the frame's bytes are ours to clear.
+                unsafe { data.write_bytes(0, len) };
+            } else {
+                slot.used.store(true, Ordering::Relaxed);
             }
         }
         // SAFETY: the slot's header describes this frame's initialized memory and has
@@ -520,6 +528,7 @@ impl PoolShared {
             return Err(Error::Closed);
         }
         if let Some((index, left)) = self.free.pop() {
+            self.other_allocations.fetch_add(1, Ordering::Relaxed);
             return Ok(Enqueued::Got(self.hand_out(index, Some(left))));
         }
         let mut queue = self.lock_queue();
@@ -529,6 +538,7 @@ impl PoolShared {
             }
             if let Some((index, left)) = self.free.pop() {
                 drop(queue);
+                self.other_allocations.fetch_add(1, Ordering::Relaxed);
                 return Ok(Enqueued::Got(self.hand_out(index, Some(left))));
             }
             if self.free.set_waiting() {
@@ -558,6 +568,7 @@ impl PoolShared {
             Standing::Handed(index) => {
                 queue.remove(id);
                 drop(queue);
+                self.other_allocations.fetch_add(1, Ordering::Relaxed);
                 Some(Ok(self.hand_out(index, Some(self.free.len()))))
             }
             Standing::Closed => {
@@ -575,7 +586,10 @@ impl PoolShared {
             self.free.clear_waiting();
         }
         drop(queue);
-        handed.map(|index| self.hand_out(index, Some(self.free.len())))
+        handed.map(|index| {
+            self.other_allocations.fetch_add(1, Ordering::Relaxed);
+            self.hand_out(index, Some(self.free.len()))
+        })
     }
 
     /// Gives a frame back: to the free list, or to the oldest waiter.

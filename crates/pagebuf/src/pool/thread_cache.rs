@@ -32,20 +32,25 @@ use std::sync::Arc;
 
 use super::barrier;
 use super::free_list::NIL;
-use crate::sync::{AtomicBool, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 
 #[cfg(loom)]
 use loom::sync::atomic::AtomicU32;
 #[cfg(not(loom))]
 use std::sync::atomic::AtomicU32;
 
-/// One thread's parking place for one pool.
+/// One thread's parking place for one pool. Aligned to two cache lines so that two
+/// threads' slots never share one.
+#[repr(align(128))]
 pub(crate) struct ThreadSlot {
     frame: AtomicU32,
     busy: AtomicBool,
     steal: AtomicBool,
     /// The owner thread has exited; the registry may forget the slot.
     abandoned: AtomicBool,
+    /// Frames this thread took: written by the owner alone (no read-modify-write),
+    /// summed by `stats`.
+    allocations: AtomicU64,
 }
 
 impl ThreadSlot {
@@ -55,7 +60,15 @@ impl ThreadSlot {
             busy: AtomicBool::new(false),
             steal: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
+            allocations: AtomicU64::new(0),
         }
+    }
+
+    /// Owner-only: counts one allocation.
+    #[inline]
+    fn count_allocation(&self) {
+        let n = self.allocations.load(Ordering::Relaxed);
+        self.allocations.store(n + 1, Ordering::Relaxed);
     }
 
     /// Runs `critical` on the owner's side of the protocol; `None` if a reclaimer holds
@@ -81,6 +94,8 @@ pub(crate) type GiveBack = unsafe fn(pool: *const (), frame: u32);
 pub(crate) struct Registry {
     id: u64,
     slots: Mutex<Vec<Arc<ThreadSlot>>>,
+    /// Allocations counted by slots the registry has since forgotten (threads gone).
+    retired_allocations: AtomicU64,
 }
 
 struct Entry {
@@ -142,6 +157,7 @@ impl Registry {
         Registry {
             id: next_registry_id(),
             slots: Mutex::new(Vec::new()),
+            retired_allocations: AtomicU64::new(0),
         }
     }
 
@@ -179,12 +195,30 @@ impl Registry {
                 let parked = frame.load(Ordering::Relaxed);
                 if parked != NIL {
                     frame.store(NIL, Ordering::Relaxed);
+                    slot.count_allocation();
                 }
                 parked
             })
             .filter(|&f| f != NIL)
         })
         .ok_or(())
+    }
+
+    /// Counts an allocation in the calling thread's slot; false if it has none (the
+    /// caller counts it elsewhere).
+    #[inline]
+    pub(crate) fn count_allocation(&self) -> bool {
+        self.with_own_slot(ThreadSlot::count_allocation).is_some()
+    }
+
+    /// Frames allocated through slots, including those of threads gone.
+    pub(crate) fn allocations(&self) -> u64 {
+        let slots = self.lock();
+        self.retired_allocations.load(Ordering::Relaxed)
+            + slots
+                .iter()
+                .map(|s| s.allocations.load(Ordering::Relaxed))
+                .sum::<u64>()
     }
 
     /// Gives the calling thread a slot for this pool (once): threads that allocate are
@@ -211,7 +245,15 @@ impl Registry {
         });
         if matches!(registered, Ok(true)) {
             let mut all = self.lock();
-            all.retain(|s| !s.abandoned.load(Ordering::Acquire));
+            all.retain(|s| {
+                let gone = s.abandoned.load(Ordering::Acquire);
+                if gone {
+                    let counted = s.allocations.load(Ordering::Relaxed);
+                    self.retired_allocations
+                        .fetch_add(counted, Ordering::Relaxed);
+                }
+                !gone
+            });
             all.push(slot);
         }
     }
