@@ -12,6 +12,8 @@
 //!   frames with back-pressure (blocking, timeout and async allocation), `close`, and
 //!   [`PoolStats`]; [`BufferPool`]: buffers of any size in size classes under a byte
 //!   budget.
+//! * [`DeviceLimits`] (`IDiscRecorder2Ex`): how large and how aligned a direct-I/O
+//!   transfer at a path may be, and where each figure came from.
 //! * [`memory`]: the page size and page-aligned anonymous regions (huge pages, `mlock`,
 //!   pre-faulting).
 //!
@@ -34,6 +36,7 @@
 
 pub mod alloc;
 pub mod buffer;
+pub mod device;
 mod error;
 pub mod memory;
 pub mod pool;
@@ -41,6 +44,7 @@ mod sync;
 
 pub use alloc::{AllocatorStats, BufferAllocator, HeapAllocator, PageAllocator};
 pub use buffer::{Buffer, BufferMut, MemoryOrigin};
+pub use device::DeviceLimits;
 pub use error::{Error, Misalignment, Result};
 pub use memory::page_size;
 pub use pool::{BufferPool, FramePool, Framing, PoolStats};
