@@ -14,6 +14,8 @@
 //!   budget.
 //! * [`DeviceLimits`] (`IDiscRecorder2Ex`): how large and how aligned a direct-I/O
 //!   transfer at a path may be, and where each figure came from.
+//! * [`DirectFile`]: positioned `O_DIRECT` reads and writes, alignment checked before
+//!   the kernel sees them (`Error::Misaligned`, not `EINVAL`), large transfers split.
 //! * [`memory`]: the page size and page-aligned anonymous regions (huge pages, `mlock`,
 //!   pre-faulting).
 //!
@@ -37,6 +39,7 @@
 pub mod alloc;
 pub mod buffer;
 pub mod device;
+pub mod direct;
 mod error;
 pub mod memory;
 pub mod pool;
@@ -45,6 +48,7 @@ mod sync;
 pub use alloc::{AllocatorStats, BufferAllocator, HeapAllocator, PageAllocator};
 pub use buffer::{Buffer, BufferMut, MemoryOrigin};
 pub use device::DeviceLimits;
+pub use direct::DirectFile;
 pub use error::{Error, Misalignment, Result};
 pub use memory::page_size;
 pub use pool::{BufferPool, FramePool, Framing, PoolStats};

@@ -1,0 +1,430 @@
+//! `DirectFile`: positioned reads and writes with `O_DIRECT`, checked before the kernel
+//! sees them (the reference's "page-aligned reads").
+//!
+//! * **Alignment.** With direct I/O on, the buffer address must be a multiple of the
+//!   device's `dio_mem_align`, and the file offset and the length multiples of its
+//!   `dio_offset_align` ([`DeviceLimits`]). A request that breaks a rule is refused with
+//!   [`Error::Misaligned`] naming which of the three, its value and the alignment, before
+//!   any system call, instead of the kernel's bare `EINVAL`.
+//! * **Splitting.** A transfer larger than the device takes in one request
+//!   (`max_page_aligned_transfer`, or `max_non_page_aligned_transfer` for a buffer that
+//!   is not page-aligned) is issued in pieces of that size, so the block layer does not
+//!   split it again.
+//! * **End of file.** Reads return the short count at end of file. Direct writes are
+//!   whole blocks; a file whose length is not a block multiple is finished by **pad and
+//!   truncate**: write the last block padded, then `set_len` to the true length. That
+//!   keeps every write on the fast path (no buffered tail mixing page-cache and direct
+//!   I/O on one file, whose coherence the kernel only guarantees at great cost).
+//! * **Policy.** Where the file system refuses `O_DIRECT`, [`DirectIo`] decides:
+//!   `Require` fails with [`Error::Unsupported`], `Prefer` falls back to buffered I/O
+//!   and says so ([`DirectFile::is_direct`], [`DirectFile::fallback_note`]), `Off`
+//!   never asks.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, OFlags, StatxFlags, CWD};
+
+use crate::buffer::BufferMut;
+use crate::device::DeviceLimits;
+use crate::error::{Error, Misalignment, Result};
+use crate::memory::page_size;
+
+/// Whether a [`DirectFile`] uses `O_DIRECT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DirectIo {
+    /// Direct I/O or [`Error::Unsupported`].
+    Require,
+    /// Direct I/O where the file system allows it, buffered I/O otherwise (reported by
+    /// [`DirectFile::is_direct`] and [`DirectFile::fallback_note`]).
+    #[default]
+    Prefer,
+    /// Buffered I/O (no alignment rules).
+    Off,
+}
+
+/// How to open a [`DirectFile`]; methods take and return `Self`.
+///
+/// ```
+/// use pagebuf::direct::{DirectFile, DirectIo};
+/// # let dir = std::env::temp_dir();
+/// let file = DirectFile::options()
+///     .read(true)
+///     .write(true)
+///     .create(true)
+///     .direct(DirectIo::Prefer)
+///     .open(dir.join("pagebuf-doc-options.bin"))?;
+/// println!("direct I/O: {}", file.is_direct());
+/// # std::fs::remove_file(dir.join("pagebuf-doc-options.bin")).ok();
+/// # Ok::<(), pagebuf::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectFileOptions {
+    read: bool,
+    write: bool,
+    create: bool,
+    truncate: bool,
+    direct: DirectIo,
+}
+
+impl Default for DirectFileOptions {
+    fn default() -> DirectFileOptions {
+        DirectFileOptions {
+            read: true,
+            write: false,
+            create: false,
+            truncate: false,
+            direct: DirectIo::Prefer,
+        }
+    }
+}
+
+impl DirectFileOptions {
+    /// Open for reading.
+    pub fn read(mut self, read: bool) -> Self {
+        self.read = read;
+        self
+    }
+
+    /// Open for writing.
+    pub fn write(mut self, write: bool) -> Self {
+        self.write = write;
+        self
+    }
+
+    /// Create the file if it does not exist (needs `write`).
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// Truncate the file to length 0 (needs `write`).
+    pub fn truncate(mut self, truncate: bool) -> Self {
+        self.truncate = truncate;
+        self
+    }
+
+    /// The direct-I/O policy (default `Prefer`).
+    pub fn direct(mut self, direct: DirectIo) -> Self {
+        self.direct = direct;
+        self
+    }
+
+    /// Opens `path` with these options.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for contradictory options; [`Error::Unsupported`] for
+    /// a path that is not a regular file or block device (a FIFO would block the open)
+    /// and, under `Require`, for a file system that refuses `O_DIRECT`; [`Error::Io`]
+    /// for the system's refusals (missing file, a directory, no permission).
+    pub fn open(self, path: impl AsRef<Path>) -> Result<DirectFile> {
+        let path = path.as_ref();
+        if !self.read && !self.write {
+            return Err(Error::InvalidArgument(
+                "open neither for reading nor for writing; ask for read(true) or write(true)"
+                    .into(),
+            ));
+        }
+        if (self.create || self.truncate) && !self.write {
+            return Err(Error::InvalidArgument(
+                "create or truncate needs write(true)".into(),
+            ));
+        }
+        refuse_special_files(path)?;
+        let mut std_options = OpenOptions::new();
+        std_options
+            .read(self.read)
+            .write(self.write)
+            .create(self.create)
+            .truncate(self.truncate);
+        let open = |direct: bool| {
+            let mut options = std_options.clone();
+            if direct {
+                options.custom_flags(OFlags::DIRECT.bits() as i32);
+            }
+            options.open(path)
+        };
+        let context = |e: std::io::Error| {
+            Error::io(
+                format!(
+                    "opening {} ({})",
+                    path.display(),
+                    if self.write {
+                        "read-write"
+                    } else {
+                        "read-only"
+                    }
+                ),
+                e,
+            )
+        };
+        let (file, direct, fallback_note) = match self.direct {
+            DirectIo::Off => (open(false).map_err(context)?, false, None),
+            DirectIo::Require | DirectIo::Prefer => match open(true) {
+                Ok(file) => (file, true, None),
+                Err(e) if e.raw_os_error() == Some(libc_einval()) => {
+                    let why = format!(
+                        "the file system at {} refuses O_DIRECT (EINVAL)",
+                        path.display()
+                    );
+                    if self.direct == DirectIo::Require {
+                        return Err(Error::Unsupported(format!(
+                            "{why}; use DirectIo::Prefer to fall back to buffered I/O, or \
+                             put the file on a file system that supports direct I/O"
+                        )));
+                    }
+                    let note = format!("{why}; using buffered I/O");
+                    (open(false).map_err(context)?, false, Some(note))
+                }
+                Err(e) => return Err(context(e)),
+            },
+        };
+        let limits = DeviceLimits::for_path(path)?;
+        Ok(DirectFile {
+            file,
+            path: path.to_path_buf(),
+            limits,
+            direct,
+            fallback_note,
+        })
+    }
+}
+
+fn libc_einval() -> i32 {
+    rustix::io::Errno::INVAL.raw_os_error()
+}
+
+/// Refuses FIFOs, sockets and character devices before `open` (a FIFO would block it).
+fn refuse_special_files(path: &Path) -> Result<()> {
+    match rustix::fs::statx(CWD, path, AtFlags::empty(), StatxFlags::TYPE) {
+        Ok(stat) => match FileType::from_raw_mode(u32::from(stat.stx_mode)) {
+            FileType::RegularFile | FileType::BlockDevice | FileType::Directory => Ok(()),
+            other => Err(Error::Unsupported(format!(
+                "{} is a {other:?}: direct I/O works on regular files and block devices",
+                path.display()
+            ))),
+        },
+        // Missing (to be created) or unreadable: `open` reports it properly.
+        Err(_) => Ok(()),
+    }
+}
+
+/// A file opened for direct I/O, with the limits of the device beneath it.
+///
+/// ```
+/// use pagebuf::{BufferAllocator, PageAllocator};
+/// use pagebuf::direct::DirectFile;
+///
+/// # let path = std::env::temp_dir().join("pagebuf-doc-direct.bin");
+/// let file = DirectFile::create(&path)?;
+/// let align = file.limits().alignment() as usize;
+/// let mut block = PageAllocator::default().allocate_page_aligned(4 * align)?;
+/// block.set_len(block.max_len())?;
+/// block.fill(0x42);
+/// file.write_at(&block, 0)?;
+///
+/// let mut back = PageAllocator::default().allocate_page_aligned(8 * align)?;
+/// let n = file.read_at(&mut back, 0)?;       // short count at end of file
+/// assert_eq!((n, back.len()), (4 * align, 4 * align));
+/// assert!(back.iter().all(|&b| b == 0x42));
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct DirectFile {
+    file: File,
+    path: PathBuf,
+    limits: DeviceLimits,
+    direct: bool,
+    fallback_note: Option<String>,
+}
+
+impl DirectFile {
+    /// Opens an existing file for reading (direct I/O preferred).
+    ///
+    /// # Errors
+    /// As [`DirectFileOptions::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<DirectFile> {
+        DirectFile::options().open(path)
+    }
+
+    /// Creates (or truncates) a file for reading and writing (direct I/O preferred).
+    ///
+    /// # Errors
+    /// As [`DirectFileOptions::open`].
+    pub fn create(path: impl AsRef<Path>) -> Result<DirectFile> {
+        DirectFile::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+    }
+
+    /// Options to open with (read-only, direct I/O preferred, until changed).
+    pub fn options() -> DirectFileOptions {
+        DirectFileOptions::default()
+    }
+
+    /// The limits of the device beneath the file.
+    pub fn limits(&self) -> &DeviceLimits {
+        &self.limits
+    }
+
+    /// Whether reads and writes bypass the page cache (`O_DIRECT`).
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    /// Why direct I/O is off though it was preferred, if it is.
+    pub fn fallback_note(&self) -> Option<&str> {
+        self.fallback_note.as_deref()
+    }
+
+    /// The path the file was opened at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads into `buf` from `offset`, up to `buf.max_len()` bytes, and sets `buf`'s
+    /// length to the bytes read: fewer only at end of file.
+    ///
+    /// # Errors
+    /// [`Error::Misaligned`] (direct I/O) if the buffer's address, `offset` or
+    /// `buf.max_len()` breaks the device's alignment; [`Error::Io`] from the system.
+    pub fn read_at(&self, buf: &mut BufferMut, offset: u64) -> Result<usize> {
+        let len = buf.max_len();
+        self.check(buf.as_ptr(), offset, len)?;
+        let chunk = self.chunk_for(buf.as_ptr());
+        let mut done = 0;
+        while done < len {
+            let want = (len - done).min(chunk);
+            let at = offset + done as u64;
+            let n = self
+                .file
+                .read_at(&mut buf.whole_mut()[done..done + want], at)
+                .map_err(|e| self.io_error("reading", at, e))?;
+            done += n;
+            if n < want {
+                break; // end of file
+            }
+        }
+        buf.set_len(done)?;
+        Ok(done)
+    }
+
+    /// Writes all of `data` at `offset`; returns its length.
+    ///
+    /// # Errors
+    /// [`Error::Misaligned`] (direct I/O) if `data`'s address, `offset` or length breaks
+    /// the device's alignment: pad the last block and [`set_len`](Self::set_len) after;
+    /// [`Error::Io`] from the system (a full disk is `ENOSPC`).
+    pub fn write_at(&self, data: &[u8], offset: u64) -> Result<usize> {
+        self.check(data.as_ptr(), offset, data.len())?;
+        let chunk = self.chunk_for(data.as_ptr());
+        let mut done = 0;
+        while done < data.len() {
+            let want = (data.len() - done).min(chunk);
+            let at = offset + done as u64;
+            let n = self
+                .file
+                .write_at(&data[done..done + want], at)
+                .map_err(|e| self.io_error("writing", at, e))?;
+            if n == 0 {
+                return Err(self.io_error(
+                    "writing",
+                    at,
+                    std::io::Error::new(std::io::ErrorKind::WriteZero, "wrote nothing"),
+                ));
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// The file's length in bytes.
+    ///
+    /// # Errors
+    /// [`Error::Io`] from the system.
+    pub fn len(&self) -> Result<u64> {
+        self.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| Error::io(format!("reading the length of {}", self.path.display()), e))
+    }
+
+    /// Whether the file is empty.
+    ///
+    /// # Errors
+    /// As [`len`](Self::len).
+    pub fn is_empty(&self) -> Result<bool> {
+        self.len().map(|len| len == 0)
+    }
+
+    /// Sets the file's length: how a direct writer finishes a file whose length is not
+    /// a block multiple (write the last block padded, then cut it to size).
+    ///
+    /// # Errors
+    /// [`Error::Io`] from the system.
+    pub fn set_len(&self, len: u64) -> Result<()> {
+        self.file.set_len(len).map_err(|e| {
+            Error::io(
+                format!("setting the length of {} to {len}", self.path.display()),
+                e,
+            )
+        })
+    }
+
+    /// Makes written data durable (`fdatasync`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] from the system: data may be lost; do not acknowledge it.
+    pub fn sync_data(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
+    }
+
+    /// Checks the direct-I/O alignment rules for one transfer.
+    fn check(&self, address: *const u8, offset: u64, len: usize) -> Result<()> {
+        if !self.direct {
+            return Ok(());
+        }
+        let mem = u64::from(self.limits.dio_mem_align);
+        let off = u64::from(self.limits.dio_offset_align);
+        let misaligned = |what, value: u64, required: u64| Error::Misaligned {
+            what,
+            value,
+            required,
+        };
+        if address as u64 % mem != 0 {
+            return Err(misaligned(Misalignment::Address, address as u64, mem));
+        }
+        if offset % off != 0 {
+            return Err(misaligned(Misalignment::Offset, offset, off));
+        }
+        if len as u64 % off != 0 {
+            return Err(misaligned(Misalignment::Length, len as u64, off));
+        }
+        Ok(())
+    }
+
+    /// The largest piece to issue for a buffer at `address`.
+    fn chunk_for(&self, address: *const u8) -> usize {
+        let max = if address as usize % page_size() == 0 {
+            self.limits.max_page_aligned_transfer
+        } else {
+            self.limits.max_non_page_aligned_transfer
+        };
+        // Whole alignment units, at least one.
+        let unit = self.limits.alignment().max(1) as u64;
+        let max = (max / unit * unit).max(unit);
+        usize::try_from(max).unwrap_or(usize::MAX)
+    }
+
+    fn io_error(&self, doing: &str, at: u64, e: std::io::Error) -> Error {
+        Error::io(format!("{doing} {} at offset {at}", self.path.display()), e)
+    }
+}

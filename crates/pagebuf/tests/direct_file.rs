@@ -1,0 +1,330 @@
+//! `DirectFile` on the real disk (in cargo's temporary directory under `target/`),
+//! and, as root, on a 4096-byte-sector loop device.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pagebuf::direct::{DirectFile, DirectIo};
+use pagebuf::{BufferAllocator, BufferMut, Error, Misalignment, PageAllocator};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn page_buffer(len: usize) -> BufferMut {
+    PageAllocator::default().allocate_page_aligned(len).unwrap()
+}
+
+/// Writes `data` through `file` with pad-and-truncate: whole blocks, the last one
+/// padded, then the length cut to `data.len()`.
+fn write_padded(file: &DirectFile, data: &[u8]) {
+    let unit = file.limits().alignment() as usize;
+    let padded = data.len().div_ceil(unit).max(1) * unit;
+    let mut block = page_buffer(padded);
+    block.extend_from_slice(data).unwrap();
+    block.set_len(padded).unwrap();
+    block[data.len()..].fill(0);
+    assert_eq!(file.write_at(&block, 0).unwrap(), padded);
+    file.set_len(data.len() as u64).unwrap();
+    file.sync_data().unwrap();
+}
+
+#[test]
+fn aligned_io_round_trips_and_large_transfers_are_split() {
+    let dir = scratch("round_trip");
+    let file = DirectFile::create(dir.join("data")).unwrap();
+    assert!(
+        file.is_direct(),
+        "ext4 on a disk does O_DIRECT: {:?}",
+        file.fallback_note()
+    );
+    // 8 MiB: several times the device's largest single request on this machine.
+    let len = 8 << 20;
+    assert!(len as u64 > file.limits().max_page_aligned_transfer);
+    let data = pattern(len, 3);
+    let mut out = page_buffer(len);
+    out.extend_from_slice(&data).unwrap();
+    assert_eq!(file.write_at(&out, 0).unwrap(), len);
+    file.sync_data().unwrap();
+    assert_eq!(file.len().unwrap(), len as u64);
+
+    let mut back = page_buffer(len);
+    assert_eq!(file.read_at(&mut back, 0).unwrap(), len);
+    assert!(back[..] == data[..], "8 MiB read back differs");
+    assert_eq!(
+        std::fs::read(file.path()).unwrap(),
+        data,
+        "visible to buffered readers"
+    );
+
+    // An offset in the middle, in whole blocks.
+    let unit = file.limits().alignment() as usize;
+    let mut middle = page_buffer(4 * unit);
+    assert_eq!(
+        file.read_at(&mut middle, (10 * unit) as u64).unwrap(),
+        4 * unit
+    );
+    assert_eq!(&middle[..], &data[10 * unit..14 * unit]);
+}
+
+#[test]
+fn misaligned_address_offset_and_length_are_refused_before_the_kernel() {
+    let dir = scratch("misaligned");
+    let file = DirectFile::create(dir.join("data")).unwrap();
+    assert!(file.is_direct());
+    let unit = file.limits().alignment() as usize;
+    let mem = file.limits().dio_mem_align as usize;
+    let mut big = page_buffer(4 * unit);
+    big.set_len(4 * unit).unwrap();
+
+    // Address: a view starting one byte into a page-aligned buffer.
+    let shifted = &big[1..1 + 2 * unit];
+    match file.write_at(shifted, 0) {
+        Err(Error::Misaligned {
+            what: Misalignment::Address,
+            required,
+            ..
+        }) if mem > 1 => assert_eq!(required as usize, mem),
+        other if mem == 1 => assert!(other.is_ok(), "byte-aligned memory is allowed: {other:?}"),
+        other => panic!("expected a misaligned address, got {other:?}"),
+    }
+    // Offset.
+    let err = file.write_at(&big[..unit], 1).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Misaligned {
+                what: Misalignment::Offset,
+                value: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("file offset"), "{err}");
+    // Length.
+    let err = file.write_at(&big[..unit + 1], 0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Misaligned {
+                what: Misalignment::Length,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // And the same rules for reads.
+    let mut odd = PageAllocator::default()
+        .allocate_page_aligned(unit + 1)
+        .unwrap();
+    let err = file.read_at(&mut odd, 0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Misaligned {
+                what: Misalignment::Length,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(file.len().unwrap(), 0, "nothing reached the file");
+}
+
+#[test]
+fn reads_across_end_of_file_return_the_short_count() {
+    let dir = scratch("short_read");
+    let path = dir.join("data");
+    let data = pattern(10_000, 9);
+    std::fs::write(&path, &data).unwrap();
+    let file = DirectFile::open(&path).unwrap();
+    let unit = file.limits().alignment() as usize;
+    let mut buf = page_buffer(16 * unit.max(1024));
+    let n = file.read_at(&mut buf, 0).unwrap();
+    assert_eq!(n, 10_000);
+    assert_eq!((buf.len(), &buf[..]), (10_000, &data[..]));
+    // Entirely past the end: nothing.
+    let mut past = page_buffer(unit);
+    let beyond = (10_000usize.div_ceil(unit) + 1) * unit;
+    assert_eq!(file.read_at(&mut past, beyond as u64).unwrap(), 0);
+    assert!(past.is_empty());
+}
+
+#[test]
+fn odd_lengths_are_finished_by_pad_and_truncate() {
+    let dir = scratch("odd_lengths");
+    for (i, len) in [1usize, 4095, 4097, (1 << 20) + 1].into_iter().enumerate() {
+        let path = dir.join(format!("odd-{len}"));
+        let data = pattern(len, i as u8);
+        let file = DirectFile::create(&path).unwrap();
+        write_padded(&file, &data);
+        assert_eq!(file.len().unwrap(), len as u64);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            data,
+            "{len} bytes byte-exact"
+        );
+        let reader = DirectFile::open(&path).unwrap();
+        let unit = reader.limits().alignment() as usize;
+        let mut back = page_buffer(len.div_ceil(unit) * unit);
+        assert_eq!(reader.read_at(&mut back, 0).unwrap(), len);
+        assert_eq!(&back[..], &data[..]);
+    }
+}
+
+#[test]
+fn bad_paths_are_clear_errors() {
+    let dir = scratch("bad_paths");
+    let err = DirectFile::open(dir.join("missing")).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(err.to_string().contains("missing"), "{err}");
+
+    let err = DirectFile::create(&dir).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(err.to_string().contains("read-write"), "{err}");
+
+    let fifo = dir.join("fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    // Must not block in open(2).
+    let err = DirectFile::open(&fifo).unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+
+    let err = DirectFile::options()
+        .read(false)
+        .open(dir.join("x"))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    let err = DirectFile::options()
+        .create(true)
+        .open(dir.join("x"))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+}
+
+#[test]
+fn direct_io_off_is_buffered_and_accepts_anything() {
+    let dir = scratch("off");
+    let file = DirectFile::options()
+        .write(true)
+        .create(true)
+        .direct(DirectIo::Off)
+        .open(dir.join("data"))
+        .unwrap();
+    assert!(!file.is_direct());
+    assert!(
+        file.fallback_note().is_none(),
+        "off by choice is not a fallback"
+    );
+    assert_eq!(file.write_at(b"unaligned", 3).unwrap(), 9);
+    assert_eq!(file.len().unwrap(), 12);
+}
+
+/// A loop device with 4096-byte sectors, ext4 on it, mounted; torn down on drop.
+struct LoopMount {
+    device: String,
+    mount: PathBuf,
+    mounted: bool,
+}
+
+impl LoopMount {
+    fn new(dir: &Path) -> Option<LoopMount> {
+        let image = dir.join("disk.img");
+        std::fs::File::create(&image).ok()?.set_len(64 << 20).ok()?;
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "-b", "4096"])
+            .arg(&image)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let mut guard = LoopMount {
+            device: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            mount: dir.join("mnt"),
+            mounted: false,
+        };
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-F", &guard.device])
+            .status()
+            .ok()?;
+        std::fs::create_dir_all(&guard.mount).ok()?;
+        let mount = Command::new("mount")
+            .arg(&guard.device)
+            .arg(&guard.mount)
+            .status()
+            .ok()?;
+        guard.mounted = mkfs.success() && mount.success();
+        guard.mounted.then_some(guard)
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.mount).status();
+        }
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+#[test]
+fn a_4096_byte_sector_device_refuses_512_byte_alignment() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: making a loop device needs root");
+        return;
+    }
+    let dir = scratch("loop4k");
+    let Some(disk) = LoopMount::new(&dir) else {
+        eprintln!("skipped: no loop device could be set up here");
+        return;
+    };
+    let file = DirectFile::create(disk.mount.join("data")).unwrap();
+    assert!(file.is_direct());
+    assert_eq!(file.limits().dio_offset_align, 4096);
+    let mut block = page_buffer(8192);
+    block.set_len(8192).unwrap();
+    let err = file.write_at(&block[..512], 0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Misaligned {
+                what: Misalignment::Length,
+                required: 4096,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = file.write_at(&block[..4096], 512).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Misaligned {
+                what: Misalignment::Offset,
+                required: 4096,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(file.write_at(&block[..4096], 4096).unwrap(), 4096);
+    file.sync_data().unwrap();
+    assert_eq!(file.len().unwrap(), 8192);
+}
