@@ -16,6 +16,8 @@
 //!   transfer at a path may be, and where each figure came from.
 //! * [`DirectFile`]: positioned `O_DIRECT` reads and writes, alignment checked before
 //!   the kernel sees them (`Error::Misaligned`, not `EINVAL`), large transfers split.
+//! * [`sequential`]: `DirectWriter` / `DirectReader`, `std::io::Write` / `Read` over a
+//!   `DirectFile` with several aligned transfers in flight and bounded memory.
 //! * [`memory`]: the page size and page-aligned anonymous regions (huge pages, `mlock`,
 //!   pre-faulting).
 //!
@@ -43,6 +45,7 @@ pub mod direct;
 mod error;
 pub mod memory;
 pub mod pool;
+pub mod sequential;
 mod sync;
 
 pub use alloc::{AllocatorStats, BufferAllocator, HeapAllocator, PageAllocator};

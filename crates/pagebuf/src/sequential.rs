@@ -1,0 +1,462 @@
+//! Sequential direct I/O with several transfers in flight: [`DirectWriter`] implements
+//! `std::io::Write`, [`DirectReader`] implements `std::io::Read`, so callers can pipe
+//! through them while every transfer to the file is whole, aligned blocks.
+//!
+//! * Buffers come from any [`BufferAllocator`] (page-aligned allocations); by default a
+//!   [`BufferPool`] sized to the pipeline, so memory stays bounded whatever the file size.
+//! * `depth` worker threads each keep one block transfer in the kernel: the writer's
+//!   workers take filled blocks in order and write them at their offsets; the reader's
+//!   worker `i` reads blocks `i`, `i + depth`, `i + 2 * depth`, ... into its own
+//!   channel, which the reader drains in turn, so blocks come out in file order.
+//!   (The worker loop is the seam where an io_uring queue will go.)
+//! * The writer finishes an odd-length file by pad and truncate (see [`DirectFile`]).
+//!   A failed write is reported by the next call and by `finish`, never swallowed.
+
+use std::io;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use crate::alloc::BufferAllocator;
+use crate::buffer::{Buffer, BufferMut};
+use crate::direct::DirectFile;
+use crate::error::{Error, Result};
+use crate::pool::BufferPool;
+
+/// Transfers in flight unless configured.
+pub const DEFAULT_DEPTH: usize = 4;
+
+/// Block size unless configured: the device's largest single request, capped at 1 MiB
+/// and rounded to its alignment.
+fn default_block_size(file: &DirectFile) -> usize {
+    let unit = file.limits().alignment().max(1) as u64;
+    let max = file.limits().max_page_aligned_transfer.min(1 << 20);
+    usize::try_from((max / unit * unit).max(unit)).unwrap_or(1 << 20)
+}
+
+fn check_block_size(file: &DirectFile, block_size: usize, depth: usize) -> Result<()> {
+    let unit = file.limits().alignment().max(1) as usize;
+    if block_size == 0 || block_size % unit != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "block size {block_size} is not a positive multiple of the device alignment \
+             {unit}; use a multiple of {unit}"
+        )));
+    }
+    if depth == 0 {
+        return Err(Error::InvalidArgument(
+            "depth 0: at least one transfer must be in flight".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn default_allocator(block_size: usize, buffers: usize) -> Result<Arc<dyn BufferAllocator>> {
+    let budget = block_size.checked_mul(buffers).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "{buffers} buffers of {block_size} bytes overflow; use smaller blocks or less depth"
+        ))
+    })?;
+    Ok(Arc::new(BufferPool::new(budget)?))
+}
+
+fn to_io(err: Error) -> io::Error {
+    match err {
+        Error::Io { source, .. } => source,
+        other => io::Error::other(other),
+    }
+}
+
+/// Work shared by the writer and its workers.
+struct WriteState {
+    in_flight: usize,
+    error: Option<Error>,
+}
+
+/// A `std::io::Write` that writes a file sequentially in aligned blocks with `depth`
+/// writes in flight. Call [`finish`](Self::finish) to write the tail, set the length and
+/// sync; dropping it unfinished does the same, ignoring errors.
+///
+/// ```
+/// use std::io::Write;
+/// use pagebuf::direct::DirectFile;
+/// use pagebuf::sequential::DirectWriter;
+///
+/// # let path = std::env::temp_dir().join("pagebuf-doc-writer.bin");
+/// let mut out = DirectWriter::new(DirectFile::create(&path)?)?;
+/// for i in 0..1000u32 {
+///     out.write_all(&i.to_le_bytes())?;
+/// }
+/// assert_eq!(out.finish()?, 4000);
+/// assert_eq!(std::fs::metadata(&path)?.len(), 4000);
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct DirectWriter {
+    file: Arc<DirectFile>,
+    alloc: Arc<dyn BufferAllocator>,
+    block_size: usize,
+    current: Option<BufferMut>,
+    /// File offset of the next block to submit.
+    offset: u64,
+    /// Bytes accepted so far.
+    accepted: u64,
+    jobs: Option<SyncSender<(Buffer, u64)>>,
+    workers: Vec<JoinHandle<()>>,
+    state: Arc<(Mutex<WriteState>, Condvar)>,
+    finished: bool,
+}
+
+impl DirectWriter {
+    /// A writer over `file` from offset 0, with the default block size, depth and pool.
+    ///
+    /// # Errors
+    /// As [`with_options`](Self::with_options).
+    pub fn new(file: DirectFile) -> Result<DirectWriter> {
+        let block_size = default_block_size(&file);
+        let alloc = default_allocator(block_size, DEFAULT_DEPTH * 2 + 2)?;
+        DirectWriter::with_options(file, block_size, DEFAULT_DEPTH, alloc)
+    }
+
+    /// A writer with `block_size`-byte transfers (a multiple of the device alignment),
+    /// `depth` of them in flight, buffers from `alloc`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a block size that is not a multiple of the
+    /// alignment, or depth 0.
+    pub fn with_options(
+        file: DirectFile,
+        block_size: usize,
+        depth: usize,
+        alloc: Arc<dyn BufferAllocator>,
+    ) -> Result<DirectWriter> {
+        check_block_size(&file, block_size, depth)?;
+        let file = Arc::new(file);
+        let (tx, rx) = mpsc::sync_channel::<(Buffer, u64)>(depth);
+        let rx = Arc::new(Mutex::new(rx));
+        let state = Arc::new((
+            Mutex::new(WriteState {
+                in_flight: 0,
+                error: None,
+            }),
+            Condvar::new(),
+        ));
+        let workers = (0..depth)
+            .map(|_| {
+                let (file, rx, state) = (file.clone(), rx.clone(), state.clone());
+                std::thread::spawn(move || loop {
+                    let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok((block, offset)) = job else { break };
+                    let failed = state
+                        .0
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .error
+                        .is_some();
+                    let outcome = if failed {
+                        Ok(0)
+                    } else {
+                        file.write_at(&block, offset)
+                    };
+                    drop(block); // back to its pool before anyone is woken
+                    let (lock, done) = &*state;
+                    let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(err) = outcome {
+                        st.error.get_or_insert(err);
+                    }
+                    st.in_flight -= 1;
+                    done.notify_all();
+                })
+            })
+            .collect();
+        Ok(DirectWriter {
+            file,
+            alloc,
+            block_size,
+            current: None,
+            offset: 0,
+            accepted: 0,
+            jobs: Some(tx),
+            workers,
+            state,
+            finished: false,
+        })
+    }
+
+    /// The first error a worker met, if any (taken: reported once).
+    fn take_error(&self) -> Result<()> {
+        match self.lock_state().error.take() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, WriteState> {
+        self.state.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn submit(&mut self, block: BufferMut) -> Result<()> {
+        let len = block.len() as u64;
+        let jobs = self.jobs.as_ref().ok_or(Error::Closed)?;
+        self.lock_state().in_flight += 1;
+        if jobs.send((block.freeze(), self.offset)).is_err() {
+            // Not queued: it must not be waited for.
+            self.lock_state().in_flight -= 1;
+            return Err(Error::InvalidRequest(
+                "the writer's workers are gone".into(),
+            ));
+        }
+        self.offset += len;
+        Ok(())
+    }
+
+    fn wait_idle(&self) -> Result<()> {
+        let (lock, done) = &*self.state;
+        let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
+        while st.in_flight > 0 {
+            st = done.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        match st.error.take() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted
+    }
+
+    /// Writes the tail (padded to the alignment, then the file cut to size), waits for
+    /// every write, syncs, and returns the file's length.
+    ///
+    /// # Errors
+    /// The first error any write met, or the sync's.
+    pub fn finish(mut self) -> Result<u64> {
+        self.finish_inner()
+    }
+
+    fn finish_inner(&mut self) -> Result<u64> {
+        if self.finished {
+            return Ok(self.accepted);
+        }
+        self.finished = true;
+        let mut padded = false;
+        if let Some(mut tail) = self.current.take() {
+            if !tail.is_empty() {
+                let unit = self.file.limits().alignment().max(1) as usize;
+                let len = tail.len();
+                let whole = len.div_ceil(unit) * unit;
+                if whole != len {
+                    tail.set_len(whole)?;
+                    tail[len..].fill(0);
+                    padded = true;
+                }
+                self.submit(tail)?;
+            }
+        }
+        self.jobs = None; // workers drain the queue, then stop
+        let outcome = self.wait_idle();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+        outcome?;
+        if padded {
+            self.file.set_len(self.accepted)?;
+        }
+        self.file.sync_data()?;
+        Ok(self.accepted)
+    }
+}
+
+impl io::Write for DirectWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.take_error().map_err(to_io)?;
+        if self.finished {
+            return Err(to_io(Error::InvalidRequest(
+                "write after finish; make a new writer".into(),
+            )));
+        }
+        let mut rest = data;
+        while !rest.is_empty() {
+            if self.current.is_none() {
+                let block = self
+                    .alloc
+                    .allocate_page_aligned(self.block_size)
+                    .map_err(to_io)?;
+                self.current = Some(block);
+            }
+            let block = self.current.as_mut().expect("just filled");
+            let room = block.max_len() - block.len();
+            let take = room.min(rest.len());
+            block.extend_from_slice(&rest[..take]).map_err(to_io)?;
+            rest = &rest[take..];
+            if block.len() == block.max_len() {
+                let full = self.current.take().expect("present");
+                self.submit(full).map_err(to_io)?;
+            }
+        }
+        self.accepted += data.len() as u64;
+        Ok(data.len())
+    }
+
+    /// Waits for every submitted block to be written. The unfinished last block stays
+    /// buffered: direct I/O writes whole blocks, so only `finish` writes the tail.
+    fn flush(&mut self) -> io::Result<()> {
+        self.wait_idle().map_err(to_io)
+    }
+}
+
+impl Drop for DirectWriter {
+    fn drop(&mut self) {
+        let _ = self.finish_inner();
+    }
+}
+
+/// A `std::io::Read` that reads a file sequentially in aligned blocks, `depth` reads
+/// ahead, without copying inside (each block is read once, into a buffer from the
+/// allocator, and handed out by `read`).
+///
+/// ```
+/// use std::io::Read;
+/// use pagebuf::direct::DirectFile;
+/// use pagebuf::sequential::DirectReader;
+///
+/// # let path = std::env::temp_dir().join("pagebuf-doc-reader.bin");
+/// std::fs::write(&path, vec![5u8; 100_000])?;
+/// let mut input = DirectReader::new(DirectFile::open(&path)?)?;
+/// let mut all = Vec::new();
+/// input.read_to_end(&mut all)?;
+/// assert_eq!(all, vec![5u8; 100_000]);
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct DirectReader {
+    channels: Vec<Receiver<Result<Buffer>>>,
+    workers: Vec<JoinHandle<()>>,
+    block_size: usize,
+    next: usize,
+    current: Option<Buffer>,
+    pos: usize,
+    eof: bool,
+}
+
+impl DirectReader {
+    /// A reader over `file` from offset 0 with the default block size, depth and pool.
+    ///
+    /// # Errors
+    /// As [`with_options`](Self::with_options).
+    pub fn new(file: DirectFile) -> Result<DirectReader> {
+        let block_size = default_block_size(&file);
+        let alloc = default_allocator(block_size, DEFAULT_DEPTH * 2 + 2)?;
+        DirectReader::with_options(file, block_size, DEFAULT_DEPTH, alloc)
+    }
+
+    /// A reader with `block_size`-byte transfers (a multiple of the device alignment),
+    /// `depth` of them in flight, buffers from `alloc`, which must be able to supply
+    /// `2 * depth + 1` blocks at once (one being read and one queued per worker, one
+    /// being consumed) or reading stalls.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a block size that is not a multiple of the
+    /// alignment, or depth 0.
+    pub fn with_options(
+        file: DirectFile,
+        block_size: usize,
+        depth: usize,
+        alloc: Arc<dyn BufferAllocator>,
+    ) -> Result<DirectReader> {
+        check_block_size(&file, block_size, depth)?;
+        let file = Arc::new(file);
+        let mut channels = Vec::with_capacity(depth);
+        let mut workers = Vec::with_capacity(depth);
+        for first in 0..depth {
+            let (tx, rx) = mpsc::sync_channel::<Result<Buffer>>(1);
+            channels.push(rx);
+            let (file, alloc) = (file.clone(), alloc.clone());
+            workers.push(std::thread::spawn(move || {
+                let mut block = first as u64;
+                loop {
+                    let outcome = alloc.allocate_page_aligned(block_size).and_then(|mut buf| {
+                        let offset = block * block_size as u64;
+                        file.read_at(&mut buf, offset).map(|_| buf.freeze())
+                    });
+                    let last = match &outcome {
+                        Ok(buf) => buf.len() < block_size,
+                        Err(_) => true,
+                    };
+                    if tx.send(outcome).is_err() || last {
+                        break;
+                    }
+                    block += depth as u64;
+                }
+            }));
+        }
+        Ok(DirectReader {
+            channels,
+            workers,
+            block_size,
+            next: 0,
+            current: None,
+            pos: 0,
+            eof: false,
+        })
+    }
+
+    /// The next block in file order, or `None` at end of file.
+    fn next_block(&mut self) -> Result<Option<Buffer>> {
+        if self.eof {
+            return Ok(None);
+        }
+        let channel = &self.channels[self.next % self.channels.len()];
+        self.next += 1;
+        match channel.recv() {
+            Ok(Ok(buf)) => {
+                if buf.len() < self.block_size {
+                    self.eof = true;
+                }
+                Ok(Some(buf))
+            }
+            Ok(Err(err)) => {
+                self.eof = true;
+                Err(err)
+            }
+            Err(_) => {
+                self.eof = true;
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl io::Read for DirectReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(block) = &self.current {
+                if self.pos < block.len() {
+                    let n = out.len().min(block.len() - self.pos);
+                    out[..n].copy_from_slice(&block[self.pos..self.pos + n]);
+                    self.pos += n;
+                    return Ok(n);
+                }
+            }
+            match self.next_block().map_err(to_io)? {
+                Some(block) => {
+                    self.current = Some(block);
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+    }
+}
+
+impl Drop for DirectReader {
+    fn drop(&mut self) {
+        // Closing the channels stops the workers at their next send.
+        self.channels.clear();
+        self.current = None;
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
