@@ -9,12 +9,8 @@ use std::process::Command;
 use pagebuf::device::{Source, FALLBACK_ALIGNMENT};
 use pagebuf::{page_size, DeviceLimits, Error};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod support;
+use support::{scratch, LoopMount};
 
 /// `major:minor` of the device holding `path` (glibc's encoding of `dev_t`).
 fn device_of(path: &Path) -> (u64, u64) {
@@ -233,56 +229,6 @@ fn bad_paths_are_clear_errors() {
     assert!(err.to_string().contains("Fifo"), "{err}");
 }
 
-/// A loop device on an image file, with ext4 mounted on it; detached and unmounted on
-/// drop, whether the test passed or not.
-struct LoopMount {
-    device: String,
-    mount: PathBuf,
-    mounted: bool,
-}
-
-impl LoopMount {
-    fn new(dir: &Path, sector: u32) -> Option<LoopMount> {
-        let image = dir.join("disk.img");
-        std::fs::File::create(&image).ok()?.set_len(64 << 20).ok()?;
-        let out = Command::new("losetup")
-            .args(["--find", "--show", "-b", &sector.to_string()])
-            .arg(&image)
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            eprintln!("losetup failed: {}", String::from_utf8_lossy(&out.stderr));
-            return None;
-        }
-        let mut guard = LoopMount {
-            device: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            mount: dir.join("mnt"),
-            mounted: false,
-        };
-        let mkfs = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-b", "4096", &guard.device])
-            .status()
-            .ok()?;
-        std::fs::create_dir_all(&guard.mount).ok()?;
-        let mount = Command::new("mount")
-            .arg(&guard.device)
-            .arg(&guard.mount)
-            .status()
-            .ok()?;
-        guard.mounted = mkfs.success() && mount.success();
-        guard.mounted.then_some(guard)
-    }
-}
-
-impl Drop for LoopMount {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = Command::new("umount").arg(&self.mount).status();
-        }
-        let _ = Command::new("losetup").args(["-d", &self.device]).status();
-    }
-}
-
 #[test]
 fn a_4096_byte_sector_loop_device_reports_4096() {
     if !is_root() {
@@ -290,7 +236,7 @@ fn a_4096_byte_sector_loop_device_reports_4096() {
         return;
     }
     let dir = scratch("loop4k");
-    let Some(disk) = LoopMount::new(&dir, 4096) else {
+    let Some(disk) = LoopMount::new(&dir, 4096, 64 << 20) else {
         eprintln!("skipped: no loop device could be set up here");
         return;
     };

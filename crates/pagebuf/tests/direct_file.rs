@@ -1,18 +1,11 @@
 //! `DirectFile` on the real disk (in cargo's temporary directory under `target/`),
 //! and, as root, on a 4096-byte-sector loop device.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use pagebuf::direct::{DirectFile, DirectIo};
 use pagebuf::{BufferAllocator, BufferMut, Error, Misalignment, PageAllocator};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod support;
+use support::{scratch, LoopMount};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -236,54 +229,6 @@ fn direct_io_off_is_buffered_and_accepts_anything() {
     assert_eq!(file.len().unwrap(), 12);
 }
 
-/// A loop device with 4096-byte sectors, ext4 on it, mounted; torn down on drop.
-struct LoopMount {
-    device: String,
-    mount: PathBuf,
-    mounted: bool,
-}
-
-impl LoopMount {
-    fn new(dir: &Path) -> Option<LoopMount> {
-        let image = dir.join("disk.img");
-        std::fs::File::create(&image).ok()?.set_len(64 << 20).ok()?;
-        let out = Command::new("losetup")
-            .args(["--find", "--show", "-b", "4096"])
-            .arg(&image)
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        let mut guard = LoopMount {
-            device: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            mount: dir.join("mnt"),
-            mounted: false,
-        };
-        let mkfs = Command::new("mkfs.ext4")
-            .args(["-q", "-F", &guard.device])
-            .status()
-            .ok()?;
-        std::fs::create_dir_all(&guard.mount).ok()?;
-        let mount = Command::new("mount")
-            .arg(&guard.device)
-            .arg(&guard.mount)
-            .status()
-            .ok()?;
-        guard.mounted = mkfs.success() && mount.success();
-        guard.mounted.then_some(guard)
-    }
-}
-
-impl Drop for LoopMount {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = Command::new("umount").arg(&self.mount).status();
-        }
-        let _ = Command::new("losetup").args(["-d", &self.device]).status();
-    }
-}
-
 #[test]
 fn a_4096_byte_sector_device_refuses_512_byte_alignment() {
     if !rustix::process::geteuid().is_root() {
@@ -291,7 +236,7 @@ fn a_4096_byte_sector_device_refuses_512_byte_alignment() {
         return;
     }
     let dir = scratch("loop4k");
-    let Some(disk) = LoopMount::new(&dir) else {
+    let Some(disk) = LoopMount::new(&dir, 4096, 64 << 20) else {
         eprintln!("skipped: no loop device could be set up here");
         return;
     };

@@ -53,3 +53,74 @@ pub fn run_child(name: &str, env: &[(&str, &str)]) -> (ExitStatus, String) {
     );
     (output.status, text)
 }
+
+/// A loop device on an image file in `dir` (`sector`-byte sectors, `size` bytes), with
+/// ext4 made and mounted on it; unmounted and detached on drop, pass or fail.
+pub struct LoopMount {
+    pub device: String,
+    pub mount: std::path::PathBuf,
+    mounted: bool,
+}
+
+impl LoopMount {
+    /// `None` (with the reason printed) where loop devices cannot be made: not root, no
+    /// `losetup`, no free loop device.
+    pub fn new(dir: &std::path::Path, sector: u32, size: u64) -> Option<LoopMount> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: making a loop device needs root");
+            return None;
+        }
+        let image = dir.join("disk.img");
+        std::fs::File::create(&image).ok()?.set_len(size).ok()?;
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "-b", &sector.to_string()])
+            .arg(&image)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "skipped: losetup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        let mut guard = LoopMount {
+            device: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            mount: dir.join("mnt"),
+            mounted: false,
+        };
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-F", &guard.device])
+            .status()
+            .ok()?;
+        std::fs::create_dir_all(&guard.mount).ok()?;
+        let mount = Command::new("mount")
+            .arg(&guard.device)
+            .arg(&guard.mount)
+            .status()
+            .ok()?;
+        guard.mounted = mkfs.success() && mount.success();
+        if !guard.mounted {
+            eprintln!("skipped: mkfs.ext4 or mount failed");
+        }
+        guard.mounted.then_some(guard)
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.mount).status();
+        }
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+/// A fresh directory for one test under cargo's temporary directory in `target/` (on
+/// the real disk; `/tmp` may be tmpfs).
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,129 @@
+//! `DirectWriter` / `DirectReader` on the real disk, and a full disk on a tiny loop
+//! device (root).
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use pagebuf::direct::DirectFile;
+use pagebuf::sequential::{DirectReader, DirectWriter};
+use pagebuf::{BufferAllocator, BufferPool, Error};
+
+mod support;
+use support::{scratch, LoopMount};
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+#[test]
+fn write_then_read_back_any_length_byte_exact() {
+    let dir = scratch("seq_round_trip");
+    for (i, len) in [0usize, 1, 4095, 4097, (1 << 20) + 1, 20 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let path = dir.join(format!("f{len}"));
+        let data = pattern(len, i as u32);
+        let mut out = DirectWriter::new(DirectFile::create(&path).unwrap()).unwrap();
+        // Uneven pieces, so blocks fill across writes.
+        let mut rest = &data[..];
+        let mut step = 1;
+        while !rest.is_empty() {
+            let take = step.min(rest.len());
+            out.write_all(&rest[..take]).unwrap();
+            rest = &rest[take..];
+            step = step * 3 + 7;
+        }
+        out.flush().unwrap();
+        assert_eq!(out.finish().unwrap(), len as u64);
+        assert_eq!(std::fs::read(&path).unwrap(), data, "{len} bytes via std");
+
+        let mut input = DirectReader::new(DirectFile::open(&path).unwrap()).unwrap();
+        let mut back = Vec::new();
+        input.read_to_end(&mut back).unwrap();
+        assert_eq!(back.len(), len);
+        assert!(back == data, "{len} bytes via DirectReader");
+    }
+}
+
+#[test]
+fn memory_stays_within_the_pool_whatever_the_file_size() {
+    let dir = scratch("seq_bounded");
+    let path = dir.join("big");
+    let file = DirectFile::create(&path).unwrap();
+    let block = 64 << 10;
+    let pool = BufferPool::new(block * 4).unwrap();
+    let alloc: Arc<dyn BufferAllocator> = Arc::new(pool.clone());
+    let mut out = DirectWriter::with_options(file, block, 2, alloc).unwrap();
+    let chunk = pattern(100_000, 7);
+    for _ in 0..300 {
+        out.write_all(&chunk).unwrap();
+        let stats = pool.stats();
+        assert!(stats.bytes_out + stats.bytes_cached <= block * 4);
+    }
+    assert_eq!(out.finish().unwrap(), 30_000_000);
+
+    let alloc: Arc<dyn BufferAllocator> = Arc::new(BufferPool::new(block * 5).unwrap());
+    let mut input =
+        DirectReader::with_options(DirectFile::open(&path).unwrap(), block, 2, alloc).unwrap();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 77_777];
+    loop {
+        let n = input.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert_eq!(
+            buf[..n],
+            chunk.repeat(2)[total % 100_000..total % 100_000 + n]
+        );
+        total += n;
+    }
+    assert_eq!(total, 30_000_000);
+}
+
+#[test]
+fn bad_options_are_invalid_arguments() {
+    let dir = scratch("seq_bad");
+    let file = DirectFile::create(dir.join("x")).unwrap();
+    let unit = file.limits().alignment() as usize;
+    let alloc: Arc<dyn BufferAllocator> = Arc::new(BufferPool::new(1 << 20).unwrap());
+    let err = DirectWriter::with_options(file, unit + 1, 2, alloc.clone())
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    let file = DirectFile::create(dir.join("y")).unwrap();
+    let err = DirectWriter::with_options(file, unit, 0, alloc)
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+}
+
+#[test]
+fn a_full_disk_is_an_error_not_a_silent_loss() {
+    let dir = scratch("seq_full");
+    let Some(disk) = LoopMount::new(&dir, 4096, 16 << 20) else {
+        return;
+    };
+    let path = disk.mount.join("fill");
+    let mut out = DirectWriter::new(DirectFile::create(&path).unwrap()).unwrap();
+    let chunk = vec![0xAB; 1 << 20];
+    let mut failed = None;
+    for _ in 0..64 {
+        if let Err(e) = out.write_all(&chunk) {
+            failed = Some(e);
+            break;
+        }
+    }
+    let outcome = match failed {
+        Some(e) => Err(e.to_string()),
+        None => out.finish().map_err(|e| e.to_string()),
+    };
+    let text = outcome.expect_err("64 MiB cannot fit on a 16 MiB file system");
+    assert!(
+        text.contains("No space left") || text.contains("os error 28"),
+        "the error says the disk is full: {text}"
+    );
+}
