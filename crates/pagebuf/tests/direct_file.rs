@@ -273,3 +273,99 @@ fn a_4096_byte_sector_device_refuses_512_byte_alignment() {
     file.sync_data().unwrap();
     assert_eq!(file.len().unwrap(), 8192);
 }
+
+/// A mount made by a test (`mount ARGS... TARGET`), unmounted on drop.
+struct TestMount(std::path::PathBuf);
+
+impl TestMount {
+    fn new(args: &[&str], target: &std::path::Path) -> Option<TestMount> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return None;
+        }
+        std::fs::create_dir_all(target).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(args)
+            .arg(target)
+            .status()
+            .ok()?
+            .success();
+        if !ok {
+            eprintln!("skipped: mount {args:?} failed here");
+        }
+        ok.then(|| TestMount(target.to_path_buf()))
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn the_policy_decides_where_o_direct_is_refused() {
+    // ramfs has no O_DIRECT (tmpfs on recent kernels accepts it, so cannot show this).
+    let dir = scratch("policy");
+    let Some(ram) = TestMount::new(&["-t", "ramfs", "ramfs"], &dir.join("ram")) else {
+        return;
+    };
+    let path = ram.0.join("file");
+    let limits = pagebuf::DeviceLimits::for_path(&ram.0).unwrap();
+    assert!(!limits.direct_io, "ramfs refuses O_DIRECT: {limits:?}");
+    assert!(limits.note.is_some(), "no block device behind ramfs");
+
+    let err = DirectFile::options()
+        .write(true)
+        .create(true)
+        .direct(DirectIo::Require)
+        .open(&path)
+        .unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+    assert!(err.to_string().contains("DirectIo::Prefer"), "{err}");
+
+    let file = DirectFile::options()
+        .write(true)
+        .create(true)
+        .direct(DirectIo::Prefer)
+        .open(&path)
+        .unwrap();
+    assert!(!file.is_direct());
+    let note = file.fallback_note().expect("the fallback is reported");
+    assert!(note.contains("buffered"), "{note}");
+    assert_eq!(file.write_at(b"odd length, odd offset", 3).unwrap(), 22);
+}
+
+#[test]
+fn a_read_only_file_system_refuses_writing_clearly() {
+    let dir = scratch("read_only");
+    let source = dir.join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("file"), b"data").unwrap();
+    let target = dir.join("ro");
+    let Some(bind) = TestMount::new(&["--bind", source.to_str().unwrap()], &target) else {
+        return;
+    };
+    let remounted = std::process::Command::new("mount")
+        .args(["-o", "remount,bind,ro"])
+        .arg(&bind.0)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !remounted {
+        eprintln!("skipped: could not make the bind mount read-only");
+        return;
+    }
+    let err = DirectFile::options()
+        .write(true)
+        .open(bind.0.join("file"))
+        .unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("read-write") && text.contains("Read-only file system"),
+        "{text}"
+    );
+    // Reading still works.
+    assert!(DirectFile::open(bind.0.join("file")).is_ok());
+}
