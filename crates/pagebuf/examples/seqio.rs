@@ -1,0 +1,70 @@
+//! Sequential I/O timing for `scripts/bench-io.sh`: writes or reads one file through
+//! pagebuf's `DirectWriter` / `DirectReader` (or `std::fs` buffered + fsync, for
+//! contrast) and prints `MODE BYTES SECONDS MIB_PER_S` on one line.
+//!
+//! `cargo run --release -p pagebuf --example seqio -- write|read|buffered PATH SIZE BLOCK [DEPTH]`
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use pagebuf::direct::DirectFile;
+use pagebuf::sequential::{DirectReader, DirectWriter};
+use pagebuf::{BufferAllocator, BufferPool};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [mode, path, size, block, rest @ ..] = &args[..] else {
+        return Err("usage: seqio write|read|buffered PATH SIZE_BYTES BLOCK_BYTES [DEPTH]".into());
+    };
+    let size: usize = size.parse()?;
+    let block: usize = block.parse()?;
+    let depth: usize = rest.first().map(|d| d.parse()).transpose()?.unwrap_or(4);
+    let pool: Arc<dyn BufferAllocator> = Arc::new(BufferPool::new(block * (2 * depth + 2))?);
+    let chunk: Vec<u8> = (0..block).map(|i| (i * 7) as u8).collect();
+    let started = Instant::now();
+    let bytes = match mode.as_str() {
+        "write" => {
+            let mut out =
+                DirectWriter::with_options(DirectFile::create(path)?, block, depth, pool)?;
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(block);
+                out.write_all(&chunk[..n])?;
+                left -= n;
+            }
+            out.finish()? as usize
+        }
+        "read" => {
+            let mut input =
+                DirectReader::with_options(DirectFile::open(path)?, block, depth, pool)?;
+            let mut buf = vec![0u8; block];
+            let mut total = 0;
+            loop {
+                let n = input.read(&mut buf)?;
+                if n == 0 {
+                    break total;
+                }
+                total += n;
+            }
+        }
+        "buffered" => {
+            let mut out = std::fs::File::create(path)?;
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(block);
+                out.write_all(&chunk[..n])?;
+                left -= n;
+            }
+            out.sync_all()?;
+            size
+        }
+        other => return Err(format!("unknown mode {other}").into()),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{mode} {bytes} {seconds:.3} {:.0}",
+        bytes as f64 / seconds / (1 << 20) as f64
+    );
+    Ok(())
+}

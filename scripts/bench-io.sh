@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Sequential direct I/O, side by side in one run: pagebuf's DirectWriter/DirectReader
+# against fio (psync, and libaio at iodepth 8) and dd with oflag/iflag=direct, plus a
+# buffered std::fs write + fsync for contrast. Same file system, same file size.
+#
+#   scripts/bench-io.sh [SIZE_MIB=1024] [DIR=target/bench-io]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size_mib=${1:-1024}
+dir=${2:-target/bench-io}
+mkdir -p "$dir"
+file="$dir/seq.bin"
+bytes=$((size_mib * 1024 * 1024))
+
+if ! command -v fio >/dev/null; then
+  echo "installing fio (apt-get)..." >&2
+  (apt-get update -qq && apt-get install -y -qq fio) >/dev/null
+fi
+cargo build -q --release -p pagebuf --example seqio
+seqio=target/release/examples/seqio
+
+mibs() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.0f", b / s / 1048576 }'; }
+
+fio_run() { # rw bs engine depth -> MiB/s
+  local out
+  out=$(fio --name=seq --filename="$file" --size="${size_mib}M" --rw="$1" --bs="$2" \
+    --direct=1 --ioengine="$3" --iodepth="$4" --end_fsync=1 --output-format=terse \
+    --terse-version=3 2>/dev/null)
+  # terse v3: field 7 = read bandwidth KiB/s, field 48 = write bandwidth KiB/s
+  if [ "$1" = read ]; then echo "$out" | awk -F';' '{ printf "%.0f", $7 / 1024 }'
+  else echo "$out" | awk -F';' '{ printf "%.0f", $48 / 1024 }'; fi
+}
+
+dd_run() { # write|read bs_mib -> MiB/s
+  local start end count=$((size_mib / $2))
+  start=$(date +%s.%N)
+  if [ "$1" = write ]; then
+    dd if=/dev/zero of="$file" bs="$2M" count="$count" oflag=direct conv=fsync status=none
+  else
+    dd if="$file" of=/dev/null bs="$2M" count="$count" iflag=direct status=none
+  fi
+  end=$(date +%s.%N)
+  mibs "$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')"
+}
+
+printf '%-6s %-5s %10s %10s %10s %10s %10s %10s\n' op bs pagebuf fio-psync fio-aio8 dd buffered best-ratio
+for bs_mib in 1 4; do
+  bs=$((bs_mib * 1024 * 1024))
+  for op in write read; do
+    if [ "$op" = write ]; then
+      pb=$($seqio write "$file" "$bytes" "$bs" 4 | awk '{ print $4 }')
+      buffered=$($seqio buffered "$file" "$bytes" "$bs" | awk '{ print $4 }')
+    else
+      $seqio write "$file" "$bytes" "$bs" 4 >/dev/null
+      pb=$($seqio read "$file" "$bytes" "$bs" 4 | awk '{ print $4 }')
+      buffered=-
+    fi
+    psync=$(fio_run "$op" "${bs_mib}M" psync 1)
+    aio=$(fio_run "$op" "${bs_mib}M" libaio 8)
+    ddr=$(dd_run "$op" "$bs_mib")
+    best=$(printf '%s\n' "$psync" "$aio" "$ddr" | sort -n | tail -1)
+    ratio=$(awk -v p="$pb" -v b="$best" 'BEGIN { printf "%.2fx", p / b }')
+    printf '%-6s %-5s %10s %10s %10s %10s %10s %10s\n' "$op" "${bs_mib}M" "$pb" "$psync" "$aio" "$ddr" "$buffered" "$ratio"
+  done
+done
+rm -f "$file"
+echo "(MiB/s; best-ratio = pagebuf / the best of fio-psync, fio-aio8, dd; file ${size_mib} MiB in $dir)"
