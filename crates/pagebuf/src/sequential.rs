@@ -50,13 +50,18 @@ fn check_block_size(file: &DirectFile, block_size: usize, depth: usize) -> Resul
     Ok(())
 }
 
-fn default_allocator(block_size: usize, buffers: usize) -> Result<Arc<dyn BufferAllocator>> {
-    let budget = block_size.checked_mul(buffers).ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "{buffers} buffers of {block_size} bytes overflow; use smaller blocks or less depth"
-        ))
-    })?;
-    Ok(Arc::new(BufferPool::new(budget)?))
+/// The default block size for `file`, and a pool with room for every block the default
+/// depth can hold at once (`2 * depth + 1`, plus one).
+fn defaults(file: &DirectFile) -> Result<(usize, Arc<dyn BufferAllocator>)> {
+    let block_size = default_block_size(file);
+    let budget = block_size
+        .checked_mul(DEFAULT_DEPTH * 2 + 2)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "the pool for blocks of {block_size} bytes overflows; use with_options"
+            ))
+        })?;
+    Ok((block_size, Arc::new(BufferPool::new(budget)?)))
 }
 
 fn to_io(err: Error) -> io::Error {
@@ -112,8 +117,7 @@ impl DirectWriter {
     /// # Errors
     /// As [`with_options`](Self::with_options).
     pub fn new(file: DirectFile) -> Result<DirectWriter> {
-        let block_size = default_block_size(&file);
-        let alloc = default_allocator(block_size, DEFAULT_DEPTH * 2 + 2)?;
+        let (block_size, alloc) = defaults(&file)?;
         DirectWriter::with_options(file, block_size, DEFAULT_DEPTH, alloc)
     }
 
@@ -346,8 +350,7 @@ impl DirectReader {
     /// # Errors
     /// As [`with_options`](Self::with_options).
     pub fn new(file: DirectFile) -> Result<DirectReader> {
-        let block_size = default_block_size(&file);
-        let alloc = default_allocator(block_size, DEFAULT_DEPTH * 2 + 2)?;
+        let (block_size, alloc) = defaults(&file)?;
         DirectReader::with_options(file, block_size, DEFAULT_DEPTH, alloc)
     }
 

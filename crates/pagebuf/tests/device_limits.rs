@@ -216,14 +216,7 @@ fn bad_paths_are_clear_errors() {
     assert!(err.to_string().contains("missing"), "{err}");
 
     let fifo = dir.join("fifo");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    support::make_fifo(&fifo);
     let err = DeviceLimits::for_path(&fifo).unwrap_err();
     assert!(matches!(err, Error::Unsupported(_)), "{err}");
     assert!(err.to_string().contains("Fifo"), "{err}");
