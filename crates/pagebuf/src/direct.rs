@@ -164,7 +164,7 @@ impl DirectFileOptions {
             DirectIo::Off => (open(false).map_err(context)?, false, None),
             DirectIo::Require | DirectIo::Prefer => match open(true) {
                 Ok(file) => (file, true, None),
-                Err(e) if e.raw_os_error() == Some(libc_einval()) => {
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
                     let why = format!(
                         "the file system at {} refuses O_DIRECT (EINVAL)",
                         path.display()
@@ -190,10 +190,6 @@ impl DirectFileOptions {
             fallback_note,
         })
     }
-}
-
-fn libc_einval() -> i32 {
-    rustix::io::Errno::INVAL.raw_os_error()
 }
 
 /// Refuses FIFOs, sockets and character devices before `open` (a FIFO would block it).

@@ -522,15 +522,9 @@ impl PoolShared {
 
     /// Takes a frame if one is free, or joins the queue (setting the free list's
     /// WAITING bit so that the next release hands its frame over).
+    ///
+    /// Callers try `take_frame` first (the lock-free common case); this is the slow path.
     fn enqueue(&self, wake: Wake) -> Result<Enqueued> {
-        // The common case, a frame free, needs no lock.
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        if let Some((index, left)) = self.free.pop() {
-            self.other_allocations.fetch_add(1, Ordering::Relaxed);
-            return Ok(Enqueued::Got(self.hand_out(index, Some(left))));
-        }
         let mut queue = self.lock_queue();
         loop {
             if self.closed.load(Ordering::Acquire) {
