@@ -18,6 +18,9 @@
 //!   the kernel sees them (`Error::Misaligned`, not `EINVAL`), large transfers split.
 //! * [`sequential`]: `DirectWriter` / `DirectReader`, `std::io::Write` / `Read` over a
 //!   `DirectFile` with several aligned transfers in flight and bounded memory.
+//! * [`stream`]: [`SampleWriter`] / [`SampleReader`] (`IWMWriter`), a recorder of timed
+//!   samples that owns each buffer until it is on disk, writes large ones without a
+//!   copy, and leaves a file that survives its writer's death (FORMAT.md).
 //! * [`memory`]: the page size and page-aligned anonymous regions (huge pages, `mlock`,
 //!   pre-faulting).
 //!
@@ -43,9 +46,11 @@ pub mod buffer;
 pub mod device;
 pub mod direct;
 mod error;
+mod io_queue;
 pub mod memory;
 pub mod pool;
 pub mod sequential;
+pub mod stream;
 mod sync;
 
 pub use alloc::{AllocatorStats, BufferAllocator, HeapAllocator, PageAllocator};
@@ -55,6 +60,7 @@ pub use direct::DirectFile;
 pub use error::{Error, Misalignment, Result};
 pub use memory::page_size;
 pub use pool::{BufferPool, FramePool, Framing, PoolStats};
+pub use stream::{Sample, SampleFlags, SampleReader, SampleWriter, StreamKind};
 
 /// The README's examples, compiled and run as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -8,19 +8,18 @@
 //!   workers take filled blocks in order and write them at their offsets; the reader's
 //!   worker `i` reads blocks `i`, `i + depth`, `i + 2 * depth`, ... into its own
 //!   channel, which the reader drains in turn, so blocks come out in file order.
-//!   (The worker loop is the seam where an io_uring queue will go.)
+//!   (The threads live in the crate's I/O queue, the seam where io_uring will go.)
 //! * The writer finishes an odd-length file by pad and truncate (see [`DirectFile`]).
 //!   A failed write is reported by the next call and by `finish`, never swallowed.
 
 use std::io;
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 
 use crate::alloc::BufferAllocator;
 use crate::buffer::{Buffer, BufferMut};
 use crate::direct::DirectFile;
 use crate::error::{Error, Result};
+use crate::io_queue::{ReadAhead, ReadPlan, WriteQueue};
 use crate::pool::BufferPool;
 
 /// Transfers in flight unless configured.
@@ -28,7 +27,7 @@ pub const DEFAULT_DEPTH: usize = 4;
 
 /// Block size unless configured: the device's largest single request, capped at 1 MiB
 /// and rounded to its alignment.
-fn default_block_size(file: &DirectFile) -> usize {
+pub(crate) fn default_block_size(file: &DirectFile) -> usize {
     let unit = file.limits().alignment().max(1) as u64;
     let max = file.limits().max_page_aligned_transfer.min(1 << 20);
     usize::try_from((max / unit * unit).max(unit)).unwrap_or(1 << 20)
@@ -52,7 +51,7 @@ fn check_block_size(file: &DirectFile, block_size: usize, depth: usize) -> Resul
 
 /// The default block size for `file`, and a pool with room for every block the default
 /// depth can hold at once (`2 * depth + 1`, plus one).
-fn defaults(file: &DirectFile) -> Result<(usize, Arc<dyn BufferAllocator>)> {
+fn defaults(file: &DirectFile) -> Result<(usize, BufferPool)> {
     let block_size = default_block_size(file);
     let budget = block_size
         .checked_mul(DEFAULT_DEPTH * 2 + 2)
@@ -61,7 +60,7 @@ fn defaults(file: &DirectFile) -> Result<(usize, Arc<dyn BufferAllocator>)> {
                 "the pool for blocks of {block_size} bytes overflows; use with_options"
             ))
         })?;
-    Ok((block_size, Arc::new(BufferPool::new(budget)?)))
+    Ok((block_size, BufferPool::new(budget)?))
 }
 
 fn to_io(err: Error) -> io::Error {
@@ -69,12 +68,6 @@ fn to_io(err: Error) -> io::Error {
         Error::Io { source, .. } => source,
         other => io::Error::other(other),
     }
-}
-
-/// Work shared by the writer and its workers.
-struct WriteState {
-    in_flight: usize,
-    error: Option<Error>,
 }
 
 /// A `std::io::Write` that writes a file sequentially in aligned blocks with `depth`
@@ -105,9 +98,7 @@ pub struct DirectWriter {
     offset: u64,
     /// Bytes accepted so far.
     accepted: u64,
-    jobs: Option<SyncSender<(Buffer, u64)>>,
-    workers: Vec<JoinHandle<()>>,
-    state: Arc<(Mutex<WriteState>, Condvar)>,
+    queue: WriteQueue,
     finished: bool,
 }
 
@@ -117,8 +108,8 @@ impl DirectWriter {
     /// # Errors
     /// As [`with_options`](Self::with_options).
     pub fn new(file: DirectFile) -> Result<DirectWriter> {
-        let (block_size, alloc) = defaults(&file)?;
-        DirectWriter::with_options(file, block_size, DEFAULT_DEPTH, alloc)
+        let (block_size, pool) = defaults(&file)?;
+        DirectWriter::with_options(file, block_size, DEFAULT_DEPTH, Arc::new(pool))
     }
 
     /// A writer with `block_size`-byte transfers (a multiple of the device alignment),
@@ -135,43 +126,7 @@ impl DirectWriter {
     ) -> Result<DirectWriter> {
         check_block_size(&file, block_size, depth)?;
         let file = Arc::new(file);
-        let (tx, rx) = mpsc::sync_channel::<(Buffer, u64)>(depth);
-        let rx = Arc::new(Mutex::new(rx));
-        let state = Arc::new((
-            Mutex::new(WriteState {
-                in_flight: 0,
-                error: None,
-            }),
-            Condvar::new(),
-        ));
-        let workers = (0..depth)
-            .map(|_| {
-                let (file, rx, state) = (file.clone(), rx.clone(), state.clone());
-                std::thread::spawn(move || loop {
-                    let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok((block, offset)) = job else { break };
-                    let failed = state
-                        .0
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .error
-                        .is_some();
-                    let outcome = if failed {
-                        Ok(0)
-                    } else {
-                        file.write_at(&block, offset)
-                    };
-                    drop(block); // back to its pool before anyone is woken
-                    let (lock, done) = &*state;
-                    let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Err(err) = outcome {
-                        st.error.get_or_insert(err);
-                    }
-                    st.in_flight -= 1;
-                    done.notify_all();
-                })
-            })
-            .collect();
+        let queue = WriteQueue::new(file.clone(), depth);
         Ok(DirectWriter {
             file,
             alloc,
@@ -179,50 +134,24 @@ impl DirectWriter {
             current: None,
             offset: 0,
             accepted: 0,
-            jobs: Some(tx),
-            workers,
-            state,
+            queue,
             finished: false,
         })
     }
 
-    /// The first error a worker met, if any (taken: reported once).
+    /// The first error a write met, if any (taken: reported once).
     fn take_error(&self) -> Result<()> {
-        match self.lock_state().error.take() {
+        match self.queue.take_error() {
             Some(err) => Err(err),
             None => Ok(()),
         }
-    }
-
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, WriteState> {
-        self.state.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn submit(&mut self, block: BufferMut) -> Result<()> {
         let len = block.len() as u64;
-        let jobs = self.jobs.as_ref().ok_or(Error::Closed)?;
-        self.lock_state().in_flight += 1;
-        if jobs.send((block.freeze(), self.offset)).is_err() {
-            // Not queued: it must not be waited for.
-            self.lock_state().in_flight -= 1;
-            return Err(Error::InvalidRequest(
-                "the writer's workers are gone".into(),
-            ));
-        }
+        self.queue.submit(block.freeze(), self.offset)?;
         self.offset += len;
         Ok(())
-    }
-
-    fn wait_idle(&self) -> Result<()> {
-        let (lock, done) = &*self.state;
-        let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
-        while st.in_flight > 0 {
-            st = done.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-        match st.error.take() {
-            Some(err) => Err(err),
-            None => Ok(()),
-        }
     }
 
     /// Bytes accepted so far.
@@ -258,12 +187,7 @@ impl DirectWriter {
                 self.submit(tail)?;
             }
         }
-        self.jobs = None; // workers drain the queue, then stop
-        let outcome = self.wait_idle();
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
-        }
-        outcome?;
+        self.queue.shutdown()?;
         if padded {
             self.file.set_len(self.accepted)?;
         }
@@ -306,7 +230,7 @@ impl io::Write for DirectWriter {
     /// Waits for every submitted block to be written. The unfinished last block stays
     /// buffered: direct I/O writes whole blocks, so only `finish` writes the tail.
     fn flush(&mut self) -> io::Result<()> {
-        self.wait_idle().map_err(to_io)
+        self.queue.wait_idle().map_err(to_io)
     }
 }
 
@@ -335,13 +259,11 @@ impl Drop for DirectWriter {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct DirectReader {
-    channels: Vec<Receiver<Result<Buffer>>>,
-    workers: Vec<JoinHandle<()>>,
-    block_size: usize,
-    next: usize,
+    blocks: ReadAhead,
+    /// The default pool, closed on drop so no read waits for memory the caller holds.
+    own_pool: Option<BufferPool>,
     current: Option<Buffer>,
     pos: usize,
-    eof: bool,
 }
 
 impl DirectReader {
@@ -350,8 +272,11 @@ impl DirectReader {
     /// # Errors
     /// As [`with_options`](Self::with_options).
     pub fn new(file: DirectFile) -> Result<DirectReader> {
-        let (block_size, alloc) = defaults(&file)?;
-        DirectReader::with_options(file, block_size, DEFAULT_DEPTH, alloc)
+        let (block_size, pool) = defaults(&file)?;
+        let mut reader =
+            DirectReader::with_options(file, block_size, DEFAULT_DEPTH, Arc::new(pool.clone()))?;
+        reader.own_pool = Some(pool);
+        Ok(reader)
     }
 
     /// A reader with `block_size`-byte transfers (a multiple of the device alignment),
@@ -369,65 +294,22 @@ impl DirectReader {
         alloc: Arc<dyn BufferAllocator>,
     ) -> Result<DirectReader> {
         check_block_size(&file, block_size, depth)?;
-        let file = Arc::new(file);
-        let mut channels = Vec::with_capacity(depth);
-        let mut workers = Vec::with_capacity(depth);
-        for first in 0..depth {
-            let (tx, rx) = mpsc::sync_channel::<Result<Buffer>>(1);
-            channels.push(rx);
-            let (file, alloc) = (file.clone(), alloc.clone());
-            workers.push(std::thread::spawn(move || {
-                let mut block = first as u64;
-                loop {
-                    let outcome = alloc.allocate_page_aligned(block_size).and_then(|mut buf| {
-                        let offset = block * block_size as u64;
-                        file.read_at(&mut buf, offset).map(|_| buf.freeze())
-                    });
-                    let last = match &outcome {
-                        Ok(buf) => buf.len() < block_size,
-                        Err(_) => true,
-                    };
-                    if tx.send(outcome).is_err() || last {
-                        break;
-                    }
-                    block += depth as u64;
-                }
-            }));
-        }
+        let step = block_size as u64;
+        let plan: ReadPlan = Arc::new(move |k| Some((k.checked_mul(step)?, block_size)));
         Ok(DirectReader {
-            channels,
-            workers,
-            block_size,
-            next: 0,
+            blocks: ReadAhead::new(Arc::new(file), alloc, depth, plan),
+            own_pool: None,
             current: None,
             pos: 0,
-            eof: false,
         })
     }
 
     /// The next block in file order, or `None` at end of file.
     fn next_block(&mut self) -> Result<Option<Buffer>> {
-        if self.eof {
-            return Ok(None);
-        }
-        let channel = &self.channels[self.next % self.channels.len()];
-        self.next += 1;
-        match channel.recv() {
-            Ok(Ok(buf)) => {
-                if buf.len() < self.block_size {
-                    self.eof = true;
-                }
-                Ok(Some(buf))
-            }
-            Ok(Err(err)) => {
-                self.eof = true;
-                Err(err)
-            }
-            Err(_) => {
-                self.eof = true;
-                Ok(None)
-            }
-        }
+        self.blocks
+            .next_block()
+            .transpose()
+            .map(|block| block.map(|b| b.data))
     }
 }
 
@@ -455,11 +337,8 @@ impl io::Read for DirectReader {
 
 impl Drop for DirectReader {
     fn drop(&mut self) {
-        // Closing the channels stops the workers at their next send.
-        self.channels.clear();
-        self.current = None;
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
+        if let Some(pool) = &self.own_pool {
+            pool.close();
         }
     }
 }

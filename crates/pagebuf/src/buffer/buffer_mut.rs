@@ -179,6 +179,36 @@ impl BufferMut {
         self.view.len = self.view.len.min(self.view.cap);
     }
 
+    /// Moves the start `n` bytes into the memory (emptying the buffer): the writer's
+    /// `allocate_sample` keeps room in front of the caller's bytes for a record header.
+    /// Returns `false`, changing nothing, if fewer than `n` bytes are reserved.
+    pub(crate) fn reserve_headroom(&mut self, n: usize) -> bool {
+        if n > self.view.cap {
+            return false;
+        }
+        // SAFETY: `n <= cap`, so `ptr + n` stays inside (or one past) the window, which
+        // lies inside the header's block.
+        self.view.ptr = unsafe { self.view.ptr.add(n) };
+        self.view.cap -= n;
+        self.view.len = 0;
+        true
+    }
+
+    /// Widens the window to the whole block, keeping the content where it is: the
+    /// result's content is the old headroom followed by the old content. Returns how
+    /// many bytes of headroom there were.
+    pub(crate) fn expand_to_block(&mut self) -> usize {
+        let header = self.view.header();
+        let (base, capacity) = (header.base(), header.capacity());
+        let headroom = self.view.ptr.as_ptr() as usize - base.as_ptr() as usize;
+        // The whole block is initialized memory of this header (View's invariant covers
+        // any window inside it), and this is its only view.
+        self.view.ptr = base;
+        self.view.cap = capacity;
+        self.view.len += headroom;
+        headroom
+    }
+
     /// Gives up the view without releasing it.
     pub(super) fn into_view(self) -> View {
         let this = ManuallyDrop::new(self);

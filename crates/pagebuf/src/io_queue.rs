@@ -1,0 +1,276 @@
+//! The transfers in flight behind the sequential writer and reader and the sample
+//! writer and reader: a [`WriteQueue`] of positioned writes and a [`ReadAhead`] of
+//! positioned reads, each served by `depth` threads that keep one transfer apiece in the
+//! kernel. This is the one seam where an io_uring queue will go; nothing outside this
+//! file knows how transfers are issued.
+//!
+//! * **Writes** are whole buffers at chosen offsets, in any order: callers lay out the
+//!   file, the queue only issues. The buffer is dropped (back to its pool) before its
+//!   completion is counted, so a caller woken by [`WriteQueue::wait_idle`] finds the
+//!   memory already free. After the first failure the queue stops writing (later
+//!   writes would land beyond a hole) and reports that failure once.
+//! * **Reads** follow a plan, a function from the k-th transfer to its `(offset, len)`;
+//!   worker `i` reads transfers `i`, `i + depth`, ... into its own channel of one, which
+//!   the consumer drains in turn, so transfers come out in plan order with at most
+//!   `2 * depth` buffers read ahead. A short read (end of file) or an error ends it.
+
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use crate::alloc::BufferAllocator;
+use crate::buffer::Buffer;
+use crate::direct::DirectFile;
+use crate::error::{Error, Result};
+
+/// One write the queue issued: where the bytes came from and where they went (the
+/// sample writer's optional trace, which proves that large samples are not copied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteTrace {
+    /// Address of the first byte handed to the kernel.
+    pub address: usize,
+    /// Bytes written.
+    pub len: usize,
+    /// File offset written at.
+    pub offset: u64,
+}
+
+#[derive(Default)]
+struct WriteState {
+    in_flight: usize,
+    /// The first failure, until someone takes it.
+    error: Option<Error>,
+    /// Set by the first failure and never cleared: later writes are skipped.
+    failed: bool,
+    trace: Option<Vec<WriteTrace>>,
+}
+
+struct WriteShared {
+    state: Mutex<WriteState>,
+    done: Condvar,
+}
+
+impl WriteShared {
+    fn lock(&self) -> MutexGuard<'_, WriteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Positioned writes to one file, `depth` in flight.
+pub(crate) struct WriteQueue {
+    jobs: Option<SyncSender<(Buffer, u64)>>,
+    workers: Vec<JoinHandle<()>>,
+    shared: Arc<WriteShared>,
+}
+
+impl WriteQueue {
+    /// `depth` (at least 1) writer threads over `file`.
+    pub(crate) fn new(file: Arc<DirectFile>, depth: usize) -> WriteQueue {
+        let depth = depth.max(1);
+        let (tx, rx) = mpsc::sync_channel::<(Buffer, u64)>(depth);
+        let rx = Arc::new(Mutex::new(rx));
+        let shared = Arc::new(WriteShared {
+            state: Mutex::new(WriteState::default()),
+            done: Condvar::new(),
+        });
+        let workers = (0..depth)
+            .map(|_| {
+                let (file, rx, shared) = (file.clone(), rx.clone(), shared.clone());
+                std::thread::spawn(move || loop {
+                    let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok((data, offset)) = job else { break };
+                    let outcome = if shared.lock().failed {
+                        Ok(0)
+                    } else {
+                        file.write_at(&data, offset)
+                    };
+                    let trace = WriteTrace {
+                        address: data.as_ptr() as usize,
+                        len: data.len(),
+                        offset,
+                    };
+                    drop(data); // back to its pool before anyone is woken
+                    let mut st = shared.lock();
+                    match outcome {
+                        Err(err) => {
+                            st.failed = true;
+                            st.error.get_or_insert(err);
+                        }
+                        Ok(_) => {
+                            if let Some(trace_log) = st.trace.as_mut() {
+                                trace_log.push(trace);
+                            }
+                        }
+                    }
+                    st.in_flight -= 1;
+                    shared.done.notify_all();
+                })
+            })
+            .collect();
+        WriteQueue {
+            jobs: Some(tx),
+            workers,
+            shared,
+        }
+    }
+
+    /// Starts recording every completed write (see [`WriteTrace`]).
+    pub(crate) fn enable_trace(&self) {
+        self.shared.lock().trace.get_or_insert_with(Vec::new);
+    }
+
+    /// The writes completed since tracing was enabled.
+    pub(crate) fn trace(&self) -> Vec<WriteTrace> {
+        self.shared.lock().trace.clone().unwrap_or_default()
+    }
+
+    /// Queues `data` to be written at `offset`; waits while `depth` writes are queued.
+    pub(crate) fn submit(&self, data: Buffer, offset: u64) -> Result<()> {
+        let jobs = self.jobs.as_ref().ok_or(Error::Closed)?;
+        self.shared.lock().in_flight += 1;
+        if jobs.send((data, offset)).is_err() {
+            // Not queued: it must not be waited for.
+            self.shared.lock().in_flight -= 1;
+            return Err(Error::InvalidRequest(
+                "the writer threads are gone; make a new writer".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The first failure, if one happened and nobody took it yet.
+    pub(crate) fn take_error(&self) -> Option<Error> {
+        self.shared.lock().error.take()
+    }
+
+    /// Waits until every queued write has completed; then reports a failure nobody
+    /// took yet.
+    pub(crate) fn wait_idle(&self) -> Result<()> {
+        let mut st = self.shared.lock();
+        while st.in_flight > 0 {
+            st = self.shared.done.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        match st.error.take() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for every write, stops the threads, and reports a failure nobody took.
+    pub(crate) fn shutdown(&mut self) -> Result<()> {
+        self.jobs = None; // the threads drain the queue, then stop
+        let outcome = self.wait_idle();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+        outcome
+    }
+}
+
+impl Drop for WriteQueue {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Where the k-th read of a [`ReadAhead`] goes: `(offset, len)`, or `None` past the
+/// end (and for every later k).
+pub(crate) type ReadPlan = Arc<dyn Fn(u64) -> Option<(u64, usize)> + Send + Sync>;
+
+/// One completed read.
+pub(crate) struct ReadBlock {
+    /// The bytes read: fewer than `planned` only at end of file.
+    pub(crate) data: Buffer,
+    /// The file offset of `data[0]`.
+    pub(crate) offset: u64,
+    /// The length the plan asked for.
+    pub(crate) planned: usize,
+}
+
+/// Reads along a [`ReadPlan`], `depth` ahead, delivered in plan order.
+pub(crate) struct ReadAhead {
+    channels: Vec<Receiver<Result<ReadBlock>>>,
+    workers: Vec<JoinHandle<()>>,
+    next: usize,
+    ended: bool,
+}
+
+impl ReadAhead {
+    /// Starts `depth` (at least 1) reader threads taking buffers from `alloc`.
+    pub(crate) fn new(
+        file: Arc<DirectFile>,
+        alloc: Arc<dyn BufferAllocator>,
+        depth: usize,
+        plan: ReadPlan,
+    ) -> ReadAhead {
+        let depth = depth.max(1);
+        let mut channels = Vec::with_capacity(depth);
+        let mut workers = Vec::with_capacity(depth);
+        for first in 0..depth {
+            let (tx, rx) = mpsc::sync_channel::<Result<ReadBlock>>(1);
+            channels.push(rx);
+            let (file, alloc, plan) = (file.clone(), alloc.clone(), plan.clone());
+            workers.push(std::thread::spawn(move || {
+                let mut k = first as u64;
+                while let Some((offset, planned)) = plan(k) {
+                    let outcome = alloc.allocate_page_aligned(planned).and_then(|mut buf| {
+                        file.read_at(&mut buf, offset).map(|_| ReadBlock {
+                            data: buf.freeze(),
+                            offset,
+                            planned,
+                        })
+                    });
+                    let last = match &outcome {
+                        Ok(block) => block.data.len() < planned,
+                        Err(_) => true,
+                    };
+                    if tx.send(outcome).is_err() || last {
+                        break;
+                    }
+                    k += depth as u64;
+                }
+            }));
+        }
+        ReadAhead {
+            channels,
+            workers,
+            next: 0,
+            ended: false,
+        }
+    }
+
+    /// The next read in plan order; `None` after the plan, a short read or an error.
+    pub(crate) fn next_block(&mut self) -> Option<Result<ReadBlock>> {
+        if self.ended {
+            return None;
+        }
+        let channel = &self.channels[self.next % self.channels.len()];
+        self.next += 1;
+        match channel.recv() {
+            Ok(Ok(block)) => {
+                if block.data.len() < block.planned {
+                    self.ended = true;
+                }
+                Some(Ok(block))
+            }
+            Ok(Err(err)) => {
+                self.ended = true;
+                Some(Err(err))
+            }
+            Err(_) => {
+                self.ended = true;
+                None
+            }
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        // Closing the channels stops the workers at their next send.
+        self.channels.clear();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! The byte layout of a sample file (FORMAT.md is the prose; this is the code), and the
+//! checks a reader makes before it believes a byte.
+//!
+//! * A file is a header of `unit` bytes, then records, each at a 64-byte boundary, each
+//!   starting with a 64-byte [`RecordHeader`] whose own CRC32C covers every field,
+//!   including `record_len`, the distance to the next record; a record's payload has a
+//!   second CRC32C. A reader therefore never follows a damaged length, and never yields
+//!   a payload whose checksum fails.
+//! * All integers are little-endian. Every field a writer leaves unused is zero, and a
+//!   reader of this version ignores reserved bytes (they are still covered by the CRC).
+
+use crate::error::{Error, Result};
+
+use super::{SampleFlags, StreamKind, StreamSummary};
+
+/// The file's first eight bytes.
+pub(crate) const FILE_MAGIC: [u8; 8] = *b"PBSTREAM";
+/// The format version this code writes and reads.
+pub(crate) const VERSION: u16 = 1;
+/// The first four bytes of every record.
+pub(crate) const RECORD_MAGIC: [u8; 4] = *b"PBRC";
+/// Size of a record header, and the alignment of every record (and so of every payload).
+pub(crate) const RECORD_HEADER: usize = 64;
+/// The smallest alignment unit a writer uses, whatever the device allows: a file written
+/// on a 512-byte device stays readable with direct I/O on a 4096-byte one.
+pub(crate) const MIN_UNIT: usize = 4096;
+/// Bytes of the fixed part of the file header, before the stream table.
+const FILE_HEADER_FIXED: usize = 64;
+/// Bytes per stream-table entry in the file header.
+const STREAM_ENTRY: usize = 16;
+/// Bytes of the index payload's fixed part.
+const INDEX_FIXED: usize = 16;
+/// Bytes per stream summary in the index.
+const INDEX_STREAM: usize = 40;
+/// Bytes per index point.
+const INDEX_POINT: usize = 16;
+/// The most streams a file holds (stream numbers are 1..=63).
+pub(crate) const MAX_STREAMS: usize = 63;
+/// Header flag: `end_writing` completed; the index is valid.
+const FLAG_FINALIZED: u32 = 1;
+
+fn crc(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
+
+/// CRC32C of a payload (the checksum a record carries for its bytes).
+pub(crate) fn payload_crc(bytes: &[u8]) -> u32 {
+    crc(bytes)
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+fn put(b: &mut [u8], at: usize, bytes: &[u8]) {
+    b[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+/// Rounds `n` up to a multiple of `unit` (a power of two); `None` on overflow.
+pub(crate) fn round_up(n: u64, unit: u64) -> Option<u64> {
+    Some(n.checked_add(unit - 1)? & !(unit - 1))
+}
+
+/// The file header: what a reader needs before the first record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileHeader {
+    /// Alignment unit of the file: records written without copying start at multiples
+    /// of it, and the first record starts at `unit`.
+    pub(crate) unit: u32,
+    /// Set by `end_writing`: `index_offset` is valid.
+    pub(crate) finalized: bool,
+    /// Offset of the index record (also where sample records end), if finalized.
+    pub(crate) index_offset: u64,
+    /// Sample records written, if finalized.
+    pub(crate) samples: u64,
+    /// The writer's sync tolerance, 100 ns units (informational).
+    pub(crate) sync_tolerance: u64,
+    /// Stream kinds; stream `n` is `streams[n - 1]`.
+    pub(crate) streams: Vec<StreamKind>,
+}
+
+impl FileHeader {
+    /// Bytes of the header that carry data (the rest of the unit is zero).
+    fn used_len(&self) -> usize {
+        FILE_HEADER_FIXED + STREAM_ENTRY * self.streams.len()
+    }
+
+    /// Writes the header into `out` (at least `used_len` bytes, zeroed by the caller).
+    pub(crate) fn encode(&self, out: &mut [u8]) {
+        let used = self.used_len();
+        put(out, 0, &FILE_MAGIC);
+        put(out, 8, &VERSION.to_le_bytes());
+        put(out, 12, &self.unit.to_le_bytes());
+        put(out, 16, &(used as u32).to_le_bytes());
+        let flags = if self.finalized { FLAG_FINALIZED } else { 0 };
+        put(out, 20, &flags.to_le_bytes());
+        put(out, 24, &self.index_offset.to_le_bytes());
+        put(out, 32, &self.samples.to_le_bytes());
+        put(out, 40, &self.sync_tolerance.to_le_bytes());
+        put(out, 48, &(self.streams.len() as u16).to_le_bytes());
+        for (i, kind) in self.streams.iter().enumerate() {
+            let at = FILE_HEADER_FIXED + STREAM_ENTRY * i;
+            put(out, at, &((i + 1) as u16).to_le_bytes());
+            out[at + 2] = kind.code();
+        }
+        put(out, 60, &[0; 4]);
+        let sum = crc(&out[..used]);
+        put(out, 60, &sum.to_le_bytes());
+    }
+
+    /// Reads and checks a header from the first bytes of a file.
+    pub(crate) fn decode(b: &[u8]) -> Result<FileHeader> {
+        let bad = |offset: u64, detail: String| Error::Corrupt { offset, detail };
+        if b.len() < FILE_HEADER_FIXED {
+            return Err(bad(
+                0,
+                format!("{} bytes are too short for a sample file header", b.len()),
+            ));
+        }
+        if b[..8] != FILE_MAGIC {
+            return Err(bad(
+                0,
+                "not a pagebuf sample file (the magic bytes differ); open a file SampleWriter wrote".into(),
+            ));
+        }
+        let version = u16_at(b, 8);
+        if version != VERSION {
+            return Err(Error::Unsupported(format!(
+                "sample file version {version}; this pagebuf reads version {VERSION}"
+            )));
+        }
+        let used = u32_at(b, 16) as usize;
+        let count = u16_at(b, 48) as usize;
+        if count > MAX_STREAMS || used != FILE_HEADER_FIXED + STREAM_ENTRY * count || used > b.len()
+        {
+            return Err(bad(16, format!("header length {used} with {count} streams is inconsistent")));
+        }
+        let mut scratch = b[..used].to_vec();
+        put(&mut scratch, 60, &[0; 4]);
+        if crc(&scratch) != u32_at(b, 60) {
+            return Err(bad(0, "the file header's checksum does not match".into()));
+        }
+        let unit = u32_at(b, 12);
+        if !unit.is_power_of_two() || (unit as usize) < MIN_UNIT {
+            return Err(bad(12, format!("alignment unit {unit} is not a power of two >= {MIN_UNIT}")));
+        }
+        let mut streams = Vec::with_capacity(count);
+        for i in 0..count {
+            let at = FILE_HEADER_FIXED + STREAM_ENTRY * i;
+            let kind = StreamKind::from_code(b[at + 2]).filter(|_| u16_at(b, at) as usize == i + 1);
+            streams.push(kind.ok_or_else(|| {
+                bad(at as u64, format!("stream table entry {} is not valid", i + 1))
+            })?);
+        }
+        let finalized = u32_at(b, 20) & FLAG_FINALIZED != 0;
+        Ok(FileHeader {
+            unit,
+            finalized,
+            index_offset: u64_at(b, 24),
+            samples: u64_at(b, 32),
+            sync_tolerance: u64_at(b, 40),
+            streams,
+        })
+    }
+}
+
+/// What a record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordKind {
+    /// A sample: stream, time, flags and payload.
+    Sample = 1,
+    /// Filler up to an alignment boundary; its bytes mean nothing.
+    Pad = 2,
+    /// The index written by `end_writing`.
+    Index = 3,
+}
+
+/// The 64 bytes in front of every record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordHeader {
+    pub(crate) kind: RecordKind,
+    pub(crate) stream: u8,
+    pub(crate) flags: SampleFlags,
+    pub(crate) time: u64,
+    /// Bytes from this header to the next record: a multiple of 64, at least
+    /// `64 + payload_len`.
+    pub(crate) record_len: u64,
+    pub(crate) payload_len: u64,
+    pub(crate) payload_crc: u32,
+    /// Records written before this one (pads included).
+    pub(crate) sequence: u64,
+}
+
+/// Why 64 bytes are not a record header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HeaderFault {
+    /// All zero: nothing was ever written here.
+    Unwritten,
+    /// Anything else, described.
+    Bad(String),
+}
+
+impl RecordHeader {
+    /// The smallest record holding `payload_len` bytes, rounded to `align`.
+    pub(crate) fn span(payload_len: u64, align: u64) -> Option<u64> {
+        round_up(payload_len.checked_add(RECORD_HEADER as u64)?, align)
+    }
+
+    /// Writes the header into `out[..64]`, checksum last.
+    pub(crate) fn encode(&self, out: &mut [u8]) {
+        let out = &mut out[..RECORD_HEADER];
+        out.fill(0);
+        put(out, 0, &RECORD_MAGIC);
+        out[4] = self.kind as u8;
+        out[5] = self.stream;
+        put(out, 6, &self.flags.bits().to_le_bytes());
+        put(out, 8, &self.time.to_le_bytes());
+        put(out, 16, &self.record_len.to_le_bytes());
+        put(out, 24, &self.payload_len.to_le_bytes());
+        put(out, 32, &self.payload_crc.to_le_bytes());
+        put(out, 40, &self.sequence.to_le_bytes());
+        let sum = crc(&out[..60]);
+        put(out, 60, &sum.to_le_bytes());
+    }
+
+    /// Reads and checks the header in `b[..64]`.
+    pub(crate) fn decode(b: &[u8]) -> std::result::Result<RecordHeader, HeaderFault> {
+        let b = &b[..RECORD_HEADER];
+        if b.iter().all(|&x| x == 0) {
+            return Err(HeaderFault::Unwritten);
+        }
+        if b[..4] != RECORD_MAGIC {
+            return Err(HeaderFault::Bad("no record starts here (magic bytes differ)".into()));
+        }
+        if crc(&b[..60]) != u32_at(b, 60) {
+            return Err(HeaderFault::Bad("the record header's checksum does not match".into()));
+        }
+        let kind = match b[4] {
+            1 => RecordKind::Sample,
+            2 => RecordKind::Pad,
+            3 => RecordKind::Index,
+            other => return Err(HeaderFault::Bad(format!("unknown record kind {other}"))),
+        };
+        let header = RecordHeader {
+            kind,
+            stream: b[5],
+            flags: SampleFlags::from_bits_retain(u16_at(b, 6)),
+            time: u64_at(b, 8),
+            record_len: u64_at(b, 16),
+            payload_len: u64_at(b, 24),
+            payload_crc: u32_at(b, 32),
+            sequence: u64_at(b, 40),
+        };
+        let fits = RecordHeader::span(header.payload_len, RECORD_HEADER as u64)
+            .is_some_and(|need| need <= header.record_len);
+        if !fits || header.record_len % RECORD_HEADER as u64 != 0 {
+            return Err(HeaderFault::Bad(format!(
+                "record length {} cannot hold a {}-byte payload",
+                header.record_len, header.payload_len
+            )));
+        }
+        Ok(header)
+    }
+}
+
+/// A place a reader may start: the first record at or after `offset` that the writer
+/// chose as a boundary, and the newest sample time between it and the next point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexPoint {
+    pub(crate) offset: u64,
+    pub(crate) max_time: u64,
+}
+
+/// The index record's payload: per-stream totals and the index points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Index {
+    /// Where sample records end (the index record's own offset).
+    pub(crate) data_end: u64,
+    /// Totals for stream `n` at `streams[n - 1]`.
+    pub(crate) streams: Vec<StreamSummary>,
+    /// In file order; each point's region runs to the next point (the last to `data_end`).
+    pub(crate) points: Vec<IndexPoint>,
+}
+
+impl Index {
+    /// The payload bytes.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let len = INDEX_FIXED + INDEX_STREAM * self.streams.len() + INDEX_POINT * self.points.len();
+        let mut out = vec![0u8; len];
+        put(&mut out, 0, &(self.streams.len() as u32).to_le_bytes());
+        put(&mut out, 4, &(self.points.len() as u32).to_le_bytes());
+        put(&mut out, 8, &self.data_end.to_le_bytes());
+        let mut at = INDEX_FIXED;
+        for (i, s) in self.streams.iter().enumerate() {
+            put(&mut out, at, &((i + 1) as u16).to_le_bytes());
+            put(&mut out, at + 8, &s.samples.to_le_bytes());
+            put(&mut out, at + 16, &s.bytes.to_le_bytes());
+            put(&mut out, at + 24, &s.first_time.to_le_bytes());
+            put(&mut out, at + 32, &s.last_time.to_le_bytes());
+            at += INDEX_STREAM;
+        }
+        for p in &self.points {
+            put(&mut out, at, &p.offset.to_le_bytes());
+            put(&mut out, at + 8, &p.max_time.to_le_bytes());
+            at += INDEX_POINT;
+        }
+        out
+    }
+
+    /// Parses a payload whose CRC already held; `Err` says what is inconsistent.
+    pub(crate) fn decode(b: &[u8], streams: usize) -> std::result::Result<Index, String> {
+        if b.len() < INDEX_FIXED {
+            return Err("index too short".into());
+        }
+        let count = u32_at(b, 0) as usize;
+        let points = u32_at(b, 4) as usize;
+        let expected = (INDEX_POINT as u64)
+            .checked_mul(points as u64)
+            .and_then(|p| p.checked_add((INDEX_FIXED + INDEX_STREAM * count) as u64));
+        if count != streams || expected != Some(b.len() as u64) {
+            return Err(format!(
+                "index of {} bytes does not hold {count} streams and {points} points",
+                b.len()
+            ));
+        }
+        let mut at = INDEX_FIXED;
+        let mut summaries = Vec::with_capacity(count);
+        for _ in 0..count {
+            summaries.push(StreamSummary {
+                samples: u64_at(b, at + 8),
+                bytes: u64_at(b, at + 16),
+                first_time: u64_at(b, at + 24),
+                last_time: u64_at(b, at + 32),
+            });
+            at += INDEX_STREAM;
+        }
+        let mut list = Vec::with_capacity(points);
+        for _ in 0..points {
+            list.push(IndexPoint {
+                offset: u64_at(b, at),
+                max_time: u64_at(b, at + 8),
+            });
+            at += INDEX_POINT;
+        }
+        let data_end = u64_at(b, 8);
+        let ordered = list.windows(2).all(|w| w[0].offset < w[1].offset)
+            && list.last().is_none_or(|p| p.offset < data_end);
+        if !ordered {
+            return Err("index points are out of order".into());
+        }
+        Ok(Index {
+            data_end,
+            streams: summaries,
+            points: list,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_header_round_trips_and_catches_every_flipped_bit() {
+        let header = RecordHeader {
+            kind: RecordKind::Sample,
+            stream: 3,
+            flags: SampleFlags::KEY_FRAME,
+            time: 123_456_789,
+            record_len: 4096,
+            payload_len: 4000,
+            payload_crc: 0xDEAD_BEEF,
+            sequence: 42,
+        };
+        let mut bytes = [0u8; 64];
+        header.encode(&mut bytes);
+        assert_eq!(RecordHeader::decode(&bytes), Ok(header));
+        for bit in 0..64 * 8 {
+            let mut flipped = bytes;
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(RecordHeader::decode(&flipped).is_err(), "bit {bit}");
+        }
+        assert_eq!(RecordHeader::decode(&[0; 64]), Err(HeaderFault::Unwritten));
+    }
+
+    #[test]
+    fn file_header_round_trips() {
+        let header = FileHeader {
+            unit: 4096,
+            finalized: true,
+            index_offset: 1 << 30,
+            samples: 77,
+            sync_tolerance: 30_000_000,
+            streams: vec![StreamKind::Video, StreamKind::Audio, StreamKind::Data],
+        };
+        let mut bytes = vec![0u8; 4096];
+        header.encode(&mut bytes);
+        assert_eq!(FileHeader::decode(&bytes).unwrap(), header);
+        bytes[20] ^= 1;
+        assert!(matches!(FileHeader::decode(&bytes), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn index_round_trips_and_rejects_wrong_lengths() {
+        let index = Index {
+            data_end: 1 << 20,
+            streams: vec![StreamSummary {
+                samples: 2,
+                bytes: 10,
+                first_time: 5,
+                last_time: 9,
+            }],
+            points: vec![
+                IndexPoint { offset: 4096, max_time: 5 },
+                IndexPoint { offset: 8192, max_time: 9 },
+            ],
+        };
+        let bytes = index.encode();
+        assert_eq!(Index::decode(&bytes, 1), Ok(index));
+        assert!(Index::decode(&bytes[..bytes.len() - 1], 1).is_err());
+        assert!(Index::decode(&bytes, 2).is_err());
+    }
+}

@@ -1,0 +1,597 @@
+//! `SampleReader`: plays a sample file back with direct reads, each sample a slice of
+//! the block it was read into.
+//!
+//! * **With an index** (a finished file) the reader plans its reads from the index
+//!   points: each read covers whole records, several points at a time up to the window
+//!   size, so no record is ever split across two reads and none is copied; the plan runs
+//!   `depth` reads ahead.
+//! * **Without one** (the writer died, or the index is damaged) it scans: it reads a
+//!   window, walks the records in it, and reads again from the first record that did
+//!   not fit. In a file whose writer died, the first header that was never written (all
+//!   zero) ends the data cleanly; anything else that fails a check is reported.
+//! * **Nothing unchecked is yielded.** Every record header carries its own CRC (so a
+//!   damaged length is never followed) and every payload its CRC. The first failure is
+//!   yielded as [`Error::Corrupt`] with the record's offset, and iteration ends there.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::alloc::BufferAllocator;
+use crate::buffer::Buffer;
+use crate::direct::{DirectFile, DirectIo};
+use crate::error::{Error, Result};
+use crate::io_queue::{ReadAhead, ReadBlock, ReadPlan};
+use crate::pool::BufferPool;
+
+use super::format::{
+    payload_crc, round_up, FileHeader, HeaderFault, Index, RecordHeader, RecordKind, MIN_UNIT,
+    RECORD_HEADER,
+};
+use super::{Sample, SampleFlags, StreamInfo};
+
+/// How a [`SampleReader`] reads; methods take and return `Self`.
+#[derive(Clone)]
+pub struct ReaderOptions {
+    depth: usize,
+    window: usize,
+    direct: DirectIo,
+    allocator: Option<Arc<dyn BufferAllocator>>,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> ReaderOptions {
+        ReaderOptions {
+            depth: 3,
+            window: 8 << 20,
+            direct: DirectIo::Prefer,
+            allocator: None,
+        }
+    }
+}
+
+impl ReaderOptions {
+    /// Reads in flight ahead of the caller (default 3).
+    pub fn depth(mut self, depth: usize) -> Self {
+        self.depth = depth;
+        self
+    }
+
+    /// Bytes per read, rounded to the file's unit (default 8 MiB); a record larger
+    /// than this is read whole.
+    pub fn window(mut self, bytes: usize) -> Self {
+        self.window = bytes;
+        self
+    }
+
+    /// Whether to use `O_DIRECT` (default: where the file system allows it).
+    pub fn direct(mut self, direct: DirectIo) -> Self {
+        self.direct = direct;
+        self
+    }
+
+    /// Where read blocks come from (default: a [`BufferPool`] of the reader's own,
+    /// holding at most 256 MiB). Samples the caller keeps hold their block.
+    pub fn allocator(mut self, allocator: Arc<dyn BufferAllocator>) -> Self {
+        self.allocator = Some(allocator);
+        self
+    }
+}
+
+impl std::fmt::Debug for ReaderOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReaderOptions")
+            .field("depth", &self.depth)
+            .field("window", &self.window)
+            .field("direct", &self.direct)
+            .field("allocator", &self.allocator.is_some())
+            .finish()
+    }
+}
+
+/// One planned read: the aligned range read, and the records inside it.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    read_at: u64,
+    read_len: usize,
+    /// The first record's offset.
+    start: u64,
+    /// Where the last record ends (the next window's `start`).
+    end: u64,
+}
+
+enum Source {
+    /// Reads planned from the index.
+    Planned {
+        ahead: ReadAhead,
+        windows: Arc<Vec<Window>>,
+        /// The window the current block holds.
+        current: Option<usize>,
+    },
+    /// Reads chosen as the records are walked.
+    Scan,
+}
+
+/// Reads a sample file back: an iterator of `Result<Sample>` in file order.
+///
+/// See the [module example](crate::stream).
+pub struct SampleReader {
+    file: Arc<DirectFile>,
+    unit: u64,
+    window: usize,
+    depth: usize,
+    header: FileHeader,
+    streams: Vec<StreamInfo>,
+    index: Option<Arc<Index>>,
+    /// Why an index the header promises cannot be used; yielded after the last sample.
+    index_fault: Option<Error>,
+    /// Where sample records end: the index (finished file) or the file's end.
+    end: u64,
+    file_len: u64,
+    alloc: Arc<dyn BufferAllocator>,
+    own_pool: Option<BufferPool>,
+    source: Source,
+    block: Option<ReadBlock>,
+    /// Offset of the next record.
+    pos: u64,
+    /// Samples before this time are skipped (set by `seek`).
+    from_time: u64,
+    done: bool,
+    last_offset: Option<u64>,
+}
+
+impl SampleReader {
+    /// Opens `path` with the default [`ReaderOptions`].
+    ///
+    /// # Errors
+    /// As [`with_options`](Self::with_options).
+    pub fn open(path: impl AsRef<Path>) -> Result<SampleReader> {
+        SampleReader::with_options(path, ReaderOptions::default())
+    }
+
+    /// Opens `path`, taking read blocks from `allocator` (the host's pool).
+    ///
+    /// # Errors
+    /// As [`with_options`](Self::with_options).
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        allocator: Arc<dyn BufferAllocator>,
+    ) -> Result<SampleReader> {
+        SampleReader::with_options(path, ReaderOptions::default().allocator(allocator))
+    }
+
+    /// Opens `path` and checks its header and index.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be read; [`Error::Corrupt`] (offset 0 or in the
+    /// header) if it is not a sample file or its header is damaged;
+    /// [`Error::Unsupported`] for a newer format version; [`Error::InvalidArgument`] for
+    /// depth 0. A damaged *index* is not an error here: the reader scans instead and
+    /// yields the damage after the last sample.
+    pub fn with_options(path: impl AsRef<Path>, options: ReaderOptions) -> Result<SampleReader> {
+        if options.depth == 0 {
+            return Err(Error::InvalidArgument(
+                "depth 0: at least one read must be in flight; use 1 or more".into(),
+            ));
+        }
+        let file = DirectFile::options()
+            .read(true)
+            .direct(options.direct)
+            .open(path)?;
+        let file_len = file.len()?;
+        let (own_pool, alloc): (Option<BufferPool>, Arc<dyn BufferAllocator>) =
+            match options.allocator {
+                Some(alloc) => (None, alloc),
+                None => {
+                    let pool = BufferPool::new(256 << 20)?;
+                    (Some(pool.clone()), Arc::new(pool))
+                }
+            };
+        let first = (file.limits().alignment() as usize).max(MIN_UNIT);
+        let mut head = alloc.allocate_page_aligned(first)?;
+        file.read_at(&mut head, 0)?;
+        let header = FileHeader::decode(&head)?;
+        drop(head);
+        let unit = u64::from(header.unit);
+        let file = Arc::new(file);
+        let window = round_up(options.window.max(1) as u64, unit).unwrap_or(unit) as usize;
+        let mut reader = SampleReader {
+            file,
+            unit,
+            window,
+            depth: options.depth,
+            streams: Vec::new(),
+            index: None,
+            index_fault: None,
+            end: file_len,
+            file_len,
+            alloc,
+            own_pool,
+            source: Source::Scan,
+            block: None,
+            pos: unit,
+            from_time: 0,
+            done: false,
+            last_offset: None,
+            header,
+        };
+        if reader.header.finalized {
+            reader.end = reader.header.index_offset;
+            match reader.load_index() {
+                Ok(index) => reader.index = Some(Arc::new(index)),
+                Err(err) => reader.index_fault = Some(err),
+            }
+        }
+        reader.streams = reader
+            .header
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, &kind)| StreamInfo {
+                number: (i + 1) as u16,
+                kind,
+                summary: reader.index.as_ref().map(|x| x.streams[i]),
+            })
+            .collect();
+        reader.restart(unit);
+        Ok(reader)
+    }
+
+    /// The streams in the file, in number order.
+    pub fn streams(&self) -> &[StreamInfo] {
+        &self.streams
+    }
+
+    /// Whether the file has a usable index (it was finished by `end_writing` and is
+    /// intact); without one the reader recovers the samples by scanning.
+    pub fn has_index(&self) -> bool {
+        self.index.is_some()
+    }
+
+    /// Samples in the file, from the header of a finished file.
+    pub fn sample_count(&self) -> Option<u64> {
+        self.index.as_ref().map(|_| self.header.samples)
+    }
+
+    /// The file's alignment unit.
+    pub fn unit(&self) -> u64 {
+        self.unit
+    }
+
+    /// The file offset of the record of the sample the iterator yielded last.
+    pub fn last_offset(&self) -> Option<u64> {
+        self.last_offset
+    }
+
+    /// Moves so that iteration yields exactly the samples with `time` or later, in file
+    /// order. With an index the reader starts at the last point that can hold such a
+    /// sample; without one it scans from the start.
+    ///
+    /// # Errors
+    /// None today; kept fallible for readers that must read to seek.
+    pub fn seek(&mut self, time: u64) -> Result<()> {
+        self.from_time = time;
+        let start = match &self.index {
+            Some(index) => match index.points.iter().position(|p| p.max_time >= time) {
+                Some(0) => self.unit,
+                Some(i) => index.points[i].offset,
+                None => index.data_end,
+            },
+            None => self.unit,
+        };
+        self.restart(start);
+        Ok(())
+    }
+
+    /// Reads the index record the header points at.
+    fn load_index(&self) -> Result<Index> {
+        let at = self.header.index_offset;
+        let bad = |detail: String| Error::Corrupt { offset: at, detail };
+        if at < self.unit || at % self.unit != 0 || at >= self.file_len {
+            return Err(bad(format!(
+                "the header puts the index at {at}, outside the file of {} bytes",
+                self.file_len
+            )));
+        }
+        let len = usize::try_from(round_up(self.file_len - at, self.unit).unwrap_or(u64::MAX))
+            .map_err(|_| bad("the index is larger than memory".into()))?;
+        let mut buf = self.alloc.allocate_page_aligned(len)?;
+        self.file.read_at(&mut buf, at)?;
+        if buf.len() < RECORD_HEADER {
+            return Err(bad("the file ends inside the index".into()));
+        }
+        let header = RecordHeader::decode(&buf).map_err(|fault| bad(describe(fault)))?;
+        if header.kind != RecordKind::Index {
+            return Err(bad("the header points at a record that is not the index".into()));
+        }
+        let payload = RECORD_HEADER as u64..RECORD_HEADER as u64 + header.payload_len;
+        if payload.end > buf.len() as u64 {
+            return Err(bad("the file ends inside the index".into()));
+        }
+        let bytes = &buf[payload.start as usize..payload.end as usize];
+        if payload_crc(bytes) != header.payload_crc {
+            return Err(bad("the index's checksum does not match".into()));
+        }
+        let index = Index::decode(bytes, self.header.streams.len()).map_err(bad)?;
+        let inside = index.points.first().is_none_or(|p| p.offset >= self.unit);
+        if index.data_end != at || !inside {
+            return Err(bad("the index disagrees with the header about where data lies".into()));
+        }
+        Ok(index)
+    }
+
+    /// Restarts iteration at the record at `start`.
+    fn restart(&mut self, start: u64) {
+        self.block = None;
+        self.pos = start;
+        self.done = false;
+        self.source = Source::Scan;
+        if let Some(index) = &self.index {
+            let windows = Arc::new(plan_windows(index, start, self.unit, self.window as u64));
+            let plan_windows = windows.clone();
+            let plan: ReadPlan = Arc::new(move |k| {
+                let w = plan_windows.get(usize::try_from(k).ok()?)?;
+                Some((w.read_at, w.read_len))
+            });
+            let ahead = ReadAhead::new(self.file.clone(), self.alloc.clone(), self.depth, plan);
+            self.source = Source::Planned {
+                ahead,
+                windows,
+                current: None,
+            };
+        }
+    }
+
+    fn corrupt(&mut self, offset: u64, detail: impl Into<String>) -> Option<Result<Sample>> {
+        self.done = true;
+        self.block = None;
+        Some(Err(Error::Corrupt {
+            offset,
+            detail: detail.into(),
+        }))
+    }
+
+    /// Makes `self.block` hold the record header at `self.pos`, reading as needed.
+    /// `Ok(false)`: no more data (the caller decides whether that is clean).
+    fn fetch_for_header(&mut self) -> Result<bool> {
+        let pos = self.pos;
+        let covered = |b: &ReadBlock| {
+            pos >= b.offset && pos + RECORD_HEADER as u64 <= b.offset + b.data.len() as u64
+        };
+        match &mut self.source {
+            Source::Planned {
+                ahead,
+                windows,
+                current,
+            } => {
+                let in_window = current.is_some_and(|i| pos < windows[i].end);
+                if in_window && self.block.as_ref().is_some_and(covered) {
+                    return Ok(true);
+                }
+                if in_window {
+                    return Ok(false); // the window's block ended early: truncated file
+                }
+                let next = current.map_or(0, |i| i + 1);
+                let Some(window) = windows.get(next).copied() else {
+                    return Ok(false);
+                };
+                if window.start != pos {
+                    return Err(Error::Corrupt {
+                        offset: pos,
+                        detail: format!(
+                            "the records end at {pos} but the index has the next one at {}",
+                            window.start
+                        ),
+                    });
+                }
+                *current = Some(next);
+                self.block = ahead.next_block().transpose()?;
+                Ok(self.block.as_ref().is_some_and(covered))
+            }
+            Source::Scan => {
+                if self.block.as_ref().is_some_and(covered) {
+                    return Ok(true);
+                }
+                self.read_scan_window(RECORD_HEADER as u64)?;
+                Ok(self.block.as_ref().is_some_and(covered))
+            }
+        }
+    }
+
+    /// Scan mode: reads from the unit holding `self.pos`, at least `need` bytes past it.
+    fn read_scan_window(&mut self, need: u64) -> Result<()> {
+        let start = self.pos / self.unit * self.unit;
+        let stop = self.end.min(round_up(self.file_len, self.unit).unwrap_or(u64::MAX));
+        let wanted = round_up(self.pos.saturating_add(need), self.unit)
+            .unwrap_or(u64::MAX)
+            .max(start + self.window as u64)
+            .min(round_up(stop, self.unit).unwrap_or(u64::MAX));
+        self.block = None;
+        if wanted <= start {
+            return Ok(());
+        }
+        let len = usize::try_from(wanted - start).map_err(|_| Error::Corrupt {
+            offset: self.pos,
+            detail: "a record larger than memory".into(),
+        })?;
+        let mut buf = self.alloc.allocate_page_aligned(len)?;
+        self.file.read_at(&mut buf, start)?;
+        self.block = Some(ReadBlock {
+            data: buf.freeze(),
+            offset: start,
+            planned: len,
+        });
+        Ok(())
+    }
+
+    /// At the end of the data: clean, or the index's damage.
+    fn finish(&mut self) -> Option<Result<Sample>> {
+        self.done = true;
+        self.block = None;
+        self.index_fault.take().map(Err)
+    }
+
+    fn next_sample(&mut self) -> Option<Result<Sample>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let pos = self.pos;
+            if pos >= self.end {
+                return self.finish();
+            }
+            match self.fetch_for_header() {
+                Ok(true) => {}
+                Ok(false) if !self.header.finalized && pos >= self.file_len => return self.finish(),
+                Ok(false) => {
+                    let detail = format!(
+                        "the file ends at {} inside the data (which runs to {}): it was cut short",
+                        self.file_len, self.end
+                    );
+                    return self.corrupt(pos, detail);
+                }
+                Err(err) => {
+                    self.done = true;
+                    return Some(Err(err));
+                }
+            }
+            let block = self.block.as_ref().expect("fetched");
+            let at = (pos - block.offset) as usize;
+            let header = match RecordHeader::decode(&block.data[at..]) {
+                Ok(header) => header,
+                Err(HeaderFault::Unwritten) if !self.header.finalized => return self.finish(),
+                Err(fault) => return self.corrupt(pos, describe(fault)),
+            };
+            let record_end = pos.checked_add(header.record_len).unwrap_or(u64::MAX);
+            if record_end > self.end {
+                let detail = format!(
+                    "a record of {} bytes runs past the end of the data at {}",
+                    header.record_len, self.end
+                );
+                return self.corrupt(pos, detail);
+            }
+            let payload_end = pos + RECORD_HEADER as u64 + header.payload_len;
+            if payload_end > block.offset + block.data.len() as u64 {
+                if payload_end > self.file_len {
+                    let detail = format!("the file ends at {} inside this record", self.file_len);
+                    return self.corrupt(pos, detail);
+                }
+                if matches!(self.source, Source::Planned { .. }) {
+                    return self.corrupt(pos, "the record crosses an index point");
+                }
+                // Scan: read again from this record, all of it.
+                if let Err(err) = self.read_scan_window(payload_end - pos) {
+                    self.done = true;
+                    return Some(Err(err));
+                }
+                continue;
+            }
+            let data_at = at + RECORD_HEADER;
+            let data_end = data_at + header.payload_len as usize;
+            if payload_crc(&block.data[data_at..data_end]) != header.payload_crc {
+                return self.corrupt(pos, "the payload's checksum does not match");
+            }
+            let data = match block.data.slice(data_at..data_end) {
+                Ok(data) => data,
+                Err(err) => return Some(Err(err)),
+            };
+            self.pos = record_end;
+            match header.kind {
+                RecordKind::Pad => continue,
+                RecordKind::Index if !self.header.finalized => {
+                    // The writer died after its index, before its header: data ends here.
+                    return self.finish();
+                }
+                RecordKind::Index => {
+                    return self.corrupt(pos, "an index record inside the data");
+                }
+                RecordKind::Sample => {}
+            }
+            let stream = u16::from(header.stream);
+            if stream == 0 || usize::from(stream) > self.streams.len() {
+                return self.corrupt(pos, format!("stream {stream} is not in the stream table"));
+            }
+            if header.time < self.from_time {
+                continue;
+            }
+            self.last_offset = Some(pos);
+            return Some(Ok(sample(stream, header.time, header.flags, data)));
+        }
+    }
+}
+
+fn sample(stream: u16, time: u64, flags: SampleFlags, data: Buffer) -> Sample {
+    Sample {
+        stream,
+        time,
+        flags,
+        data,
+    }
+}
+
+fn describe(fault: HeaderFault) -> String {
+    match fault {
+        HeaderFault::Unwritten => "a record header of zeroes inside the data".into(),
+        HeaderFault::Bad(detail) => detail,
+    }
+}
+
+/// Groups the index's regions from the point at `start` into reads of about `window`
+/// bytes, each ending where a region (and so a record) ends.
+fn plan_windows(index: &Index, start: u64, unit: u64, window: u64) -> Vec<Window> {
+    let mut bounds: Vec<u64> = index
+        .points
+        .iter()
+        .map(|p| p.offset)
+        .filter(|&o| o > start && o < index.data_end)
+        .collect();
+    bounds.push(index.data_end);
+    let mut windows = Vec::new();
+    let mut from = start;
+    let mut i = 0;
+    while from < index.data_end && i < bounds.len() {
+        let mut to = bounds[i];
+        i += 1;
+        while i < bounds.len() && bounds[i] - from <= window {
+            to = bounds[i];
+            i += 1;
+        }
+        let read_at = from / unit * unit;
+        let read_end = round_up(to, unit).unwrap_or(to);
+        windows.push(Window {
+            read_at,
+            read_len: (read_end - read_at) as usize,
+            start: from,
+            end: to,
+        });
+        from = to;
+    }
+    windows
+}
+
+impl Iterator for SampleReader {
+    type Item = Result<Sample>;
+
+    fn next(&mut self) -> Option<Result<Sample>> {
+        self.next_sample()
+    }
+}
+
+impl Drop for SampleReader {
+    fn drop(&mut self) {
+        // Reads waiting for memory the caller still holds give up instead of hanging.
+        if let Some(pool) = &self.own_pool {
+            pool.close();
+        }
+    }
+}
+
+impl std::fmt::Debug for SampleReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SampleReader")
+            .field("path", &self.file.path())
+            .field("streams", &self.streams)
+            .field("has_index", &self.has_index())
+            .field("position", &self.pos)
+            .finish()
+    }
+}

@@ -1,0 +1,756 @@
+//! `SampleWriter`: the recorder (`IWMWriter`). It owns each sample from `write_sample`
+//! until the sample is on disk, lays records out as FORMAT.md says, and keeps the file
+//! recoverable at every step.
+//!
+//! * **State.** Configuring (`add_stream`) → writing (`allocate_sample`,
+//!   `write_sample`, `flush`) → ended (`end_writing`). A call in the wrong state is
+//!   `InvalidRequest`; the state lives under one mutex with the layout, so several
+//!   threads may write and the file order is the order `write_sample` calls took it.
+//! * **Layout.** The writer keeps one *file offset*, the tail. A small sample is copied,
+//!   with its record header, into the current *chunk* (a frame of a small pool), which is
+//!   written when full. A large sample from `allocate_sample` already has 64 bytes of
+//!   headroom in front and its padding behind, in one block from the sample pool: the
+//!   writer seals the chunk (a pad record to the next unit), puts the record header in the
+//!   headroom, and writes the sample's own block at the tail. Nothing is ever written
+//!   twice, and a flush seals the chunk too, so acknowledged bytes are never rewritten.
+//! * **Memory** is bounded by the sample pool's budget (`allocate_sample` waits while it
+//!   is spent) plus the chunk pool; a buffer goes back as soon as its write completes.
+//! * **Failure.** The first failed write stops all later ones (they would land beyond a
+//!   hole) and is reported by the next call and by `end_writing`, every time after;
+//!   everything up to the last successful `flush` stays readable.
+
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::buffer::BufferMut;
+use crate::direct::{DirectFile, DirectIo};
+use crate::error::{Error, Result};
+use crate::io_queue::{WriteQueue, WriteTrace};
+use crate::pool::{BufferPool, BufferPoolStats, FramePool, Framing, PoolStats};
+use crate::sequential::default_block_size;
+
+use super::format::{
+    payload_crc, FileHeader, Index, IndexPoint, RecordHeader, RecordKind, MAX_STREAMS, MIN_UNIT,
+    RECORD_HEADER,
+};
+use super::{SampleFlags, StreamKind, StreamSummary, WriteSummary, TICKS_PER_SECOND};
+
+/// Samples at least this long, allocated by `allocate_sample`, are written from their
+/// own buffer; shorter ones are copied into a chunk (a separate write of a few bytes
+/// would cost more than the copy, and waste up to a unit of padding).
+const ZERO_COPY_MIN: usize = 64 * 1024;
+/// Copied records start a new index point after this many bytes.
+const INDEX_SPAN: u64 = 1 << 20;
+/// Zeroes for padding.
+const ZEROES: [u8; RECORD_HEADER] = [0; RECORD_HEADER];
+
+/// How a [`SampleWriter`] is set up; methods take and return `Self`.
+///
+/// ```
+/// use std::time::Duration;
+/// use pagebuf::stream::WriterOptions;
+/// let options = WriterOptions::default()
+///     .memory_budget(256 << 20)
+///     .sync_tolerance(Duration::from_secs(1));
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    memory_budget: usize,
+    sync_tolerance: Duration,
+    depth: usize,
+    direct: DirectIo,
+    trace_writes: bool,
+}
+
+impl Default for WriterOptions {
+    fn default() -> WriterOptions {
+        WriterOptions {
+            memory_budget: 64 << 20,
+            sync_tolerance: Duration::from_secs(3),
+            depth: crate::sequential::DEFAULT_DEPTH,
+            direct: DirectIo::Prefer,
+            trace_writes: false,
+        }
+    }
+}
+
+impl WriterOptions {
+    /// Bytes of samples allocated and not yet written, at most (default 64 MiB):
+    /// `allocate_sample` waits while they are out.
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// How far behind another stream a sample may be before it is refused with
+    /// [`Error::LateOperation`] (default 3 s, the reference's default).
+    pub fn sync_tolerance(mut self, tolerance: Duration) -> Self {
+        self.sync_tolerance = tolerance;
+        self
+    }
+
+    /// Writes in flight (default 4).
+    pub fn depth(mut self, depth: usize) -> Self {
+        self.depth = depth;
+        self
+    }
+
+    /// Whether to use `O_DIRECT` (default: where the file system allows it).
+    pub fn direct(mut self, direct: DirectIo) -> Self {
+        self.direct = direct;
+        self
+    }
+
+    /// Records every write's address, length and offset ([`SampleWriter::write_trace`]):
+    /// for tests and diagnostics of the zero-copy path.
+    pub fn trace_writes(mut self, trace: bool) -> Self {
+        self.trace_writes = trace;
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Configuring,
+    Writing,
+    Ended,
+}
+
+/// Everything that changes, under one lock.
+struct Inner {
+    phase: Phase,
+    kinds: Vec<StreamKind>,
+    totals: Vec<StreamSummary>,
+    /// The chunk being filled with copied records; `None` when sealed.
+    chunk: Option<BufferMut>,
+    /// File offset of the chunk's first byte, or (no chunk) of the next unit to write.
+    chunk_offset: u64,
+    sequence: u64,
+    points: Vec<IndexPoint>,
+    open_point: Option<IndexPoint>,
+    started: Option<Instant>,
+    zero_copy: u64,
+    copied: u64,
+    /// The first failure (kind and message), reported again by every later call.
+    failure: Option<(io::ErrorKind, String)>,
+}
+
+impl Inner {
+    fn tail(&self) -> u64 {
+        self.chunk_offset + self.chunk.as_ref().map_or(0, |c| c.len() as u64)
+    }
+
+    /// Notes a sample record at `offset` for the index: a zero-copy record is a point
+    /// of its own; copied records share one per `INDEX_SPAN` bytes.
+    fn index_record(&mut self, offset: u64, time: u64, own_point: bool) {
+        let reuse = !own_point
+            && self
+                .open_point
+                .is_some_and(|p| offset < p.offset + INDEX_SPAN);
+        if reuse {
+            if let Some(p) = self.open_point.as_mut() {
+                p.max_time = p.max_time.max(time);
+            }
+            return;
+        }
+        self.points.extend(self.open_point.take());
+        let point = IndexPoint {
+            offset,
+            max_time: time,
+        };
+        if own_point {
+            self.points.push(point);
+        } else {
+            self.open_point = Some(point);
+        }
+    }
+}
+
+/// Records timed samples of several streams to a file, owning each sample until it is
+/// on disk (`IWMWriter`). `Send + Sync`: every method takes `&self`.
+///
+/// See the [module example](crate::stream) for a whole recording.
+pub struct SampleWriter {
+    file: Arc<DirectFile>,
+    unit: usize,
+    budget: usize,
+    tolerance: u64,
+    samples: BufferPool,
+    chunks: FramePool,
+    queue: WriteQueue,
+    inner: Mutex<Inner>,
+}
+
+impl SampleWriter {
+    /// Creates (or truncates) `path` with the default [`WriterOptions`].
+    ///
+    /// # Errors
+    /// As [`with_options`](Self::with_options).
+    pub fn create(path: impl AsRef<Path>) -> Result<SampleWriter> {
+        SampleWriter::with_options(path, WriterOptions::default())
+    }
+
+    /// Creates (or truncates) `path`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be created; [`Error::InvalidArgument`] for a
+    /// memory budget below one unit or depth 0; [`Error::Unsupported`] with
+    /// `DirectIo::Require` where the file system refuses direct I/O.
+    pub fn with_options(path: impl AsRef<Path>, options: WriterOptions) -> Result<SampleWriter> {
+        if options.depth == 0 {
+            return Err(Error::InvalidArgument(
+                "depth 0: at least one write must be in flight; use 1 or more".into(),
+            ));
+        }
+        let file = DirectFile::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .direct(options.direct)
+            .open(path)?;
+        let unit = (file.limits().alignment() as usize).max(MIN_UNIT);
+        if options.memory_budget < unit {
+            return Err(Error::InvalidArgument(format!(
+                "memory budget of {} bytes is less than one unit ({unit}); give the writer \
+                 at least a few MiB",
+                options.memory_budget
+            )));
+        }
+        let chunk_size = (default_block_size(&file) / unit * unit).max(unit);
+        let chunks = FramePool::new(Framing::new(chunk_size, options.depth + 2).alignment(unit))?;
+        let file = Arc::new(file);
+        let queue = WriteQueue::new(file.clone(), options.depth);
+        if options.trace_writes {
+            queue.enable_trace();
+        }
+        let tolerance = u64::try_from(options.sync_tolerance.as_nanos() / 100).unwrap_or(u64::MAX);
+        Ok(SampleWriter {
+            file,
+            unit,
+            budget: options.memory_budget,
+            tolerance,
+            samples: BufferPool::new(options.memory_budget)?,
+            chunks,
+            queue,
+            inner: Mutex::new(Inner {
+                phase: Phase::Configuring,
+                kinds: Vec::new(),
+                totals: Vec::new(),
+                chunk: None,
+                chunk_offset: 0,
+                sequence: 0,
+                points: Vec::new(),
+                open_point: None,
+                started: None,
+                zero_copy: 0,
+                copied: 0,
+                failure: None,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// Whether writes bypass the page cache (see [`DirectFile::is_direct`]).
+    pub fn is_direct(&self) -> bool {
+        self.file.is_direct()
+    }
+
+    /// The alignment unit of the file: large records start at multiples of it.
+    pub fn unit(&self) -> usize {
+        self.unit
+    }
+
+    /// Statistics of the pool samples are allocated from.
+    pub fn sample_pool_stats(&self) -> BufferPoolStats {
+        self.samples.stats()
+    }
+
+    /// Statistics of the pool of chunks small samples are copied into.
+    pub fn chunk_pool_stats(&self) -> PoolStats {
+        self.chunks.stats()
+    }
+
+    /// Every write so far, if [`WriterOptions::trace_writes`] was set.
+    pub fn write_trace(&self) -> Vec<WriteTrace> {
+        self.queue.trace()
+    }
+
+    /// Adds a stream and returns its number (1, 2, ... up to 63).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] once writing has begun; [`Error::InvalidArgument`]
+    /// beyond 63 streams.
+    pub fn add_stream(&self, kind: StreamKind) -> Result<u16> {
+        let mut inner = self.lock();
+        if inner.phase != Phase::Configuring {
+            return Err(Error::InvalidRequest(
+                "add_stream after begin_writing: add every stream before writing begins".into(),
+            ));
+        }
+        if inner.kinds.len() == MAX_STREAMS {
+            return Err(Error::InvalidArgument(format!(
+                "a sample file holds at most {MAX_STREAMS} streams; combine some"
+            )));
+        }
+        inner.kinds.push(kind);
+        inner.totals.push(StreamSummary::default());
+        Ok(inner.kinds.len() as u16)
+    }
+
+    /// Writes the file header and starts accepting samples.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] if not configuring or without streams; [`Error::Io`].
+    pub fn begin_writing(&self) -> Result<()> {
+        let mut inner = self.lock();
+        match inner.phase {
+            Phase::Configuring if inner.kinds.is_empty() => {
+                return Err(Error::InvalidRequest(
+                    "begin_writing without streams: call add_stream first".into(),
+                ))
+            }
+            Phase::Configuring => {}
+            Phase::Writing => {
+                return Err(Error::InvalidRequest("begin_writing called twice".into()))
+            }
+            Phase::Ended => return Err(ended()),
+        }
+        self.write_header(&inner, None)?;
+        inner.phase = Phase::Writing;
+        inner.chunk_offset = self.unit as u64;
+        inner.started = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Writes the file header at offset 0, synchronously; `finished` = (index offset,
+    /// samples) once the index is on disk.
+    fn write_header(&self, inner: &Inner, finished: Option<(u64, u64)>) -> Result<()> {
+        let header = FileHeader {
+            unit: self.unit as u32,
+            finalized: finished.is_some(),
+            index_offset: finished.map_or(0, |f| f.0),
+            samples: finished.map_or(0, |f| f.1),
+            sync_tolerance: self.tolerance,
+            streams: inner.kinds.clone(),
+        };
+        let mut block = self.chunks.allocate()?;
+        block.set_len(self.unit)?;
+        block.fill(0);
+        header.encode(&mut block);
+        self.file.write_at(&block, 0)?;
+        Ok(())
+    }
+
+    /// Checks that samples may be allocated or written now.
+    fn check_writing(&self, inner: &mut Inner, doing: &str) -> Result<()> {
+        match inner.phase {
+            Phase::Configuring => Err(Error::InvalidRequest(format!(
+                "{doing} before begin_writing: add streams, call begin_writing, then write"
+            ))),
+            Phase::Ended => Err(ended()),
+            Phase::Writing => self.check_health(inner),
+        }
+    }
+
+    /// Reports a failed write: the original error first, a reminder every time after.
+    fn check_health(&self, inner: &mut Inner) -> Result<()> {
+        if let Some(err) = self.queue.take_error() {
+            let kind = match &err {
+                Error::Io { source, .. } => source.kind(),
+                _ => io::ErrorKind::Other,
+            };
+            inner.failure = Some((kind, err.to_string()));
+            return Err(err);
+        }
+        match &inner.failure {
+            None => Ok(()),
+            Some((kind, message)) => Err(Error::io(
+                format!(
+                    "an earlier write to {} failed, so no more samples are written; the file \
+                     is readable up to the last successful flush",
+                    self.path().display()
+                ),
+                io::Error::new(*kind, message.clone()),
+            )),
+        }
+    }
+
+    /// A buffer for a sample of up to `size` bytes, with the room its record needs
+    /// around it so that `write_sample` writes it without a copy. Waits while the
+    /// memory budget is spent (samples still being written).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] unless writing; [`Error::InvalidArgument`] for a size
+    /// beyond the memory budget; the original [`Error::Io`] after a failed write.
+    pub fn allocate_sample(&self, size: usize) -> Result<BufferMut> {
+        let span = self.prepare_allocation(size)?;
+        self.finish_allocation(self.samples.allocate(span), size)
+    }
+
+    /// As [`allocate_sample`](Self::allocate_sample) without waiting: `Ok(None)` while
+    /// the memory budget is spent.
+    ///
+    /// # Errors
+    /// As `allocate_sample`.
+    pub fn try_allocate_sample(&self, size: usize) -> Result<Option<BufferMut>> {
+        let span = self.prepare_allocation(size)?;
+        match self.samples.try_allocate(span) {
+            Ok(Some(buf)) => self.finish_allocation(Ok(buf), size).map(Some),
+            Ok(None) => Ok(None),
+            Err(err) => self.finish_allocation(Err(err), size).map(Some),
+        }
+    }
+
+    fn prepare_allocation(&self, size: usize) -> Result<usize> {
+        self.check_writing(&mut self.lock(), "allocate_sample")?;
+        let span = RecordHeader::span(size as u64, self.unit as u64)
+            .and_then(|s| usize::try_from(s).ok())
+            .filter(|&s| s <= self.budget);
+        span.ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "a sample of {size} bytes (with its record header and padding) does not fit \
+                 the writer's memory budget of {} bytes; raise WriterOptions::memory_budget",
+                self.budget
+            ))
+        })
+    }
+
+    fn finish_allocation(&self, outcome: Result<BufferMut>, size: usize) -> Result<BufferMut> {
+        let mut buf = outcome.map_err(|err| match err {
+            Error::Closed => ended(),
+            other => other,
+        })?;
+        let reserved = buf.reserve_headroom(RECORD_HEADER);
+        debug_assert!(reserved, "span >= RECORD_HEADER");
+        buf.limit_max_len(size);
+        Ok(buf)
+    }
+
+    /// Hands a sample to the writer, which owns it from now on and returns its memory
+    /// to the pool once it is written. `time` is in 100 ns units.
+    ///
+    /// # Errors
+    /// * [`Error::InvalidRequest`] unless writing.
+    /// * [`Error::InvalidArgument`] for a stream `add_stream` did not return, or a time
+    ///   before the stream's previous sample.
+    /// * [`Error::LateOperation`] for a time more than the sync tolerance behind the
+    ///   newest sample of another stream.
+    /// * The original [`Error::Io`] (and a reminder every time after) once a write
+    ///   failed.
+    ///
+    /// The sample is dropped (not written) on any error.
+    pub fn write_sample(
+        &self,
+        stream: u16,
+        time: u64,
+        flags: SampleFlags,
+        sample: BufferMut,
+    ) -> Result<()> {
+        let len = sample.len();
+        let mut block = sample;
+        let headroom = block.expand_to_block();
+        let unit = self.unit as u64;
+        let span = RecordHeader::span(len as u64, unit);
+        let zero_copy = span.filter(|&span| {
+            len >= ZERO_COPY_MIN
+                && headroom == RECORD_HEADER
+                && block.max_len() as u64 >= span
+                && block.as_ptr() as usize % self.unit == 0
+        });
+        let crc = payload_crc(&block[headroom..headroom + len]);
+
+        let mut inner = self.lock();
+        self.check_writing(&mut inner, "write_sample")?;
+        self.check_sample(&inner, stream, time)?;
+        let mut header = RecordHeader {
+            kind: RecordKind::Sample,
+            stream: stream as u8,
+            flags,
+            time,
+            record_len: 0,
+            payload_len: len as u64,
+            payload_crc: crc,
+            sequence: inner.sequence,
+        };
+        match zero_copy {
+            Some(span) => {
+                self.seal(&mut inner)?;
+                let offset = inner.chunk_offset;
+                header.record_len = span;
+                header.encode(&mut block.whole_mut()[..RECORD_HEADER]);
+                let end = span as usize;
+                block.whole_mut()[RECORD_HEADER + len..end].fill(0);
+                block.set_len(end)?;
+                self.queue.submit(block.freeze(), offset)?;
+                inner.chunk_offset += span;
+                inner.index_record(offset, time, true);
+                inner.zero_copy += 1;
+            }
+            None => {
+                header.record_len = RecordHeader::span(len as u64, RECORD_HEADER as u64)
+                    .ok_or_else(|| Error::InvalidArgument(format!("sample of {len} bytes")))?;
+                let offset = inner.tail();
+                let mut bytes = [0u8; RECORD_HEADER];
+                header.encode(&mut bytes);
+                let pad = (header.record_len as usize) - RECORD_HEADER - len;
+                self.append(&mut inner, &[&bytes, &block[headroom..headroom + len], &ZEROES[..pad]])?;
+                drop(block);
+                inner.index_record(offset, time, false);
+                inner.copied += 1;
+            }
+        }
+        inner.sequence += 1;
+        inner.totals[usize::from(stream) - 1].record(time, len as u64);
+        Ok(())
+    }
+
+    /// The rules a sample must meet before it is accepted.
+    fn check_sample(&self, inner: &Inner, stream: u16, time: u64) -> Result<()> {
+        let count = inner.kinds.len();
+        if stream == 0 || usize::from(stream) > count {
+            return Err(Error::InvalidArgument(format!(
+                "unknown stream {stream}: this writer's streams are 1..={count}, the numbers \
+                 add_stream returned"
+            )));
+        }
+        let own = &inner.totals[usize::from(stream) - 1];
+        if own.samples > 0 && time < own.last_time {
+            return Err(Error::InvalidArgument(format!(
+                "stream {stream}: time {time} is before the stream's previous sample at {}; \
+                 write each stream's samples in time order",
+                own.last_time
+            )));
+        }
+        let newest = inner
+            .totals
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| *i + 1 != usize::from(stream) && s.samples > 0)
+            .max_by_key(|(_, s)| s.last_time);
+        if let Some((other, s)) = newest {
+            if s.last_time > time && s.last_time - time > self.tolerance {
+                return Err(Error::LateOperation(format!(
+                    "stream {stream}: time {time} is {:.3} s behind stream {} (at {}), beyond \
+                     the sync tolerance of {:.3} s; deliver streams closer together or raise \
+                     WriterOptions::sync_tolerance",
+                    (s.last_time - time) as f64 / TICKS_PER_SECOND as f64,
+                    other + 1,
+                    s.last_time,
+                    self.tolerance as f64 / TICKS_PER_SECOND as f64,
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends bytes to the chunk, writing each chunk as it fills.
+    fn append(&self, inner: &mut Inner, parts: &[&[u8]]) -> Result<()> {
+        for part in parts {
+            let mut rest = *part;
+            while !rest.is_empty() {
+                let chunk = match &mut inner.chunk {
+                    Some(chunk) => chunk,
+                    none => none.insert(self.chunks.allocate()?),
+                };
+                let take = (chunk.max_len() - chunk.len()).min(rest.len());
+                chunk.extend_from_slice(&rest[..take])?;
+                rest = &rest[take..];
+                if chunk.len() == chunk.max_len() {
+                    self.submit_chunk(inner)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the chunk (a whole number of units) and moves past it.
+    fn submit_chunk(&self, inner: &mut Inner) -> Result<()> {
+        if let Some(chunk) = inner.chunk.take() {
+            let len = chunk.len() as u64;
+            if len > 0 {
+                self.queue.submit(chunk.freeze(), inner.chunk_offset)?;
+                inner.chunk_offset += len;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pads the chunk to a unit boundary with a pad record and writes it.
+    fn seal(&self, inner: &mut Inner) -> Result<()> {
+        let used = inner.chunk.as_ref().map_or(0, |c| c.len());
+        let gap = (self.unit - used % self.unit) % self.unit;
+        if gap > 0 {
+            // Records are 64-byte multiples and a unit is too, so a gap holds a header.
+            let pad = RecordHeader {
+                kind: RecordKind::Pad,
+                stream: 0,
+                flags: SampleFlags::empty(),
+                time: 0,
+                record_len: gap as u64,
+                payload_len: 0,
+                payload_crc: payload_crc(&[]),
+                sequence: inner.sequence,
+            };
+            inner.sequence += 1;
+            let mut bytes = [0u8; RECORD_HEADER];
+            pad.encode(&mut bytes);
+            let chunk = inner.chunk.as_mut().expect("a gap means a chunk");
+            chunk.extend_from_slice(&bytes)?;
+            let new_len = chunk.len() + gap - RECORD_HEADER;
+            let start = chunk.len();
+            chunk.set_len(new_len)?;
+            chunk[start..].fill(0);
+        }
+        self.submit_chunk(inner)
+    }
+
+    /// A durability barrier: returns once every sample written before the call is on
+    /// disk. `Ok` when not writing.
+    ///
+    /// # Errors
+    /// The original [`Error::Io`] of a failed write or of the sync.
+    pub fn flush(&self) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.phase != Phase::Writing {
+            return Ok(());
+        }
+        self.check_health(&mut inner)?;
+        self.seal(&mut inner)?;
+        self.queue
+            .wait_idle()
+            .and_then(|()| self.file.sync_data())
+            .or_else(|err| self.note_failure(&mut inner, err))
+    }
+
+    fn note_failure(&self, inner: &mut Inner, err: Error) -> Result<()> {
+        let kind = match &err {
+            Error::Io { source, .. } => source.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        inner.failure.get_or_insert((kind, err.to_string()));
+        Err(err)
+    }
+
+    /// Drains every sample, writes the index, finalizes the header, syncs, and reports.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] unless writing; the [`Error::Io`] of any failed write
+    /// (the file then has no index and is read in recovery mode).
+    pub fn end_writing(&self) -> Result<WriteSummary> {
+        let mut inner = self.lock();
+        match inner.phase {
+            Phase::Writing => {}
+            Phase::Configuring => {
+                return Err(Error::InvalidRequest(
+                    "end_writing before begin_writing: there is nothing to end".into(),
+                ))
+            }
+            Phase::Ended => return Err(ended()),
+        }
+        inner.phase = Phase::Ended;
+        let outcome = self.finalize(&mut inner);
+        // Wake anyone waiting in allocate_sample: writing is over.
+        self.samples.close();
+        let samples = outcome?;
+        let streams = inner.totals.clone();
+        let first = streams.iter().filter(|s| s.samples > 0).map(|s| s.first_time).min();
+        let last = streams.iter().map(|s| s.last_time).max();
+        let media = match (first, last) {
+            (Some(first), Some(last)) => Duration::from_nanos((last - first).saturating_mul(100)),
+            _ => Duration::ZERO,
+        };
+        Ok(WriteSummary {
+            samples,
+            bytes: streams.iter().map(|s| s.bytes).sum(),
+            file_bytes: inner.chunk_offset,
+            streams,
+            media_duration: media,
+            elapsed: inner.started.map_or(Duration::ZERO, |s| s.elapsed()),
+            zero_copy_samples: inner.zero_copy,
+            copied_samples: inner.copied,
+        })
+    }
+
+    /// The steps of `end_writing` that can fail; returns the sample count.
+    fn finalize(&self, inner: &mut Inner) -> Result<u64> {
+        self.check_health(inner)?;
+        self.seal(inner)?;
+        inner.points.extend(inner.open_point.take());
+        let index_offset = inner.chunk_offset;
+        let payload = Index {
+            data_end: index_offset,
+            streams: inner.totals.clone(),
+            points: inner.points.clone(),
+        }
+        .encode();
+        let header = RecordHeader {
+            kind: RecordKind::Index,
+            stream: 0,
+            flags: SampleFlags::empty(),
+            time: 0,
+            record_len: RecordHeader::span(payload.len() as u64, RECORD_HEADER as u64)
+                .expect("an index is far smaller than the address space"),
+            payload_len: payload.len() as u64,
+            payload_crc: payload_crc(&payload),
+            sequence: inner.sequence,
+        };
+        inner.sequence += 1;
+        let mut bytes = [0u8; RECORD_HEADER];
+        header.encode(&mut bytes);
+        let pad = header.record_len as usize - RECORD_HEADER - payload.len();
+        self.append(inner, &[&bytes, &payload, &ZEROES[..pad]])?;
+        self.seal(inner)?;
+        let durable = self.queue.wait_idle().and_then(|()| self.file.sync_data());
+        durable.or_else(|err| self.note_failure(inner, err))?;
+        let samples: u64 = inner.totals.iter().map(|s| s.samples).sum();
+        // Only now that the index is on disk may the header point at it.
+        self.write_header(inner, Some((index_offset, samples)))?;
+        self.file.sync_data()?;
+        Ok(samples)
+    }
+}
+
+fn ended() -> Error {
+    Error::InvalidRequest(
+        "writing has ended (end_writing was called); create a new SampleWriter".into(),
+    )
+}
+
+impl Drop for SampleWriter {
+    /// Without `end_writing`, writes out what was accepted and syncs, but writes no
+    /// index: readers recover the file by scanning it.
+    fn drop(&mut self) {
+        let mut inner = self.lock();
+        if inner.phase == Phase::Writing {
+            inner.phase = Phase::Ended;
+            if self.seal(&mut inner).is_ok() && self.queue.wait_idle().is_ok() {
+                let _ = self.file.sync_data();
+            }
+        }
+        self.samples.close();
+    }
+}
+
+impl std::fmt::Debug for SampleWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("SampleWriter")
+            .field("path", &self.path())
+            .field("phase", &inner.phase)
+            .field("streams", &inner.kinds)
+            .field("tail", &inner.tail())
+            .finish()
+    }
+}
