@@ -136,3 +136,24 @@ pub fn make_fifo(path: &std::path::Path) {
     )
     .unwrap();
 }
+
+/// Fills `out` with bytes that depend on `seed` and on each byte's position, so a
+/// sample read back can be checked against its seed alone (and a shifted or swapped
+/// one is caught).
+pub fn fill_pattern(seed: u64, out: &mut [u8]) {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for chunk in out.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let bytes = state.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
+
+/// `len` bytes of [`fill_pattern`].
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0; len];
+    fill_pattern(seed, &mut out);
+    out
+}
