@@ -27,7 +27,12 @@ fn every_call_in_the_wrong_state_is_invalid_request() {
     assert!(is_invalid_request(writer.allocate_sample(10)));
     assert!(is_invalid_request(writer.try_allocate_sample(10)));
     let foreign = BufferMut::from_owner(vec![1u8; 10]);
-    assert!(is_invalid_request(writer.write_sample(1, 0, SampleFlags::empty(), foreign)));
+    assert!(is_invalid_request(writer.write_sample(
+        1,
+        0,
+        SampleFlags::empty(),
+        foreign
+    )));
     assert!(is_invalid_request(writer.end_writing()));
     assert!(is_invalid_request(writer.begin_writing())); // no streams yet
     writer.flush().unwrap(); // Ok in every state but writing, where it is a barrier
@@ -38,13 +43,20 @@ fn every_call_in_the_wrong_state_is_invalid_request() {
     assert!(is_invalid_request(writer.add_stream(StreamKind::Audio)));
     assert!(is_invalid_request(writer.begin_writing()));
     let kept = sample(&writer, b"late");
-    writer.write_sample(stream, 0, SampleFlags::empty(), sample(&writer, b"x")).unwrap();
+    writer
+        .write_sample(stream, 0, SampleFlags::empty(), sample(&writer, b"x"))
+        .unwrap();
     writer.flush().unwrap();
     writer.end_writing().unwrap();
 
     // Ended: nothing but flush.
     assert!(is_invalid_request(writer.allocate_sample(10)));
-    assert!(is_invalid_request(writer.write_sample(stream, 1, SampleFlags::empty(), kept)));
+    assert!(is_invalid_request(writer.write_sample(
+        stream,
+        1,
+        SampleFlags::empty(),
+        kept
+    )));
     assert!(is_invalid_request(writer.end_writing()));
     assert!(is_invalid_request(writer.add_stream(StreamKind::Video)));
     assert!(is_invalid_request(writer.begin_writing()));
@@ -74,7 +86,9 @@ fn stream_numbers_run_from_1_to_63_and_unknown_ones_are_refused() {
             "{err}"
         );
     }
-    writer.write_sample(63, 0, SampleFlags::empty(), sample(&writer, b"x")).unwrap();
+    writer
+        .write_sample(63, 0, SampleFlags::empty(), sample(&writer, b"x"))
+        .unwrap();
     let summary = writer.end_writing().unwrap();
     assert_eq!(summary.samples, 1);
     let reader = SampleReader::open(dir.join("s.pbs")).unwrap();
@@ -90,14 +104,23 @@ fn time_goes_forward_within_a_stream() {
     let a = writer.add_stream(StreamKind::Audio).unwrap();
     let b = writer.add_stream(StreamKind::Data).unwrap();
     writer.begin_writing().unwrap();
-    writer.write_sample(a, 1000, SampleFlags::empty(), sample(&writer, b"1")).unwrap();
-    writer.write_sample(a, 1000, SampleFlags::empty(), sample(&writer, b"2")).unwrap(); // equal is fine
+    writer
+        .write_sample(a, 1000, SampleFlags::empty(), sample(&writer, b"1"))
+        .unwrap();
+    writer
+        .write_sample(a, 1000, SampleFlags::empty(), sample(&writer, b"2"))
+        .unwrap(); // equal is fine
     let err = writer
         .write_sample(a, 999, SampleFlags::empty(), sample(&writer, b"3"))
         .unwrap_err();
-    assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("time order")), "{err}");
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("time order")),
+        "{err}"
+    );
     // Another stream has its own clock.
-    writer.write_sample(b, 500, SampleFlags::empty(), sample(&writer, b"4")).unwrap();
+    writer
+        .write_sample(b, 500, SampleFlags::empty(), sample(&writer, b"4"))
+        .unwrap();
     let summary = writer.end_writing().unwrap();
     assert_eq!(summary.samples, 3);
     assert_eq!(summary.streams[0].samples, 2);
@@ -112,21 +135,54 @@ fn a_stream_more_than_the_tolerance_behind_another_is_late() {
     let audio = writer.add_stream(StreamKind::Audio).unwrap();
     writer.begin_writing().unwrap();
     let second = 10_000_000;
-    writer.write_sample(video, 5 * second, SampleFlags::KEY_FRAME, sample(&writer, b"v")).unwrap();
+    writer
+        .write_sample(
+            video,
+            5 * second,
+            SampleFlags::KEY_FRAME,
+            sample(&writer, b"v"),
+        )
+        .unwrap();
     // Exactly the tolerance behind: accepted.
-    writer.write_sample(audio, 4 * second, SampleFlags::empty(), sample(&writer, b"a")).unwrap();
+    writer
+        .write_sample(
+            audio,
+            4 * second,
+            SampleFlags::empty(),
+            sample(&writer, b"a"),
+        )
+        .unwrap();
     let half = second / 2;
-    writer.write_sample(video, 5 * second + half, SampleFlags::empty(), sample(&writer, b"v")).unwrap();
+    writer
+        .write_sample(
+            video,
+            5 * second + half,
+            SampleFlags::empty(),
+            sample(&writer, b"v"),
+        )
+        .unwrap();
     // Audio at 4 s is now 1.5 s behind video.
     let err = writer
-        .write_sample(audio, 4 * second, SampleFlags::empty(), sample(&writer, b"a"))
+        .write_sample(
+            audio,
+            4 * second,
+            SampleFlags::empty(),
+            sample(&writer, b"a"),
+        )
         .unwrap_err();
     assert!(
         matches!(&err, Error::LateOperation(m) if m.contains("sync tolerance")),
         "{err}"
     );
     // Catching up within the tolerance is accepted again.
-    writer.write_sample(audio, 4 * second + half, SampleFlags::empty(), sample(&writer, b"a")).unwrap();
+    writer
+        .write_sample(
+            audio,
+            4 * second + half,
+            SampleFlags::empty(),
+            sample(&writer, b"a"),
+        )
+        .unwrap();
     let summary = writer.end_writing().unwrap();
     assert_eq!(summary.samples, 4, "the late sample is not written");
 }
@@ -148,16 +204,24 @@ fn allocate_sample_waits_while_the_budget_is_out_and_the_try_form_does_not() {
     std::thread::scope(|s| {
         let waiter = s.spawn(|| writer.allocate_sample(512 << 10).map(|b| b.max_len()));
         std::thread::sleep(Duration::from_millis(100));
-        assert!(!waiter.is_finished(), "allocate_sample must wait for memory");
+        assert!(
+            !waiter.is_finished(),
+            "allocate_sample must wait for memory"
+        );
         // Writing the held sample gives its memory back once it is on disk.
         let mut held = held;
         held.set_len(held.max_len()).unwrap();
-        writer.write_sample(stream, 0, SampleFlags::empty(), held).unwrap();
+        writer
+            .write_sample(stream, 0, SampleFlags::empty(), held)
+            .unwrap();
         assert_eq!(waiter.join().unwrap().unwrap(), 512 << 10);
     });
     writer.end_writing().unwrap();
     let stats = writer.sample_pool_stats();
-    assert_eq!(stats.bytes_out, 0, "every sample's memory went back: {stats:?}");
+    assert_eq!(
+        stats.bytes_out, 0,
+        "every sample's memory went back: {stats:?}"
+    );
 }
 
 #[test]
@@ -193,8 +257,12 @@ fn large_samples_are_written_from_their_own_buffer_and_small_ones_copied() {
     let small_bytes = pattern(2, 1000);
     let small = sample(&writer, &small_bytes);
     let small_address = small.as_ptr() as usize;
-    writer.write_sample(video, 0, SampleFlags::KEY_FRAME, small).unwrap();
-    writer.write_sample(video, 1, SampleFlags::KEY_FRAME, frame).unwrap();
+    writer
+        .write_sample(video, 0, SampleFlags::KEY_FRAME, small)
+        .unwrap();
+    writer
+        .write_sample(video, 1, SampleFlags::KEY_FRAME, frame)
+        .unwrap();
     let summary = writer.end_writing().unwrap();
     assert_eq!((summary.zero_copy_samples, summary.copied_samples), (1, 1));
 
@@ -213,7 +281,10 @@ fn large_samples_are_written_from_their_own_buffer_and_small_ones_copied() {
         "the small sample was copied, not written from its buffer"
     );
 
-    let got: Vec<_> = SampleReader::open(dir.join("s.pbs")).unwrap().map(|s| s.unwrap()).collect();
+    let got: Vec<_> = SampleReader::open(dir.join("s.pbs"))
+        .unwrap()
+        .map(|s| s.unwrap())
+        .collect();
     assert_eq!(&got[0].data[..], &small_bytes[..]);
     assert_eq!(&got[1].data[..], &frame_bytes[..]);
 }
@@ -226,11 +297,19 @@ fn samples_from_any_allocator_are_accepted_and_copied() {
     writer.begin_writing().unwrap();
     let big = pattern(3, 5 << 20);
     writer
-        .write_sample(data, 0, SampleFlags::DISCONTINUITY, BufferMut::from_owner(big.clone()))
+        .write_sample(
+            data,
+            0,
+            SampleFlags::DISCONTINUITY,
+            BufferMut::from_owner(big.clone()),
+        )
         .unwrap();
     let summary = writer.end_writing().unwrap();
     assert_eq!((summary.zero_copy_samples, summary.copied_samples), (0, 1));
-    let got: Vec<_> = SampleReader::open(dir.join("s.pbs")).unwrap().map(|s| s.unwrap()).collect();
+    let got: Vec<_> = SampleReader::open(dir.join("s.pbs"))
+        .unwrap()
+        .map(|s| s.unwrap())
+        .collect();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].flags, SampleFlags::DISCONTINUITY);
     assert_eq!(&got[0].data[..], &big[..]);
@@ -248,10 +327,20 @@ fn seek_yields_exactly_the_samples_from_a_time_on() {
     for i in 0..120u64 {
         let size = if i % 10 == 0 { 300_000 } else { 90_000 };
         writer
-            .write_sample(video, i * frame, SampleFlags::KEY_FRAME, sample(&writer, &pattern(i, size)))
+            .write_sample(
+                video,
+                i * frame,
+                SampleFlags::KEY_FRAME,
+                sample(&writer, &pattern(i, size)),
+            )
             .unwrap();
         writer
-            .write_sample(audio, i * frame + 7, SampleFlags::empty(), sample(&writer, &pattern(1000 + i, 700)))
+            .write_sample(
+                audio,
+                i * frame + 7,
+                SampleFlags::empty(),
+                sample(&writer, &pattern(1000 + i, 700)),
+            )
             .unwrap();
     }
     writer.end_writing().unwrap();
@@ -260,10 +349,26 @@ fn seek_yields_exactly_the_samples_from_a_time_on() {
     assert!(reader.has_index());
     let all: Vec<_> = reader.by_ref().map(|s| s.unwrap()).collect();
     assert_eq!(all.len(), 240);
-    for target in [0, 1, frame * 33 + 7, frame * 60, frame * 119 + 7, frame * 119 + 8, u64::MAX] {
+    for target in [
+        0,
+        1,
+        frame * 33 + 7,
+        frame * 60,
+        frame * 119 + 7,
+        frame * 119 + 8,
+        u64::MAX,
+    ] {
         reader.seek(target).unwrap();
-        let got: Vec<_> = reader.by_ref().map(|s| s.unwrap()).map(|s| (s.stream, s.time)).collect();
-        let want: Vec<_> = all.iter().filter(|s| s.time >= target).map(|s| (s.stream, s.time)).collect();
+        let got: Vec<_> = reader
+            .by_ref()
+            .map(|s| s.unwrap())
+            .map(|s| (s.stream, s.time))
+            .collect();
+        let want: Vec<_> = all
+            .iter()
+            .filter(|s| s.time >= target)
+            .map(|s| (s.stream, s.time))
+            .collect();
         assert_eq!(got, want, "seek to {target}");
     }
     // Without an index (the writer never finished) seeking scans, with the same result.
@@ -273,7 +378,14 @@ fn seek_yields_exactly_the_samples_from_a_time_on() {
         let data = writer.add_stream(StreamKind::Data).unwrap();
         writer.begin_writing().unwrap();
         for i in 0..50u64 {
-            writer.write_sample(data, i, SampleFlags::empty(), sample(&writer, &pattern(i, 100))).unwrap();
+            writer
+                .write_sample(
+                    data,
+                    i,
+                    SampleFlags::empty(),
+                    sample(&writer, &pattern(i, 100)),
+                )
+                .unwrap();
         }
     } // dropped without end_writing
     let mut reader = SampleReader::open(&unfinished).unwrap();
@@ -289,8 +401,17 @@ fn the_reader_refuses_what_is_not_a_sample_file() {
     let dir = scratch("stream-not-a-file");
     let path = dir.join("junk");
     std::fs::write(&path, vec![7u8; 10_000]).unwrap();
-    assert!(matches!(SampleReader::open(&path), Err(Error::Corrupt { offset: 0, .. })));
+    assert!(matches!(
+        SampleReader::open(&path),
+        Err(Error::Corrupt { offset: 0, .. })
+    ));
     std::fs::write(&path, b"").unwrap();
-    assert!(matches!(SampleReader::open(&path), Err(Error::Corrupt { offset: 0, .. })));
-    assert!(matches!(SampleReader::open(dir.join("missing")), Err(Error::Io { .. })));
+    assert!(matches!(
+        SampleReader::open(&path),
+        Err(Error::Corrupt { offset: 0, .. })
+    ));
+    assert!(matches!(
+        SampleReader::open(dir.join("missing")),
+        Err(Error::Io { .. })
+    ));
 }

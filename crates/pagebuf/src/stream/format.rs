@@ -128,33 +128,46 @@ impl FileHeader {
                 "not a pagebuf sample file (the magic bytes differ); open a file SampleWriter wrote".into(),
             ));
         }
-        let version = u16_at(b, 8);
-        if version != VERSION {
-            return Err(Error::Unsupported(format!(
-                "sample file version {version}; this pagebuf reads version {VERSION}"
-            )));
-        }
+        // The first 64 bytes keep their places in every version: magic, version, the
+        // used length at 16 and the checksum at 60. So damage is told from a newer file.
         let used = u32_at(b, 16) as usize;
-        let count = u16_at(b, 48) as usize;
-        if count > MAX_STREAMS || used != FILE_HEADER_FIXED + STREAM_ENTRY * count || used > b.len()
-        {
-            return Err(bad(16, format!("header length {used} with {count} streams is inconsistent")));
+        if used < FILE_HEADER_FIXED || used > b.len() {
+            return Err(bad(16, format!("header length {used} is not possible")));
         }
         let mut scratch = b[..used].to_vec();
         put(&mut scratch, 60, &[0; 4]);
         if crc(&scratch) != u32_at(b, 60) {
             return Err(bad(0, "the file header's checksum does not match".into()));
         }
+        let version = u16_at(b, 8);
+        if version != VERSION {
+            return Err(Error::Unsupported(format!(
+                "sample file version {version}; this pagebuf reads version {VERSION}"
+            )));
+        }
+        let count = u16_at(b, 48) as usize;
+        if count > MAX_STREAMS || used != FILE_HEADER_FIXED + STREAM_ENTRY * count {
+            return Err(bad(
+                16,
+                format!("header length {used} with {count} streams is inconsistent"),
+            ));
+        }
         let unit = u32_at(b, 12);
         if !unit.is_power_of_two() || (unit as usize) < MIN_UNIT {
-            return Err(bad(12, format!("alignment unit {unit} is not a power of two >= {MIN_UNIT}")));
+            return Err(bad(
+                12,
+                format!("alignment unit {unit} is not a power of two >= {MIN_UNIT}"),
+            ));
         }
         let mut streams = Vec::with_capacity(count);
         for i in 0..count {
             let at = FILE_HEADER_FIXED + STREAM_ENTRY * i;
             let kind = StreamKind::from_code(b[at + 2]).filter(|_| u16_at(b, at) as usize == i + 1);
             streams.push(kind.ok_or_else(|| {
-                bad(at as u64, format!("stream table entry {} is not valid", i + 1))
+                bad(
+                    at as u64,
+                    format!("stream table entry {} is not valid", i + 1),
+                )
             })?);
         }
         let finalized = u32_at(b, 20) & FLAG_FINALIZED != 0;
@@ -235,10 +248,14 @@ impl RecordHeader {
             return Err(HeaderFault::Unwritten);
         }
         if b[..4] != RECORD_MAGIC {
-            return Err(HeaderFault::Bad("no record starts here (magic bytes differ)".into()));
+            return Err(HeaderFault::Bad(
+                "no record starts here (magic bytes differ)".into(),
+            ));
         }
         if crc(&b[..60]) != u32_at(b, 60) {
-            return Err(HeaderFault::Bad("the record header's checksum does not match".into()));
+            return Err(HeaderFault::Bad(
+                "the record header's checksum does not match".into(),
+            ));
         }
         let kind = match b[4] {
             1 => RecordKind::Sample,
@@ -402,7 +419,10 @@ mod tests {
         header.encode(&mut bytes);
         assert_eq!(FileHeader::decode(&bytes).unwrap(), header);
         bytes[20] ^= 1;
-        assert!(matches!(FileHeader::decode(&bytes), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            FileHeader::decode(&bytes),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -416,8 +436,14 @@ mod tests {
                 last_time: 9,
             }],
             points: vec![
-                IndexPoint { offset: 4096, max_time: 5 },
-                IndexPoint { offset: 8192, max_time: 9 },
+                IndexPoint {
+                    offset: 4096,
+                    max_time: 5,
+                },
+                IndexPoint {
+                    offset: 8192,
+                    max_time: 9,
+                },
             ],
         };
         let bytes = index.encode();

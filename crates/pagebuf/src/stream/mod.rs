@@ -47,8 +47,8 @@ mod writer;
 
 use std::time::Duration;
 
-pub use crate::io_queue::WriteTrace;
 use crate::buffer::Buffer;
+pub use crate::io_queue::WriteTrace;
 pub use flags::SampleFlags;
 pub use reader::{ReaderOptions, SampleReader};
 pub use writer::{SampleWriter, WriterOptions};

@@ -285,7 +285,9 @@ impl SampleReader {
     /// Reads the index record the header points at.
     fn load_index(&self) -> Result<Index> {
         let at = self.header.index_offset;
-        let bad = |detail: String| Error::Corrupt { offset: at, detail };
+        // Past a cut, the damage is where the file ends.
+        let offset = at.min(self.file_len);
+        let bad = |detail: String| Error::Corrupt { offset, detail };
         if at < self.unit || at % self.unit != 0 || at >= self.file_len {
             return Err(bad(format!(
                 "the header puts the index at {at}, outside the file of {} bytes",
@@ -301,7 +303,9 @@ impl SampleReader {
         }
         let header = RecordHeader::decode(&buf).map_err(|fault| bad(describe(fault)))?;
         if header.kind != RecordKind::Index {
-            return Err(bad("the header points at a record that is not the index".into()));
+            return Err(bad(
+                "the header points at a record that is not the index".into()
+            ));
         }
         let payload = RECORD_HEADER as u64..RECORD_HEADER as u64 + header.payload_len;
         if payload.end > buf.len() as u64 {
@@ -314,7 +318,9 @@ impl SampleReader {
         let index = Index::decode(bytes, self.header.streams.len()).map_err(bad)?;
         let inside = index.points.first().is_none_or(|p| p.offset >= self.unit);
         if index.data_end != at || !inside {
-            return Err(bad("the index disagrees with the header about where data lies".into()));
+            return Err(bad(
+                "the index disagrees with the header about where data lies".into(),
+            ));
         }
         Ok(index)
     }
@@ -400,7 +406,9 @@ impl SampleReader {
     /// Scan mode: reads from the unit holding `self.pos`, at least `need` bytes past it.
     fn read_scan_window(&mut self, need: u64) -> Result<()> {
         let start = self.pos / self.unit * self.unit;
-        let stop = self.end.min(round_up(self.file_len, self.unit).unwrap_or(u64::MAX));
+        let stop = self
+            .end
+            .min(round_up(self.file_len, self.unit).unwrap_or(u64::MAX));
         let wanted = round_up(self.pos.saturating_add(need), self.unit)
             .unwrap_or(u64::MAX)
             .max(start + self.window as u64)
@@ -441,13 +449,15 @@ impl SampleReader {
             }
             match self.fetch_for_header() {
                 Ok(true) => {}
-                Ok(false) if !self.header.finalized && pos >= self.file_len => return self.finish(),
+                Ok(false) if !self.header.finalized && pos >= self.file_len => {
+                    return self.finish()
+                }
                 Ok(false) => {
                     let detail = format!(
                         "the file ends at {} inside the data (which runs to {}): it was cut short",
                         self.file_len, self.end
                     );
-                    return self.corrupt(pos, detail);
+                    return self.corrupt(pos.min(self.file_len), detail);
                 }
                 Err(err) => {
                     self.done = true;

@@ -134,8 +134,46 @@ struct Inner {
     started: Option<Instant>,
     zero_copy: u64,
     copied: u64,
-    /// The first failure (kind and message), reported again by every later call.
-    failure: Option<(io::ErrorKind, String)>,
+    /// The first failure, reported again by every later call.
+    failure: Option<Failure>,
+}
+
+/// What is kept of the first failed write or sync, to report it again.
+struct Failure {
+    kind: io::ErrorKind,
+    errno: Option<i32>,
+    message: String,
+}
+
+impl Failure {
+    fn of(err: &Error) -> Failure {
+        let (kind, errno) = match err {
+            Error::Io { source, .. } => (source.kind(), source.raw_os_error()),
+            _ => (io::ErrorKind::Other, None),
+        };
+        Failure {
+            kind,
+            errno,
+            message: err.to_string(),
+        }
+    }
+
+    /// The error every call after the first failure returns.
+    fn again(&self, path: &Path) -> Error {
+        let source = match self.errno {
+            Some(errno) => io::Error::from_raw_os_error(errno),
+            None => io::Error::new(self.kind, self.message.clone()),
+        };
+        Error::io(
+            format!(
+                "an earlier write to {} failed ({}), so no more samples are written; the \
+                 file is readable up to the last successful flush",
+                path.display(),
+                self.message
+            ),
+            source,
+        )
+    }
 }
 
 impl Inner {
@@ -367,23 +405,11 @@ impl SampleWriter {
     /// Reports a failed write: the original error first, a reminder every time after.
     fn check_health(&self, inner: &mut Inner) -> Result<()> {
         if let Some(err) = self.queue.take_error() {
-            let kind = match &err {
-                Error::Io { source, .. } => source.kind(),
-                _ => io::ErrorKind::Other,
-            };
-            inner.failure = Some((kind, err.to_string()));
-            return Err(err);
+            return self.note_failure(inner, err);
         }
         match &inner.failure {
             None => Ok(()),
-            Some((kind, message)) => Err(Error::io(
-                format!(
-                    "an earlier write to {} failed, so no more samples are written; the file \
-                     is readable up to the last successful flush",
-                    self.path().display()
-                ),
-                io::Error::new(*kind, message.clone()),
-            )),
+            Some(failure) => Err(failure.again(self.path())),
         }
     }
 
@@ -505,7 +531,10 @@ impl SampleWriter {
                 let mut bytes = [0u8; RECORD_HEADER];
                 header.encode(&mut bytes);
                 let pad = (header.record_len as usize) - RECORD_HEADER - len;
-                self.append(&mut inner, &[&bytes, &block[headroom..headroom + len], &ZEROES[..pad]])?;
+                self.append(
+                    &mut inner,
+                    &[&bytes, &block[headroom..headroom + len], &ZEROES[..pad]],
+                )?;
                 drop(block);
                 inner.index_record(offset, time, false);
                 inner.copied += 1;
@@ -634,12 +663,9 @@ impl SampleWriter {
             .or_else(|err| self.note_failure(&mut inner, err))
     }
 
+    /// Keeps the first failure to report again, and returns `err`.
     fn note_failure(&self, inner: &mut Inner, err: Error) -> Result<()> {
-        let kind = match &err {
-            Error::Io { source, .. } => source.kind(),
-            _ => io::ErrorKind::Other,
-        };
-        inner.failure.get_or_insert((kind, err.to_string()));
+        inner.failure.get_or_insert_with(|| Failure::of(&err));
         Err(err)
     }
 
@@ -665,7 +691,11 @@ impl SampleWriter {
         self.samples.close();
         let samples = outcome?;
         let streams = inner.totals.clone();
-        let first = streams.iter().filter(|s| s.samples > 0).map(|s| s.first_time).min();
+        let first = streams
+            .iter()
+            .filter(|s| s.samples > 0)
+            .map(|s| s.first_time)
+            .min();
         let last = streams.iter().map(|s| s.last_time).max();
         let media = match (first, last) {
             (Some(first), Some(last)) => Duration::from_nanos((last - first).saturating_mul(100)),
