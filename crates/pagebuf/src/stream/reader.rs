@@ -471,7 +471,7 @@ impl SampleReader {
                 Err(HeaderFault::Unwritten) if !self.header.finalized => return self.finish(),
                 Err(fault) => return self.corrupt(pos, describe(fault)),
             };
-            let record_end = pos.checked_add(header.record_len).unwrap_or(u64::MAX);
+            let record_end = pos.saturating_add(header.record_len);
             if record_end > self.end {
                 let detail = format!(
                     "a record of {} bytes runs past the end of the data at {}",
