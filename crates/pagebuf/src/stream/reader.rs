@@ -41,7 +41,7 @@ pub struct ReaderOptions {
 impl Default for ReaderOptions {
     fn default() -> ReaderOptions {
         ReaderOptions {
-            depth: 3,
+            depth: crate::sequential::DEFAULT_DEPTH,
             window: 8 << 20,
             direct: DirectIo::Prefer,
             allocator: None,
@@ -50,7 +50,7 @@ impl Default for ReaderOptions {
 }
 
 impl ReaderOptions {
-    /// Reads in flight ahead of the caller (default 3).
+    /// Reads in flight ahead of the caller (default 4, as the sequential reader).
     pub fn depth(mut self, depth: usize) -> Self {
         self.depth = depth;
         self
