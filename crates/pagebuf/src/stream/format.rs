@@ -423,6 +423,21 @@ mod tests {
             FileHeader::decode(&bytes),
             Err(Error::Corrupt { .. })
         ));
+        // A newer version with a good checksum is refused as such, not as damage.
+        bytes[20] ^= 1;
+        put(&mut bytes, 8, &2u16.to_le_bytes());
+        put(&mut bytes, 60, &[0; 4]);
+        let sum = crc(&bytes[..header.used_len()]);
+        put(&mut bytes, 60, &sum.to_le_bytes());
+        assert!(matches!(
+            FileHeader::decode(&bytes),
+            Err(Error::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn crc_is_castagnoli_as_format_md_says() {
+        assert_eq!(crc(b"123456789"), 0xE306_9283);
     }
 
     #[test]
