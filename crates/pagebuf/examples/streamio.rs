@@ -201,14 +201,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!("\nper round (MiB/s): raw write / record / raw read / play");
-    for i in 0..rounds {
-        println!(
-            "{:.0} / {:.0} / {:.0} / {:.0}",
-            mib_s(&results[0][i]),
-            mib_s(&results[1][i]),
-            mib_s(&results[2][i]),
-            mib_s(&results[3][i])
-        );
+    let [raw_writes, records, raw_reads, plays] = &results;
+    for (((a, b), c), d) in raw_writes.iter().zip(records).zip(raw_reads).zip(plays) {
+        let [a, b, c, d] = [a, b, c, d].map(|r| mib_s(r));
+        println!("{a:.0} / {b:.0} / {c:.0} / {d:.0}");
     }
     Ok(())
 }
