@@ -203,7 +203,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\nper round (MiB/s): raw write / record / raw read / play");
     let [raw_writes, records, raw_reads, plays] = &results;
     for (((a, b), c), d) in raw_writes.iter().zip(records).zip(raw_reads).zip(plays) {
-        let [a, b, c, d] = [a, b, c, d].map(|r| mib_s(r));
+        let [a, b, c, d] = [a, b, c, d].map(&mib_s);
         println!("{a:.0} / {b:.0} / {c:.0} / {d:.0}");
     }
     Ok(())
