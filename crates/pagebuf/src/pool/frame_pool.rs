@@ -153,6 +153,14 @@ impl PoolMemory {
 
 impl Drop for PoolMemory {
     fn drop(&mut self) {
+        // ASan's shadow outlives the mapping: frames left poisoned would make the next
+        // mapping at these addresses (any allocator's) look poisoned.
+        let (start, len) = match self {
+            PoolMemory::Region { region, .. } => (region.as_ptr().cast_mut(), region.len()),
+            PoolMemory::Heap { base, layout } => (base.as_ptr(), layout.size()),
+        };
+        // SAFETY: the pool is being freed: no frame is out, so these bytes are ours.
+        unsafe { poison::unpoison(start, len) };
         if let PoolMemory::Heap { base, layout } = self {
             // SAFETY: allocated in `new` with exactly this layout; the pool is being
             // freed, so no frame is out and nothing refers to the block.
