@@ -177,6 +177,17 @@ impl Drop for WriteQueue {
 /// end (and for every later k).
 pub(crate) type ReadPlan = Arc<dyn Fn(u64) -> Option<(u64, usize)> + Send + Sync>;
 
+/// Consecutive blocks of `block` bytes from offset 0, up to `end` (or, without one,
+/// until a read comes back short at end of file).
+pub(crate) fn block_plan(block: usize, end: Option<u64>) -> ReadPlan {
+    let step = block as u64;
+    Arc::new(move |k| {
+        let offset = k.checked_mul(step)?;
+        end.is_none_or(|end| offset < end)
+            .then_some((offset, block))
+    })
+}
+
 /// One completed read.
 pub(crate) struct ReadBlock {
     /// The bytes read: fewer than `planned` only at end of file.

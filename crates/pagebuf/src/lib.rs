@@ -21,6 +21,8 @@
 //! * [`stream`]: [`SampleWriter`] / [`SampleReader`] (`IWMWriter`), a recorder of timed
 //!   samples that owns each buffer until it is on disk, writes large ones without a
 //!   copy, and leaves a file that survives its writer's death (FORMAT.md).
+//! * [`copy`]: `copy_file`, a pipelined direct-I/O copy of any file in bounded memory,
+//!   with optional verification.
 //! * [`memory`]: the page size and page-aligned anonymous regions (huge pages, `mlock`,
 //!   pre-faulting).
 //!
@@ -43,6 +45,7 @@
 
 pub mod alloc;
 pub mod buffer;
+pub mod copy;
 pub mod device;
 pub mod direct;
 mod error;

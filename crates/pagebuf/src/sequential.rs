@@ -19,7 +19,7 @@ use crate::alloc::BufferAllocator;
 use crate::buffer::{Buffer, BufferMut};
 use crate::direct::DirectFile;
 use crate::error::{Error, Result};
-use crate::io_queue::{ReadAhead, ReadPlan, WriteQueue};
+use crate::io_queue::{block_plan, ReadAhead, WriteQueue};
 use crate::pool::BufferPool;
 
 /// Transfers in flight unless configured.
@@ -294,8 +294,7 @@ impl DirectReader {
         alloc: Arc<dyn BufferAllocator>,
     ) -> Result<DirectReader> {
         check_block_size(&file, block_size, depth)?;
-        let step = block_size as u64;
-        let plan: ReadPlan = Arc::new(move |k| Some((k.checked_mul(step)?, block_size)));
+        let plan = block_plan(block_size, None);
         Ok(DirectReader {
             blocks: ReadAhead::new(Arc::new(file), alloc, depth, plan),
             own_pool: None,

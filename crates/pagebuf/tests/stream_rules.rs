@@ -415,3 +415,11 @@ fn the_reader_refuses_what_is_not_a_sample_file() {
         Err(Error::Io { .. })
     ));
 }
+
+#[test]
+fn the_writer_is_send_and_sync_and_the_reader_send() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<SampleWriter>();
+    send::<SampleReader>();
+}
