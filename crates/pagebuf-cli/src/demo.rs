@@ -1,30 +1,99 @@
-//! `pagebuf demo`: the tour with no input. For now it shows the allocators; it grows
-//! into record / play / copy as the library gains pools, direct I/O and the writer.
+//! `pagebuf demo`: the main job with no input. It probes the working directory,
+//! records a few hundred MiB of synthetic video and audio, plays it back verified,
+//! copies it with direct I/O, and reports throughput, pool statistics and device
+//! limits; then it removes everything it made.
 
 use std::io::Write;
-
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use pagebuf::copy::CopyOptions;
 use pagebuf::memory::{self, HugePages, Region, RegionOptions};
-use pagebuf::{
-    page_size, BufferAllocator, BufferMut, BufferPool, FramePool, Framing, HeapAllocator,
-    PageAllocator,
-};
+use pagebuf::{page_size, BufferMut, BufferPool, DeviceLimits, FramePool, Framing};
 
-use crate::format;
+use crate::record::Limit;
+use crate::synthetic::VideoFormat;
+use crate::{copy, format, play, record, CliResult};
 
-type DemoResult = Result<(), Box<dyn std::error::Error>>;
+type DemoResult = CliResult;
 
-pub fn run(out: &mut impl Write) -> DemoResult {
-    writeln!(out, "pagebuf {} demo", env!("CARGO_PKG_VERSION"))?;
+/// The demo's files, removed on drop (pass or fail).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn run(out: &mut impl Write, size: u64) -> DemoResult {
+    let dir = Scratch(PathBuf::from(format!(
+        "pagebuf-demo-{}",
+        std::process::id()
+    )));
+    std::fs::create_dir(&dir.0).map_err(|e| {
+        format!("cannot create {} in the working directory ({e}); run the demo from a writable directory", dir.0.display())
+    })?;
+    writeln!(
+        out,
+        "pagebuf {} demo: record {} of video and audio, play it back, copy it (in ./{}, removed at the end)",
+        env!("CARGO_PKG_VERSION"),
+        format::bytes(size),
+        dir.0.display()
+    )?;
+    writeln!(out)?;
+    write_limits(out, Path::new("."))?;
+    writeln!(out)?;
+
+    let take = dir.0.join("take.pbs");
+    let video: VideoFormat = "1920x1080@60".parse()?;
+    let recorded = record::record(&take, Some(video), true, Limit::Size(size), false)?;
+    record::write_report(out, &take, &recorded)?;
+    writeln!(out)?;
+    let played = play::play(&take, true, false)?;
+    play::write_report(out, &take, &played)?;
+    writeln!(out)?;
+    let copied_path = dir.0.join("copy.pbs");
+    let copied = copy::copy(
+        &take,
+        &copied_path,
+        &CopyOptions::default().verify(true),
+        false,
+    )?;
+    copy::write_report(out, &take, &copied_path, &copied)?;
     writeln!(out)?;
     write_machine(out)?;
     writeln!(out)?;
-    write_allocations(out)?;
-    writeln!(out)?;
-    write_sharing(out)?;
-    writeln!(out)?;
     write_pools(out)?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "removed ./{}; try `pagebuf probe .`, `pagebuf record take.pbs --audio`, `pagebuf bench`",
+        dir.0.display()
+    )?;
+    Ok(())
+}
+
+fn write_limits(out: &mut impl Write, path: &Path) -> DemoResult {
+    let limits = DeviceLimits::for_path(path)?;
+    let device = limits
+        .device
+        .as_ref()
+        .map_or("no block device".to_string(), |d| {
+            format!("{} ({}:{})", d.name, d.major, d.minor)
+        });
+    writeln!(
+        out,
+        "device limits for the working directory (`pagebuf probe .` shows all)"
+    )?;
+    writeln!(
+        out,
+        "  {device}: align buffers to {}, offsets and lengths to {}; at most {} per request; direct I/O {}",
+        format::bytes(limits.dio_mem_align.into()),
+        format::bytes(limits.dio_offset_align.into()),
+        format::bytes(limits.max_page_aligned_transfer),
+        if limits.direct_io { "works" } else { "refused (buffered fallback)" }
+    )?;
     Ok(())
 }
 
@@ -52,110 +121,6 @@ fn write_machine(out: &mut impl Write) -> DemoResult {
         Err(err) => format!("refused: {err}"),
     };
     writeln!(out, "  mlock            {locked}")?;
-    Ok(())
-}
-
-fn write_allocations(out: &mut impl Write) -> DemoResult {
-    let heap = HeapAllocator::default();
-    let pages = PageAllocator::default();
-    let prefaulted = PageAllocator::default().prefault(true);
-    let allocators: [(&str, &dyn BufferAllocator); 3] = [
-        ("HeapAllocator", &heap),
-        ("PageAllocator", &pages),
-        ("PageAllocator+prefault", &prefaulted),
-    ];
-    writeln!(
-        out,
-        "allocations (a new buffer has len 0 and max_len exactly as asked)"
-    )?;
-    writeln!(
-        out,
-        "  {:<24}{:<23}{:>10}{:>10}{:>11}  {:<16}origin",
-        "allocator", "call", "asked", "max_len", "alignment", "address"
-    )?;
-    let mut held = Vec::new();
-    for (name, alloc) in allocators {
-        for size in [1000, 1 << 20] {
-            let calls: [(&str, pagebuf::Result<BufferMut>); 2] = [
-                ("allocate", alloc.allocate(size)),
-                ("allocate_page_aligned", alloc.allocate_page_aligned(size)),
-            ];
-            for (call, buf) in calls {
-                let buf = buf?;
-                writeln!(
-                    out,
-                    "  {name:<24}{call:<23}{:>10}{:>10}{:>11}  {:<16}{}",
-                    format::bytes(size as u64),
-                    format::bytes(buf.max_len() as u64),
-                    buf.alignment(),
-                    format!("{:#x}", buf.as_ptr() as usize),
-                    buf.origin()
-                )?;
-                held.push(buf);
-            }
-        }
-    }
-    let out_now = |stats: pagebuf::AllocatorStats| {
-        format!(
-            "{} buffers, {} live",
-            stats.live_buffers,
-            format::bytes(stats.live_bytes as u64)
-        )
-    };
-    writeln!(
-        out,
-        "  holding: heap {}; pages {}",
-        out_now(heap.stats()),
-        out_now(pages.stats())
-    )?;
-    drop(held);
-    let (h, p) = (heap.stats(), pages.stats());
-    writeln!(
-        out,
-        "  after drop: heap {}/{} returned, pages {}/{} returned, {} still live",
-        h.releases,
-        h.allocations,
-        p.releases,
-        p.allocations,
-        format::bytes((h.live_bytes + p.live_bytes) as u64)
-    )?;
-    Ok(())
-}
-
-fn write_sharing(out: &mut impl Write) -> DemoResult {
-    writeln!(
-        out,
-        "sharing (freeze, slice, clone: no copies, one release)"
-    )?;
-    let pages = PageAllocator::default();
-    let mut frame = pages.allocate_page_aligned(64 << 10)?;
-    frame.extend_from_slice(b"header|payload bytes")?;
-    let address = frame.as_ptr() as usize;
-    let frozen = frame.freeze();
-    let header = frozen.slice(..6)?;
-    let payload = frozen.slice(7..)?;
-    writeln!(
-        out,
-        "  frozen {} at {address:#x}; slices at +{} and +{}; ref_count {}",
-        format::bytes(frozen.len() as u64),
-        header.as_ptr() as usize - address,
-        payload.as_ptr() as usize - address,
-        frozen.ref_count()
-    )?;
-    drop((frozen, header));
-    let reclaimed = payload.try_into_mut();
-    writeln!(
-        out,
-        "  last slice back to writable: {} (memory returned: {})",
-        if reclaimed.is_ok() { "yes" } else { "no" },
-        pages.stats().releases
-    )?;
-    drop(reclaimed);
-    writeln!(
-        out,
-        "  memory returned after the last drop: {}",
-        pages.stats().releases
-    )?;
     Ok(())
 }
 

@@ -1,12 +1,29 @@
 //! `pagebuf`: the command-line face of the pagebuf library. Thin by design: every
-//! figure it prints comes from the library; this crate only parses and formats.
+//! figure it prints comes from the library; this crate parses, generates the synthetic
+//! capture, and formats.
 
+mod bench;
+mod copy;
 mod demo;
 mod format;
+mod play;
+mod probe;
+mod progress;
+mod record;
+mod synthetic;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
+use pagebuf::copy::CopyOptions;
+
+use crate::record::Limit;
+use crate::synthetic::VideoFormat;
+
+/// What every subcommand returns: any error becomes one line and exit status 1.
+pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Page-aligned buffers, frame pools and direct I/O for streaming media and storage.
 #[derive(Debug, Parser)]
@@ -17,22 +34,202 @@ struct Cli {
     command: Command,
 }
 
+fn size(text: &str) -> Result<u64, String> {
+    format::parse_size(text)
+}
+
+fn block_size(text: &str) -> Result<usize, String> {
+    let bytes = format::parse_size(text)?;
+    usize::try_from(bytes)
+        .ok()
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("block size `{text}` must be between 1 byte and the address space"))
+}
+
+fn depth(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(d) if (1..=64).contains(&d) => Ok(d),
+        _ => Err(format!(
+            "depth `{text}` must be a whole number from 1 to 64"
+        )),
+    }
+}
+
+fn seconds(text: &str) -> Result<f64, String> {
+    let number = text.strip_suffix('s').unwrap_or(text);
+    match number.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(format!(
+            "duration `{text}` must be seconds between 0 and 86400, e.g. 5 or 2.5s"
+        )),
+    }
+}
+
+/// `--video`: a format, or `none` for an audio-only recording.
+#[derive(Debug, Clone, Copy)]
+struct VideoChoice(Option<VideoFormat>);
+
+fn video(text: &str) -> Result<VideoChoice, String> {
+    if text == "none" {
+        return Ok(VideoChoice(None));
+    }
+    text.parse().map(|format| VideoChoice(Some(format)))
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show what each allocator hands out: sizes, alignment, where the memory came from.
-    #[command(after_help = "Example:\n  pagebuf demo")]
-    Demo,
+    /// Record, play back, verify and copy a few hundred MiB here, then report and clean up.
+    #[command(after_help = "Example:\n  pagebuf demo\n  pagebuf demo --size 64MiB")]
+    Demo {
+        /// How much to record (K, M, G suffixes; binary units).
+        #[arg(long, default_value = "256MiB", value_parser = size)]
+        size: u64,
+    },
+    /// Show the direct-I/O limits for a path: alignment, largest transfer, and where each
+    /// figure came from.
+    #[command(after_help = "Examples:\n  pagebuf probe .\n  pagebuf probe /dev/nvme0n1 --json")]
+    Probe {
+        /// A file, a directory (for files to be created in it) or a block device.
+        path: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a file with direct I/O, reads and writes overlapping, in bounded memory.
+    #[command(
+        after_help = "Examples:\n  pagebuf copy take.pbs /mnt/backup/take.pbs --verify\n  pagebuf copy big.img big.copy --block-size 4MiB --depth 8"
+    )]
+    Copy {
+        /// The file to copy.
+        src: PathBuf,
+        /// Where to copy it (created or replaced).
+        dst: PathBuf,
+        /// Read the copy back and compare CRC32C checksums.
+        #[arg(long)]
+        verify: bool,
+        /// Bytes per transfer, a multiple of both files' alignment [default: from the device limits].
+        #[arg(long, value_parser = block_size)]
+        block_size: Option<usize>,
+        /// Transfers in flight each way.
+        #[arg(long, default_value = "4", value_parser = depth)]
+        depth: usize,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record a synthetic video (+ audio) stream through SampleWriter.
+    #[command(
+        after_help = "Examples:\n  pagebuf record take.pbs --audio\n  pagebuf record take.pbs --size 1GiB --video 3840x2160@30 --audio\n  pagebuf record audio.pbs --video none --audio --duration 60"
+    )]
+    Record {
+        /// The sample file to write (created or replaced).
+        out: PathBuf,
+        /// Seconds of media to record [default: 5].
+        #[arg(long, value_parser = seconds, conflicts_with = "size")]
+        duration: Option<f64>,
+        /// Bytes of samples to record instead (K, M, G suffixes).
+        #[arg(long, value_parser = size)]
+        size: Option<u64>,
+        /// Video format WIDTHxHEIGHT@FPS (YUV 4:2:0 frames), or `none`.
+        #[arg(long, default_value = "1920x1080@60", value_parser = video)]
+        video: VideoChoice,
+        /// Add a 48 kHz stereo 16-bit audio stream.
+        #[arg(long)]
+        audio: bool,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read a sample file back and report; --verify checks the synthetic content.
+    #[command(
+        after_help = "Examples:\n  pagebuf play take.pbs --verify\n  pagebuf play take.pbs --json"
+    )]
+    Play {
+        /// The sample file to read.
+        file: PathBuf,
+        /// Check every sample against what `pagebuf record` writes.
+        #[arg(long)]
+        verify: bool,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Side-by-side ratios here: pool vs fresh memory, direct vs buffered copy, record vs raw write.
+    #[command(after_help = "Example:\n  pagebuf bench --size 512MiB")]
+    Bench {
+        /// Bytes of I/O per row (K, M, G suffixes).
+        #[arg(long, default_value = "256MiB", value_parser = size)]
+        size: u64,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) {
+                let _ = err.print();
+                return ExitCode::SUCCESS;
+            }
+            // One clear line, not a usage screen.
+            let text = err.to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            eprintln!("pagebuf: {line} (see pagebuf --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let out = &mut std::io::stdout().lock();
     let result = match cli.command {
-        Command::Demo => demo::run(&mut std::io::stdout().lock()),
+        Command::Demo { size } => demo::run(out, size),
+        Command::Probe { path, json } => probe::run(out, &path, json),
+        Command::Copy {
+            src,
+            dst,
+            verify,
+            block_size,
+            depth,
+            json,
+        } => {
+            let mut options = CopyOptions::default().verify(verify).depth(depth);
+            if let Some(block) = block_size {
+                options = options.block_size(block);
+            }
+            copy::run(out, &src, &dst, &options, json)
+        }
+        Command::Record {
+            out: path,
+            duration,
+            size,
+            video,
+            audio,
+            json,
+        } => {
+            let limit = match size {
+                Some(bytes) => Limit::Size(bytes),
+                None => Limit::Duration(duration.unwrap_or(5.0)),
+            };
+            record::run(out, &path, video.0, audio, limit, json)
+        }
+        Command::Play { file, verify, json } => play::run(out, &file, verify, json),
+        Command::Bench { size } => bench::run(out, size),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Output piped into `head` and cut short is not a failure worth a message.
+        Err(err)
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
-            eprintln!("pagebuf: {err}");
+            let text = err.to_string();
+            eprintln!("pagebuf: {}", text.lines().next().unwrap_or("failed"));
             ExitCode::FAILURE
         }
     }
