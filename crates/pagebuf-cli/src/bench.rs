@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pagebuf::copy::CopyOptions;
@@ -13,6 +13,7 @@ use pagebuf::sequential::DirectWriter;
 use pagebuf::{BufferAllocator, FramePool, Framing, PageAllocator};
 
 use crate::record::Limit;
+use crate::scratch::ScratchDir;
 use crate::synthetic::VideoFormat;
 use crate::{copy, format, record, CliResult};
 
@@ -22,15 +23,6 @@ struct Row {
     theirs: String,
     /// How many times better pagebuf's way is.
     ratio: f64,
-}
-
-/// The benchmark's files, removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn per_op(elapsed: Duration, ops: u32) -> Duration {
@@ -55,27 +47,18 @@ fn short(d: Duration) -> String {
 }
 
 pub fn run(out: &mut impl Write, size: u64) -> CliResult {
-    let dir = Scratch(PathBuf::from(format!(
-        "pagebuf-bench-{}",
-        std::process::id()
-    )));
-    std::fs::create_dir(&dir.0).map_err(|e| {
-        format!(
-            "cannot create {} in the working directory ({e}); run from a writable directory",
-            dir.0.display()
-        )
-    })?;
+    let dir = ScratchDir::create("pagebuf-bench")?;
     writeln!(
         out,
         "pagebuf bench: {} of I/O per row, in ./{} (removed at the end)\n",
         format::bytes(size),
-        dir.0.display()
+        dir.path().display()
     )?;
     let rows = [
         pool_reuse()?,
         small_round_trip()?,
-        copy_row(&dir.0, size)?,
-        record_row(&dir.0, size)?,
+        copy_row(dir.path(), size)?,
+        record_row(dir.path(), size)?,
     ];
     writeln!(out, "| comparison | pagebuf | the other way | pagebuf is |")?;
     writeln!(out, "|---|---|---|---|")?;

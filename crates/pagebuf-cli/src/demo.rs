@@ -4,7 +4,7 @@
 //! limits; then it removes everything it made.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use pagebuf::copy::CopyOptions;
@@ -12,40 +12,26 @@ use pagebuf::memory::{self, HugePages, Region, RegionOptions};
 use pagebuf::{page_size, BufferMut, BufferPool, DeviceLimits, FramePool, Framing};
 
 use crate::record::Limit;
+use crate::scratch::ScratchDir;
 use crate::synthetic::VideoFormat;
 use crate::{copy, format, play, record, CliResult};
 
 type DemoResult = CliResult;
 
-/// The demo's files, removed on drop (pass or fail).
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 pub fn run(out: &mut impl Write, size: u64) -> DemoResult {
-    let dir = Scratch(PathBuf::from(format!(
-        "pagebuf-demo-{}",
-        std::process::id()
-    )));
-    std::fs::create_dir(&dir.0).map_err(|e| {
-        format!("cannot create {} in the working directory ({e}); run the demo from a writable directory", dir.0.display())
-    })?;
+    let dir = ScratchDir::create("pagebuf-demo")?;
     writeln!(
         out,
         "pagebuf {} demo: record {} of video and audio, play it back, copy it (in ./{}, removed at the end)",
         env!("CARGO_PKG_VERSION"),
         format::bytes(size),
-        dir.0.display()
+        dir.path().display()
     )?;
     writeln!(out)?;
     write_limits(out, Path::new("."))?;
     writeln!(out)?;
 
-    let take = dir.0.join("take.pbs");
+    let take = dir.path().join("take.pbs");
     let video: VideoFormat = "1920x1080@60".parse()?;
     let recorded = record::record(&take, Some(video), true, Limit::Size(size), false)?;
     record::write_report(out, &take, &recorded)?;
@@ -53,7 +39,7 @@ pub fn run(out: &mut impl Write, size: u64) -> DemoResult {
     let played = play::play(&take, true, false)?;
     play::write_report(out, &take, &played)?;
     writeln!(out)?;
-    let copied_path = dir.0.join("copy.pbs");
+    let copied_path = dir.path().join("copy.pbs");
     let copied = copy::copy(
         &take,
         &copied_path,
@@ -69,7 +55,7 @@ pub fn run(out: &mut impl Write, size: u64) -> DemoResult {
     writeln!(
         out,
         "removed ./{}; try `pagebuf probe .`, `pagebuf record take.pbs --audio`, `pagebuf bench`",
-        dir.0.display()
+        dir.path().display()
     )?;
     Ok(())
 }

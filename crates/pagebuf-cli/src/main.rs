@@ -10,6 +10,7 @@ mod play;
 mod probe;
 mod progress;
 mod record;
+mod scratch;
 mod synthetic;
 
 use std::path::PathBuf;
