@@ -199,7 +199,7 @@ mod tests {
         assert!(matches(StreamKind::Video, 7, 10_000, &frame));
         assert!(!matches(StreamKind::Video, 8, 10_000, &frame));
         assert!(!matches(StreamKind::Audio, 7, 10_000, &frame));
-        assert!(!matches(StreamKind::Video, 7, 9_999, &frame[..9_999]));
+        assert!(!matches(StreamKind::Video, 7, 10_000, &frame[..9_999]));
         frame[9_000] ^= 1;
         assert!(!matches(StreamKind::Video, 7, 10_000, &frame));
     }
