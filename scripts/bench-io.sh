@@ -3,11 +3,15 @@
 # against fio (psync, and libaio at iodepth 8) and dd with oflag/iflag=direct, plus a
 # buffered std::fs write + fsync for contrast. Same file system, same file size.
 #
-#   scripts/bench-io.sh [SIZE_MIB=1024] [DIR=target/bench-io]
+#   scripts/bench-io.sh [SIZE_MIB=1024] [ROUNDS=5] [DIR=target/bench-io]
+#
+# This VM's disk drifts by tens of percent from one run to the next, so every tool runs
+# once per round, rounds alternate, and the table shows each tool's median.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mib=${1:-1024}
-dir=${2:-target/bench-io}
+rounds=${2:-5}
+dir=${3:-target/bench-io}
 mkdir -p "$dir"
 file="$dir/seq.bin"
 bytes=$((size_mib * 1024 * 1024))
@@ -43,25 +47,45 @@ dd_run() { # write|read bs_mib -> MiB/s
   mibs "$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')"
 }
 
+declare -A runs # "op bs tool" -> space-separated MiB/s of each round
+record() { runs["$1"]="${runs["$1"]:-} $2"; }
+median() { printf '%s\n' $1 | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+for round in $(seq "$rounds"); do
+  echo "round $round of $rounds..." >&2
+  for bs_mib in 1 4; do
+    bs=$((bs_mib * 1024 * 1024))
+    for op in write read; do
+      key="$op ${bs_mib}M"
+      if [ "$op" = write ]; then
+        record "$key pagebuf" "$($seqio write "$file" "$bytes" "$bs" 4 | awk '{ print $4 }')"
+        record "$key buffered" "$($seqio buffered "$file" "$bytes" "$bs" | awk '{ print $4 }')"
+      else
+        $seqio write "$file" "$bytes" "$bs" 4 >/dev/null
+        record "$key pagebuf" "$($seqio read "$file" "$bytes" "$bs" 4 | awk '{ print $4 }')"
+      fi
+      record "$key psync" "$(fio_run "$op" "${bs_mib}M" psync 1)"
+      record "$key aio" "$(fio_run "$op" "${bs_mib}M" libaio 8)"
+      record "$key dd" "$(dd_run "$op" "$bs_mib")"
+    done
+  done
+done
+rm -f "$file"
+
 printf '%-6s %-5s %10s %10s %10s %10s %10s %10s\n' op bs pagebuf fio-psync fio-aio8 dd buffered best-ratio
 for bs_mib in 1 4; do
-  bs=$((bs_mib * 1024 * 1024))
   for op in write read; do
-    if [ "$op" = write ]; then
-      pb=$($seqio write "$file" "$bytes" "$bs" 4 | awk '{ print $4 }')
-      buffered=$($seqio buffered "$file" "$bytes" "$bs" | awk '{ print $4 }')
-    else
-      $seqio write "$file" "$bytes" "$bs" 4 >/dev/null
-      pb=$($seqio read "$file" "$bytes" "$bs" 4 | awk '{ print $4 }')
-      buffered=-
-    fi
-    psync=$(fio_run "$op" "${bs_mib}M" psync 1)
-    aio=$(fio_run "$op" "${bs_mib}M" libaio 8)
-    ddr=$(dd_run "$op" "$bs_mib")
+    key="$op ${bs_mib}M"
+    pb=$(median "${runs["$key pagebuf"]}")
+    psync=$(median "${runs["$key psync"]}")
+    aio=$(median "${runs["$key aio"]}")
+    ddr=$(median "${runs["$key dd"]}")
+    buffered=-
+    [ "$op" = write ] && buffered=$(median "${runs["$key buffered"]}")
     best=$(printf '%s\n' "$psync" "$aio" "$ddr" | sort -n | tail -1)
     ratio=$(awk -v p="$pb" -v b="$best" 'BEGIN { printf "%.2fx", p / b }')
     printf '%-6s %-5s %10s %10s %10s %10s %10s %10s\n' "$op" "${bs_mib}M" "$pb" "$psync" "$aio" "$ddr" "$buffered" "$ratio"
   done
 done
-rm -f "$file"
-echo "(MiB/s; best-ratio = pagebuf / the best of fio-psync, fio-aio8, dd; file ${size_mib} MiB in $dir)"
+echo "(MiB/s, median of $rounds rounds; best-ratio = pagebuf / the best of fio-psync, fio-aio8, dd; file ${size_mib} MiB in $dir)"
+for key in "${!runs[@]}"; do echo "  $key:${runs[$key]}"; done | sort

@@ -5,12 +5,10 @@
 //! `cargo run --release -p pagebuf --example seqio -- write|read|buffered PATH SIZE BLOCK [DEPTH]`
 
 use std::io::{Read, Write};
-use std::sync::Arc;
 use std::time::Instant;
 
 use pagebuf::direct::DirectFile;
 use pagebuf::sequential::{DirectReader, DirectWriter};
-use pagebuf::{BufferAllocator, BufferPool};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,13 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size: usize = size.parse()?;
     let block: usize = block.parse()?;
     let depth: usize = rest.first().map(|d| d.parse()).transpose()?.unwrap_or(4);
-    let pool: Arc<dyn BufferAllocator> = Arc::new(BufferPool::new(block * (2 * depth + 2))?);
     let chunk: Vec<u8> = (0..block).map(|i| (i * 7) as u8).collect();
     let started = Instant::now();
     let bytes = match mode.as_str() {
         "write" => {
-            let mut out =
-                DirectWriter::with_options(DirectFile::create(path)?, block, depth, pool)?;
+            let mut out = DirectWriter::with_blocks(DirectFile::create(path)?, block, depth)?;
             let mut left = size;
             while left > 0 {
                 let n = left.min(block);
@@ -36,8 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             out.finish()? as usize
         }
         "read" => {
-            let mut input =
-                DirectReader::with_options(DirectFile::open(path)?, block, depth, pool)?;
+            let mut input = DirectReader::with_blocks(DirectFile::open(path)?, block, depth)?;
             let mut buf = vec![0u8; block];
             let mut total = 0;
             loop {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::direct::{DirectFile, DirectIo};
 use crate::error::{Error, Result};
-use crate::io_queue::{block_plan, ReadAhead, WriteQueue};
+use crate::io_queue::{block_plan, ReadAhead, Reservation, WriteQueue};
 use crate::pool::{BufferPool, BufferPoolStats};
 use crate::sequential::DEFAULT_DEPTH;
 
@@ -158,6 +158,9 @@ pub fn copy_file(
         .ok_or_else(|| Error::InvalidArgument(format!("block size {block} is too large")))?;
     let pool = BufferPool::new(budget)?;
     let direct = (source.is_direct(), destination.is_direct());
+    // The whole destination at once: its writes are then overwrites, run side by side.
+    let mut reservation = Reservation::new(&destination);
+    reservation.cover(&destination, total.div_ceil(unit as u64) * unit as u64);
     let destination = Arc::new(destination);
     let source = Arc::new(source);
 
@@ -182,7 +185,7 @@ pub fn copy_file(
             ),
         ));
     }
-    if total % unit as u64 != 0 {
+    if total % unit as u64 != 0 || reservation.cut_to(total).is_some() {
         destination.set_len(total)?;
     }
     destination.sync_data()?;

@@ -373,6 +373,34 @@ impl DirectFile {
         })
     }
 
+    /// Reserves disk space for `len` bytes at `offset` (`fallocate`), growing the file
+    /// to cover them. Writes into reserved space are overwrites: the file system does
+    /// not allocate while they run, and may run several at once (ext4 and XFS serialize
+    /// direct writes that allocate or extend a file). A full disk shows here, before
+    /// any data is written.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] where the file system cannot reserve space (tmpfs before
+    /// 2.6.39-era kernels, some network file systems); [`Error::Io`] otherwise (a full
+    /// disk is `ENOSPC`).
+    pub fn allocate(&self, offset: u64, len: u64) -> Result<()> {
+        match rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::empty(), offset, len) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::OPNOTSUPP) => Err(Error::Unsupported(format!(
+                "the file system of {} cannot reserve space (fallocate); write without \
+                 reserving",
+                self.path.display()
+            ))),
+            Err(errno) => Err(Error::io(
+                format!(
+                    "reserving {len} bytes at offset {offset} of {}",
+                    self.path.display()
+                ),
+                errno.into(),
+            )),
+        }
+    }
+
     /// Makes written data durable (`fdatasync`).
     ///
     /// # Errors
@@ -407,14 +435,20 @@ impl DirectFile {
         Ok(())
     }
 
-    /// The largest piece to issue for a buffer at `address`.
-    fn chunk_for(&self, address: *const u8) -> usize {
-        let max = if address as usize % page_size() == 0 {
+    /// The largest piece to issue for a buffer at `address`: the device's maximum
+    /// request (page-aligned or not), in whole alignment units.
+    pub(crate) fn chunk_for(&self, address: *const u8) -> usize {
+        self.max_request(address as usize % page_size() == 0)
+    }
+
+    /// The device's largest single request for a page-aligned buffer (or another), in
+    /// whole alignment units, at least one.
+    pub(crate) fn max_request(&self, page_aligned: bool) -> usize {
+        let max = if page_aligned {
             self.limits.max_page_aligned_transfer
         } else {
             self.limits.max_non_page_aligned_transfer
         };
-        // Whole alignment units, at least one.
         let unit = self.limits.alignment().max(1) as u64;
         let max = (max / unit * unit).max(unit);
         usize::try_from(max).unwrap_or(usize::MAX)

@@ -5,10 +5,14 @@
 //! file knows how transfers are issued.
 //!
 //! * **Writes** are whole buffers at chosen offsets, in any order: callers lay out the
-//!   file, the queue only issues. The buffer is dropped (back to its pool) before its
-//!   completion is counted, so a caller woken by [`WriteQueue::wait_idle`] finds the
-//!   memory already free. After the first failure the queue stops writing (later
-//!   writes would land beyond a hole) and reports that failure once.
+//!   file, the queue only issues. A buffer larger than the device's largest request is
+//!   cut (zero-copy slices) into pieces of that size, which different threads write at
+//!   once, as the kernel would issue the pieces of one large `O_DIRECT` write; a
+//!   thread issuing them one after another would keep one request in flight. A buffer
+//!   is dropped (back to its pool) before its last piece's completion is counted, so a
+//!   caller woken by [`WriteQueue::wait_idle`] finds the memory already free. After the
+//!   first failure the queue stops writing (later writes would land beyond a hole) and
+//!   reports that failure once.
 //! * **Reads** follow a plan, a function from the k-th transfer to its `(offset, len)`;
 //!   worker `i` reads transfers `i`, `i + depth`, ... into its own channel of one, which
 //!   the consumer drains in turn, so transfers come out in plan order with at most
@@ -23,7 +27,7 @@ use crate::buffer::Buffer;
 use crate::direct::DirectFile;
 use crate::error::{Error, Result};
 
-/// One write the queue issued: where the bytes came from and where they went (the
+/// One write handed to the queue: where the bytes came from and where they go (the
 /// sample writer's optional trace, which proves that large samples are not copied).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteTrace {
@@ -56,17 +60,18 @@ impl WriteShared {
     }
 }
 
-/// Positioned writes to one file, `depth` in flight.
+/// Positioned writes to one file, `threads` requests in flight.
 pub(crate) struct WriteQueue {
+    file: Arc<DirectFile>,
     jobs: Option<SyncSender<(Buffer, u64)>>,
     workers: Vec<JoinHandle<()>>,
     shared: Arc<WriteShared>,
 }
 
 impl WriteQueue {
-    /// `depth` (at least 1) writer threads over `file`.
-    pub(crate) fn new(file: Arc<DirectFile>, depth: usize) -> WriteQueue {
-        let depth = depth.max(1);
+    /// `threads` (at least 1) writer threads over `file`.
+    pub(crate) fn new(file: Arc<DirectFile>, threads: usize) -> WriteQueue {
+        let depth = threads.max(1);
         let (tx, rx) = mpsc::sync_channel::<(Buffer, u64)>(depth);
         let rx = Arc::new(Mutex::new(rx));
         let shared = Arc::new(WriteShared {
@@ -84,23 +89,11 @@ impl WriteQueue {
                     } else {
                         file.write_at(&data, offset)
                     };
-                    let trace = WriteTrace {
-                        address: data.as_ptr() as usize,
-                        len: data.len(),
-                        offset,
-                    };
                     drop(data); // back to its pool before anyone is woken
                     let mut st = shared.lock();
-                    match outcome {
-                        Err(err) => {
-                            st.failed = true;
-                            st.error.get_or_insert(err);
-                        }
-                        Ok(_) => {
-                            if let Some(trace_log) = st.trace.as_mut() {
-                                trace_log.push(trace);
-                            }
-                        }
+                    if let Err(err) = outcome {
+                        st.failed = true;
+                        st.error.get_or_insert(err);
                     }
                     st.in_flight -= 1;
                     shared.done.notify_all();
@@ -108,6 +101,7 @@ impl WriteQueue {
             })
             .collect();
         WriteQueue {
+            file,
             jobs: Some(tx),
             workers,
             shared,
@@ -119,13 +113,35 @@ impl WriteQueue {
         self.shared.lock().trace.get_or_insert_with(Vec::new);
     }
 
-    /// The writes completed since tracing was enabled.
+    /// The writes handed to the queue since tracing was enabled.
     pub(crate) fn trace(&self) -> Vec<WriteTrace> {
         self.shared.lock().trace.clone().unwrap_or_default()
     }
 
-    /// Queues `data` to be written at `offset`; waits while `depth` writes are queued.
+    /// Queues `data` to be written at `offset`, in pieces of the device's largest
+    /// request; waits while the queue is full.
     pub(crate) fn submit(&self, data: Buffer, offset: u64) -> Result<()> {
+        if let Some(trace) = self.shared.lock().trace.as_mut() {
+            trace.push(WriteTrace {
+                address: data.as_ptr() as usize,
+                len: data.len(),
+                offset,
+            });
+        }
+        let piece = self.file.chunk_for(data.as_ptr());
+        if data.len() <= piece {
+            return self.send(data, offset);
+        }
+        let mut at = 0;
+        while at < data.len() {
+            let end = data.len().min(at + piece);
+            self.send(data.slice(at..end)?, offset + at as u64)?;
+            at = end;
+        }
+        Ok(())
+    }
+
+    fn send(&self, data: Buffer, offset: u64) -> Result<()> {
         let jobs = self.jobs.as_ref().ok_or(Error::Closed)?;
         self.shared.lock().in_flight += 1;
         if jobs.send((data, offset)).is_err() {
@@ -170,6 +186,52 @@ impl WriteQueue {
 impl Drop for WriteQueue {
     fn drop(&mut self) {
         let _ = self.shutdown();
+    }
+}
+
+/// Disk space reserved ahead of a sequential writer (see [`DirectFile::allocate`]), so
+/// that its writes are overwrites the file system runs side by side instead of
+/// allocating writes it serializes. A refusal (no `fallocate`, or not room for a whole
+/// step) turns reserving off: the writes then allocate as they go, and a full disk
+/// shows on the write that meets it.
+pub(crate) struct Reservation {
+    /// The file's length before the writer began.
+    initial_len: u64,
+    /// Everything below this is reserved.
+    end: u64,
+    enabled: bool,
+}
+
+impl Reservation {
+    /// Space is reserved this much at a time.
+    const STEP: u64 = 64 << 20;
+
+    pub(crate) fn new(file: &DirectFile) -> Reservation {
+        let initial_len = file.len().unwrap_or(0);
+        Reservation {
+            initial_len,
+            end: 0,
+            enabled: true,
+        }
+    }
+
+    /// Makes sure the bytes below `upto` are reserved.
+    pub(crate) fn cover(&mut self, file: &DirectFile, upto: u64) {
+        if !self.enabled || upto <= self.end {
+            return;
+        }
+        let target = upto.max(self.end.saturating_add(Reservation::STEP));
+        match file.allocate(self.end, target - self.end) {
+            Ok(()) => self.end = target,
+            Err(_) => self.enabled = false,
+        }
+    }
+
+    /// The length to cut the file to once `written` bytes are its content, if the
+    /// reservation left it longer.
+    pub(crate) fn cut_to(&self, written: u64) -> Option<u64> {
+        let keep = written.max(self.initial_len);
+        (self.end > keep).then_some(keep)
     }
 }
 

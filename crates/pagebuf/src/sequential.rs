@@ -4,11 +4,17 @@
 //!
 //! * Buffers come from any [`BufferAllocator`] (page-aligned allocations); by default a
 //!   [`BufferPool`] sized to the pipeline, so memory stays bounded whatever the file size.
-//! * `depth` worker threads each keep one block transfer in the kernel: the writer's
-//!   workers take filled blocks in order and write them at their offsets; the reader's
-//!   worker `i` reads blocks `i`, `i + depth`, `i + 2 * depth`, ... into its own
-//!   channel, which the reader drains in turn, so blocks come out in file order.
-//!   (The threads live in the crate's I/O queue, the seam where io_uring will go.)
+//! * `depth` blocks are in flight. A block larger than the device's largest request
+//!   goes to it as pieces of that size, all at once, the way the kernel issues one
+//!   large `O_DIRECT` transfer, so there is one thread per piece in flight: the
+//!   writer's threads take pieces of filled blocks and write them at their offsets; the
+//!   reader's thread `i` reads pieces `i`, `i + n`, ... into its own channel, which the
+//!   reader drains in turn, so bytes come out in file order. (The threads live in the
+//!   crate's I/O queue, the seam where io_uring will go.)
+//! * The writer reserves space ahead of itself ([`DirectFile::allocate`], 64 MiB at a
+//!   time), so its writes are overwrites the file system runs side by side (ext4
+//!   serializes direct writes that allocate or extend); `finish` cuts the file to what
+//!   was written. A writer that dies leaves zeroes after its data.
 //! * The writer finishes an odd-length file by pad and truncate (see [`DirectFile`]).
 //!   A failed write is reported by the next call and by `finish`, never swallowed.
 
@@ -19,7 +25,7 @@ use crate::alloc::BufferAllocator;
 use crate::buffer::{Buffer, BufferMut};
 use crate::direct::DirectFile;
 use crate::error::{Error, Result};
-use crate::io_queue::{block_plan, ReadAhead, WriteQueue};
+use crate::io_queue::{block_plan, ReadAhead, Reservation, WriteQueue};
 use crate::pool::BufferPool;
 
 /// Transfers in flight unless configured.
@@ -49,18 +55,31 @@ fn check_block_size(file: &DirectFile, block_size: usize, depth: usize) -> Resul
     Ok(())
 }
 
-/// The default block size for `file`, and a pool with room for every block the default
-/// depth can hold at once (`2 * depth + 1`, plus one).
-fn defaults(file: &DirectFile) -> Result<(usize, BufferPool)> {
-    let block_size = default_block_size(file);
-    let budget = block_size
-        .checked_mul(DEFAULT_DEPTH * 2 + 2)
+/// The most threads a writer or reader starts, however many pieces its blocks make.
+const MAX_REQUESTS: usize = 64;
+
+/// How `depth` blocks of `block_size` go to the device: as pieces of at most its largest
+/// request, all of a block's pieces at once (as the kernel issues one large `O_DIRECT`
+/// transfer). Returns (piece size, requests in flight).
+fn requests_for(file: &DirectFile, block_size: usize, depth: usize) -> (usize, usize) {
+    let piece = file.max_request(true).min(block_size).max(1);
+    let per_block = block_size.div_ceil(piece);
+    (
+        piece,
+        depth.saturating_mul(per_block).clamp(1, MAX_REQUESTS),
+    )
+}
+
+/// A pool with room for `buffers` buffers of `size` bytes at once.
+fn pool_for(buffers: usize, size: usize) -> Result<BufferPool> {
+    let budget = crate::pool::class_size(size)
+        .and_then(|class| class.checked_mul(buffers))
         .ok_or_else(|| {
             Error::InvalidArgument(format!(
-                "the pool for blocks of {block_size} bytes overflows; use with_options"
+                "a pool of {buffers} buffers of {size} bytes overflows; use with_options"
             ))
         })?;
-    Ok((block_size, BufferPool::new(budget)?))
+    BufferPool::new(budget)
 }
 
 fn to_io(err: Error) -> io::Error {
@@ -99,6 +118,7 @@ pub struct DirectWriter {
     /// Bytes accepted so far.
     accepted: u64,
     queue: WriteQueue,
+    reservation: Reservation,
     finished: bool,
 }
 
@@ -108,8 +128,20 @@ impl DirectWriter {
     /// # Errors
     /// As [`with_options`](Self::with_options).
     pub fn new(file: DirectFile) -> Result<DirectWriter> {
-        let (block_size, pool) = defaults(&file)?;
-        DirectWriter::with_options(file, block_size, DEFAULT_DEPTH, Arc::new(pool))
+        let block_size = default_block_size(&file);
+        DirectWriter::with_blocks(file, block_size, DEFAULT_DEPTH)
+    }
+
+    /// A writer with `block_size`-byte transfers, `depth` in flight, and a pool of its
+    /// own sized to them.
+    ///
+    /// # Errors
+    /// As [`with_options`](Self::with_options).
+    pub fn with_blocks(file: DirectFile, block_size: usize, depth: usize) -> Result<DirectWriter> {
+        check_block_size(&file, block_size, depth)?;
+        // The block being filled, and two per write in flight (queued and written).
+        let pool = pool_for(depth.saturating_mul(2).saturating_add(2), block_size)?;
+        DirectWriter::with_options(file, block_size, depth, Arc::new(pool))
     }
 
     /// A writer with `block_size`-byte transfers (a multiple of the device alignment),
@@ -125,9 +157,12 @@ impl DirectWriter {
         alloc: Arc<dyn BufferAllocator>,
     ) -> Result<DirectWriter> {
         check_block_size(&file, block_size, depth)?;
+        let (_, requests) = requests_for(&file, block_size, depth);
+        let reservation = Reservation::new(&file);
         let file = Arc::new(file);
-        let queue = WriteQueue::new(file.clone(), depth);
+        let queue = WriteQueue::new(file.clone(), requests);
         Ok(DirectWriter {
+            reservation,
             file,
             alloc,
             block_size,
@@ -149,6 +184,7 @@ impl DirectWriter {
 
     fn submit(&mut self, block: BufferMut) -> Result<()> {
         let len = block.len() as u64;
+        self.reservation.cover(&self.file, self.offset + len);
         self.queue.submit(block.freeze(), self.offset)?;
         self.offset += len;
         Ok(())
@@ -190,6 +226,8 @@ impl DirectWriter {
         self.queue.shutdown()?;
         if padded {
             self.file.set_len(self.accepted)?;
+        } else if let Some(len) = self.reservation.cut_to(self.accepted) {
+            self.file.set_len(len)?;
         }
         self.file.sync_data()?;
         Ok(self.accepted)
@@ -272,17 +310,33 @@ impl DirectReader {
     /// # Errors
     /// As [`with_options`](Self::with_options).
     pub fn new(file: DirectFile) -> Result<DirectReader> {
-        let (block_size, pool) = defaults(&file)?;
+        let block_size = default_block_size(&file);
+        DirectReader::with_blocks(file, block_size, DEFAULT_DEPTH)
+    }
+
+    /// A reader with `block_size`-byte transfers, `depth` in flight, and a pool of its
+    /// own sized to them (closed when the reader drops, so no read waits for memory the
+    /// caller holds).
+    ///
+    /// # Errors
+    /// As [`with_options`](Self::with_options).
+    pub fn with_blocks(file: DirectFile, block_size: usize, depth: usize) -> Result<DirectReader> {
+        check_block_size(&file, block_size, depth)?;
+        let (piece, requests) = requests_for(&file, block_size, depth);
+        // One being read and one queued per request, one being consumed.
+        let pool = pool_for(2 * requests + 2, piece)?;
         let mut reader =
-            DirectReader::with_options(file, block_size, DEFAULT_DEPTH, Arc::new(pool.clone()))?;
+            DirectReader::with_options(file, block_size, depth, Arc::new(pool.clone()))?;
         reader.own_pool = Some(pool);
         Ok(reader)
     }
 
     /// A reader with `block_size`-byte transfers (a multiple of the device alignment),
-    /// `depth` of them in flight, buffers from `alloc`, which must be able to supply
-    /// `2 * depth + 1` blocks at once (one being read and one queued per worker, one
-    /// being consumed) or reading stalls.
+    /// `depth` of them in flight, buffers from `alloc`. A block larger than the device's
+    /// largest request is read as pieces of that size, all at once, each into its own
+    /// buffer: `alloc` must be able to supply `2 * depth * pieces + 1` of them at once
+    /// (one being read and one queued per request, one being consumed) or reading
+    /// stalls.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a block size that is not a multiple of the
@@ -294,9 +348,10 @@ impl DirectReader {
         alloc: Arc<dyn BufferAllocator>,
     ) -> Result<DirectReader> {
         check_block_size(&file, block_size, depth)?;
-        let plan = block_plan(block_size, None);
+        let (piece, requests) = requests_for(&file, block_size, depth);
+        let plan = block_plan(piece, None);
         Ok(DirectReader {
-            blocks: ReadAhead::new(Arc::new(file), alloc, depth, plan),
+            blocks: ReadAhead::new(Arc::new(file), alloc, requests, plan),
             own_pool: None,
             current: None,
             pos: 0,

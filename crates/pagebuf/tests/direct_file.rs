@@ -362,3 +362,22 @@ fn a_read_only_file_system_refuses_writing_clearly() {
     // Reading still works.
     assert!(DirectFile::open(bind.0.join("file")).is_ok());
 }
+
+#[test]
+fn allocate_reserves_space_and_grows_the_file() {
+    let dir = support::scratch("direct-allocate");
+    let file = DirectFile::create(dir.join("reserved")).unwrap();
+    file.allocate(0, 4 << 20).unwrap();
+    assert_eq!(file.len().unwrap(), 4 << 20);
+    // Reserved, not written: the space is allocated on disk but reads as zeroes.
+    let blocks = std::fs::metadata(dir.join("reserved")).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.blocks()
+    });
+    assert!(blocks.unwrap() * 512 >= 4 << 20);
+    let mut buf = pagebuf::PageAllocator::default()
+        .allocate_page_aligned(4096)
+        .unwrap();
+    assert_eq!(file.read_at(&mut buf, 1 << 20).unwrap(), 4096);
+    assert!(buf.iter().all(|&b| b == 0));
+}

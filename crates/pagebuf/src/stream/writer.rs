@@ -13,6 +13,10 @@
 //!   writer seals the chunk (a pad record to the next unit), puts the record header in the
 //!   headroom, and writes the sample's own block at the tail. Nothing is ever written
 //!   twice, and a flush seals the chunk too, so acknowledged bytes are never rewritten.
+//! * **Space** is reserved ahead of the tail (64 MiB at a time), so writes in flight
+//!   are overwrites the file system runs side by side; the file is cut to the tail at
+//!   the end. A writer that dies leaves zeroes after its records, which a reader takes
+//!   for the end of the data.
 //! * **Memory** is bounded by the sample pool's budget (`allocate_sample` waits while it
 //!   is spent) plus the chunk pool; a buffer goes back as soon as its write completes.
 //! * **Failure.** The first failed write stops all later ones (they would land beyond a
@@ -27,7 +31,7 @@ use std::time::{Duration, Instant};
 use crate::buffer::BufferMut;
 use crate::direct::{DirectFile, DirectIo};
 use crate::error::{Error, Result};
-use crate::io_queue::{WriteQueue, WriteTrace};
+use crate::io_queue::{Reservation, WriteQueue, WriteTrace};
 use crate::pool::{BufferPool, BufferPoolStats, FramePool, Framing, PoolStats};
 use crate::sequential::default_block_size;
 
@@ -136,6 +140,8 @@ struct Inner {
     copied: u64,
     /// The first failure, reported again by every later call.
     failure: Option<Failure>,
+    /// Disk space reserved ahead of the tail.
+    reservation: Reservation,
 }
 
 /// What is kept of the first failed write or sync, to report it again.
@@ -260,6 +266,7 @@ impl SampleWriter {
         }
         let chunk_size = (default_block_size(&file) / unit * unit).max(unit);
         let chunks = FramePool::new(Framing::new(chunk_size, options.depth + 2).alignment(unit))?;
+        let reservation = Reservation::new(&file);
         let file = Arc::new(file);
         let queue = WriteQueue::new(file.clone(), options.depth);
         if options.trace_writes {
@@ -287,6 +294,7 @@ impl SampleWriter {
                 zero_copy: 0,
                 copied: 0,
                 failure: None,
+                reservation,
             }),
         })
     }
@@ -519,6 +527,7 @@ impl SampleWriter {
                 let end = span as usize;
                 block.whole_mut()[RECORD_HEADER + len..end].fill(0);
                 block.set_len(end)?;
+                inner.reservation.cover(&self.file, offset + span);
                 self.queue.submit(block.freeze(), offset)?;
                 inner.chunk_offset += span;
                 inner.index_record(offset, time, true);
@@ -609,6 +618,8 @@ impl SampleWriter {
         if let Some(chunk) = inner.chunk.take() {
             let len = chunk.len() as u64;
             if len > 0 {
+                let end = inner.chunk_offset + len;
+                inner.reservation.cover(&self.file, end);
                 self.queue.submit(chunk.freeze(), inner.chunk_offset)?;
                 inner.chunk_offset += len;
             }
@@ -742,13 +753,27 @@ impl SampleWriter {
         let pad = header.record_len as usize - RECORD_HEADER - payload.len();
         self.append(inner, &[&bytes, &payload, &ZEROES[..pad]])?;
         self.seal(inner)?;
-        let durable = self.queue.wait_idle().and_then(|()| self.file.sync_data());
+        let durable = self
+            .queue
+            .wait_idle()
+            .and_then(|()| self.cut_reserved(inner))
+            .and_then(|()| self.file.sync_data());
         durable.or_else(|err| self.note_failure(inner, err))?;
         let samples: u64 = inner.totals.iter().map(|s| s.samples).sum();
         // Only now that the index is on disk may the header point at it.
         self.write_header(inner, Some((index_offset, samples)))?;
         self.file.sync_data()?;
         Ok(samples)
+    }
+}
+
+impl SampleWriter {
+    /// Cuts space reserved past the tail (all writes done).
+    fn cut_reserved(&self, inner: &Inner) -> Result<()> {
+        match inner.reservation.cut_to(inner.chunk_offset) {
+            Some(len) => self.file.set_len(len),
+            None => Ok(()),
+        }
     }
 }
 
@@ -766,6 +791,7 @@ impl Drop for SampleWriter {
         if inner.phase == Phase::Writing {
             inner.phase = Phase::Ended;
             if self.seal(&mut inner).is_ok() && self.queue.wait_idle().is_ok() {
+                let _ = self.cut_reserved(&inner);
                 let _ = self.file.sync_data();
             }
         }
