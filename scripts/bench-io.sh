@@ -6,7 +6,9 @@
 #   scripts/bench-io.sh [SIZE_MIB=1024] [ROUNDS=5] [DIR=target/bench-io]
 #
 # This VM's disk drifts by tens of percent from one run to the next, so every tool runs
-# once per round, rounds alternate, and the table shows each tool's median.
+# once per round, rounds alternate, and the table shows each tool's median. Every write
+# starts from a new file (a recorder's case): overwriting the blocks of an earlier run
+# skips block allocation and is not what any of them would do in use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mib=${1:-1024}
@@ -25,8 +27,11 @@ seqio=target/release/examples/seqio
 
 mibs() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.0f", b / s / 1048576 }'; }
 
+fresh() { [ "$1" = write ] && rm -f "$file"; true; }
+
 fio_run() { # rw bs engine depth -> MiB/s
   local out
+  fresh "$1"
   out=$(fio --name=seq --filename="$file" --size="${size_mib}M" --rw="$1" --bs="$2" \
     --direct=1 --ioengine="$3" --iodepth="$4" --end_fsync=1 --output-format=terse \
     --terse-version=3 2>/dev/null)
@@ -37,6 +42,7 @@ fio_run() { # rw bs engine depth -> MiB/s
 
 dd_run() { # write|read bs_mib -> MiB/s
   local start end count=$((size_mib / $2))
+  fresh "$1"
   start=$(date +%s.%N)
   if [ "$1" = write ]; then
     dd if=/dev/zero of="$file" bs="$2M" count="$count" oflag=direct conv=fsync status=none
@@ -58,7 +64,9 @@ for round in $(seq "$rounds"); do
     for op in write read; do
       key="$op ${bs_mib}M"
       if [ "$op" = write ]; then
+        fresh write
         record "$key pagebuf" "$($seqio write "$file" "$bytes" "$bs" 4 | awk '{ print $4 }')"
+        fresh write
         record "$key buffered" "$($seqio buffered "$file" "$bytes" "$bs" | awk '{ print $4 }')"
       else
         $seqio write "$file" "$bytes" "$bs" 4 >/dev/null

@@ -278,9 +278,10 @@ impl Drop for DirectWriter {
     }
 }
 
-/// A `std::io::Read` that reads a file sequentially in aligned blocks, `depth` reads
-/// ahead, without copying inside (each block is read once, into a buffer from the
-/// allocator, and handed out by `read`).
+/// A `std::io::Read` (and `BufRead`) that reads a file sequentially in aligned blocks,
+/// `depth` reads ahead, without copying inside: each block is read once, into a buffer
+/// from the allocator, and handed out by `read` (one copy, into the caller's buffer)
+/// or by `fill_buf` (none).
 ///
 /// ```
 /// use std::io::Read;
@@ -369,23 +370,34 @@ impl DirectReader {
 
 impl io::Read for DirectReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if let Some(block) = &self.current {
-                if self.pos < block.len() {
-                    let n = out.len().min(block.len() - self.pos);
-                    out[..n].copy_from_slice(&block[self.pos..self.pos + n]);
-                    self.pos += n;
-                    return Ok(n);
-                }
-            }
+        let block = io::BufRead::fill_buf(self)?;
+        let n = out.len().min(block.len());
+        out[..n].copy_from_slice(&block[..n]);
+        io::BufRead::consume(self, n);
+        Ok(n)
+    }
+}
+
+/// The blocks themselves, without a copy: `fill_buf` returns the rest of the current
+/// block as read from the file.
+impl io::BufRead for DirectReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.current.as_ref().is_none_or(|b| self.pos >= b.len()) {
             match self.next_block().map_err(to_io)? {
                 Some(block) => {
                     self.current = Some(block);
                     self.pos = 0;
                 }
-                None => return Ok(0),
+                None => return Ok(&[]),
             }
         }
+        let block = self.current.as_ref().expect("filled above");
+        Ok(&block[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        let len = self.current.as_ref().map_or(0, |b| b.len());
+        self.pos = (self.pos + n).min(len);
     }
 }
 

@@ -127,3 +127,33 @@ fn a_full_disk_is_an_error_not_a_silent_loss() {
         "the error says the disk is full: {text}"
     );
 }
+
+#[test]
+fn buf_read_hands_out_the_blocks_without_a_copy() {
+    use std::io::BufRead;
+    let dir = scratch("seq-bufread");
+    let path = dir.join("data");
+    let bytes = pattern((5 << 20) + 333, 7);
+    std::fs::write(&path, &bytes).unwrap();
+    // 4 MiB blocks: above this disk's largest request, so read as pieces at once.
+    let mut input = DirectReader::with_blocks(DirectFile::open(&path).unwrap(), 4 << 20, 2).unwrap();
+    let mut got = Vec::new();
+    loop {
+        let block = input.fill_buf().unwrap();
+        if block.is_empty() {
+            break;
+        }
+        // Consume a little at a time: the rest of the block stays put.
+        let n = block.len().min(100_000);
+        got.extend_from_slice(&block[..n]);
+        input.consume(n);
+    }
+    assert!(got == bytes);
+    // Read and BufRead mix.
+    let mut input = DirectReader::new(DirectFile::open(&path).unwrap()).unwrap();
+    let mut head = [0u8; 10];
+    input.read_exact(&mut head).unwrap();
+    let rest = input.fill_buf().unwrap().to_vec();
+    assert_eq!(&head[..], &bytes[..10]);
+    assert_eq!(&rest[..], &bytes[10..10 + rest.len()]);
+}
