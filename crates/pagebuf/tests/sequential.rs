@@ -136,7 +136,8 @@ fn buf_read_hands_out_the_blocks_without_a_copy() {
     let bytes = pattern((5 << 20) + 333, 7);
     std::fs::write(&path, &bytes).unwrap();
     // 4 MiB blocks: above this disk's largest request, so read as pieces at once.
-    let mut input = DirectReader::with_blocks(DirectFile::open(&path).unwrap(), 4 << 20, 2).unwrap();
+    let mut input =
+        DirectReader::with_blocks(DirectFile::open(&path).unwrap(), 4 << 20, 2).unwrap();
     let mut got = Vec::new();
     loop {
         let block = input.fill_buf().unwrap();
