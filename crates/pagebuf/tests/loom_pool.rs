@@ -179,3 +179,40 @@ fn a_pop_suspended_across_pop_pop_push_takes_no_held_frame() {
         assert!(pool.try_allocate().is_none(), "a frame linked twice");
     });
 }
+
+#[test]
+fn a_waiter_gets_the_frame_a_thread_that_never_allocates_returns() {
+    loom::model(|| {
+        let pool = pool(1);
+        let held = pool.try_allocate().unwrap();
+        // The releasing thread never allocated: its drop goes to the returned list,
+        // racing this thread's wait (which must see it there, or be handed it).
+        let releaser = thread::spawn(move || drop(held));
+        assert_eq!(pool.allocate().unwrap().max_len(), 64);
+        releaser.join().unwrap();
+    });
+}
+
+#[test]
+fn frames_returned_elsewhere_are_taken_back_once_each() {
+    loom::model(|| {
+        let pool = pool(2);
+        let a = pool.try_allocate().unwrap();
+        let b = pool.try_allocate().unwrap();
+        let releaser = thread::spawn(move || {
+            drop(a);
+            drop(b);
+        });
+        // Allocations racing the returns: whatever they take is a frame nobody else
+        // holds, and once the returns are done both frames come back.
+        let first = pool.try_allocate();
+        let second = pool.try_allocate();
+        releaser.join().unwrap();
+        if let (Some(x), Some(y)) = (&first, &second) {
+            assert_ne!(x.as_ptr(), y.as_ptr());
+        }
+        let taken = usize::from(first.is_some()) + usize::from(second.is_some());
+        let more: Vec<_> = std::iter::from_fn(|| pool.try_allocate()).collect();
+        assert_eq!(taken + more.len(), 2, "every frame is free or held, once");
+    });
+}

@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::framing::{FrameLayout, FrameMemory, Framing};
-use super::free_list::{FreeList, Push};
+use super::free_list::{FreeList, Push, NIL};
 use super::poison;
 use super::thread_cache::Registry;
 use super::wait_queue::{Standing, WaitQueue, Wake};
@@ -315,7 +315,7 @@ impl FramePool {
                 for other in reclaimed {
                     // SAFETY: reclaimed frames are ours to give back; the pool stays alive
                     // through `self`.
-                    unsafe { shared.give_back(other) };
+                    unsafe { shared.give_back(other, Home::List) };
                 }
                 shared.other_allocations.fetch_add(1, Ordering::Relaxed);
                 Some(shared.hand_out(index, None))
@@ -337,7 +337,10 @@ impl FramePool {
             Ok(None) => true,
             Err(()) => false,
         };
-        let (index, left) = shared.free.pop()?;
+        let (index, left) = match shared.free.pop() {
+            Some(popped) => popped,
+            None => shared.adopt()?,
+        };
         if !has_slot {
             shared
                 .threads
@@ -482,6 +485,15 @@ impl FramePool {
     }
 }
 
+/// Which list a released frame goes to.
+#[derive(Clone, Copy)]
+enum Home {
+    /// The free list: the releaser allocates from this pool too.
+    List,
+    /// The returned list: the releaser never allocates here.
+    Returned,
+}
+
 /// What `enqueue` did.
 enum Enqueued {
     Got(BufferMut),
@@ -498,16 +510,22 @@ impl PoolShared {
     }
 
     /// Turns frame `index`, just taken, into a buffer. `left` is how many frames the
-    /// free list still holds, when the frame came from there: frames parked on threads
-    /// count as out for the high-water mark, so it is exact for one thread and an upper
-    /// bound with several. A frame taken back from this thread's own slot cannot raise
+    /// free list proper still holds, when the frame came from there (the returned list
+    /// is added here): frames parked on threads count as out for the high-water mark,
+    /// so it is exact for one thread and an upper bound with several. A frame taken back from this thread's own slot cannot raise
     /// the mark (it was counted when it first left the list).
     #[inline]
     fn hand_out(&self, index: u32, left: Option<usize>) -> BufferMut {
         if let Some(left) = left {
-            let in_use = self.slots.len() - left;
-            if in_use > self.high_water.load(Ordering::Relaxed) {
-                self.high_water.fetch_max(in_use, Ordering::Relaxed);
+            let mark = self.high_water.load(Ordering::Relaxed);
+            // Frames on the returned list are free too; its line is another thread's, so
+            // read it only when the mark would otherwise move.
+            if self.slots.len() - left > mark {
+                let in_use =
+                    self.slots.len() - (left + self.free.returned_len()).min(self.slots.len());
+                if in_use > mark {
+                    self.high_water.fetch_max(in_use, Ordering::Relaxed);
+                }
             }
         }
         let slot = &self.slots[index as usize];
@@ -533,8 +551,16 @@ impl PoolShared {
     ///
     /// Callers try `take_frame` first (the lock-free common case); this is the slow path.
     fn enqueue(&self, wake: Wake) -> Result<Enqueued> {
-        let mut queue = self.lock_queue();
-        loop {
+        let mut queue = loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            // Outside the lock: handing leftovers to waiters takes it.
+            if let Some((index, left)) = self.adopt() {
+                self.other_allocations.fetch_add(1, Ordering::Relaxed);
+                return Ok(Enqueued::Got(self.hand_out(index, Some(left))));
+            }
+            let queue = self.lock_queue();
             if self.closed.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
@@ -544,9 +570,10 @@ impl PoolShared {
                 return Ok(Enqueued::Got(self.hand_out(index, Some(left))));
             }
             if self.free.set_waiting() {
-                break;
+                break queue;
             }
-        }
+            // A frame came back to one of the lists meanwhile: take it.
+        };
         self.exhausted.fetch_add(1, Ordering::Relaxed);
         self.waits.fetch_add(1, Ordering::Relaxed);
         let id = queue.register(wake);
@@ -556,7 +583,7 @@ impl PoolShared {
         for index in self.threads.reclaim(false) {
             // SAFETY: reclaimed frames are ours to give back; the caller's handle keeps
             // the pool alive.
-            unsafe { self.give_back(index) };
+            unsafe { self.give_back(index, Home::List) };
         }
         Ok(Enqueued::Waiting(id))
     }
@@ -571,7 +598,7 @@ impl PoolShared {
                 queue.remove(id);
                 drop(queue);
                 self.other_allocations.fetch_add(1, Ordering::Relaxed);
-                Some(Ok(self.hand_out(index, Some(self.free.len()))))
+                Some(Ok(self.hand_out(index, Some(self.free.head_len()))))
             }
             Standing::Closed => {
                 queue.remove(id);
@@ -590,8 +617,27 @@ impl PoolShared {
         drop(queue);
         handed.map(|index| {
             self.other_allocations.fetch_add(1, Ordering::Relaxed);
-            self.hand_out(index, Some(self.free.len()))
+            self.hand_out(index, Some(self.free.head_len()))
         })
+    }
+
+    /// Takes the returned list (frames released by threads that do not allocate): its
+    /// top frame for the caller, the rest onto the free list, or, if waiters appeared
+    /// meanwhile, to them. Returns the frame and how many frames are free besides.
+    fn adopt(&self) -> Option<(u32, usize)> {
+        let top = self.free.take_returned()?;
+        let rest = self.free.next_of(top);
+        if rest != NIL && !self.free.splice(rest) {
+            let mut i = rest;
+            while i != NIL {
+                let next = self.free.next_of(i);
+                // SAFETY: the taken frames are ours alone; the caller's handle keeps the
+                // pool alive.
+                unsafe { self.give_back(i, Home::List) };
+                i = next;
+            }
+        }
+        Some((top, self.free.head_len()))
     }
 
     /// Gives a frame back: to the free list, or to the oldest waiter.
@@ -599,9 +645,13 @@ impl PoolShared {
     /// # Safety
     /// `index` is a frame this caller holds exclusively and gives up; `self` may be
     /// freed by the time this returns, so the caller must not use it afterwards.
-    unsafe fn give_back(&self, index: u32) {
+    unsafe fn give_back(&self, index: u32, home: Home) {
         loop {
-            match self.free.push(index) {
+            let pushed = match home {
+                Home::List => self.free.push(index),
+                Home::Returned => self.free.push_returned(index),
+            };
+            match pushed {
                 // The frame is home: the pool may be freed by its last handle from here
                 // on, so touch nothing more.
                 Push::Done => return,
@@ -669,12 +719,15 @@ unsafe fn release_frame(header: NonNull<Header>) {
     // SAFETY: the last view is gone; the frame's bytes are the pool's alone.
     unsafe { poison::poison(slot.header.base().as_ptr(), slot.header.capacity()) };
     // The fast path: park it on this thread (a thread that allocates from this pool),
-    // unless a waiter needs it.
-    if pool.threads.park(slot.index, || pool.free.is_waiting()) {
-        return;
-    }
+    // unless a waiter needs it. A thread that never allocates here returns it to the
+    // returned list, off the allocators' cache line.
+    let home = match pool.threads.park(slot.index, || pool.free.is_waiting()) {
+        Some(true) => return,
+        Some(false) => Home::List,
+        None => Home::Returned,
+    };
     // SAFETY: the frame is given up here and `pool` is not used after.
-    unsafe { pool.give_back(slot.index) };
+    unsafe { pool.give_back(slot.index, home) };
 }
 
 /// `give_back` for a thread's exit, which knows the pool only as an erased pointer.
@@ -683,7 +736,7 @@ unsafe fn release_frame(header: NonNull<Header>) {
 /// `pool` is a live `PoolShared` and `frame` a frame of it the caller gives up.
 unsafe fn give_back_erased(pool: *const (), frame: u32) {
     // SAFETY: per the contract.
-    unsafe { (*pool.cast::<PoolShared>()).give_back(frame) };
+    unsafe { (*pool.cast::<PoolShared>()).give_back(frame, Home::List) };
 }
 
 impl Clone for FramePool {
@@ -707,7 +760,7 @@ impl Drop for FramePool {
         // keep owners off their slots for good), then count the frames still out.
         for index in shared.threads.reclaim(true) {
             // SAFETY: reclaimed frames are ours to give back; the pool is alive.
-            unsafe { shared.give_back(index) };
+            unsafe { shared.give_back(index, Home::List) };
         }
         let home = shared.free.orphan();
         let out = (shared.slots.len() - home) as isize;

@@ -21,6 +21,16 @@
 //!
 //! The depth in each node makes the free count readable without another atomic: the
 //! pool's `in_use` and high-water mark cost nothing on the fast path.
+//!
+//! **The returned list.** Frames released by threads that never allocate from the pool
+//! (a consumer at the end of a pipeline) go onto a second stack, `returned`, in a word
+//! of the same layout on its own cache line, so that they do not fight the allocating
+//! thread for `head` (a CAS retried on every buffer, each retry a cache-line transfer).
+//! An allocator that finds `head` empty takes the whole returned list with one atomic
+//! step and splices it onto `head`. A waiter sets `WAITING` on both words, each only
+//! while its list is empty (`returned` first), so a frame never sits in either list
+//! while a waiter sleeps; `orphan` marks both. Between the take and the splice the
+//! frames are in the taker's hands (as a frame being released is in its releaser's).
 
 use crate::sync::{AtomicU64, Ordering::SeqCst};
 
@@ -43,13 +53,27 @@ pub(crate) enum Push {
     Orphaned,
 }
 
+/// A word on a cache line of its own.
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
 pub(crate) struct FreeList {
-    head: AtomicU64,
+    head: Padded,
+    /// Frames released by threads that do not allocate: `[count: 32 | WAITING |
+    /// ORPHANED | index: 30]`, the count of frames in the list where `head` has its tag
+    /// (no ABA to guard: nothing pops from this list one frame at a time), so a push
+    /// reads no node and the count costs one load.
+    returned: Padded,
     nodes: Box<[AtomicU64]>,
 }
 
 fn index(word: u64) -> u32 {
     (word & INDEX_MASK) as u32
+}
+
+/// The frame count of the returned list's word.
+fn count(word: u64) -> usize {
+    (word >> 32) as usize
 }
 
 impl FreeList {
@@ -68,7 +92,8 @@ impl FreeList {
             .collect();
         let top = if frames == 0 { NIL as u64 } else { 0 };
         FreeList {
-            head: AtomicU64::new(top),
+            head: Padded(AtomicU64::new(top)),
+            returned: Padded(AtomicU64::new(NIL as u64)),
             nodes,
         }
     }
@@ -82,7 +107,7 @@ impl FreeList {
 
     /// Takes a frame; on success also returns how many frames the list still holds.
     pub(crate) fn pop(&self) -> Option<(u32, usize)> {
-        let mut head = self.head.load(SeqCst);
+        let mut head = self.head.0.load(SeqCst);
         loop {
             let i = index(head);
             if i == NIL || head & ORPHANED != 0 {
@@ -91,7 +116,7 @@ impl FreeList {
             let node = self.nodes[i as usize].load(SeqCst);
             let next = node & INDEX_MASK;
             let new = (head & !INDEX_MASK).wrapping_add(TAG_ONE) | next;
-            match self.head.compare_exchange_weak(head, new, SeqCst, SeqCst) {
+            match self.head.0.compare_exchange_weak(head, new, SeqCst, SeqCst) {
                 // The CAS saw the same tag, so `node` was i's link when i was on top.
                 Ok(_) => return Some((i, (node >> 32) as usize - 1)),
                 Err(now) => head = now,
@@ -99,36 +124,137 @@ impl FreeList {
         }
     }
 
-    /// Returns frame `i` to the list, unless waiters or orphaning say otherwise.
-    pub(crate) fn push(&self, i: u32) -> Push {
-        let mut head = self.head.load(SeqCst);
+    /// Returns frame `i`, released by a thread that does not allocate, to the returned
+    /// list, unless waiters or orphaning say otherwise.
+    pub(crate) fn push_returned(&self, i: u32) -> Push {
+        let word = &self.returned.0;
+        let mut top = word.load(SeqCst);
         loop {
-            if head & ORPHANED != 0 {
+            if top & ORPHANED != 0 {
                 return Push::Orphaned;
             }
-            if head & WAITING != 0 {
+            if top & WAITING != 0 {
                 return Push::Waiting;
             }
-            let depth = self.depth_of(head) as u64 + 1;
-            self.nodes[i as usize].store(depth << 32 | (head & INDEX_MASK), SeqCst);
-            let new = (head & !INDEX_MASK) | i as u64;
-            match self.head.compare_exchange_weak(head, new, SeqCst, SeqCst) {
+            self.nodes[i as usize].store(top & INDEX_MASK, SeqCst);
+            let new = (top & !INDEX_MASK).wrapping_add(TAG_ONE) | i as u64;
+            match word.compare_exchange_weak(top, new, SeqCst, SeqCst) {
                 Ok(_) => return Push::Done,
+                Err(now) => top = now,
+            }
+        }
+    }
+
+    /// Returns frame `i` to the list, unless waiters or orphaning say otherwise.
+    pub(crate) fn push(&self, i: u32) -> Push {
+        let word = &self.head.0;
+        let mut top = word.load(SeqCst);
+        loop {
+            if top & ORPHANED != 0 {
+                return Push::Orphaned;
+            }
+            if top & WAITING != 0 {
+                return Push::Waiting;
+            }
+            let depth = self.depth_of(top) as u64 + 1;
+            self.nodes[i as usize].store(depth << 32 | (top & INDEX_MASK), SeqCst);
+            let new = (top & !INDEX_MASK) | i as u64;
+            match word.compare_exchange_weak(top, new, SeqCst, SeqCst) {
+                Ok(_) => return Push::Done,
+                Err(now) => top = now,
+            }
+        }
+    }
+
+    /// Takes the whole returned list: its top frame, linked to the rest. The frames are
+    /// the caller's until it splices them onto the list (or gives them away).
+    pub(crate) fn take_returned(&self) -> Option<u32> {
+        let word = &self.returned.0;
+        let mut top = word.load(SeqCst);
+        loop {
+            // A read, not a write, in the common case of nothing returned.
+            if index(top) == NIL {
+                return None;
+            }
+            // Count 0, no frames; WAITING and ORPHANED as they are.
+            let empty = (top & (WAITING | ORPHANED)) | NIL as u64;
+            match word.compare_exchange_weak(top, empty, SeqCst, SeqCst) {
+                Ok(_) => return Some(index(top)),
+                Err(now) => top = now,
+            }
+        }
+    }
+
+    /// The frame after `i` in a chain the caller holds (`NIL` at its end).
+    pub(crate) fn next_of(&self, i: u32) -> u32 {
+        index(self.nodes[i as usize].load(SeqCst))
+    }
+
+    /// Puts a chain the caller holds (from `take_returned`), starting at `top`, onto the
+    /// list. Returns false, changing nothing, if a waiter or orphaning refuses pushes:
+    /// the caller then gives the frames back one by one.
+    pub(crate) fn splice(&self, top: u32) -> bool {
+        let mut len = 0u64;
+        let mut i = top;
+        while i != NIL {
+            len += 1;
+            i = self.next_of(i);
+        }
+        let mut head = self.head.0.load(SeqCst);
+        loop {
+            if head & (WAITING | ORPHANED) != 0 {
+                return false;
+            }
+            // Renumber the depths from the top down and link the bottom (the `len`-th
+            // frame: after a failed CAS it links to the old head, not to NIL) to the list.
+            let below = self.depth_of(head) as u64;
+            let mut i = top;
+            for k in 0..len {
+                let next = self.next_of(i);
+                let link = if k + 1 == len {
+                    head & INDEX_MASK
+                } else {
+                    next as u64
+                };
+                self.nodes[i as usize].store((below + len - k) << 32 | link, SeqCst);
+                i = next;
+            }
+            let new = (head & !INDEX_MASK) | top as u64;
+            match self.head.0.compare_exchange_weak(head, new, SeqCst, SeqCst) {
+                Ok(_) => return true,
                 Err(now) => head = now,
             }
         }
     }
 
-    /// Marks that a waiter is about to sleep, if (and only if) the list is empty.
-    /// Returns false if a frame is available (pop it instead).
+    /// Marks that a waiter is about to sleep, if (and only if) both lists are empty.
+    /// Returns false if a frame is available (pop it, or take the returned list).
     pub(crate) fn set_waiting(&self) -> bool {
-        let mut head = self.head.load(SeqCst);
+        // `returned` first: once it carries WAITING, releasers that do not allocate
+        // hand their frames over instead of pushing.
+        let mut top = self.returned.0.load(SeqCst);
+        loop {
+            if index(top) != NIL {
+                return false;
+            }
+            match self
+                .returned
+                .0
+                .compare_exchange_weak(top, top | WAITING, SeqCst, SeqCst)
+            {
+                Ok(_) => break,
+                Err(now) => top = now,
+            }
+        }
+        let mut head = self.head.0.load(SeqCst);
         loop {
             if index(head) != NIL {
+                self.returned.0.fetch_and(!WAITING, SeqCst);
                 return false;
             }
             match self
                 .head
+                .0
                 .compare_exchange_weak(head, head | WAITING, SeqCst, SeqCst)
             {
                 Ok(_) => return true,
@@ -137,26 +263,38 @@ impl FreeList {
         }
     }
 
-    /// No waiter needs a frame any more: pushes go to the list again.
+    /// No waiter needs a frame any more: pushes go to the lists again.
     pub(crate) fn clear_waiting(&self) {
-        self.head.fetch_and(!WAITING, SeqCst);
+        self.head.0.fetch_and(!WAITING, SeqCst);
+        self.returned.0.fetch_and(!WAITING, SeqCst);
     }
 
-    /// Marks the list orphaned and returns how many frames it held at that instant.
+    /// Marks both lists orphaned and returns how many frames they held when marked.
     pub(crate) fn orphan(&self) -> usize {
-        let head = self.head.fetch_or(ORPHANED, SeqCst);
+        let head = self.head.0.fetch_or(ORPHANED, SeqCst);
+        let returned = self.returned.0.fetch_or(ORPHANED, SeqCst);
         debug_assert!(head & WAITING == 0, "orphaned with waiters queued");
-        self.depth_of(head)
+        self.depth_of(head) + count(returned)
     }
 
     /// Whether a waiter has asked for the next released frame.
     pub(crate) fn is_waiting(&self) -> bool {
-        self.head.load(SeqCst) & WAITING != 0
+        self.head.0.load(SeqCst) & WAITING != 0
     }
 
-    /// Frames in the list now (a snapshot).
+    /// Frames in the free list proper now (a snapshot).
+    pub(crate) fn head_len(&self) -> usize {
+        self.depth_of(self.head.0.load(SeqCst))
+    }
+
+    /// Frames in the returned list now (a snapshot).
+    pub(crate) fn returned_len(&self) -> usize {
+        count(self.returned.0.load(SeqCst))
+    }
+
+    /// Frames in both lists now (a snapshot).
     pub(crate) fn len(&self) -> usize {
-        self.depth_of(self.head.load(SeqCst))
+        self.head_len() + self.returned_len()
     }
 }
 
@@ -191,6 +329,43 @@ mod tests {
         assert_eq!(list.push(i), Push::Waiting);
         list.clear_waiting();
         assert_eq!(list.push(i), Push::Done);
+    }
+
+    #[test]
+    fn the_returned_list_is_taken_whole_and_spliced_under_the_rest() {
+        let list = FreeList::full(4);
+        let taken: Vec<u32> = (0..4).map(|_| list.pop().unwrap().0).collect();
+        assert_eq!(list.push_returned(taken[0]), Push::Done);
+        assert_eq!(list.push_returned(taken[1]), Push::Done);
+        assert_eq!(list.push(taken[2]), Push::Done);
+        assert_eq!(list.len(), 3);
+        assert!(!list.set_waiting(), "frames are free");
+        let top = list.take_returned().unwrap();
+        assert_eq!((top, list.next_of(top)), (taken[1], taken[0]));
+        assert_eq!(list.take_returned(), None);
+        assert!(list.splice(top));
+        assert_eq!(list.len(), 3);
+        let order: Vec<u32> = (0..3).map(|_| list.pop().unwrap().0).collect();
+        assert_eq!(order, vec![taken[1], taken[0], taken[2]]);
+        assert_eq!(list.pop(), None);
+    }
+
+    #[test]
+    fn waiting_refuses_both_lists_and_splices() {
+        let list = FreeList::full(2);
+        let (a, _) = list.pop().unwrap();
+        let (b, _) = list.pop().unwrap();
+        assert_eq!(list.push_returned(a), Push::Done);
+        assert!(!list.set_waiting(), "the returned list holds a frame");
+        let top = list.take_returned().unwrap();
+        assert!(list.set_waiting());
+        assert_eq!(list.push_returned(b), Push::Waiting);
+        assert_eq!(list.push(b), Push::Waiting);
+        assert!(!list.splice(top), "a waiter gets them one by one instead");
+        list.clear_waiting();
+        assert!(list.splice(top));
+        assert_eq!(list.push_returned(b), Push::Done);
+        assert_eq!(list.orphan(), 2);
     }
 
     #[test]

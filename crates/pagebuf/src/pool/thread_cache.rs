@@ -259,9 +259,10 @@ impl Registry {
     }
 
     /// Parks `frame` on this thread if it has an empty slot, no reclaimer is at work and
-    /// `waiting()` (the free list's WAITING bit) is false. Returns whether it parked.
+    /// `waiting()` (the free list's WAITING bit) is false. Returns whether it parked, or
+    /// `None` if this thread has no slot (it never allocated from the pool).
     #[inline]
-    pub(crate) fn park(&self, frame: u32, waiting: impl FnOnce() -> bool) -> bool {
+    pub(crate) fn park(&self, frame: u32, waiting: impl FnOnce() -> bool) -> Option<bool> {
         self.with_own_slot(|slot| {
             slot.as_owner(|parked| {
                 if parked.load(Ordering::Relaxed) == NIL && !waiting() {
@@ -273,7 +274,6 @@ impl Registry {
             })
             .unwrap_or(false)
         })
-        .unwrap_or(false)
     }
 
     fn lock(&self) -> crate::sync::MutexGuard<'_, Vec<Arc<ThreadSlot>>> {
