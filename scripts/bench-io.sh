@@ -91,7 +91,7 @@ for bs_mib in 1 4; do
     buffered=-
     [ "$op" = write ] && buffered=$(median "${runs["$key buffered"]}")
     best=$(printf '%s\n' "$psync" "$aio" "$ddr" | sort -n | tail -1)
-    ratio=$(awk -v p="$pb" -v b="$best" 'BEGIN { printf "%.2fx", p / b }')
+    ratio=$(awk -v p="$pb" -v b="$best" 'BEGIN { printf "%.3fx", p / b }')
     printf '%-6s %-5s %10s %10s %10s %10s %10s %10s\n' "$op" "${bs_mib}M" "$pb" "$psync" "$aio" "$ddr" "$buffered" "$ratio"
   done
 done

@@ -75,12 +75,7 @@ pub fn write_report(
         yes(report.direct.0),
         yes(report.direct.1)
     )?;
-    let mapped: usize = report
-        .pool
-        .classes
-        .iter()
-        .map(|c| c.mapped as usize * c.size)
-        .sum();
+    let mapped = report.pool.mapped_bytes();
     writeln!(
         out,
         "  memory: {} mapped, within the pool's budget of {} whatever the file size",

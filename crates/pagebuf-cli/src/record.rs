@@ -183,12 +183,7 @@ pub fn write_report(out: &mut impl Write, path: &Path, report: &RecordReport) ->
         s.copied_samples,
         if report.direct { "yes" } else { "no (buffered)" }
     )?;
-    let mapped: usize = report
-        .pool
-        .classes
-        .iter()
-        .map(|c| c.mapped as usize * c.size)
-        .sum();
+    let mapped = report.pool.mapped_bytes();
     let reused: u64 = report.pool.classes.iter().map(|c| c.reused).sum();
     writeln!(
         out,

@@ -67,12 +67,7 @@ fn memory_stays_within_the_pool_whatever_the_size() {
     std::fs::write(&src, pattern(9, 64 << 20)).unwrap();
     let options = CopyOptions::default().block_size(256 << 10).depth(2);
     let report = copy(&src, &dst, &options).unwrap();
-    let mapped: usize = report
-        .pool
-        .classes
-        .iter()
-        .map(|c| c.mapped as usize * c.size)
-        .sum();
+    let mapped = report.pool.mapped_bytes();
     assert_eq!(report.pool.budget, (256 << 10) * 8);
     assert!(
         mapped <= report.pool.budget,

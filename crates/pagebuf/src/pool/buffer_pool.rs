@@ -68,6 +68,17 @@ pub struct BufferPoolStats {
     pub classes: Vec<ClassStats>,
 }
 
+impl BufferPoolStats {
+    /// Bytes of buffers mapped over the pool's life, each mapping counted once: with no
+    /// evictions, the most memory the pool ever held.
+    pub fn mapped_bytes(&self) -> usize {
+        self.classes
+            .iter()
+            .map(|c| (c.mapped as usize).saturating_mul(c.size))
+            .fold(0, usize::saturating_add)
+    }
+}
+
 /// A buffer's control block; `header` must stay first (the release function casts).
 #[repr(C)]
 struct PooledBlock {
