@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use pagebuf::stream::{SampleFlags, SampleReader, SampleWriter, StreamKind};
 use pagebuf::Error;
 use proptest::prelude::*;
-use support::{fill_pattern, pattern, scratch};
+use support::{fill_pattern, read_planned, scratch};
 
 /// Sample `i` of the recording: stream, time, flags, size (every sixth one large).
 fn plan(i: u64) -> (u16, u64, SampleFlags, usize) {
@@ -70,34 +70,10 @@ fn read_damaged(bytes: &[u8]) -> (u64, Option<Error>) {
         .0
         .join(format!("case-{}.pbs", CASE.fetch_add(1, Ordering::Relaxed)));
     std::fs::write(&path, bytes).unwrap();
-    let outcome = (|| {
-        let mut reader = match SampleReader::open(&path) {
-            Ok(reader) => reader,
-            Err(err) => return (0, Some(err)),
-        };
-        let mut count = 0;
-        while let Some(sample) = reader.next() {
-            match sample {
-                Ok(sample) => {
-                    let (stream, time, flags, size) = plan(count);
-                    assert_eq!(
-                        (sample.stream, sample.time, sample.flags),
-                        (stream, time, flags)
-                    );
-                    assert!(
-                        sample.data[..] == pattern(count, size)[..],
-                        "sample {count} is wrong"
-                    );
-                    count += 1;
-                }
-                Err(err) => {
-                    assert!(reader.next().is_none(), "iteration ends after an error");
-                    return (count, Some(err));
-                }
-            }
-        }
-        (count, None)
-    })();
+    let outcome = match SampleReader::open(&path) {
+        Ok(mut reader) => read_planned(&mut reader, plan),
+        Err(err) => (0, Some(err)),
+    };
     std::fs::remove_file(&path).unwrap();
     outcome
 }

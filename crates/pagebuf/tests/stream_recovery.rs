@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pagebuf::stream::{SampleFlags, SampleReader, SampleWriter, StreamKind};
 use pagebuf::Error;
-use support::{fill_pattern, in_child, pattern, scratch, LoopMount};
+use support::{fill_pattern, in_child, read_planned, scratch, LoopMount};
 
 /// Sample `i`: stream, time, flags, size. Every fifth is large (written without a copy).
 fn plan(i: u64) -> (u16, u64, SampleFlags, usize) {
@@ -46,30 +46,12 @@ fn open_writer(path: &std::path::Path) -> SampleWriter {
 /// Reads `path` back: every sample it yields must be the planned one, in order; returns
 /// how many it yielded before it ended (cleanly or with `Corrupt`), and the error.
 fn read_back(path: &std::path::Path) -> (u64, Option<Error>) {
-    let reader = SampleReader::open(path).unwrap();
+    let mut reader = SampleReader::open(path).unwrap();
     assert!(
         !reader.has_index(),
         "the writer never finished, so there is no index"
     );
-    let mut count = 0;
-    for sample in reader {
-        match sample {
-            Ok(sample) => {
-                let (stream, time, flags, size) = plan(count);
-                assert_eq!(
-                    (sample.stream, sample.time, sample.flags),
-                    (stream, time, flags)
-                );
-                assert!(
-                    sample.data[..] == pattern(count, size)[..],
-                    "sample {count} differs"
-                );
-                count += 1;
-            }
-            Err(err) => return (count, Some(err)),
-        }
-    }
-    (count, None)
+    read_planned(&mut reader, plan)
 }
 
 const KILLED: &str = "a_writer_killed_with_sigkill_loses_nothing_it_flushed";

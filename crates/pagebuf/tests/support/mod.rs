@@ -157,3 +157,39 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     fill_pattern(seed, &mut out);
     out
 }
+
+/// What sample `i` of a test recording is: (stream, time, flags, size); its bytes are
+/// `pattern(i, size)`.
+pub type SamplePlan = fn(u64) -> (u16, u64, pagebuf::stream::SampleFlags, usize);
+
+/// Reads `reader` to its end: every sample it yields must be the planned one, in order,
+/// and nothing may follow an error. Returns how many it yielded and the error that ended
+/// it, if any.
+pub fn read_planned(
+    reader: &mut pagebuf::stream::SampleReader,
+    plan: SamplePlan,
+) -> (u64, Option<pagebuf::Error>) {
+    let mut count = 0;
+    while let Some(sample) = reader.next() {
+        match sample {
+            Ok(sample) => {
+                let (stream, time, flags, size) = plan(count);
+                assert_eq!(
+                    (sample.stream, sample.time, sample.flags),
+                    (stream, time, flags),
+                    "sample {count}"
+                );
+                assert!(
+                    sample.data[..] == pattern(count, size)[..],
+                    "sample {count}: bytes differ"
+                );
+                count += 1;
+            }
+            Err(err) => {
+                assert!(reader.next().is_none(), "iteration ends after an error");
+                return (count, Some(err));
+            }
+        }
+    }
+    (count, None)
+}
