@@ -25,16 +25,12 @@ struct Row {
     ratio: f64,
 }
 
-fn per_op(elapsed: Duration, ops: u32) -> Duration {
-    elapsed / ops
-}
-
 fn time(ops: u32, mut f: impl FnMut() -> pagebuf::Result<()>) -> pagebuf::Result<Duration> {
     let started = Instant::now();
     for _ in 0..ops {
         f()?;
     }
-    Ok(per_op(started.elapsed(), ops))
+    Ok(started.elapsed() / ops)
 }
 
 fn short(d: Duration) -> String {

@@ -18,6 +18,7 @@
 //!   the consumer drains in turn, so transfers come out in plan order with at most
 //!   `2 * depth` buffers read ahead. A short read (end of file) or an error ends it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -51,6 +52,9 @@ struct WriteState {
 
 struct WriteShared {
     state: Mutex<WriteState>,
+    /// Whether `state.trace` is kept: read without the lock, so a queue that does not
+    /// trace pays nothing per write for the feature.
+    tracing: AtomicBool,
     done: Condvar,
 }
 
@@ -76,6 +80,7 @@ impl WriteQueue {
         let rx = Arc::new(Mutex::new(rx));
         let shared = Arc::new(WriteShared {
             state: Mutex::new(WriteState::default()),
+            tracing: AtomicBool::new(false),
             done: Condvar::new(),
         });
         let workers = (0..depth)
@@ -111,6 +116,7 @@ impl WriteQueue {
     /// Starts recording every completed write (see [`WriteTrace`]).
     pub(crate) fn enable_trace(&self) {
         self.shared.lock().trace.get_or_insert_with(Vec::new);
+        self.shared.tracing.store(true, Ordering::Release);
     }
 
     /// The writes handed to the queue since tracing was enabled.
@@ -121,7 +127,9 @@ impl WriteQueue {
     /// Queues `data` to be written at `offset`, in pieces of the device's largest
     /// request; waits while the queue is full.
     pub(crate) fn submit(&self, data: Buffer, offset: u64) -> Result<()> {
-        if let Some(trace) = self.shared.lock().trace.as_mut() {
+        if self.shared.tracing.load(Ordering::Acquire) {
+            let mut state = self.shared.lock();
+            let trace = state.trace.get_or_insert_with(Vec::new);
             trace.push(WriteTrace {
                 address: data.as_ptr() as usize,
                 len: data.len(),

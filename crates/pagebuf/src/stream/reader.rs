@@ -17,7 +17,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::alloc::BufferAllocator;
-use crate::buffer::Buffer;
 use crate::direct::{DirectFile, DirectIo};
 use crate::error::{Error, Result};
 use crate::io_queue::{ReadAhead, ReadBlock, ReadPlan};
@@ -27,7 +26,7 @@ use super::format::{
     payload_crc, round_up, FileHeader, HeaderFault, Index, RecordHeader, RecordKind, MIN_UNIT,
     RECORD_HEADER,
 };
-use super::{Sample, SampleFlags, StreamInfo};
+use super::{Sample, StreamInfo};
 
 /// How a [`SampleReader`] reads; methods take and return `Self`.
 #[derive(Clone)]
@@ -524,17 +523,13 @@ impl SampleReader {
                 continue;
             }
             self.last_offset = Some(pos);
-            return Some(Ok(sample(stream, header.time, header.flags, data)));
+            return Some(Ok(Sample {
+                stream,
+                time: header.time,
+                flags: header.flags,
+                data,
+            }));
         }
-    }
-}
-
-fn sample(stream: u16, time: u64, flags: SampleFlags, data: Buffer) -> Sample {
-    Sample {
-        stream,
-        time,
-        flags,
-        data,
     }
 }
 
