@@ -9,7 +9,9 @@ pub(crate) use loom::sync::atomic::{
 #[cfg(loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
 #[cfg(loom)]
-pub(crate) use loom::thread::{current as current_thread, park, yield_now, Thread};
+pub(crate) use loom::thread::yield_now;
+#[cfg(loom)]
+pub(crate) use loom_parking::{current as current_thread, park, Thread};
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{
@@ -29,4 +31,49 @@ pub(crate) fn park_timeout(timeout: std::time::Duration) {
 #[cfg(loom)]
 pub(crate) fn park_timeout(_timeout: std::time::Duration) {
     loom::thread::yield_now();
+}
+
+/// std's park/unpark for loom models. loom's own `Thread::unpark` makes its target
+/// runnable whatever it is blocked on, a mutex included (tokio-rs/loom#249, #418), so a
+/// wake-up racing a waiter that is taking a lock ends the model with loom's "expected to
+/// be able to acquire lock". std's unpark only leaves a token for the next `park`; this
+/// keeps that token behind loom's own mutex and condition variable, so a wake-up that
+/// never comes still shows up as a deadlock. (A flag that `park` polls with yields
+/// instead exhausts loom's branch budget in three-thread models.)
+#[cfg(loom)]
+mod loom_parking {
+    use loom::sync::{Arc, Condvar, Mutex};
+
+    /// A handle that can unpark one thread (std's `Thread`, as far as pools use it).
+    #[derive(Clone)]
+    pub(crate) struct Thread(Arc<(Mutex<bool>, Condvar)>);
+
+    impl Thread {
+        /// Leaves the token and wakes the thread if it is parked.
+        pub(crate) fn unpark(&self) {
+            let (token, parked) = &*self.0;
+            *token.lock().unwrap() = true;
+            parked.notify_one();
+        }
+    }
+
+    loom::thread_local! {
+        static CURRENT: Thread = Thread(Arc::new((Mutex::new(false), Condvar::new())));
+    }
+
+    /// The calling thread's handle.
+    pub(crate) fn current() -> Thread {
+        CURRENT.with(Thread::clone)
+    }
+
+    /// Waits for the token, then takes it.
+    pub(crate) fn park() {
+        let me = current();
+        let (token, parked) = &*me.0;
+        let mut present = token.lock().unwrap();
+        while !*present {
+            present = parked.wait(present).unwrap();
+        }
+        *present = false;
+    }
 }

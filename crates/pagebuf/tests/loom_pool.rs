@@ -216,3 +216,42 @@ fn frames_returned_elsewhere_are_taken_back_once_each() {
         assert_eq!(taken + more.len(), 2, "every frame is free or held, once");
     });
 }
+
+#[test]
+fn two_allocators_waiting_on_a_thread_that_never_allocates_both_get_a_frame() {
+    // Three threads: one returning both frames (onto the returned list), one blocked in
+    // `allocate`, and this one allocating too. The returned list's pushes race both
+    // allocators' adoptions and WAITING; with WAITING left off the returned word this
+    // deadlocks within bound 3. Three preemptions take about 25 s; unbounded does not end.
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(3);
+    model.check(|| {
+        let pool = pool(2);
+        let a = pool.try_allocate().unwrap();
+        let b = pool.try_allocate().unwrap();
+        let (dropped, checked) = (Signal::new(), Signal::new());
+        let releaser = thread::spawn(move || {
+            drop(a);
+            drop(b);
+        });
+        let waiter = thread::spawn({
+            let (pool, dropped, checked) = (pool.clone(), dropped.clone(), checked.clone());
+            move || {
+                drop(pool.allocate().unwrap());
+                dropped.raise();
+                checked.wait();
+            }
+        });
+        drop(pool.allocate().unwrap());
+        releaser.join().unwrap();
+        dropped.wait();
+        // Both frames are free again, wherever they went (a slot, either list).
+        let x = pool.try_allocate().unwrap();
+        let y = pool.try_allocate().unwrap();
+        assert_ne!(x.as_ptr(), y.as_ptr());
+        assert!(pool.try_allocate().is_none(), "a frame linked twice");
+        drop((x, y));
+        checked.raise();
+        waiter.join().unwrap();
+    });
+}
