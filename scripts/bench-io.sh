@@ -3,7 +3,10 @@
 # against fio (psync, and libaio at iodepth 8) and dd with oflag/iflag=direct, plus a
 # buffered std::fs write + fsync for contrast. Same file system, same file size.
 #
-#   scripts/bench-io.sh [SIZE_MIB=1024] [ROUNDS=5] [DIR=target/bench-io]
+#   scripts/bench-io.sh [SIZE_MIB=1024] [ROUNDS=5] [DIR=target/bench-io] [DEPTH=8]
+#
+# DEPTH is how many blocks pagebuf keeps in flight: 8 by default, as many transfers as
+# fio's libaio run, so that neither side gets more I/O outstanding than the other.
 #
 # This VM's disk drifts by tens of percent from one run to the next, so every tool runs
 # once per round, rounds alternate, and the table shows each tool's median. Every write
@@ -14,6 +17,7 @@ cd "$(dirname "$0")/.."
 size_mib=${1:-1024}
 rounds=${2:-5}
 dir=${3:-target/bench-io}
+depth=${4:-8}
 mkdir -p "$dir"
 file="$dir/seq.bin"
 bytes=$((size_mib * 1024 * 1024))
@@ -65,12 +69,12 @@ for round in $(seq "$rounds"); do
       key="$op ${bs_mib}M"
       if [ "$op" = write ]; then
         fresh write
-        record "$key pagebuf" "$($seqio write "$file" "$bytes" "$bs" 4 | awk '{ print $4 }')"
+        record "$key pagebuf" "$($seqio write "$file" "$bytes" "$bs" "$depth" | awk '{ print $4 }')"
         fresh write
         record "$key buffered" "$($seqio buffered "$file" "$bytes" "$bs" | awk '{ print $4 }')"
       else
-        $seqio write "$file" "$bytes" "$bs" 4 >/dev/null
-        record "$key pagebuf" "$($seqio read "$file" "$bytes" "$bs" 4 | awk '{ print $4 }')"
+        $seqio write "$file" "$bytes" "$bs" "$depth" >/dev/null
+        record "$key pagebuf" "$($seqio read "$file" "$bytes" "$bs" "$depth" | awk '{ print $4 }')"
       fi
       record "$key psync" "$(fio_run "$op" "${bs_mib}M" psync 1)"
       record "$key aio" "$(fio_run "$op" "${bs_mib}M" libaio 8)"
@@ -95,5 +99,5 @@ for bs_mib in 1 4; do
     printf '%-6s %-5s %10s %10s %10s %10s %10s %10s\n' "$op" "${bs_mib}M" "$pb" "$psync" "$aio" "$ddr" "$buffered" "$ratio"
   done
 done
-echo "(MiB/s, median of $rounds rounds; best-ratio = pagebuf / the best of fio-psync, fio-aio8, dd; file ${size_mib} MiB in $dir)"
+echo "(MiB/s, median of $rounds rounds; pagebuf at depth $depth; best-ratio = pagebuf / the best of fio-psync, fio-aio8, dd; file ${size_mib} MiB in $dir)"
 for key in "${!runs[@]}"; do echo "  $key:${runs[$key]}"; done | sort
