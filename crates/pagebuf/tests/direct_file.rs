@@ -13,6 +13,18 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// The `(value, required)` of a `Misaligned` error about `what`; fails on any other error.
+fn misaligned(err: &Error, what: Misalignment) -> (u64, u64) {
+    match err {
+        Error::Misaligned {
+            what: found,
+            value,
+            required,
+        } if *found == what => (*value, *required),
+        other => panic!("expected a misaligned {what:?}, got {other}"),
+    }
+}
+
 fn page_buffer(len: usize) -> BufferMut {
     PageAllocator::default().allocate_page_aligned(len).unwrap()
 }
@@ -92,45 +104,17 @@ fn misaligned_address_offset_and_length_are_refused_before_the_kernel() {
     }
     // Offset.
     let err = file.write_at(&big[..unit], 1).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Misaligned {
-                what: Misalignment::Offset,
-                value: 1,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_eq!(misaligned(&err, Misalignment::Offset).0, 1);
     assert!(err.to_string().contains("file offset"), "{err}");
     // Length.
     let err = file.write_at(&big[..unit + 1], 0).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Misaligned {
-                what: Misalignment::Length,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    misaligned(&err, Misalignment::Length);
     // And the same rules for reads.
     let mut odd = PageAllocator::default()
         .allocate_page_aligned(unit + 1)
         .unwrap();
     let err = file.read_at(&mut odd, 0).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Misaligned {
-                what: Misalignment::Length,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    misaligned(&err, Misalignment::Length);
     assert_eq!(file.len().unwrap(), 0, "nothing reached the file");
 }
 
@@ -239,29 +223,9 @@ fn a_4096_byte_sector_device_refuses_512_byte_alignment() {
     let mut block = page_buffer(8192);
     block.set_len(8192).unwrap();
     let err = file.write_at(&block[..512], 0).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Misaligned {
-                what: Misalignment::Length,
-                required: 4096,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_eq!(misaligned(&err, Misalignment::Length).1, 4096);
     let err = file.write_at(&block[..4096], 512).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Misaligned {
-                what: Misalignment::Offset,
-                required: 4096,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_eq!(misaligned(&err, Misalignment::Offset).1, 4096);
     assert_eq!(file.write_at(&block[..4096], 4096).unwrap(), 4096);
     file.sync_data().unwrap();
     assert_eq!(file.len().unwrap(), 8192);

@@ -27,6 +27,26 @@ fn pool(frames: usize) -> FramePool {
     .unwrap()
 }
 
+/// A model explored with at most `preemptions` preemptions per execution.
+fn bounded(preemptions: usize) -> loom::model::Builder {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(preemptions);
+    model
+}
+
+/// Takes every free frame and checks there are exactly `frames` of them, all distinct
+/// (a frame linked twice would come out twice), then drops them.
+fn assert_all_free(pool: &FramePool, frames: usize) {
+    let taken: Vec<_> = std::iter::from_fn(|| pool.try_allocate())
+        .take(frames + 1)
+        .collect();
+    assert_eq!(taken.len(), frames, "every frame free once, no more");
+    let mut at: Vec<_> = taken.iter().map(|f| f.as_ptr()).collect();
+    at.sort();
+    at.dedup();
+    assert_eq!(at.len(), frames, "a frame handed out twice");
+}
+
 /// A flag one thread raises and another waits for.
 #[derive(Clone)]
 struct Signal(Arc<AtomicBool>);
@@ -151,9 +171,7 @@ fn a_pop_suspended_across_pop_pop_push_takes_no_held_frame() {
     // B, this thread pops A and B and pushes A back. Only the tag in the head word
     // makes `t`'s CAS fail; without it, `t` would install B, which this thread holds.
     // Two preemptions suffice for the pattern and keep the model to seconds.
-    let mut model = loom::model::Builder::new();
-    model.preemption_bound = Some(2);
-    model.check(|| {
+    bounded(2).check(|| {
         let pool = pool(3);
         let t = {
             let pool = pool.clone();
@@ -170,13 +188,7 @@ fn a_pop_suspended_across_pop_pop_push_takes_no_held_frame() {
         }
         drop(theirs);
         drop(b);
-        // Drain: exactly three distinct frames, then none (a list that links a frame
-        // twice would hand it out twice).
-        let x = pool.try_allocate().unwrap();
-        let y = pool.try_allocate().unwrap();
-        let z = pool.try_allocate().unwrap();
-        assert!(x.as_ptr() != y.as_ptr() && y.as_ptr() != z.as_ptr() && x.as_ptr() != z.as_ptr());
-        assert!(pool.try_allocate().is_none(), "a frame linked twice");
+        assert_all_free(&pool, 3);
     });
 }
 
@@ -223,9 +235,7 @@ fn two_allocators_waiting_on_a_thread_that_never_allocates_both_get_a_frame() {
     // `allocate`, and this one allocating too. The returned list's pushes race both
     // allocators' adoptions and WAITING; with WAITING left off the returned word this
     // deadlocks within bound 3. Three preemptions take about 25 s; unbounded does not end.
-    let mut model = loom::model::Builder::new();
-    model.preemption_bound = Some(3);
-    model.check(|| {
+    bounded(3).check(|| {
         let pool = pool(2);
         let a = pool.try_allocate().unwrap();
         let b = pool.try_allocate().unwrap();
@@ -246,11 +256,7 @@ fn two_allocators_waiting_on_a_thread_that_never_allocates_both_get_a_frame() {
         releaser.join().unwrap();
         dropped.wait();
         // Both frames are free again, wherever they went (a slot, either list).
-        let x = pool.try_allocate().unwrap();
-        let y = pool.try_allocate().unwrap();
-        assert_ne!(x.as_ptr(), y.as_ptr());
-        assert!(pool.try_allocate().is_none(), "a frame linked twice");
-        drop((x, y));
+        assert_all_free(&pool, 2);
         checked.raise();
         waiter.join().unwrap();
     });
