@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-9}
-contenders=(pagebuf_FramePool crossbeam_ArrayQueue sharded-slab_Pool lockfree_LinearObjectPool)
+contenders=(pagebuf_FramePool crossbeam_ArrayQueue crossbeam_ArrayQueue_32B_items crossbeam_ArrayQueue_of_BufferMut sharded-slab_Pool lockfree_LinearObjectPool)
 cargo bench -q -p pagebuf --bench pool --no-run 2>/dev/null
 
 declare -A runs

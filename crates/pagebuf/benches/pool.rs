@@ -7,7 +7,9 @@
 //! * `cross_thread_64k`: one thread takes and touches buffers and sends them through a
 //!   bounded spinning queue (the same for every contender); another receives and drops
 //!   (returns) them. Time per buffer through the pipeline; `channel_only` is the
-//!   queue's own cost.
+//!   queue's own cost; `crossbeam_ArrayQueue_32B_items` and
+//!   `crossbeam_ArrayQueue_of_BufferMut` are `ArrayQueue` pools moving items of a
+//!   `BufferMut`'s size, to tell the pool's cost from the handle's.
 //! * `page_1mib_reuse`: a 1 MiB page-aligned buffer, fully written, then dropped: from a
 //!   `FramePool` vs a fresh mapping each time (`PageAllocator`).
 //! * `two_threads_64k`: take + drop in a loop on one shared pool, from 1 thread and from
@@ -302,6 +304,50 @@ fn cross_thread(c: &mut Criterion) {
                     buf
                 },
                 |buf| queue.push(buf).expect("the buffer's slot is free"),
+            )
+        })
+    });
+
+    // Two references that separate the pool from the handle. A `BufferMut` is four
+    // words and a `Box<[u8]>` two, and what crosses the queue is the handle: the same
+    // `ArrayQueue` pool with items of a `BufferMut`'s size (boxes with two words of
+    // padding), and the same pool holding pagebuf frames (`BufferMut`s taken from a
+    // `FramePool` once, returned to the queue instead of dropped).
+    let padded = ArrayQueue::new(FRAMES);
+    for _ in 0..FRAMES {
+        let buffer = (vec![0u8; SIZE].into_boxed_slice(), [0usize; 2]);
+        assert!(padded.push(buffer).is_ok(), "the queue has room for FRAMES");
+    }
+    group.bench_function("crossbeam_ArrayQueue_32B_items", |b| {
+        b.iter_custom(|iters| {
+            pipeline(
+                iters,
+                || {
+                    let mut buf = padded.pop().expect("the queue has buffers left");
+                    touch(&mut buf.0);
+                    buf
+                },
+                |buf| assert!(padded.push(buf).is_ok(), "the buffer's slot is free"),
+            )
+        })
+    });
+
+    let frames = frame_pool(SIZE, FRAMES);
+    let held = ArrayQueue::new(FRAMES);
+    for _ in 0..FRAMES {
+        let frame = frames.try_allocate().expect("FRAMES frames are free");
+        assert!(held.push(frame).is_ok(), "the queue has room for FRAMES");
+    }
+    group.bench_function("crossbeam_ArrayQueue_of_BufferMut", |b| {
+        b.iter_custom(|iters| {
+            pipeline(
+                iters,
+                || {
+                    let mut buf = held.pop().expect("the queue has buffers left");
+                    touch(buf.whole_mut());
+                    buf
+                },
+                |buf| assert!(held.push(buf).is_ok(), "the buffer's slot is free"),
             )
         })
     });
