@@ -330,7 +330,8 @@ impl DirectReader {
     pub fn with_blocks(file: DirectFile, block_size: usize, depth: usize) -> Result<DirectReader> {
         check_block_size(&file, block_size, depth)?;
         let (piece, requests) = requests_for(&file, block_size, depth);
-        // One being read and one queued per request, one being consumed, one spare.
+        // One being read and one queued per request, the one being consumed and the one
+        // before it.
         let pool = pool_for(2 * requests + 2, piece)?;
         let mut reader =
             DirectReader::with_options(file, block_size, depth, Arc::new(pool.clone()))?;
@@ -341,10 +342,10 @@ impl DirectReader {
     /// A reader with `block_size`-byte transfers (a multiple of the device alignment),
     /// `depth` of them in flight, buffers from `alloc`. A block larger than the device's
     /// largest request is read as pieces of that size, all at once, each into its own
-    /// buffer: `alloc` must be able to supply `2 * requests + 1` of them at once, where
-    /// `requests = depth * pieces` (at most 64), one being read and one queued per
-    /// request and one being consumed, or reading stalls. (`with_blocks` sizes its own
-    /// pool for one more.)
+    /// buffer. `alloc` should be able to supply `2 * requests + 2` of them at once, where
+    /// `requests = depth * pieces` (at most 64): one being read and one queued per
+    /// request, the one being consumed and the one before it (held until the next is
+    /// in hand); with fewer, reader threads wait for memory.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a block size that is not a multiple of the
