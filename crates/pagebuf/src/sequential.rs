@@ -283,11 +283,10 @@ impl Drop for DirectWriter {
 /// from the allocator, and handed out by `read` (one copy, into the caller's buffer)
 /// or by `fill_buf` (none).
 ///
-/// Deeper is not faster past the point where the device stays busy: a block larger than
-/// the device's largest request is already read as several requests side by side, and
-/// more in flight only reorders them. On a virtio disk, one 1–4 MiB block in flight (2
-/// to 5 requests) read about 15 % faster than eight (16 to 40 requests); see
-/// BENCHMARKS.md.
+/// Deeper is not always faster: a block larger than the device's largest request is
+/// already read as several requests side by side. On a virtio disk, one 1–4 MiB block
+/// in flight (2 to 5 requests) read about 15 % faster than eight (16 to 40 requests);
+/// see BENCHMARKS.md. Measure on the device at hand before going deep.
 ///
 /// ```
 /// use std::io::Read;
