@@ -127,27 +127,30 @@ impl FreeList {
     /// Returns frame `i`, released by a thread that does not allocate, to the returned
     /// list, unless waiters or orphaning say otherwise.
     pub(crate) fn push_returned(&self, i: u32) -> Push {
-        let word = &self.returned.0;
-        let mut top = word.load(SeqCst);
-        loop {
-            if top & ORPHANED != 0 {
-                return Push::Orphaned;
-            }
-            if top & WAITING != 0 {
-                return Push::Waiting;
-            }
-            self.nodes[i as usize].store(top & INDEX_MASK, SeqCst);
+        // The node links to the old top; the word counts one more frame.
+        self.push_onto(&self.returned.0, i, |top| {
             let new = (top & !INDEX_MASK).wrapping_add(TAG_ONE) | i as u64;
-            match word.compare_exchange_weak(top, new, SeqCst, SeqCst) {
-                Ok(_) => return Push::Done,
-                Err(now) => top = now,
-            }
-        }
+            (top & INDEX_MASK, new)
+        })
     }
 
     /// Returns frame `i` to the list, unless waiters or orphaning say otherwise.
     pub(crate) fn push(&self, i: u32) -> Push {
-        let word = &self.head.0;
+        // The node links to the old top and carries the new depth; the tag stays (only
+        // pops bump it).
+        self.push_onto(&self.head.0, i, |top| {
+            let depth = self.depth_of(top) as u64 + 1;
+            (
+                depth << 32 | (top & INDEX_MASK),
+                (top & !INDEX_MASK) | i as u64,
+            )
+        })
+    }
+
+    /// Pushes frame `i` onto the stack whose top word is `word`: `link(top)` gives i's
+    /// node and the word to install. Refused while the word carries ORPHANED or WAITING.
+    #[inline]
+    fn push_onto(&self, word: &AtomicU64, i: u32, link: impl Fn(u64) -> (u64, u64)) -> Push {
         let mut top = word.load(SeqCst);
         loop {
             if top & ORPHANED != 0 {
@@ -156,9 +159,8 @@ impl FreeList {
             if top & WAITING != 0 {
                 return Push::Waiting;
             }
-            let depth = self.depth_of(top) as u64 + 1;
-            self.nodes[i as usize].store(depth << 32 | (top & INDEX_MASK), SeqCst);
-            let new = (top & !INDEX_MASK) | i as u64;
+            let (node, new) = link(top);
+            self.nodes[i as usize].store(node, SeqCst);
             match word.compare_exchange_weak(top, new, SeqCst, SeqCst) {
                 Ok(_) => return Push::Done,
                 Err(now) => top = now,
