@@ -270,9 +270,7 @@ fn pump(
             tail.freeze()
         };
         writes.submit(data, read.offset)?;
-        if let Some(err) = writes.take_error() {
-            return Err(err);
-        }
+        writes.check()?;
         done += len as u64;
         progress(done, total);
     }

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `Result<T, pagebuf::Error>`.
@@ -22,8 +23,14 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// let err = HeapAllocator::default().allocate(0).unwrap_err();
 /// assert!(matches!(err, Error::InvalidArgument(_)));
 /// assert!(err.to_string().contains("at least 1 byte"));
+///
+/// // Errors travel: cloned to every caller of a sticky failure, and into `std::io`.
+/// let again = err.clone();
+/// let io: std::io::Error = again.into();
+/// assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
+/// assert_eq!(io.to_string(), err.to_string());
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An argument is out of range or inconsistent (`E_INVALIDARG`). The message names
@@ -87,13 +94,15 @@ pub enum Error {
     },
 
     /// An operating-system I/O error, with what pagebuf was doing when it happened.
+    /// The `io::Error` is shared, so a sticky failure can be handed to every caller
+    /// that meets it (`Error: Clone`).
     #[error("{context}: {source}")]
     Io {
         /// What pagebuf was doing.
         context: String,
         /// The underlying error.
         #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
 }
 
@@ -142,7 +151,30 @@ impl Error {
     pub fn io(context: impl Into<String>, source: io::Error) -> Error {
         Error::Io {
             context: context.into(),
-            source,
+            source: Arc::new(source),
+        }
+    }
+
+    /// The `std::io::ErrorKind` this error stands for: the system's own for
+    /// [`Error::Io`], the nearest for the others.
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            Error::InvalidArgument(_) | Error::Misaligned { .. } => io::ErrorKind::InvalidInput,
+            Error::OutOfMemory(_) => io::ErrorKind::OutOfMemory,
+            Error::InvalidRequest(_) | Error::LateOperation(_) => io::ErrorKind::Other,
+            Error::Timeout { .. } => io::ErrorKind::TimedOut,
+            Error::Closed => io::ErrorKind::BrokenPipe,
+            Error::Unsupported(_) => io::ErrorKind::Unsupported,
+            Error::Corrupt { .. } => io::ErrorKind::InvalidData,
+            Error::Io { source, .. } => source.kind(),
+        }
+    }
+
+    /// The operating system's error number, for [`Error::Io`] errors that carry one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
         }
     }
 
@@ -175,6 +207,14 @@ impl From<io::Error> for Error {
     }
 }
 
+/// Keeps the kind and the whole message; the pagebuf error stays reachable as the
+/// `io::Error`'s inner error (`get_ref`, `into_inner` then `downcast`).
+impl From<Error> for io::Error {
+    fn from(err: Error) -> io::Error {
+        io::Error::new(err.kind(), err)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +236,33 @@ mod tests {
             required: 4096,
         };
         assert!(e.to_string().contains("0x1010"), "{e}");
+    }
+
+    #[test]
+    fn into_io_error_keeps_kind_message_and_errno() {
+        let e = Error::io("reading x", io::Error::from_raw_os_error(28));
+        let copy = e.clone();
+        assert_eq!(copy.raw_os_error(), Some(28));
+        let io: io::Error = e.into();
+        assert_eq!(io.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(io.to_string(), copy.to_string());
+        let inner = io.into_inner().unwrap().downcast::<Error>().unwrap();
+        assert_eq!(inner.raw_os_error(), Some(28));
+        for (err, kind) in [
+            (Error::Closed, io::ErrorKind::BrokenPipe),
+            (Error::Unsupported("x".into()), io::ErrorKind::Unsupported),
+            (
+                Error::Corrupt {
+                    offset: 1,
+                    detail: "x".into(),
+                },
+                io::ErrorKind::InvalidData,
+            ),
+        ] {
+            let text = err.to_string();
+            let io = io::Error::from(err);
+            assert_eq!((io.kind(), io.to_string()), (kind, text));
+        }
     }
 
     #[test]

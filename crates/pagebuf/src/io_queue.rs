@@ -12,7 +12,10 @@
 //!   is dropped (back to its pool) before its last piece's completion is counted, so a
 //!   caller woken by [`WriteQueue::wait_idle`] finds the memory already free. After the
 //!   first failure the queue stops writing (later writes would land beyond a hole) and
-//!   reports that failure once.
+//!   the failure is **sticky**: every later `check`, `submit`, `wait_idle` and
+//!   `shutdown` returns it (a clone of the original), so no caller can be told `Ok`
+//!   over a file with a hole in it. A failure met outside the queue (the sync after
+//!   the writes) is recorded with [`WriteQueue::fail`] and is sticky the same way.
 //! * **Reads** follow a plan, a function from the k-th transfer to its `(offset, len)`;
 //!   worker `i` reads transfers `i`, `i + depth`, ... into its own channel of one, which
 //!   the consumer drains in turn, so transfers come out in plan order with at most
@@ -43,11 +46,18 @@ pub struct WriteTrace {
 #[derive(Default)]
 struct WriteState {
     in_flight: usize,
-    /// The first failure, until someone takes it.
-    error: Option<Error>,
-    /// Set by the first failure and never cleared: later writes are skipped.
-    failed: bool,
+    /// The first failure, kept for good: later writes are skipped, every caller sees it.
+    failure: Option<Error>,
     trace: Option<Vec<WriteTrace>>,
+}
+
+impl WriteState {
+    fn check(&self) -> Result<()> {
+        match &self.failure {
+            Some(err) => Err(err.clone()),
+            None => Ok(()),
+        }
+    }
 }
 
 struct WriteShared {
@@ -89,7 +99,7 @@ impl WriteQueue {
                 std::thread::spawn(move || loop {
                     let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                     let Ok((data, offset)) = job else { break };
-                    let outcome = if shared.lock().failed {
+                    let outcome = if shared.lock().failure.is_some() {
                         Ok(0)
                     } else {
                         file.write_at(&data, offset)
@@ -97,8 +107,7 @@ impl WriteQueue {
                     drop(data); // back to its pool before anyone is woken
                     let mut st = shared.lock();
                     if let Err(err) = outcome {
-                        st.failed = true;
-                        st.error.get_or_insert(err);
+                        st.failure.get_or_insert(err);
                     }
                     st.in_flight -= 1;
                     shared.done.notify_all();
@@ -150,8 +159,16 @@ impl WriteQueue {
     }
 
     fn send(&self, data: Buffer, offset: u64) -> Result<()> {
-        let jobs = self.jobs.as_ref().ok_or(Error::Closed)?;
-        self.shared.lock().in_flight += 1;
+        let jobs = self.jobs.as_ref().ok_or_else(|| {
+            Error::InvalidRequest(
+                "a write after the writer finished; make a new writer for more data".into(),
+            )
+        })?;
+        {
+            let mut st = self.shared.lock();
+            st.check()?;
+            st.in_flight += 1;
+        }
         if jobs.send((data, offset)).is_err() {
             // Not queued: it must not be waited for.
             self.shared.lock().in_flight -= 1;
@@ -162,25 +179,32 @@ impl WriteQueue {
         Ok(())
     }
 
-    /// The first failure, if one happened and nobody took it yet.
-    pub(crate) fn take_error(&self) -> Option<Error> {
-        self.shared.lock().error.take()
+    /// The sticky failure, if a write (or a [`fail`](Self::fail)ed step) ever failed.
+    pub(crate) fn check(&self) -> Result<()> {
+        self.shared.lock().check()
     }
 
-    /// Waits until every queued write has completed; then reports a failure nobody
-    /// took yet.
+    /// Records `err` as the queue's failure unless it already has one (the first stays),
+    /// and returns `err`: for a step after the writes, such as the sync, whose failure
+    /// means acknowledged data may not be on disk.
+    pub(crate) fn fail(&self, err: Error) -> Error {
+        self.shared
+            .lock()
+            .failure
+            .get_or_insert_with(|| err.clone());
+        err
+    }
+
+    /// Waits until every queued write has completed; then reports the sticky failure.
     pub(crate) fn wait_idle(&self) -> Result<()> {
         let mut st = self.shared.lock();
         while st.in_flight > 0 {
             st = self.shared.done.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-        match st.error.take() {
-            Some(err) => Err(err),
-            None => Ok(()),
-        }
+        st.check()
     }
 
-    /// Waits for every write, stops the threads, and reports a failure nobody took.
+    /// Waits for every write, stops the threads, and reports the sticky failure.
     pub(crate) fn shutdown(&mut self) -> Result<()> {
         self.jobs = None; // the threads drain the queue, then stop
         let outcome = self.wait_idle();

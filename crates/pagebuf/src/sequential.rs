@@ -82,13 +82,6 @@ fn pool_for(buffers: usize, size: usize) -> Result<BufferPool> {
     BufferPool::new(budget)
 }
 
-fn to_io(err: Error) -> io::Error {
-    match err {
-        Error::Io { source, .. } => source,
-        other => io::Error::other(other),
-    }
-}
-
 /// A `std::io::Write` that writes a file sequentially in aligned blocks with `depth`
 /// writes in flight. Call [`finish`](Self::finish) to write the tail, set the length and
 /// sync; dropping it unfinished does the same, ignoring errors.
@@ -174,14 +167,6 @@ impl DirectWriter {
         })
     }
 
-    /// The first error a write met, if any (taken: reported once).
-    fn take_error(&self) -> Result<()> {
-        match self.queue.take_error() {
-            Some(err) => Err(err),
-            None => Ok(()),
-        }
-    }
-
     fn submit(&mut self, block: BufferMut) -> Result<()> {
         let len = block.len() as u64;
         self.reservation.cover(&self.file, self.offset + len);
@@ -236,9 +221,9 @@ impl DirectWriter {
 
 impl io::Write for DirectWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.take_error().map_err(to_io)?;
+        self.queue.check().map_err(io::Error::from)?;
         if self.finished {
-            return Err(to_io(Error::InvalidRequest(
+            return Err(io::Error::from(Error::InvalidRequest(
                 "write after finish; make a new writer".into(),
             )));
         }
@@ -248,17 +233,19 @@ impl io::Write for DirectWriter {
                 let block = self
                     .alloc
                     .allocate_page_aligned(self.block_size)
-                    .map_err(to_io)?;
+                    .map_err(io::Error::from)?;
                 self.current = Some(block);
             }
             let block = self.current.as_mut().expect("just filled");
             let room = block.max_len() - block.len();
             let take = room.min(rest.len());
-            block.extend_from_slice(&rest[..take]).map_err(to_io)?;
+            block
+                .extend_from_slice(&rest[..take])
+                .map_err(io::Error::from)?;
             rest = &rest[take..];
             if block.len() == block.max_len() {
                 let full = self.current.take().expect("present");
-                self.submit(full).map_err(to_io)?;
+                self.submit(full).map_err(io::Error::from)?;
             }
         }
         self.accepted += data.len() as u64;
@@ -268,7 +255,7 @@ impl io::Write for DirectWriter {
     /// Waits for every submitted block to be written. The unfinished last block stays
     /// buffered: direct I/O writes whole blocks, so only `finish` writes the tail.
     fn flush(&mut self) -> io::Result<()> {
-        self.queue.wait_idle().map_err(to_io)
+        self.queue.wait_idle().map_err(io::Error::from)
     }
 }
 
@@ -390,7 +377,7 @@ impl io::Read for DirectReader {
 impl io::BufRead for DirectReader {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.current.as_ref().is_none_or(|b| self.pos >= b.len()) {
-            match self.next_block().map_err(to_io)? {
+            match self.next_block().map_err(io::Error::from)? {
                 Some(block) => {
                     self.current = Some(block);
                     self.pos = 0;

@@ -9,7 +9,7 @@ use pagebuf::sequential::{DirectReader, DirectWriter};
 use pagebuf::{BufferAllocator, BufferPool, Error};
 
 mod support;
-use support::{scratch, LoopMount};
+use support::{in_child, run_child_with_file_size_limit, scratch, LoopMount};
 
 fn pattern(len: usize, seed: u32) -> Vec<u8> {
     (0..len as u32)
@@ -126,6 +126,40 @@ fn a_full_disk_is_an_error_not_a_silent_loss() {
         text.contains("No space left") || text.contains("os error 28"),
         "the error says the disk is full: {text}"
     );
+}
+
+/// A write error (here `EFBIG` past a file size cap) is sticky: once reported, every
+/// later `write`, `flush` and `finish` reports it again; none says `Ok` over a file with
+/// a hole where data should be.
+#[test]
+fn a_failed_write_is_reported_by_every_later_call() {
+    const NAME: &str = "a_failed_write_is_reported_by_every_later_call";
+    if !in_child(NAME) {
+        let (status, text) = run_child_with_file_size_limit(NAME, 2 << 20);
+        assert!(status.success(), "child failed:\n{text}");
+        assert!(text.contains("sticky failure seen"), "{text}");
+        return;
+    }
+    let dir = scratch("seq-sticky");
+    let path = dir.join("capped");
+    let mut out = DirectWriter::new(DirectFile::create(&path).unwrap()).unwrap();
+    let chunk = vec![0x5A; 1 << 20];
+    let first = (0..16)
+        .find_map(|_| out.write_all(&chunk).err())
+        .or_else(|| out.flush().err())
+        .expect("8 MiB cannot be written under a 2 MiB file size cap");
+    // `io::Error` from a pagebuf error keeps the kind and the message (with the errno).
+    let efbig = |e: &std::io::Error| {
+        e.kind() == std::io::ErrorKind::FileTooLarge && e.to_string().contains("os error 27")
+    };
+    assert!(efbig(&first), "{first}");
+    // Reported again: by a write, by every flush, and by finish.
+    assert!(efbig(&out.write_all(&chunk).unwrap_err()));
+    assert!(efbig(&out.flush().unwrap_err()));
+    assert!(efbig(&out.flush().unwrap_err()));
+    let end = out.finish().unwrap_err();
+    assert!(end.to_string().contains("os error 27"), "{end}");
+    println!("sticky failure seen: {end}");
 }
 
 #[test]

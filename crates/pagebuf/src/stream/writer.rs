@@ -23,7 +23,6 @@
 //!   hole) and is reported by the next call and by `end_writing`, every time after;
 //!   everything up to the last successful `flush` stays readable.
 
-use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -138,48 +137,8 @@ struct Inner {
     started: Option<Instant>,
     zero_copy: u64,
     copied: u64,
-    /// The first failure, reported again by every later call.
-    failure: Option<Failure>,
     /// Disk space reserved ahead of the tail.
     reservation: Reservation,
-}
-
-/// What is kept of the first failed write or sync, to report it again.
-struct Failure {
-    kind: io::ErrorKind,
-    errno: Option<i32>,
-    message: String,
-}
-
-impl Failure {
-    fn of(err: &Error) -> Failure {
-        let (kind, errno) = match err {
-            Error::Io { source, .. } => (source.kind(), source.raw_os_error()),
-            _ => (io::ErrorKind::Other, None),
-        };
-        Failure {
-            kind,
-            errno,
-            message: err.to_string(),
-        }
-    }
-
-    /// The error every call after the first failure returns.
-    fn again(&self, path: &Path) -> Error {
-        let source = match self.errno {
-            Some(errno) => io::Error::from_raw_os_error(errno),
-            None => io::Error::new(self.kind, self.message.clone()),
-        };
-        Error::io(
-            format!(
-                "an earlier write to {} failed ({}), so no more samples are written; the \
-                 file is readable up to the last successful flush",
-                path.display(),
-                self.message
-            ),
-            source,
-        )
-    }
 }
 
 impl Inner {
@@ -293,7 +252,6 @@ impl SampleWriter {
                 started: None,
                 zero_copy: 0,
                 copied: 0,
-                failure: None,
                 reservation,
             }),
         })
@@ -406,18 +364,8 @@ impl SampleWriter {
                 "{doing} before begin_writing: add streams, call begin_writing, then write"
             ))),
             Phase::Ended => Err(ended()),
-            Phase::Writing => self.check_health(inner),
-        }
-    }
-
-    /// Reports a failed write: the original error first, a reminder every time after.
-    fn check_health(&self, inner: &mut Inner) -> Result<()> {
-        if let Some(err) = self.queue.take_error() {
-            return self.note_failure(inner, err);
-        }
-        match &inner.failure {
-            None => Ok(()),
-            Some(failure) => Err(failure.again(self.path())),
+            // A failed write or sync: the original error, to every caller after it.
+            Phase::Writing => self.queue.check(),
         }
     }
 
@@ -666,18 +614,12 @@ impl SampleWriter {
         if inner.phase != Phase::Writing {
             return Ok(());
         }
-        self.check_health(&mut inner)?;
+        self.queue.check()?;
         self.seal(&mut inner)?;
         self.queue
             .wait_idle()
             .and_then(|()| self.file.sync_data())
-            .or_else(|err| self.note_failure(&mut inner, err))
-    }
-
-    /// Keeps the first failure to report again, and returns `err`.
-    fn note_failure(&self, inner: &mut Inner, err: Error) -> Result<()> {
-        inner.failure.get_or_insert_with(|| Failure::of(&err));
-        Err(err)
+            .map_err(|err| self.queue.fail(err))
     }
 
     /// Drains every sample, writes the index, finalizes the header, syncs, and reports.
@@ -726,7 +668,7 @@ impl SampleWriter {
 
     /// The steps of `end_writing` that can fail; returns the sample count.
     fn finalize(&self, inner: &mut Inner) -> Result<u64> {
-        self.check_health(inner)?;
+        self.queue.check()?;
         self.seal(inner)?;
         inner.points.extend(inner.open_point.take());
         let index_offset = inner.chunk_offset;
@@ -758,7 +700,7 @@ impl SampleWriter {
             .wait_idle()
             .and_then(|()| self.cut_reserved(inner))
             .and_then(|()| self.file.sync_data());
-        durable.or_else(|err| self.note_failure(inner, err))?;
+        durable.map_err(|err| self.queue.fail(err))?;
         let samples: u64 = inner.totals.iter().map(|s| s.samples).sum();
         // Only now that the index is on disk may the header point at it.
         self.write_header(inner, Some((index_offset, samples)))?;

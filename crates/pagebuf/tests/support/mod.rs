@@ -54,6 +54,33 @@ pub fn run_child(name: &str, env: &[(&str, &str)]) -> (ExitStatus, String) {
     (output.status, text)
 }
 
+/// As [`run_child`], with the child's file size capped at `max_file_bytes`
+/// (`RLIMIT_FSIZE`) and `SIGXFSZ` ignored, so a write past the cap fails with `EFBIG`:
+/// a write error on demand, without root. (`sh`'s `trap ""` ignores the signal, and an
+/// ignored signal stays ignored across `exec`.)
+pub fn run_child_with_file_size_limit(name: &str, max_file_bytes: u64) -> (ExitStatus, String) {
+    // `ulimit -f` counts 512-byte blocks in dash and 1024-byte blocks in bash: ask in
+    // 1024s and take whichever the shell gives; either way the cap is well below what
+    // the tests write.
+    let blocks = max_file_bytes / 1024;
+    let output = Command::new("sh")
+        .args([
+            "-c",
+            &format!("trap '' XFSZ; ulimit -f {blocks} && exec \"$0\" \"$@\""),
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("PAGEBUF_TEST_CHILD", name)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status, text)
+}
+
 /// A loop device on an image file in `dir` (`sector`-byte sectors, `size` bytes), with
 /// ext4 made and mounted on it; unmounted and detached on drop, pass or fail.
 pub struct LoopMount {
