@@ -1,15 +1,30 @@
 //! `copy_file`: a direct-I/O copy of a file of any size, reads and writes overlapping,
 //! memory bounded by one pool.
 //!
+//! * **Checked first.** Every option against its cap ([`caps`](crate::caps)), the
+//!   source (a regular file or block device, not on a pseudo file system whose files
+//!   do not state their size, not the destination) and the block size against both
+//!   files' alignment, all before the destination is opened: a refused copy leaves it
+//!   untouched. The destination is then opened as its only writer (an exclusive lock,
+//!   see [`DirectFileOptions::exclusive`](crate::direct::DirectFileOptions::exclusive))
+//!   and truncated only once locked.
 //! * Blocks are read `depth` ahead into buffers from a [`BufferPool`] and each block,
 //!   as read, is handed to the write queue at the same offset: no byte is copied in
 //!   memory. A block goes back to the pool when its write completes, so memory stays
-//!   within the pool's budget (`block_size × (3 × depth + 2)`) whatever the file size.
-//! * The block size is the largest single request both devices take (at most 1 MiB),
-//!   rounded to both alignments, unless given.
-//! * A source whose length is not a block multiple: the last block is padded with
-//!   zeroes to the destination's alignment, written, and the file cut to size (pad and
-//!   truncate, as [`DirectWriter`](crate::sequential::DirectWriter) does).
+//!   within the pool's budget (`3 × depth + 2` blocks, counted in the page-rounded
+//!   size each really takes) whatever the file size.
+//! * The block size is the largest single request the destination's device takes (at
+//!   most 1 MiB), rounded to both files' alignment, unless given.
+//! * The source is read to its end, and its length is checked again after: a source
+//!   that grew or shrank while copied is an error that says which, never a copy that
+//!   silently misses data. A block device is copied to its size.
+//! * A source whose length is not a block multiple: the last block is padded to the
+//!   alignment, written, and a file cut to size (pad and truncate, as
+//!   [`DirectWriter`](crate::sequential::DirectWriter) does). A block device
+//!   destination is never cut: its tail block is padded with the device's own bytes.
+//! * **On failure** the destination is cleaned up: a file the copy created is removed,
+//!   an existing one is cut back to empty (its reservation with it), a device is left
+//!   as written.
 //! * Verification reads the destination back (direct reads again) and compares its
 //!   CRC32C with the source's, computed as the source was read.
 
@@ -17,9 +32,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::direct::{DirectFile, DirectIo};
+use crate::buffer::Buffer;
+
+use crate::caps;
+use crate::direct::{limits_before_open, DirectFile, DirectIo};
 use crate::error::{Error, Result};
-use crate::io_queue::{block_plan, ReadAhead, Reservation, WriteQueue};
+use crate::io_queue::{block_plan, ReadAhead, ReadMemory, Reservation, WriteQueue};
 use crate::pool::{BufferPool, BufferPoolStats};
 use crate::sequential::DEFAULT_DEPTH;
 
@@ -44,14 +62,15 @@ impl Default for CopyOptions {
 }
 
 impl CopyOptions {
-    /// Bytes per transfer: a multiple of both files' alignment (default: the largest
-    /// single request the destination takes, at most 1 MiB).
+    /// Bytes per transfer: a multiple of both files' alignment, at most
+    /// [`caps::MAX_BLOCK_SIZE`] (default: the largest single request the destination's
+    /// device takes, at most 1 MiB).
     pub fn block_size(mut self, bytes: usize) -> Self {
         self.block_size = Some(bytes);
         self
     }
 
-    /// Reads (and writes) in flight (default 4).
+    /// Reads (and writes) in flight, 1 to [`caps::MAX_DEPTH`] (default 4).
     pub fn depth(mut self, depth: usize) -> Self {
         self.depth = depth;
         self
@@ -91,8 +110,8 @@ pub struct CopyReport {
     pub pool: BufferPoolStats,
 }
 
-/// Copies `src` to `dst` (created or truncated) with direct I/O, reads and writes
-/// overlapping; calls `progress(done, total)` after each block.
+/// Copies `src` to `dst` (created, or truncated once locked) with direct I/O, reads and
+/// writes overlapping; calls `progress(done, total)` after each block.
 ///
 /// ```
 /// use pagebuf::copy::{copy_file, CopyOptions};
@@ -108,11 +127,15 @@ pub struct CopyReport {
 /// ```
 ///
 /// # Errors
-/// [`Error::Io`] naming the file for a source that cannot be read or a destination
-/// that cannot be written (a directory, no permission, a full disk);
-/// [`Error::InvalidArgument`] for a source that is not a regular file, a destination
-/// that is the source, depth 0, or a block size that is not a multiple of both
-/// alignments; [`Error::Corrupt`] if verification finds the copy differs.
+/// Before the destination is touched: [`Error::InvalidArgument`] for a depth or block
+/// size of 0 or past its cap, a block size that is not a multiple of both files'
+/// alignment, a source that is not a regular file or block device (or lives on a pseudo
+/// file system such as procfs or sysfs), a destination that is the source, or a device
+/// destination smaller than the source; [`Error::Io`] naming the file for a source that
+/// cannot be read. After: [`Error::InvalidRequest`] if another writer holds the
+/// destination; [`Error::Io`] for a destination that cannot be written (a directory,
+/// no permission, a full disk) or a source that changed size while copied;
+/// [`Error::Corrupt`] if verification finds the copy differs.
 pub fn copy_file(
     src: impl AsRef<Path>,
     dst: impl AsRef<Path>,
@@ -121,77 +144,81 @@ pub fn copy_file(
 ) -> Result<CopyReport> {
     let (src, dst) = (src.as_ref(), dst.as_ref());
     let started = Instant::now();
-    if options.depth == 0 {
-        return Err(Error::InvalidArgument(
-            "depth 0: at least one transfer must be in flight; use 1 or more".into(),
-        ));
+    // Everything that can be refused is refused before the destination is opened.
+    let depth = caps::check("CopyOptions::depth", options.depth, caps::MAX_DEPTH)?;
+    if let Some(block) = options.block_size {
+        caps::check("CopyOptions::block_size", block, caps::MAX_BLOCK_SIZE)?;
     }
     check_source(src, dst)?;
     let source = DirectFile::options()
         .read(true)
         .direct(options.direct)
         .open(src)?;
+    let (block, unit) = block_and_unit(&source, dst, options)?;
+    let buffers = 3 * depth + 2;
+    let pool = BufferPool::with_room_for(buffers, block, "copy")?;
+    if pool.budget() > caps::MAX_COPY_MEMORY {
+        return Err(Error::InvalidArgument(format!(
+            "CopyOptions::block_size({block}) with depth({depth}) needs {} bytes of buffers \
+             ({buffers} blocks), past the cap of {}; use a smaller block or depth",
+            pool.budget(),
+            caps::MAX_COPY_MEMORY
+        )));
+    }
+    let total = source.len()?;
+
     let destination = DirectFile::options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
+        .exclusive(true)
         .direct(options.direct)
         .open(dst)?;
-    let total = source.len()?;
-    let unit = source
-        .limits()
-        .alignment()
-        .max(destination.limits().alignment())
-        .max(1) as usize;
-    let block = options.block_size.unwrap_or_else(|| {
-        (crate::sequential::default_block_size(&destination) / unit * unit).max(unit)
-    });
-    if block == 0 || block % unit != 0 {
+    let destination = Arc::new(destination);
+    let mut cleanup = Cleanup::new(destination.clone());
+    if destination.is_block_device() && destination.len()? < total {
         return Err(Error::InvalidArgument(format!(
-            "block size {block} is not a positive multiple of the files' alignment {unit}; \
-             use a multiple of {unit}"
+            "{} holds {} bytes, less than the {total} bytes of {}; copy to a larger device",
+            dst.display(),
+            destination.len()?,
+            src.display()
         )));
     }
-    let budget = block
-        .checked_mul(3 * options.depth + 2)
-        .ok_or_else(|| Error::InvalidArgument(format!("block size {block} is too large")))?;
-    let pool = BufferPool::new(budget)?;
     let direct = (source.is_direct(), destination.is_direct());
     // The whole destination at once: its writes are then overwrites, run side by side.
     let mut reservation = Reservation::new(&destination);
-    reservation.cover(&destination, total.div_ceil(unit as u64) * unit as u64);
-    let destination = Arc::new(destination);
+    if !destination.is_block_device() {
+        reservation.cover(&destination, total.div_ceil(unit as u64) * unit as u64);
+    }
     let source = Arc::new(source);
 
-    let plan = block_plan(block, Some(total));
-    let mut reads = ReadAhead::new(source, Arc::new(pool.clone()), options.depth, plan);
-    let mut writes = WriteQueue::new(destination.clone(), options.depth);
-    let pumped = pump(&mut reads, &writes, unit, total, progress);
-    if pumped.is_err() {
-        // Reads waiting for blocks that will never come back give up.
-        pool.close();
-    }
+    let memory = ReadMemory::Wait(Arc::new(pool.clone()));
+    let mut reads = ReadAhead::new(source.clone(), memory, depth, block_plan(block, None));
+    let mut writes = WriteQueue::new(destination.clone(), depth);
+    let tail = Tail {
+        unit,
+        device: destination.is_block_device().then(|| destination.clone()),
+        pool: &pool,
+    };
+    let pumped = pump(&mut reads, &writes, &tail, total, progress);
     drop(reads);
     let written = writes.shutdown();
     let (done, checksum) = pumped?;
     written?;
-    if done != total {
-        return Err(Error::io(
-            format!("reading {}", src.display()),
-            std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("the file ended at {done} of {total} bytes: it shrank while copied"),
-            ),
-        ));
-    }
-    if total % unit as u64 != 0 || reservation.cut_to(total).is_some() {
-        destination.set_len(total)?;
+    check_length(&source, total, done)?;
+    if !destination.is_block_device()
+        && (done % unit as u64 != 0 || reservation.cut_to(done).is_some())
+    {
+        destination.set_len(done)?;
     }
     destination.sync_data()?;
+    if destination.created() {
+        destination.sync_directory()?;
+    }
 
     let verified = if options.verify {
-        let copied = checksum_of(destination, &pool, block, options.depth, total)?;
+        let copied = checksum_of(destination, &pool, block, depth, done)?;
         if copied != checksum {
             return Err(Error::Corrupt {
                 offset: 0,
@@ -206,10 +233,11 @@ pub fn copy_file(
     } else {
         false
     };
+    cleanup.disarm();
     Ok(CopyReport {
-        bytes: total,
+        bytes: done,
         block_size: block,
-        depth: options.depth,
+        depth,
         elapsed: started.elapsed(),
         direct,
         checksum,
@@ -218,20 +246,109 @@ pub fn copy_file(
     })
 }
 
-/// The source must be a regular file (or block device) other than the destination.
+/// The block size (given or the destination device's largest request) and the
+/// alignment unit both files need, from the destination's limits before it is opened.
+fn block_and_unit(
+    source: &DirectFile,
+    dst: &Path,
+    options: &CopyOptions,
+) -> Result<(usize, usize)> {
+    let limits = limits_before_open(dst)?;
+    let unit = if options.direct == DirectIo::Off {
+        1
+    } else {
+        source.limits().alignment().max(limits.alignment()).max(1) as usize
+    };
+    let block = match options.block_size {
+        Some(block) => block,
+        None => {
+            let largest = limits.max_page_aligned_transfer.min(1 << 20) as usize;
+            (largest / unit * unit).max(unit)
+        }
+    };
+    if block % unit != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "CopyOptions::block_size({block}) is not a multiple of the files' alignment \
+             {unit}; use a multiple of {unit}"
+        )));
+    }
+    Ok((block, unit))
+}
+
+/// A failed copy leaves no half-made destination: a file it created is removed, an
+/// existing file is cut back to empty; a block device is left as written.
+struct Cleanup {
+    file: Option<Arc<DirectFile>>,
+}
+
+impl Cleanup {
+    fn new(file: Arc<DirectFile>) -> Cleanup {
+        Cleanup { file: Some(file) }
+    }
+
+    fn disarm(&mut self) {
+        self.file = None;
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Some(file) = self.file.take() else { return };
+        if file.is_block_device() {
+            return;
+        }
+        if file.created() {
+            let _ = std::fs::remove_file(file.path());
+        } else {
+            let _ = file.set_len(0);
+        }
+    }
+}
+
+/// File systems whose files do not state their true size (procfs says 0, sysfs 4096):
+/// their statfs magic numbers.
+const PSEUDO_FILE_SYSTEMS: [(u64, &str); 11] = [
+    (0x9fa0, "procfs"),
+    (0x6265_6572, "sysfs"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0x0027_e0eb, "cgroupfs"),
+    (0x6367_7270, "cgroup2fs"),
+    (0x6265_6570, "configfs"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6165_676c, "pstorefs"),
+    (0xcafe_4a11, "bpffs"),
+];
+
+/// The source must be a regular file (or block device) with a true size, other than
+/// the destination.
 fn check_source(src: &Path, dst: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let meta =
         std::fs::metadata(src).map_err(|e| Error::io(format!("opening {}", src.display()), e))?;
     let kind = meta.file_type();
-    if !(kind.is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&kind)) {
+    if !(kind.is_file() || kind.is_block_device()) {
         return Err(Error::InvalidArgument(format!(
-            "{} is not a regular file; copy a file",
+            "{} is not a regular file or block device; copy a file",
             src.display()
         )));
     }
+    if let Ok(fs) = rustix::fs::statfs(src) {
+        let magic = fs.f_type as u64;
+        if let Some((_, name)) = PSEUDO_FILE_SYSTEMS.iter().find(|(m, _)| *m == magic) {
+            return Err(Error::InvalidArgument(format!(
+                "{} is on {name}, whose files do not state their true size; copy it with \
+                 `cat` or std::fs::copy, which read until the end",
+                src.display()
+            )));
+        }
+    }
     if let Ok(target) = std::fs::metadata(dst) {
-        if (target.dev(), target.ino()) == (meta.dev(), meta.ino()) {
+        let same_device = kind.is_block_device()
+            && target.file_type().is_block_device()
+            && target.rdev() == meta.rdev();
+        if same_device || (target.dev(), target.ino()) == (meta.dev(), meta.ino()) {
             return Err(Error::InvalidArgument(format!(
                 "{} and {} are the same file; copy to another path",
                 src.display(),
@@ -242,37 +359,84 @@ fn check_source(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Hands each block read to the write queue at its offset (the tail padded to `unit`);
-/// returns the bytes read and their CRC32C.
+/// The source's length once read (`done` bytes) must be what it was when the copy
+/// began (`before`) and what it is now: anything else is named.
+fn check_length(source: &DirectFile, before: u64, done: u64) -> Result<()> {
+    let after = source.len()?;
+    let detail = if after > before {
+        format!("it grew from {before} to {after} bytes while it was copied ({done} read)")
+    } else if after < before {
+        format!("it shrank from {before} to {after} bytes while it was copied ({done} read)")
+    } else if done < before {
+        format!("its reads ended at {done} of the {before} bytes it states")
+    } else if done > before {
+        format!("it read as {done} bytes though it states {before}")
+    } else {
+        return Ok(());
+    };
+    Err(Error::io(
+        format!("copying {}", source.path().display()),
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{detail}; copy it again when nothing is writing to it"),
+        ),
+    ))
+}
+
+/// How the last block is padded to the alignment.
+struct Tail<'a> {
+    unit: usize,
+    /// A block device destination: pad with its own bytes, since it is never cut.
+    device: Option<Arc<DirectFile>>,
+    pool: &'a BufferPool,
+}
+
+impl Tail<'_> {
+    /// `data` (read from `offset`) padded to whole units.
+    fn pad(&self, data: Buffer, offset: u64) -> Result<Buffer> {
+        let len = data.len();
+        let whole = len.div_ceil(self.unit) * self.unit;
+        if whole == len {
+            return Ok(data);
+        }
+        let mut tail = data
+            .try_into_mut()
+            .map_err(|_| Error::InvalidRequest("the last block is shared".into()))?;
+        tail.set_len(whole)?;
+        match &self.device {
+            None => tail[len..].fill(0),
+            Some(device) => {
+                let start = len / self.unit * self.unit;
+                let mut old = self.pool.allocate(self.unit)?;
+                device.read_at(&mut old, offset + start as u64)?;
+                tail[len..].copy_from_slice(&old[len - start..]);
+            }
+        }
+        Ok(tail.freeze())
+    }
+}
+
+/// Hands each block read to the write queue at its offset (the tail padded); returns
+/// the bytes read and their CRC32C.
 fn pump(
     reads: &mut ReadAhead,
     writes: &WriteQueue,
-    unit: usize,
+    tail: &Tail<'_>,
     total: u64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(u64, u32)> {
     let (mut done, mut crc) = (0u64, 0u32);
     while let Some(read) = reads.next_block() {
         let read = read?;
+        if read.data.is_empty() {
+            break;
+        }
         crc = crc32c::crc32c_append(crc, &read.data);
         let len = read.data.len();
-        let whole = len.div_ceil(unit) * unit;
-        let data = if whole == len {
-            read.data
-        } else {
-            // The tail: pad to the alignment now, cut the file to size at the end.
-            let mut tail = read
-                .data
-                .try_into_mut()
-                .map_err(|_| Error::InvalidRequest("the last block is shared".into()))?;
-            tail.set_len(whole)?;
-            tail[len..].fill(0);
-            tail.freeze()
-        };
-        writes.submit(data, read.offset)?;
+        writes.submit(tail.pad(read.data, read.offset)?, read.offset)?;
         writes.check()?;
         done += len as u64;
-        progress(done, total);
+        progress(done, total.max(done));
     }
     Ok((done, crc))
 }
@@ -286,10 +450,19 @@ fn checksum_of(
     total: u64,
 ) -> Result<u32> {
     let plan = block_plan(block, Some(total));
-    let mut reads = ReadAhead::new(file, Arc::new(pool.clone()), depth, plan);
+    let memory = ReadMemory::Wait(Arc::new(pool.clone()));
+    let mut reads = ReadAhead::new(file, memory, depth, plan);
     let mut crc = 0;
+    let mut left = total;
     while let Some(read) = reads.next_block() {
-        crc = crc32c::crc32c_append(crc, &read?.data);
+        let read = read?;
+        // A device reads on past the copy: only the copied bytes count.
+        let take = read
+            .data
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        crc = crc32c::crc32c_append(crc, &read.data[..take]);
+        left -= take as u64;
     }
     Ok(crc)
 }

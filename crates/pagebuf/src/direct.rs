@@ -21,10 +21,12 @@
 //!   never asks.
 
 use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, OFlags, StatxFlags, CWD};
+use rustix::fs::{AtFlags, FileType, FlockOperation, OFlags, StatxFlags, CWD};
+use rustix::io::Errno;
 
 use crate::buffer::BufferMut;
 use crate::device::DeviceLimits;
@@ -65,7 +67,9 @@ pub struct DirectFileOptions {
     read: bool,
     write: bool,
     create: bool,
+    create_new: bool,
     truncate: bool,
+    exclusive: bool,
     direct: DirectIo,
 }
 
@@ -75,7 +79,9 @@ impl Default for DirectFileOptions {
             read: true,
             write: false,
             create: false,
+            create_new: false,
             truncate: false,
+            exclusive: false,
             direct: DirectIo::Prefer,
         }
     }
@@ -100,9 +106,27 @@ impl DirectFileOptions {
         self
     }
 
-    /// Truncate the file to length 0 (needs `write`).
+    /// Create the file, refusing one that exists (needs `write`; implies `create`).
+    pub fn create_new(mut self, create_new: bool) -> Self {
+        self.create_new = create_new;
+        self
+    }
+
+    /// Truncate the file to length 0 (needs `write`). A block device is never
+    /// truncated (its length is the device's).
     pub fn truncate(mut self, truncate: bool) -> Self {
         self.truncate = truncate;
+        self
+    }
+
+    /// Be the file's only writer (needs `write`): take an exclusive advisory lock
+    /// (`flock(LOCK_EX | LOCK_NB)`) on the open file before truncating it, held until
+    /// the `DirectFile` drops; a block device is opened with `O_EXCL` instead (udev holds
+    /// a shared `flock` on devices while it probes them). A second writer, in this
+    /// process or another, gets [`Error::InvalidRequest`] naming the file, and finds it
+    /// untouched. Readers do not lock.
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
         self
     }
 
@@ -127,24 +151,50 @@ impl DirectFileOptions {
                     .into(),
             ));
         }
-        if (self.create || self.truncate) && !self.write {
+        if (self.create || self.create_new || self.truncate || self.exclusive) && !self.write {
             return Err(Error::InvalidArgument(
-                "create or truncate needs write(true)".into(),
+                "create, create_new, truncate or exclusive needs write(true)".into(),
             ));
         }
-        refuse_special_files(path)?;
+        let block_device = refuse_special_files(path)? == Some(FileType::BlockDevice);
+        // Truncation waits for the lock: a second writer must find the file untouched.
+        let truncate_after_lock = self.truncate && self.exclusive;
         let mut std_options = OpenOptions::new();
         std_options
             .read(self.read)
             .write(self.write)
-            .create(self.create)
-            .truncate(self.truncate);
-        let open = |direct: bool| {
+            .truncate(self.truncate && !truncate_after_lock && !block_device);
+        let mut flags = OFlags::CLOEXEC;
+        if self.exclusive && block_device {
+            flags |= OFlags::EXCL;
+        }
+        let open = |direct: bool, create: Create| {
             let mut options = std_options.clone();
-            if direct {
-                options.custom_flags(OFlags::DIRECT.bits() as i32);
+            match create {
+                Create::No => {}
+                Create::New => {
+                    options.create_new(true);
+                }
             }
+            let mut flags = flags;
+            if direct {
+                flags |= OFlags::DIRECT;
+            }
+            options.custom_flags(flags.bits() as i32);
             options.open(path)
+        };
+        // `create`: try to make it first, so the file knows whether this open created
+        // it (a writer then syncs the directory, and a failed copy removes it).
+        let open = |direct: bool| -> std::io::Result<(File, bool)> {
+            if self.create_new || (self.create && !block_device) {
+                match open(direct, Create::New) {
+                    Ok(file) => return Ok((file, true)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !self.create_new => {
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            open(direct, Create::No).map(|file| (file, false))
         };
         let context = |e: std::io::Error| {
             Error::io(
@@ -160,11 +210,11 @@ impl DirectFileOptions {
                 e,
             )
         };
-        let (file, direct, fallback_note) = match self.direct {
+        let ((file, created), direct, fallback_note) = match self.direct {
             DirectIo::Off => (open(false).map_err(context)?, false, None),
             DirectIo::Require | DirectIo::Prefer => match open(true) {
-                Ok(file) => (file, true, None),
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                Ok(opened) => (opened, true, None),
+                Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
                     let why = format!(
                         "the file system at {} refuses O_DIRECT (EINVAL)",
                         path.display()
@@ -178,32 +228,84 @@ impl DirectFileOptions {
                     let note = format!("{why}; using buffered I/O");
                     (open(false).map_err(context)?, false, Some(note))
                 }
+                Err(e) if block_device && e.raw_os_error() == Some(Errno::BUSY.raw_os_error()) => {
+                    return Err(busy(path));
+                }
                 Err(e) => return Err(context(e)),
             },
         };
         let limits = DeviceLimits::for_path(path)?;
-        Ok(DirectFile {
+        let file = DirectFile {
             file,
             path: path.to_path_buf(),
             limits,
             direct,
             fallback_note,
-        })
+            created,
+            block_device,
+        };
+        if self.exclusive && !block_device {
+            match rustix::fs::flock(&file.file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(Errno::WOULDBLOCK) => return Err(busy(path)),
+                Err(errno) => {
+                    return Err(Error::io(
+                        format!("locking {} for writing", path.display()),
+                        errno.into(),
+                    ))
+                }
+            }
+        }
+        if truncate_after_lock && !block_device {
+            file.set_len(0)?;
+        }
+        Ok(file)
     }
 }
 
-/// Refuses FIFOs, sockets and character devices before `open` (a FIFO would block it).
-fn refuse_special_files(path: &Path) -> Result<()> {
+/// The limits a file at `path` will have: its own if it exists, else its directory's
+/// (what a writer checks its options against before it creates or truncates anything).
+pub(crate) fn limits_before_open(path: &Path) -> Result<DeviceLimits> {
+    if path.exists() {
+        return DeviceLimits::for_path(path);
+    }
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => DeviceLimits::for_path(dir),
+        _ => DeviceLimits::for_path("."),
+    }
+}
+
+/// How an open may create the file.
+#[derive(Clone, Copy)]
+enum Create {
+    No,
+    New,
+}
+
+/// The error for a file another writer holds.
+fn busy(path: &Path) -> Error {
+    Error::InvalidRequest(format!(
+        "{} is being written by another writer (it holds the file's exclusive lock); wait \
+         until that writer is done, or write to another path",
+        path.display()
+    ))
+}
+
+/// Refuses FIFOs, sockets and character devices before `open` (a FIFO would block it);
+/// returns the kind of what is there, if anything.
+fn refuse_special_files(path: &Path) -> Result<Option<FileType>> {
     match rustix::fs::statx(CWD, path, AtFlags::empty(), StatxFlags::TYPE) {
         Ok(stat) => match FileType::from_raw_mode(u32::from(stat.stx_mode)) {
-            FileType::RegularFile | FileType::BlockDevice | FileType::Directory => Ok(()),
+            kind @ (FileType::RegularFile | FileType::BlockDevice | FileType::Directory) => {
+                Ok(Some(kind))
+            }
             other => Err(Error::Unsupported(format!(
                 "{} is a {other:?}: direct I/O works on regular files and block devices",
                 path.display()
             ))),
         },
         // Missing (to be created) or unreadable: `open` reports it properly.
-        Err(_) => Ok(()),
+        Err(_) => Ok(None),
     }
 }
 
@@ -235,6 +337,15 @@ pub struct DirectFile {
     limits: DeviceLimits,
     direct: bool,
     fallback_note: Option<String>,
+    /// This open created the file.
+    created: bool,
+    block_device: bool,
+}
+
+impl AsFd for DirectFile {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
 }
 
 impl DirectFile {
@@ -246,16 +357,20 @@ impl DirectFile {
         DirectFile::options().open(path)
     }
 
-    /// Creates (or truncates) a file for reading and writing (direct I/O preferred).
+    /// Creates (or truncates) a file for reading and writing (direct I/O preferred), as
+    /// its only writer: an exclusive lock is taken before truncating (see
+    /// [`DirectFileOptions::exclusive`]).
     ///
     /// # Errors
-    /// As [`DirectFileOptions::open`].
+    /// [`Error::InvalidRequest`] if another writer holds the file; otherwise as
+    /// [`DirectFileOptions::open`].
     pub fn create(path: impl AsRef<Path>) -> Result<DirectFile> {
         DirectFile::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
+            .exclusive(true)
             .open(path)
     }
 
@@ -340,15 +455,46 @@ impl DirectFile {
         Ok(done)
     }
 
-    /// The file's length in bytes.
+    /// Whether this open created the file (it did not exist before).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// Whether the file is a block device (its length is the device's and is never
+    /// changed).
+    pub fn is_block_device(&self) -> bool {
+        self.block_device
+    }
+
+    /// The file's length in bytes; for a block device, the device's size.
     ///
     /// # Errors
     /// [`Error::Io`] from the system.
     pub fn len(&self) -> Result<u64> {
-        self.file
-            .metadata()
-            .map(|m| m.len())
-            .map_err(|e| Error::io(format!("reading the length of {}", self.path.display()), e))
+        let context = |e| Error::io(format!("reading the length of {}", self.path.display()), e);
+        if self.block_device {
+            // `st_size` is 0 for a device; its end is its size (positioned I/O ignores
+            // the file position this moves).
+            return rustix::fs::seek(&self.file, rustix::fs::SeekFrom::End(0))
+                .map_err(|e| context(e.into()));
+        }
+        self.file.metadata().map(|m| m.len()).map_err(context)
+    }
+
+    /// Makes the file's name durable: `fsync` of the directory holding it, which a
+    /// writer that created the file does before it first reports anything durable (a
+    /// new file's data can be on disk while its directory entry is not).
+    ///
+    /// # Errors
+    /// [`Error::Io`] from the system.
+    pub fn sync_directory(&self) -> Result<()> {
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(format!("syncing the directory {}", dir.display()), e))
     }
 
     /// Whether the file is empty.
@@ -365,6 +511,12 @@ impl DirectFile {
     /// # Errors
     /// [`Error::Io`] from the system.
     pub fn set_len(&self, len: u64) -> Result<()> {
+        if self.block_device {
+            return Err(Error::InvalidRequest(format!(
+                "{} is a block device: its length is the device's and cannot be set",
+                self.path.display()
+            )));
+        }
         self.file.set_len(len).map_err(|e| {
             Error::io(
                 format!("setting the length of {} to {len}", self.path.display()),

@@ -16,20 +16,25 @@
 //!   `shutdown` returns it (a clone of the original), so no caller can be told `Ok`
 //!   over a file with a hole in it. A failure met outside the queue (the sync after
 //!   the writes) is recorded with [`WriteQueue::fail`] and is sticky the same way.
-//! * **Reads** follow a plan, a function from the k-th transfer to its `(offset, len)`;
-//!   worker `i` reads transfers `i`, `i + depth`, ... into its own channel of one, which
-//!   the consumer drains in turn, so transfers come out in plan order with at most
-//!   `2 * depth` buffers read ahead. A short read (end of file) or an error ends it.
+//! * **Reads** follow a plan, a function from the k-th transfer to its `(offset, len)`.
+//!   The consumer allocates each read's buffer and hands it to a worker with a reply
+//!   channel of its own, keeping the replies in plan order, so transfers come out in
+//!   plan order with at most `depth` buffers read ahead. A short read (end of file) or
+//!   an error ends it. Allocating in the consumer is what lets a reader whose caller
+//!   keeps its buffers fail with an error instead of waiting for ever ([`ReadMemory`]).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::alloc::BufferAllocator;
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, BufferMut};
+use crate::caps::MAX_DEPTH;
 use crate::direct::DirectFile;
 use crate::error::{Error, Result};
+use crate::pool::BufferPool;
 
 /// One write handed to the queue: where the bytes came from and where they go (the
 /// sample writer's optional trace, which proves that large samples are not copied).
@@ -292,74 +297,169 @@ pub(crate) struct ReadBlock {
     pub(crate) planned: usize,
 }
 
-/// Reads along a [`ReadPlan`], `depth` ahead, delivered in plan order.
+/// Where a [`ReadAhead`] gets its buffers, and whether it may wait for them.
+#[derive(Clone)]
+pub(crate) enum ReadMemory {
+    /// The caller's allocator, or a pool that only the pipeline itself holds from (a
+    /// copy's blocks come back as their writes complete): waiting for it ends.
+    Wait(Arc<dyn BufferAllocator>),
+    /// The reader's own pool, whose buffers the caller may keep (a sample is a slice of
+    /// its block): reads ahead are taken only while memory is free, and when none is
+    /// free with nothing in flight, the memory is all in the caller's hands, so the read
+    /// fails with an error naming `option`, instead of waiting for ever.
+    Own {
+        /// The pool.
+        pool: BufferPool,
+        /// The option that sizes it, as the caller writes it.
+        option: &'static str,
+    },
+}
+
+impl ReadMemory {
+    /// A buffer of `len` bytes, or `Ok(None)` for "not now" (own pool, reads in flight).
+    pub(crate) fn take(&self, len: usize, in_flight: usize) -> Result<Option<BufferMut>> {
+        match self {
+            ReadMemory::Wait(alloc) => alloc.allocate_page_aligned(len).map(Some),
+            ReadMemory::Own { pool, option } => match pool.try_allocate(len) {
+                Ok(Some(buf)) => Ok(Some(buf)),
+                Ok(None) if in_flight > 0 => Ok(None),
+                Ok(None) => Err(Error::OutOfMemory(format!(
+                    "a read of {len} bytes finds the reader's whole memory budget of {} \
+                     bytes held by buffers it handed out and that are still kept; drop them \
+                     sooner or raise {option}",
+                    pool.budget()
+                ))),
+                Err(Error::InvalidArgument(_)) => Err(Error::OutOfMemory(format!(
+                    "a read of {len} bytes is larger than the reader's memory budget of {} \
+                     bytes; raise {option} to at least {}",
+                    pool.budget(),
+                    len.saturating_mul(2)
+                ))),
+                Err(err) => Err(err),
+            },
+        }
+    }
+}
+
+/// One read handed to a worker: into `buf` at `offset`, the outcome sent on `reply`.
+struct ReadJob {
+    buf: BufferMut,
+    offset: u64,
+    reply: SyncSender<Result<ReadBlock>>,
+}
+
+/// Reads along a [`ReadPlan`], up to `depth` in flight, delivered in plan order. The
+/// consumer allocates each read's buffer (see [`ReadMemory`]) and hands it to one of
+/// `min(depth, MAX_DEPTH)` worker threads; a short read (end of file) or an error ends
+/// the plan.
 pub(crate) struct ReadAhead {
-    channels: Vec<Receiver<Result<ReadBlock>>>,
+    file: Arc<DirectFile>,
+    memory: ReadMemory,
+    plan: ReadPlan,
+    depth: usize,
+    /// The plan index of the next read to start.
+    next: u64,
+    /// Replies of the reads started, oldest first.
+    in_flight: VecDeque<Receiver<Result<ReadBlock>>>,
+    jobs: Option<SyncSender<ReadJob>>,
     workers: Vec<JoinHandle<()>>,
-    next: usize,
+    /// No read is started after the plan ended, a short read or an error.
     ended: bool,
 }
 
 impl ReadAhead {
-    /// Starts `depth` (at least 1) reader threads taking buffers from `alloc`.
+    /// Reads `file` along `plan`, `depth` (1 to [`MAX_DEPTH`]) reads in flight.
     pub(crate) fn new(
         file: Arc<DirectFile>,
-        alloc: Arc<dyn BufferAllocator>,
+        memory: ReadMemory,
         depth: usize,
         plan: ReadPlan,
     ) -> ReadAhead {
-        let depth = depth.max(1);
-        let mut channels = Vec::with_capacity(depth);
-        let mut workers = Vec::with_capacity(depth);
-        for first in 0..depth {
-            let (tx, rx) = mpsc::sync_channel::<Result<ReadBlock>>(1);
-            channels.push(rx);
-            let (file, alloc, plan) = (file.clone(), alloc.clone(), plan.clone());
-            workers.push(std::thread::spawn(move || {
-                let mut k = first as u64;
-                while let Some((offset, planned)) = plan(k) {
-                    let outcome = alloc.allocate_page_aligned(planned).and_then(|mut buf| {
-                        file.read_at(&mut buf, offset).map(|_| ReadBlock {
-                            data: buf.freeze(),
-                            offset,
-                            planned,
-                        })
-                    });
-                    let last = match &outcome {
-                        Ok(block) => block.data.len() < planned,
-                        Err(_) => true,
-                    };
-                    if tx.send(outcome).is_err() || last {
+        let depth = depth.clamp(1, MAX_DEPTH);
+        let (tx, rx) = mpsc::sync_channel::<ReadJob>(depth);
+        let rx = Arc::new(Mutex::new(rx));
+        let workers = (0..depth)
+            .map(|_| {
+                let (file, rx) = (file.clone(), rx.clone());
+                std::thread::spawn(move || loop {
+                    let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok(ReadJob {
+                        mut buf,
+                        offset,
+                        reply,
+                    }) = job
+                    else {
                         break;
-                    }
-                    k += depth as u64;
-                }
-            }));
-        }
+                    };
+                    let planned = buf.max_len();
+                    let outcome = file.read_at(&mut buf, offset).map(|_| ReadBlock {
+                        data: buf.freeze(),
+                        offset,
+                        planned,
+                    });
+                    // The consumer may be gone: the buffer then goes home with the reply.
+                    let _ = reply.send(outcome);
+                })
+            })
+            .collect();
         ReadAhead {
-            channels,
-            workers,
+            file,
+            memory,
+            plan,
+            depth,
             next: 0,
+            in_flight: VecDeque::with_capacity(depth),
+            jobs: Some(tx),
+            workers,
             ended: false,
         }
     }
 
+    /// Starts reads until `depth` are in flight, the plan ends, or (own pool) memory is
+    /// not free now.
+    fn start_reads(&mut self) -> Result<()> {
+        while !self.ended && self.in_flight.len() < self.depth {
+            let Some((offset, len)) = (self.plan)(self.next) else {
+                self.ended = true;
+                break;
+            };
+            let Some(buf) = self.memory.take(len, self.in_flight.len())? else {
+                break;
+            };
+            let Some(jobs) = &self.jobs else { break };
+            let (reply, done) = mpsc::sync_channel(1);
+            if jobs.send(ReadJob { buf, offset, reply }).is_err() {
+                return Err(Error::InvalidRequest(format!(
+                    "the reader threads of {} are gone; open a new reader",
+                    self.file.path().display()
+                )));
+            }
+            self.in_flight.push_back(done);
+            self.next += 1;
+        }
+        Ok(())
+    }
+
     /// The next read in plan order; `None` after the plan, a short read or an error.
     pub(crate) fn next_block(&mut self) -> Option<Result<ReadBlock>> {
-        if self.ended {
-            return None;
+        if let Err(err) = self.start_reads() {
+            self.ended = true;
+            self.in_flight.clear();
+            return Some(Err(err));
         }
-        let channel = &self.channels[self.next % self.channels.len()];
-        self.next += 1;
-        match channel.recv() {
+        let done = self.in_flight.pop_front()?;
+        match done.recv() {
             Ok(Ok(block)) => {
                 if block.data.len() < block.planned {
+                    // End of file: reads started after it found nothing.
                     self.ended = true;
+                    self.in_flight.clear();
                 }
                 Some(Ok(block))
             }
             Ok(Err(err)) => {
                 self.ended = true;
+                self.in_flight.clear();
                 Some(Err(err))
             }
             Err(_) => {
@@ -372,8 +472,9 @@ impl ReadAhead {
 
 impl Drop for ReadAhead {
     fn drop(&mut self) {
-        // Closing the channels stops the workers at their next send.
-        self.channels.clear();
+        // Closing the job channel stops the workers once the reads in it are done.
+        self.jobs = None;
+        self.in_flight.clear();
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }

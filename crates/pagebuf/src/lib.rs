@@ -45,6 +45,7 @@
 
 pub mod alloc;
 pub mod buffer;
+pub mod caps;
 pub mod copy;
 pub mod device;
 pub mod direct;

@@ -378,12 +378,16 @@ pub(crate) fn round_up(value: usize, granule: usize) -> Option<usize> {
 fn map_error(errno: Errno, mapped_len: usize, huge: bool) -> Error {
     let what = if huge { " of huge pages" } else { "" };
     if errno == Errno::NOMEM || errno == Errno::AGAIN {
-        let limit = rustix::process::getrlimit(rustix::process::Resource::As)
-            .current
-            .map_or_else(|| "unlimited".to_string(), |l| format!("{l} bytes"));
+        // Name RLIMIT_AS only where it is set: raising an unlimited limit fixes nothing.
+        let fix = match rustix::process::getrlimit(rustix::process::Resource::As).current {
+            Some(limit) => format!("raise RLIMIT_AS (currently {limit} bytes)"),
+            None => "check the memory cgroup's limit (memory.max) and \
+                     vm.overcommit_memory"
+                .to_string(),
+        };
         Error::OutOfMemory(format!(
             "the kernel refused to map {mapped_len} bytes{what} ({errno}); free memory, ask \
-             for less, or raise RLIMIT_AS (currently {limit})"
+             for less, or {fix}"
         ))
     } else {
         Error::OutOfMemory(format!("mmap of {mapped_len} bytes{what} failed ({errno})"))

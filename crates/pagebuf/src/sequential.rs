@@ -23,9 +23,10 @@ use std::sync::Arc;
 
 use crate::alloc::BufferAllocator;
 use crate::buffer::{Buffer, BufferMut};
+use crate::caps;
 use crate::direct::DirectFile;
 use crate::error::{Error, Result};
-use crate::io_queue::{block_plan, ReadAhead, Reservation, WriteQueue};
+use crate::io_queue::{block_plan, ReadAhead, ReadMemory, Reservation, WriteQueue};
 use crate::pool::BufferPool;
 
 /// Transfers in flight unless configured.
@@ -39,24 +40,30 @@ pub(crate) fn default_block_size(file: &DirectFile) -> usize {
     usize::try_from((max / unit * unit).max(unit)).unwrap_or(1 << 20)
 }
 
-fn check_block_size(file: &DirectFile, block_size: usize, depth: usize) -> Result<()> {
+/// Checks a block size and depth against their caps and the file's alignment; `what`
+/// names the call (`DirectWriter::with_blocks`).
+pub(crate) fn check_blocks(
+    file: &DirectFile,
+    block_size: usize,
+    depth: usize,
+    what: &str,
+) -> Result<()> {
+    caps::check(&format!("{what} depth"), depth, caps::MAX_DEPTH)?;
+    caps::check(
+        &format!("{what} block_size"),
+        block_size,
+        caps::MAX_BLOCK_SIZE,
+    )?;
     let unit = file.limits().alignment().max(1) as usize;
-    if block_size == 0 || block_size % unit != 0 {
+    if block_size % unit != 0 {
         return Err(Error::InvalidArgument(format!(
-            "block size {block_size} is not a positive multiple of the device alignment \
-             {unit}; use a multiple of {unit}"
+            "{what} block_size({block_size}) is not a multiple of the alignment {unit} of \
+             {}; use a multiple of {unit}",
+            file.path().display()
         )));
-    }
-    if depth == 0 {
-        return Err(Error::InvalidArgument(
-            "depth 0: at least one transfer must be in flight".into(),
-        ));
     }
     Ok(())
 }
-
-/// The most threads a writer or reader starts, however many pieces its blocks make.
-const MAX_REQUESTS: usize = 64;
 
 /// How `depth` blocks of `block_size` go to the device: as pieces of at most its largest
 /// request, all of a block's pieces at once (as the kernel issues one large `O_DIRECT`
@@ -66,20 +73,8 @@ fn requests_for(file: &DirectFile, block_size: usize, depth: usize) -> (usize, u
     let per_block = block_size.div_ceil(piece);
     (
         piece,
-        depth.saturating_mul(per_block).clamp(1, MAX_REQUESTS),
+        depth.saturating_mul(per_block).clamp(1, caps::MAX_DEPTH),
     )
-}
-
-/// A pool with room for `buffers` buffers of `size` bytes at once.
-fn pool_for(buffers: usize, size: usize) -> Result<BufferPool> {
-    let budget = crate::pool::class_size(size)
-        .and_then(|class| class.checked_mul(buffers))
-        .ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "a pool of {buffers} buffers of {size} bytes overflows; use with_options"
-            ))
-        })?;
-    BufferPool::new(budget)
 }
 
 /// A `std::io::Write` that writes a file sequentially in aligned blocks with `depth`
@@ -131,9 +126,9 @@ impl DirectWriter {
     /// # Errors
     /// As [`with_options`](Self::with_options).
     pub fn with_blocks(file: DirectFile, block_size: usize, depth: usize) -> Result<DirectWriter> {
-        check_block_size(&file, block_size, depth)?;
+        check_blocks(&file, block_size, depth, "DirectWriter::with_blocks")?;
         // The block being filled, and two per write in flight (queued and written).
-        let pool = pool_for(depth.saturating_mul(2).saturating_add(2), block_size)?;
+        let pool = BufferPool::with_room_for(2 * depth + 2, block_size, "DirectWriter")?;
         DirectWriter::with_options(file, block_size, depth, Arc::new(pool))
     }
 
@@ -142,14 +137,14 @@ impl DirectWriter {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a block size that is not a multiple of the
-    /// alignment, or depth 0.
+    /// alignment, or a depth or block size of 0 or past its cap ([`caps`]).
     pub fn with_options(
         file: DirectFile,
         block_size: usize,
         depth: usize,
         alloc: Arc<dyn BufferAllocator>,
     ) -> Result<DirectWriter> {
-        check_block_size(&file, block_size, depth)?;
+        check_blocks(&file, block_size, depth, "DirectWriter::with_options")?;
         let (_, requests) = requests_for(&file, block_size, depth);
         let reservation = Reservation::new(&file);
         let file = Arc::new(file);
@@ -291,8 +286,6 @@ impl Drop for DirectWriter {
 /// ```
 pub struct DirectReader {
     blocks: ReadAhead,
-    /// The default pool, closed on drop so no read waits for memory the caller holds.
-    own_pool: Option<BufferPool>,
     current: Option<Buffer>,
     pos: usize,
 }
@@ -308,46 +301,40 @@ impl DirectReader {
     }
 
     /// A reader with `block_size`-byte transfers, `depth` in flight, and a pool of its
-    /// own sized to them (closed when the reader drops, so no read waits for memory the
-    /// caller holds).
+    /// own sized to them (the caller never holds its blocks, so reads never wait long).
     ///
     /// # Errors
     /// As [`with_options`](Self::with_options).
     pub fn with_blocks(file: DirectFile, block_size: usize, depth: usize) -> Result<DirectReader> {
-        check_block_size(&file, block_size, depth)?;
+        check_blocks(&file, block_size, depth, "DirectReader::with_blocks")?;
         let (piece, requests) = requests_for(&file, block_size, depth);
-        // One being read and one queued per request, the one being consumed and the one
-        // before it.
-        let pool = pool_for(2 * requests + 2, piece)?;
-        let mut reader =
-            DirectReader::with_options(file, block_size, depth, Arc::new(pool.clone()))?;
-        reader.own_pool = Some(pool);
-        Ok(reader)
+        // One per request in flight, the one being consumed and the one before it.
+        let pool = BufferPool::with_room_for(requests + 2, piece, "DirectReader")?;
+        DirectReader::with_options(file, block_size, depth, Arc::new(pool))
     }
 
     /// A reader with `block_size`-byte transfers (a multiple of the device alignment),
     /// `depth` of them in flight, buffers from `alloc`. A block larger than the device's
     /// largest request is read as pieces of that size, all at once, each into its own
-    /// buffer. `alloc` should be able to supply `2 * requests + 2` of them at once, where
-    /// `requests = depth * pieces` (at most 64): one being read and one queued per
-    /// request, the one being consumed and the one before it (held until the next is
-    /// in hand); with fewer, reader threads wait for memory.
+    /// buffer. `alloc` should be able to supply `requests + 2` of them at once, where
+    /// `requests = depth * pieces` (at most [`caps::MAX_DEPTH`]): one per read in
+    /// flight, the one being consumed and the one before it (held until the next is in
+    /// hand); with fewer, the reader waits for memory as `alloc` does.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a block size that is not a multiple of the
-    /// alignment, or depth 0.
+    /// alignment, or a depth or block size of 0 or past its cap ([`caps`]).
     pub fn with_options(
         file: DirectFile,
         block_size: usize,
         depth: usize,
         alloc: Arc<dyn BufferAllocator>,
     ) -> Result<DirectReader> {
-        check_block_size(&file, block_size, depth)?;
+        check_blocks(&file, block_size, depth, "DirectReader::with_options")?;
         let (piece, requests) = requests_for(&file, block_size, depth);
         let plan = block_plan(piece, None);
         Ok(DirectReader {
-            blocks: ReadAhead::new(Arc::new(file), alloc, requests, plan),
-            own_pool: None,
+            blocks: ReadAhead::new(Arc::new(file), ReadMemory::Wait(alloc), requests, plan),
             current: None,
             pos: 0,
         })
@@ -392,13 +379,5 @@ impl io::BufRead for DirectReader {
     fn consume(&mut self, n: usize) {
         let len = self.current.as_ref().map_or(0, |b| b.len());
         self.pos = (self.pos + n).min(len);
-    }
-}
-
-impl Drop for DirectReader {
-    fn drop(&mut self) {
-        if let Some(pool) = &self.own_pool {
-            pool.close();
-        }
     }
 }

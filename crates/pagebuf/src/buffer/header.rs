@@ -50,8 +50,10 @@ pub enum MemoryOrigin {
         /// Pre-faulted when mapped.
         prefaulted: bool,
     },
-    /// A frame of a pool; it returns to the pool's free list.
+    /// A frame of a [`FramePool`](crate::FramePool); it returns to the pool's free list.
     Pool,
+    /// A buffer of a [`BufferPool`](crate::BufferPool); it returns to its size class.
+    BufferPool,
     /// A caller-supplied owner (`Buffer::from_owner`, `BufferMut::from_owner`); the owner
     /// is dropped when the last view goes.
     Owner,
@@ -86,6 +88,7 @@ impl fmt::Display for MemoryOrigin {
                 Ok(())
             }
             MemoryOrigin::Pool => f.write_str("frame pool"),
+            MemoryOrigin::BufferPool => f.write_str("buffer pool (size classes)"),
             MemoryOrigin::Owner => f.write_str("caller-supplied owner"),
         }
     }

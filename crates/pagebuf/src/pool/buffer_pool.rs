@@ -162,6 +162,25 @@ impl BufferPool {
         BufferPool::with_options(budget_bytes, RegionOptions::default())
     }
 
+    /// A pool with room for `count` buffers of `size` bytes out at once: its budget is
+    /// counted in the size classes buffers are really served from (a buffer below a
+    /// page still takes a page).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `what` if the budget overflows.
+    pub(crate) fn with_room_for(count: usize, size: usize, what: &str) -> Result<BufferPool> {
+        let budget = class_size(size.max(1))
+            .and_then(|class| class.checked_mul(count.max(1)))
+            .filter(|&budget| budget <= isize::MAX as usize)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{what}: {count} buffers of {size} bytes do not fit in memory; ask for \
+                     fewer or smaller"
+                ))
+            })?;
+        BufferPool::new(budget)
+    }
+
     /// As [`new`](Self::new), mapping buffers with `options` (huge pages, `mlock`,
     /// pre-faulting).
     ///
@@ -345,7 +364,7 @@ impl BufferPool {
                     region.non_null(),
                     class,
                     region.granule(),
-                    MemoryOrigin::Pool,
+                    MemoryOrigin::BufferPool,
                     true,
                 );
                 state.classes.entry(class).or_default().stats.mapped += 1;

@@ -17,9 +17,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::alloc::BufferAllocator;
+use crate::buffer::BufferMut;
+use crate::caps;
 use crate::direct::{DirectFile, DirectIo};
 use crate::error::{Error, Result};
-use crate::io_queue::{ReadAhead, ReadBlock, ReadPlan};
+use crate::io_queue::{ReadAhead, ReadBlock, ReadMemory, ReadPlan};
 use crate::pool::BufferPool;
 
 use super::format::{
@@ -33,15 +35,20 @@ use super::{Sample, StreamInfo};
 pub struct ReaderOptions {
     depth: usize,
     window: usize,
+    memory_budget: usize,
     direct: DirectIo,
     allocator: Option<Arc<dyn BufferAllocator>>,
 }
+
+/// The reader's own pool holds at most this much unless the file needs more.
+const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
 
 impl Default for ReaderOptions {
     fn default() -> ReaderOptions {
         ReaderOptions {
             depth: crate::sequential::DEFAULT_DEPTH,
             window: 8 << 20,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
             direct: DirectIo::Prefer,
             allocator: None,
         }
@@ -49,16 +56,28 @@ impl Default for ReaderOptions {
 }
 
 impl ReaderOptions {
-    /// Reads in flight ahead of the caller (default 4, as the sequential reader).
+    /// Reads in flight ahead of the caller, 1 to [`caps::MAX_DEPTH`] (default 4, as the
+    /// sequential reader).
     pub fn depth(mut self, depth: usize) -> Self {
         self.depth = depth;
         self
     }
 
-    /// Bytes per read, rounded to the file's unit (default 8 MiB); a record larger
-    /// than this is read whole.
+    /// Bytes per read, rounded to the file's unit, at most [`caps::MAX_WINDOW`]
+    /// (default 8 MiB); a record larger than this is read whole.
     pub fn window(mut self, bytes: usize) -> Self {
         self.window = bytes;
+        self
+    }
+
+    /// The most memory the reader's own pool holds, at most
+    /// [`caps::MAX_MEMORY_BUDGET`] (default 256 MiB), raised to twice the largest read
+    /// a finished file's index says it needs. Samples the caller keeps hold their
+    /// block; a read that finds the whole budget held by them fails with
+    /// [`Error::OutOfMemory`] naming this option, instead of waiting for ever. Not used
+    /// with [`allocator`](Self::allocator).
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
         self
     }
 
@@ -68,8 +87,9 @@ impl ReaderOptions {
         self
     }
 
-    /// Where read blocks come from (default: a [`BufferPool`] of the reader's own,
-    /// holding at most 256 MiB). Samples the caller keeps hold their block.
+    /// Where read blocks come from (default: a [`BufferPool`] of the reader's own, see
+    /// [`memory_budget`](Self::memory_budget)). Samples the caller keeps hold their
+    /// block; a host's pool blocks as that pool does (its back-pressure).
     pub fn allocator(mut self, allocator: Arc<dyn BufferAllocator>) -> Self {
         self.allocator = Some(allocator);
         self
@@ -81,6 +101,7 @@ impl std::fmt::Debug for ReaderOptions {
         f.debug_struct("ReaderOptions")
             .field("depth", &self.depth)
             .field("window", &self.window)
+            .field("memory_budget", &self.memory_budget)
             .field("direct", &self.direct)
             .field("allocator", &self.allocator.is_some())
             .finish()
@@ -126,8 +147,7 @@ pub struct SampleReader {
     /// Where sample records end: the index (finished file) or the file's end.
     end: u64,
     file_len: u64,
-    alloc: Arc<dyn BufferAllocator>,
-    own_pool: Option<BufferPool>,
+    memory: ReadMemory,
     source: Source,
     block: Option<ReadBlock>,
     /// Offset of the next record.
@@ -164,47 +184,46 @@ impl SampleReader {
     /// [`Error::Io`] if the file cannot be read; [`Error::Corrupt`] (offset 0 or in the
     /// header) if it is not a sample file or its header is damaged;
     /// [`Error::Unsupported`] for a newer format version; [`Error::InvalidArgument`] for
-    /// depth 0. A damaged *index* is not an error here: the reader scans instead and
-    /// yields the damage after the last sample.
+    /// a depth, window or memory budget of 0 or past its cap ([`caps`]). A damaged
+    /// *index* is not an error here: the reader scans instead and yields the damage
+    /// after the last sample.
     pub fn with_options(path: impl AsRef<Path>, options: ReaderOptions) -> Result<SampleReader> {
-        if options.depth == 0 {
-            return Err(Error::InvalidArgument(
-                "depth 0: at least one read must be in flight; use 1 or more".into(),
-            ));
-        }
+        let depth = caps::check("ReaderOptions::depth", options.depth, caps::MAX_DEPTH)?;
+        caps::check("ReaderOptions::window", options.window, caps::MAX_WINDOW)?;
+        caps::check(
+            "ReaderOptions::memory_budget",
+            options.memory_budget,
+            caps::MAX_MEMORY_BUDGET,
+        )?;
         let file = DirectFile::options()
             .read(true)
             .direct(options.direct)
             .open(path)?;
         let file_len = file.len()?;
-        let (own_pool, alloc): (Option<BufferPool>, Arc<dyn BufferAllocator>) =
-            match options.allocator {
-                Some(alloc) => (None, alloc),
-                None => {
-                    let pool = BufferPool::new(256 << 20)?;
-                    (Some(pool.clone()), Arc::new(pool))
-                }
-            };
+        // Until the index says what the file needs: enough for the header and index.
+        let mut memory = match &options.allocator {
+            Some(alloc) => ReadMemory::Wait(alloc.clone()),
+            None => own_memory(options.memory_budget)?,
+        };
         let first = (file.limits().alignment() as usize).max(MIN_UNIT);
-        let mut head = alloc.allocate_page_aligned(first)?;
+        let mut head = buffer(&memory, first)?;
         file.read_at(&mut head, 0)?;
         let header = FileHeader::decode(&head)?;
         drop(head);
         let unit = u64::from(header.unit);
         let file = Arc::new(file);
-        let window = round_up(options.window.max(1) as u64, unit).unwrap_or(unit) as usize;
+        let window = round_up(options.window as u64, unit).unwrap_or(unit) as usize;
         let mut reader = SampleReader {
             file,
             unit,
             window,
-            depth: options.depth,
+            depth,
             streams: Vec::new(),
             index: None,
             index_fault: None,
             end: file_len,
             file_len,
-            alloc,
-            own_pool,
+            memory: memory.clone(),
             source: Source::Scan,
             block: None,
             pos: unit,
@@ -218,6 +237,19 @@ impl SampleReader {
             match reader.load_index() {
                 Ok(index) => reader.index = Some(Arc::new(index)),
                 Err(err) => reader.index_fault = Some(err),
+            }
+        }
+        if let (Some(index), None) = (&reader.index, &options.allocator) {
+            // The file says what its largest read is: the own pool holds two of them.
+            let largest = plan_windows(index, unit, unit, reader.window as u64)
+                .iter()
+                .map(|w| w.read_len)
+                .max()
+                .unwrap_or(0);
+            let needed = largest.saturating_mul(2).min(caps::MAX_MEMORY_BUDGET);
+            if needed > options.memory_budget {
+                memory = own_memory(needed)?;
+                reader.memory = memory;
             }
         }
         reader.streams = reader
@@ -295,7 +327,7 @@ impl SampleReader {
         }
         let len = usize::try_from(round_up(self.file_len - at, self.unit).unwrap_or(u64::MAX))
             .map_err(|_| bad("the index is larger than memory".into()))?;
-        let mut buf = self.alloc.allocate_page_aligned(len)?;
+        let mut buf = buffer(&self.memory, len)?;
         self.file.read_at(&mut buf, at)?;
         if buf.len() < RECORD_HEADER {
             return Err(bad("the file ends inside the index".into()));
@@ -337,7 +369,7 @@ impl SampleReader {
                 let w = plan_windows.get(usize::try_from(k).ok()?)?;
                 Some((w.read_at, w.read_len))
             });
-            let ahead = ReadAhead::new(self.file.clone(), self.alloc.clone(), self.depth, plan);
+            let ahead = ReadAhead::new(self.file.clone(), self.memory.clone(), self.depth, plan);
             self.source = Source::Planned {
                 ahead,
                 windows,
@@ -389,6 +421,8 @@ impl SampleReader {
                     });
                 }
                 *current = Some(next);
+                // The last window's block goes first: its memory may be the next read's.
+                self.block = None;
                 self.block = ahead.next_block().transpose()?;
                 Ok(self.block.as_ref().is_some_and(covered))
             }
@@ -420,7 +454,7 @@ impl SampleReader {
             offset: self.pos,
             detail: "a record larger than memory".into(),
         })?;
-        let mut buf = self.alloc.allocate_page_aligned(len)?;
+        let mut buf = buffer(&self.memory, len)?;
         self.file.read_at(&mut buf, start)?;
         self.block = Some(ReadBlock {
             data: buf.freeze(),
@@ -533,6 +567,23 @@ impl SampleReader {
     }
 }
 
+/// The reader's own pool of `budget` bytes.
+fn own_memory(budget: usize) -> Result<ReadMemory> {
+    Ok(ReadMemory::Own {
+        pool: BufferPool::new(budget)?,
+        option: "ReaderOptions::memory_budget",
+    })
+}
+
+/// A buffer for one read with nothing else in flight.
+fn buffer(memory: &ReadMemory, len: usize) -> Result<BufferMut> {
+    memory.take(len, 0)?.ok_or_else(|| {
+        Error::OutOfMemory(format!(
+            "no memory for a read of {len} bytes; raise ReaderOptions::memory_budget"
+        ))
+    })
+}
+
 fn describe(fault: HeaderFault) -> String {
     match fault {
         HeaderFault::Unwritten => "a record header of zeroes inside the data".into(),
@@ -578,15 +629,6 @@ impl Iterator for SampleReader {
 
     fn next(&mut self) -> Option<Result<Sample>> {
         self.next_sample()
-    }
-}
-
-impl Drop for SampleReader {
-    fn drop(&mut self) {
-        // Reads waiting for memory the caller still holds give up instead of hanging.
-        if let Some(pool) = &self.own_pool {
-            pool.close();
-        }
     }
 }
 

@@ -28,10 +28,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::buffer::BufferMut;
-use crate::direct::{DirectFile, DirectIo};
+use crate::caps;
+use crate::direct::{limits_before_open, DirectFile, DirectIo};
 use crate::error::{Error, Result};
 use crate::io_queue::{Reservation, WriteQueue, WriteTrace};
-use crate::pool::{BufferPool, BufferPoolStats, FramePool, Framing, PoolStats};
+use crate::pool::{class_size, BufferPool, BufferPoolStats, FramePool, Framing, PoolStats};
 use crate::sequential::default_block_size;
 
 use super::format::{
@@ -81,8 +82,11 @@ impl Default for WriterOptions {
 }
 
 impl WriterOptions {
-    /// Bytes of samples allocated and not yet written, at most (default 64 MiB):
-    /// `allocate_sample` waits while they are out.
+    /// Bytes of samples allocated and not yet written, at most (default 64 MiB, cap
+    /// [`caps::MAX_MEMORY_BUDGET`]): `allocate_sample` waits while they are out. A
+    /// sample takes its record's size (64 bytes of header, padding to the file's
+    /// unit) rounded to the pool's size class: a sample of 9 MiB needs a budget of
+    /// 10 MiB.
     pub fn memory_budget(mut self, bytes: usize) -> Self {
         self.memory_budget = bytes;
         self
@@ -95,7 +99,7 @@ impl WriterOptions {
         self
     }
 
-    /// Writes in flight (default 4).
+    /// Writes in flight, 1 to [`caps::MAX_DEPTH`] (default 4).
     pub fn depth(mut self, depth: usize) -> Self {
         self.depth = depth;
         self
@@ -198,36 +202,51 @@ impl SampleWriter {
 
     /// Creates (or truncates) `path`.
     ///
+    /// The file is the writer's alone: an exclusive lock is taken before it is
+    /// truncated, and held until the writer drops; a file this call creates has its
+    /// directory synced before the writer reports anything durable.
+    ///
     /// # Errors
-    /// [`Error::Io`] if the file cannot be created; [`Error::InvalidArgument`] for a
-    /// memory budget below one unit or depth 0; [`Error::Unsupported`] with
-    /// `DirectIo::Require` where the file system refuses direct I/O.
+    /// Before the file is touched: [`Error::InvalidArgument`] for a depth or memory
+    /// budget of 0 or past its cap ([`caps`]), or a budget below one sample record.
+    /// Then [`Error::InvalidRequest`] if another writer holds the file; [`Error::Io`] if
+    /// it cannot be created; [`Error::Unsupported`] with `DirectIo::Require` where the
+    /// file system refuses direct I/O.
     pub fn with_options(path: impl AsRef<Path>, options: WriterOptions) -> Result<SampleWriter> {
-        if options.depth == 0 {
-            return Err(Error::InvalidArgument(
-                "depth 0: at least one write must be in flight; use 1 or more".into(),
-            ));
+        let path = path.as_ref();
+        let depth = caps::check("WriterOptions::depth", options.depth, caps::MAX_DEPTH)?;
+        let budget = caps::check(
+            "WriterOptions::memory_budget",
+            options.memory_budget,
+            caps::MAX_MEMORY_BUDGET,
+        )?;
+        let limits = limits_before_open(path)?;
+        let unit = (limits.alignment() as usize).max(MIN_UNIT);
+        let smallest = sample_footprint(1, unit).unwrap_or(usize::MAX);
+        if budget < smallest {
+            return Err(Error::InvalidArgument(format!(
+                "WriterOptions::memory_budget({budget}) cannot hold one sample record \
+                 ({smallest} bytes); give the writer at least a few MiB"
+            )));
         }
         let file = DirectFile::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
+            .exclusive(true)
             .direct(options.direct)
             .open(path)?;
+        // The file's own figures, in case they differ from what was there before.
         let unit = (file.limits().alignment() as usize).max(MIN_UNIT);
-        if options.memory_budget < unit {
-            return Err(Error::InvalidArgument(format!(
-                "memory budget of {} bytes is less than one unit ({unit}); give the writer \
-                 at least a few MiB",
-                options.memory_budget
-            )));
+        if file.created() {
+            file.sync_directory()?;
         }
         let chunk_size = (default_block_size(&file) / unit * unit).max(unit);
-        let chunks = FramePool::new(Framing::new(chunk_size, options.depth + 2).alignment(unit))?;
+        let chunks = FramePool::new(Framing::new(chunk_size, depth + 2).alignment(unit))?;
         let reservation = Reservation::new(&file);
         let file = Arc::new(file);
-        let queue = WriteQueue::new(file.clone(), options.depth);
+        let queue = WriteQueue::new(file.clone(), depth);
         if options.trace_writes {
             queue.enable_trace();
         }
@@ -235,9 +254,9 @@ impl SampleWriter {
         Ok(SampleWriter {
             file,
             unit,
-            budget: options.memory_budget,
+            budget,
             tolerance,
-            samples: BufferPool::new(options.memory_budget)?,
+            samples: BufferPool::new(budget)?,
             chunks,
             queue,
             inner: Mutex::new(Inner {
@@ -397,16 +416,24 @@ impl SampleWriter {
 
     fn prepare_allocation(&self, size: usize) -> Result<usize> {
         self.check_writing(&mut self.lock(), "allocate_sample")?;
-        let span = RecordHeader::span(size as u64, self.unit as u64)
-            .and_then(|s| usize::try_from(s).ok())
-            .filter(|&s| s <= self.budget);
-        span.ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "a sample of {size} bytes (with its record header and padding) does not fit \
-                 the writer's memory budget of {} bytes; raise WriterOptions::memory_budget",
+        match sample_footprint(size, self.unit) {
+            Some(footprint) if footprint <= self.budget => {
+                // The record's span; the pool serves it from the footprint's class.
+                Ok(RecordHeader::span(size as u64, self.unit as u64).unwrap_or(0) as usize)
+            }
+            footprint => Err(Error::InvalidArgument(format!(
+                "a sample of {size} bytes takes {} of the writer's memory (its record \
+                 header, padding to {} bytes and the pool's size class), more than \
+                 WriterOptions::memory_budget({}); raise the budget to at least that, or \
+                 write smaller samples",
+                footprint.map_or_else(
+                    || "more than the address space".into(),
+                    |f| format!("{f} bytes")
+                ),
+                self.unit,
                 self.budget
-            ))
-        })
+            ))),
+        }
     }
 
     fn finish_allocation(&self, outcome: Result<BufferMut>, size: usize) -> Result<BufferMut> {
@@ -717,6 +744,14 @@ impl SampleWriter {
             None => Ok(()),
         }
     }
+}
+
+/// The bytes of the sample pool's budget a sample of `size` bytes takes: its record
+/// (header and padding to `unit`), rounded to the pool's size class; `None` past the
+/// address space.
+fn sample_footprint(size: usize, unit: usize) -> Option<usize> {
+    let span = RecordHeader::span(size as u64, unit as u64)?;
+    class_size(usize::try_from(span).ok()?)
 }
 
 fn ended() -> Error {
