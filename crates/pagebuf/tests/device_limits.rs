@@ -1,7 +1,10 @@
 //! `DeviceLimits::for_path` against the machine itself: figures cross-checked with an
 //! independent walk of `/sys/block` and a direct `statx`, on the real disk (in cargo's
 //! per-test temporary directory under `target/`, not `/tmp`, which may be tmpfs), on
-//! tmpfs, on a raw block device, and on a 4096-byte-sector loop device with ext4 (root).
+//! tmpfs, on a raw block device, and (as root) on 4096-byte-sector loop devices with
+//! ext4, XFS and btrfs (whose files have an anonymous device number: the device is found
+//! through the mount), a two-device btrfs (the strictest figures of both), and an
+//! overlay whose upper layer is on a loop device.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,7 +13,7 @@ use pagebuf::device::{Source, FALLBACK_ALIGNMENT};
 use pagebuf::{page_size, DeviceLimits, Error};
 
 mod support;
-use support::{scratch, LoopMount};
+use support::{scratch, LoopMount, OverlayMount};
 
 /// `major:minor` of the device holding `path` (glibc's encoding of `dev_t`).
 fn device_of(path: &Path) -> (u64, u64) {
@@ -146,6 +149,11 @@ fn tmpfs_has_no_block_device_and_gets_safe_fallbacks() {
     assert!(limits.device.is_none());
     let note = limits.note.as_deref().expect("the fallback is explained");
     assert!(note.contains("no block device"), "{note}");
+    assert!(
+        note.contains("tmpfs") && note.contains("memory"),
+        "says why: {note}"
+    );
+    assert!(limits.devices.is_empty());
     assert_eq!(limits.logical_block_size, FALLBACK_ALIGNMENT);
     assert_eq!(limits.sources.logical_block_size, Source::Fallback);
     assert!(
@@ -244,4 +252,304 @@ fn a_4096_byte_sector_loop_device_reports_4096() {
         "4Kn: offsets in whole 4096-byte sectors"
     );
     assert!(fs.direct_io);
+}
+
+/// The figures `DeviceLimits` must report for a file system on the loop devices whose
+/// queues are `queues`, read here independently (`/sys/block/loopN/queue`): the
+/// strictest of them.
+struct Expected {
+    logical: u64,
+    physical: u64,
+    max_sectors_kb: u64,
+    max_segments: u64,
+    page_aligned: u64,
+    non_page_aligned: u64,
+}
+
+fn expected(queues: &[PathBuf]) -> Expected {
+    let logical = queues
+        .iter()
+        .map(|q| read_u64(q, "logical_block_size"))
+        .max()
+        .unwrap();
+    let physical = queues
+        .iter()
+        .map(|q| read_u64(q, "physical_block_size"))
+        .max()
+        .unwrap();
+    let max_sectors_kb = queues
+        .iter()
+        .map(|q| read_u64(q, "max_sectors_kb"))
+        .min()
+        .unwrap();
+    let max_segments = queues
+        .iter()
+        .map(|q| read_u64(q, "max_segments"))
+        .min()
+        .unwrap();
+    let page = page_size() as u64;
+    Expected {
+        logical,
+        physical,
+        max_sectors_kb,
+        max_segments,
+        page_aligned: (max_sectors_kb * 1024).min(max_segments * page),
+        non_page_aligned: (max_sectors_kb * 1024).min((max_segments - 1) * page),
+    }
+}
+
+fn assert_figures(limits: &DeviceLimits, want: &Expected) {
+    assert_eq!(
+        u64::from(limits.logical_block_size),
+        want.logical,
+        "{limits:#?}"
+    );
+    assert_eq!(
+        u64::from(limits.physical_block_size),
+        want.physical,
+        "{limits:#?}"
+    );
+    assert_eq!(
+        limits.max_page_aligned_transfer, want.page_aligned,
+        "{limits:#?}"
+    );
+    assert_eq!(
+        limits.max_non_page_aligned_transfer, want.non_page_aligned,
+        "{limits:#?}"
+    );
+    assert_eq!(
+        limits.sources.logical_block_size,
+        Source::Sysfs,
+        "{limits:#?}"
+    );
+    assert_eq!(limits.sources.physical_block_size, Source::Sysfs);
+    assert_eq!(limits.sources.max_transfer, Source::Derived);
+    assert_ne!(limits.sources.dio_offset_align, Source::Fallback);
+    assert!(limits.dio_offset_align >= limits.logical_block_size);
+}
+
+/// A file with some data in `dir`, for the checks of a file beside the directory's.
+fn file_in(dir: &Path) -> PathBuf {
+    let file = dir.join("data");
+    std::fs::write(&file, vec![7u8; 10_000]).unwrap();
+    file
+}
+
+#[test]
+fn btrfs_on_a_4096_byte_sector_loop_device_is_found_through_the_mount() {
+    if !is_root() {
+        eprintln!("skipped: making a loop device needs root");
+        return;
+    }
+    let dir = scratch("btrfs4k");
+    let Some(disk) = LoopMount::with_fs(&dir, "btrfs", &[4096], 256 << 20) else {
+        return; // the reason is printed
+    };
+    let name = disk.name(0);
+    let want = expected(&[disk.queue(0)]);
+    println!(
+        "btrfs on {name}: max_sectors_kb {}, max_segments {}, page {}: max transfer {} \
+         (page-aligned), {} (not)",
+        want.max_sectors_kb,
+        want.max_segments,
+        page_size(),
+        want.page_aligned,
+        want.non_page_aligned
+    );
+    // The premise: btrfs gives its files an anonymous device number.
+    assert_eq!(device_of(&disk.mount).0, 0, "btrfs files have major 0");
+    let file = file_in(&disk.mount);
+    for path in [&disk.mount, &file] {
+        let limits = DeviceLimits::for_path(path).unwrap();
+        println!("{}: {limits:#?}", path.display());
+        assert_eq!(limits.logical_block_size, 4096);
+        assert_eq!(limits.physical_block_size, 4096);
+        assert_figures(&limits, &want);
+        let device = limits.device.as_ref().expect("the loop device is found");
+        assert_eq!(device.name, name);
+        assert_eq!(limits.devices.len(), 1);
+        let via = device.via.as_deref().expect("found through the mount");
+        assert!(
+            via.contains("/sys/fs/btrfs/") && via.contains(&name),
+            "{via}"
+        );
+        let note = limits.note.as_deref().expect("the note says how");
+        assert!(
+            note.starts_with("btrfs: device found through /sys/fs/btrfs/"),
+            "{note}"
+        );
+        assert!(note.contains(&format!("({name})")), "{note}");
+        assert!(limits.direct_io, "btrfs does O_DIRECT");
+    }
+}
+
+#[test]
+fn xfs_on_a_4096_byte_sector_loop_device_uses_its_device_number() {
+    if !is_root() {
+        eprintln!("skipped: making a loop device needs root");
+        return;
+    }
+    let dir = scratch("xfs4k");
+    // mkfs.xfs refuses file systems under 300 MiB; the image is sparse.
+    let Some(disk) = LoopMount::with_fs(&dir, "xfs", &[4096], 320 << 20) else {
+        return;
+    };
+    let name = disk.name(0);
+    let want = expected(&[disk.queue(0)]);
+    let file = file_in(&disk.mount);
+    for path in [&disk.mount, &file] {
+        let limits = DeviceLimits::for_path(path).unwrap();
+        println!("{}: {limits:#?}", path.display());
+        assert_eq!(limits.logical_block_size, 4096);
+        assert_figures(&limits, &want);
+        let device = limits.device.as_ref().unwrap();
+        assert_eq!(device.name, name);
+        assert_eq!(device.via, None, "XFS has a real device number");
+        assert_eq!(limits.note, None);
+        assert_eq!(limits.dio_offset_align, 4096);
+        assert!(limits.direct_io);
+    }
+}
+
+#[test]
+fn a_two_device_btrfs_takes_the_strictest_figures_of_both() {
+    if !is_root() {
+        eprintln!("skipped: making a loop device needs root");
+        return;
+    }
+    let dir = scratch("btrfs2");
+    // Device 0: 1024-byte sectors, requests lowered to 64 KiB; device 1: 4096-byte
+    // sectors, requests as the loop driver sets them. The strictest: 4096 from device 1,
+    // 64 KiB from device 0.
+    let Some(mut disk) = LoopMount::with_fs(&dir, "btrfs", &[1024, 4096], 256 << 20) else {
+        return;
+    };
+    disk.set_max_sectors_kb(0, 64);
+    let names = [disk.name(0), disk.name(1)];
+    let want = expected(&[disk.queue(0), disk.queue(1)]);
+    assert_eq!(want.logical, 4096);
+    assert_eq!(read_u64(&disk.queue(0), "logical_block_size"), 1024);
+    assert!(
+        read_u64(&disk.queue(1), "max_sectors_kb") > 64,
+        "device 1 allows more"
+    );
+    assert_eq!(want.max_sectors_kb, 64);
+    println!(
+        "two-device btrfs on {} and {}: strictest max_sectors_kb {} ({}), logical {} ({}): \
+         max transfer {}",
+        names[0],
+        names[1],
+        want.max_sectors_kb,
+        names[0],
+        want.logical,
+        names[1],
+        want.page_aligned
+    );
+    let file = file_in(&disk.mount);
+    for path in [&disk.mount, &file] {
+        let limits = DeviceLimits::for_path(path).unwrap();
+        println!("{}: {limits:#?}", path.display());
+        assert_figures(&limits, &want);
+        assert_eq!(limits.max_page_aligned_transfer, 64 * 1024);
+        let found: Vec<&str> = limits.devices.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.contains(&names[0].as_str()) && found.contains(&names[1].as_str()));
+        assert_eq!(
+            limits.device.as_ref().unwrap().name,
+            names[0],
+            "the mount source first"
+        );
+        let note = limits.note.as_deref().unwrap();
+        assert!(
+            note.contains("btrfs: devices found through /sys/fs/btrfs/"),
+            "{note}"
+        );
+        assert!(note.contains("strictest"), "{note}");
+    }
+}
+
+#[test]
+fn an_overlay_resolves_to_its_upper_layers_device() {
+    if !is_root() {
+        eprintln!("skipped: making a loop device needs root");
+        return;
+    }
+    let dir = scratch("overlay");
+    // Lower layer on btrfs, upper on ext4 whose loop device takes smaller requests, so
+    // the two cannot be confused.
+    let lower_dir = dir.join("lower");
+    let upper_dir = dir.join("upper");
+    std::fs::create_dir_all(&lower_dir).unwrap();
+    std::fs::create_dir_all(&upper_dir).unwrap();
+    let Some(lower) = LoopMount::with_fs(&lower_dir, "btrfs", &[4096], 256 << 20) else {
+        return;
+    };
+    let Some(mut upper) = LoopMount::with_fs(&upper_dir, "ext4", &[4096], 64 << 20) else {
+        return;
+    };
+    upper.set_max_sectors_kb(0, 128);
+    std::fs::write(lower.mount.join("old"), vec![1u8; 5000]).unwrap();
+    let Some(overlay) = OverlayMount::new(
+        &lower.mount,
+        &upper.mount.join("upper"),
+        &upper.mount.join("work"),
+        &dir.join("merged"),
+    ) else {
+        return;
+    };
+    let name = upper.name(0);
+    let want = expected(&[upper.queue(0)]);
+    assert_eq!(want.max_sectors_kb, 128);
+    let new = file_in(&overlay.point);
+    let old = overlay.point.join("old");
+    for path in [&overlay.point, &new, &old] {
+        let limits = DeviceLimits::for_path(path).unwrap();
+        println!("{}: {limits:#?}", path.display());
+        assert_figures(&limits, &want);
+        assert_eq!(limits.device.as_ref().unwrap().name, name, "{limits:#?}");
+        assert_eq!(limits.devices.len(), 1);
+    }
+    // The merged directory has the overlay's anonymous device: found through upperdir.
+    let limits = DeviceLimits::for_path(&overlay.point).unwrap();
+    let note = limits.note.as_deref().unwrap();
+    assert!(
+        note.starts_with("overlay: device found through upperdir") && note.contains(&name),
+        "{note}"
+    );
+
+    // A read-only overlay (no upper layer) of both: the strictest of its lower layers'
+    // devices (the ext4 one's smaller requests, the btrfs one's found through the mount).
+    std::fs::create_dir_all(upper.mount.join("ro")).unwrap();
+    let Some(read_only) = OverlayMount::read_only(
+        &[&upper.mount.join("ro"), &lower.mount],
+        &dir.join("read-only"),
+    ) else {
+        return;
+    };
+    let limits = DeviceLimits::for_path(&read_only.point).unwrap();
+    println!("{}: {limits:#?}", read_only.point.display());
+    assert_figures(&limits, &expected(&[upper.queue(0), lower.queue(0)]));
+    let found: Vec<&str> = limits.devices.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(found, [name.as_str(), lower.name(0).as_str()]);
+    let note = limits.note.as_deref().unwrap();
+    assert!(
+        note.starts_with("overlay: devices found through lowerdir"),
+        "{note}"
+    );
+    assert!(
+        note.contains("btrfs: device found through /sys/fs/btrfs/"),
+        "{note}"
+    );
+}
+
+#[test]
+fn a_network_or_memory_file_system_says_why_it_has_no_device() {
+    let limits = DeviceLimits::for_path("/proc/self").unwrap();
+    let note = limits.note.as_deref().unwrap();
+    assert!(
+        note.contains("no block device") && note.contains("proc"),
+        "{note}"
+    );
+    assert_eq!(limits.sources.max_transfer, Source::Fallback);
+    assert!(limits.devices.is_empty());
 }

@@ -81,56 +81,161 @@ pub fn run_child_with_file_size_limit(name: &str, max_file_bytes: u64) -> (ExitS
     (output.status, text)
 }
 
-/// A loop device on an image file in `dir` (`sector`-byte sectors, `size` bytes), with
-/// ext4 made and mounted on it; unmounted and detached on drop, pass or fail.
+/// Whether the kernel has file system `fs` (`/proc/filesystems`, after a `modprobe`
+/// where it is not listed yet); `Err` says why not.
+pub fn filesystem_available(fs: &str) -> Result<(), String> {
+    let listed = || {
+        std::fs::read_to_string("/proc/filesystems")
+            .map(|text| {
+                text.lines()
+                    .any(|line| line.split_whitespace().last() == Some(fs))
+            })
+            .unwrap_or(false)
+    };
+    if listed() {
+        return Ok(());
+    }
+    let _ = Command::new("modprobe").arg(fs).output();
+    if listed() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the kernel has no {fs} (not in /proc/filesystems, and `modprobe {fs}` did not add it)"
+        ))
+    }
+}
+
+/// Loop devices on image files in `dir` with a file system made and mounted on them;
+/// unmounted, forgotten (btrfs), their changed queue settings restored and detached on
+/// drop, pass or fail.
 pub struct LoopMount {
+    /// The first loop device (the one mounted).
     pub device: String,
+    /// Every loop device, in the order of the `sectors` given.
+    pub devices: Vec<String>,
     pub mount: std::path::PathBuf,
+    fs: String,
     mounted: bool,
+    /// sysfs files written, with the values to put back.
+    restore: Vec<(std::path::PathBuf, String)>,
 }
 
 impl LoopMount {
-    /// `None` (with the reason printed) where loop devices cannot be made: not root, no
-    /// `losetup`, no free loop device.
+    /// One loop device (`sector`-byte sectors, `size` bytes) with ext4. `None` (with the
+    /// reason printed) where loop devices cannot be made: not root, no `losetup`, no
+    /// free loop device.
     pub fn new(dir: &std::path::Path, sector: u32, size: u64) -> Option<LoopMount> {
+        LoopMount::with_fs(dir, "ext4", &[sector], size)
+    }
+
+    /// One loop device per entry of `sectors` (that many bytes a sector, `size` bytes
+    /// each), file system `fs` (`ext4`, `xfs` or `btrfs`; btrfs spans all the devices,
+    /// data and metadata `single`) made on them, mounted at `dir/mnt`. `None` (with the
+    /// reason printed as `skipped: ...`) where not root, where `mkfs.<fs>` is missing,
+    /// where the kernel lacks `fs`, or where a step fails.
+    pub fn with_fs(
+        dir: &std::path::Path,
+        fs: &str,
+        sectors: &[u32],
+        size: u64,
+    ) -> Option<LoopMount> {
         if !rustix::process::geteuid().is_root() {
             eprintln!("skipped: making a loop device needs root");
             return None;
         }
-        let image = dir.join("disk.img");
-        std::fs::File::create(&image).ok()?.set_len(size).ok()?;
-        let out = Command::new("losetup")
-            .args(["--find", "--show", "-b", &sector.to_string()])
-            .arg(&image)
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            eprintln!(
-                "skipped: losetup failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let mkfs = format!("mkfs.{fs}");
+        if Command::new(&mkfs).arg("-V").output().is_err() {
+            eprintln!("skipped: {mkfs} is not installed (apt-get install btrfs-progs xfsprogs)");
+            return None;
+        }
+        if let Err(why) = filesystem_available(fs) {
+            eprintln!("skipped: {why}");
             return None;
         }
         let mut guard = LoopMount {
-            device: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            device: String::new(),
+            devices: Vec::new(),
             mount: dir.join("mnt"),
+            fs: fs.to_string(),
             mounted: false,
+            restore: Vec::new(),
         };
-        let mkfs = Command::new("mkfs.ext4")
-            .args(["-q", "-F", &guard.device])
-            .status()
-            .ok()?;
+        for (i, sector) in sectors.iter().enumerate() {
+            let image = dir.join(format!("disk{i}.img"));
+            std::fs::File::create(&image).ok()?.set_len(size).ok()?;
+            let out = Command::new("losetup")
+                .args(["--find", "--show", "-b", &sector.to_string()])
+                .arg(&image)
+                .output()
+                .ok()?;
+            if !out.status.success() {
+                eprintln!(
+                    "skipped: losetup failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                return None;
+            }
+            guard
+                .devices
+                .push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        }
+        guard.device = guard.devices.first()?.clone();
+        let mut mkfs_cmd = Command::new(&mkfs);
+        match fs {
+            "ext4" => mkfs_cmd.args(["-q", "-F"]),
+            "btrfs" if guard.devices.len() > 1 => {
+                mkfs_cmd.args(["-q", "-f", "-d", "single", "-m", "single"])
+            }
+            "btrfs" => mkfs_cmd.args(["-q", "-f"]),
+            _ => mkfs_cmd.args(["-q", "-f"]),
+        };
+        let made = mkfs_cmd.args(&guard.devices).output().ok()?;
+        if !made.status.success() {
+            eprintln!(
+                "skipped: {mkfs} failed: {}",
+                String::from_utf8_lossy(&made.stderr)
+            );
+            return None;
+        }
         std::fs::create_dir_all(&guard.mount).ok()?;
-        let mount = Command::new("mount")
-            .arg(&guard.device)
-            .arg(&guard.mount)
-            .status()
-            .ok()?;
-        guard.mounted = mkfs.success() && mount.success();
+        let mut mount = Command::new("mount");
+        if fs == "btrfs" && guard.devices.len() > 1 {
+            let devices: Vec<String> = guard
+                .devices
+                .iter()
+                .map(|d| format!("device={d}"))
+                .collect();
+            mount.args(["-o", &devices.join(",")]);
+        }
+        let out = mount.arg(&guard.device).arg(&guard.mount).output().ok()?;
+        guard.mounted = out.status.success();
         if !guard.mounted {
-            eprintln!("skipped: mkfs.ext4 or mount failed");
+            eprintln!(
+                "skipped: mounting {fs} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         guard.mounted.then_some(guard)
+    }
+
+    /// The kernel name of loop device `index` (`loop3`).
+    pub fn name(&self, index: usize) -> String {
+        self.devices[index].trim_start_matches("/dev/").to_string()
+    }
+
+    /// The sysfs queue directory of loop device `index`, by its kernel name.
+    pub fn queue(&self, index: usize) -> std::path::PathBuf {
+        std::path::Path::new("/sys/block")
+            .join(self.name(index))
+            .join("queue")
+    }
+
+    /// Lowers loop device `index`'s `max_sectors_kb` to `kb`; put back on drop.
+    pub fn set_max_sectors_kb(&mut self, index: usize, kb: u64) {
+        let file = self.queue(index).join("max_sectors_kb");
+        let old = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, kb.to_string()).unwrap();
+        self.restore.push((file, old.trim().to_string()));
     }
 }
 
@@ -139,7 +244,82 @@ impl Drop for LoopMount {
         if self.mounted {
             let _ = Command::new("umount").arg(&self.mount).status();
         }
-        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+        for (file, value) in self.restore.drain(..).rev() {
+            let _ = std::fs::write(file, value);
+        }
+        for device in &self.devices {
+            if self.fs == "btrfs" {
+                // btrfs remembers scanned devices; a reused loop device must not carry
+                // this file system's registration.
+                let _ = Command::new("btrfs")
+                    .args(["device", "scan", "--forget", device])
+                    .output();
+            }
+            let _ = Command::new("losetup").args(["-d", device]).status();
+        }
+    }
+}
+
+/// An overlay mount of `lower` under `upper` (with `work`) at `point`; unmounted on
+/// drop. `None` (with the reason printed) where the kernel has no overlayfs or the
+/// mount fails.
+pub struct OverlayMount {
+    pub point: std::path::PathBuf,
+}
+
+impl OverlayMount {
+    /// `lower` under `upper` (with `work`) at `point`.
+    pub fn new(
+        lower: &std::path::Path,
+        upper: &std::path::Path,
+        work: &std::path::Path,
+        point: &std::path::Path,
+    ) -> Option<OverlayMount> {
+        for dir in [upper, work] {
+            std::fs::create_dir_all(dir).ok()?;
+        }
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        OverlayMount::mount(&options, point)
+    }
+
+    /// A read-only overlay of `lowers` (the first on top) at `point`: no upper layer.
+    pub fn read_only(lowers: &[&std::path::Path], point: &std::path::Path) -> Option<OverlayMount> {
+        let lowers: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+        OverlayMount::mount(&format!("lowerdir={}", lowers.join(":")), point)
+    }
+
+    fn mount(options: &str, point: &std::path::Path) -> Option<OverlayMount> {
+        if let Err(why) = filesystem_available("overlay") {
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        std::fs::create_dir_all(point).ok()?;
+        let out = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", options])
+            .arg(point)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "skipped: mounting overlay failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        Some(OverlayMount {
+            point: point.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.point).status();
     }
 }
 
