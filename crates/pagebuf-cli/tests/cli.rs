@@ -189,10 +189,10 @@ fn play_verify_catches_a_corrupted_or_foreign_recording() {
     // Flip one byte inside a frame (not in the header, not in padding).
     let path = dir.join("take.pbs");
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[4096 + 64 + 1000] ^= 0x40;
+    bytes[2 * 4096 + 64 + 1000] ^= 0x40; // records start after the header and its backup
     std::fs::write(&path, &bytes).unwrap();
     let err = one_line_error(&pagebuf(&dir, &["play", "take.pbs", "--verify"]));
-    assert!(err.contains("corrupt data at byte offset 4096"), "{err}");
+    assert!(err.contains("corrupt data at byte offset 8192"), "{err}");
 
     // Checksums that hold over content `record` never wrote.
     let foreign = dir.join("foreign.pbs");

@@ -55,10 +55,14 @@ fn read_back(path: &std::path::Path) -> (u64, Option<Error>) {
 }
 
 const KILLED: &str = "a_writer_killed_with_sigkill_loses_nothing_it_flushed";
+const KILLED_TORN: &str = "a_killed_writer_whose_header_sector_is_lost_loses_nothing_it_flushed";
 
-#[test]
-fn a_writer_killed_with_sigkill_loses_nothing_it_flushed() {
-    if in_child(KILLED) {
+/// Runs test `name`'s writer in a child process and kills it with SIGKILL mid-stream,
+/// after it reported at least 900 samples flushed. In the child (which writes until it
+/// is killed) returns `None`; in the parent, the file and the most samples the child
+/// reported flushed.
+fn killed_writer(name: &str) -> Option<(std::path::PathBuf, u64)> {
+    if in_child(name) {
         // The child: write, flush, report, write more, until killed (or a minute passes).
         let path = std::env::var("PAGEBUF_CRASH_FILE").unwrap();
         let writer = open_writer(path.as_ref());
@@ -72,13 +76,13 @@ fn a_writer_killed_with_sigkill_loses_nothing_it_flushed() {
                 println!("flushed {i}");
             }
         }
-        return;
+        return None;
     }
-    let dir = scratch("stream-killed");
+    let dir = scratch(name);
     let path = dir.join("take.pbs");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([KILLED, "--exact", "--nocapture", "--test-threads=1"])
-        .env("PAGEBUF_TEST_CHILD", KILLED)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("PAGEBUF_TEST_CHILD", name)
         .env("PAGEBUF_CRASH_FILE", &path)
         .stdout(Stdio::piped())
         .spawn()
@@ -104,6 +108,14 @@ fn a_writer_killed_with_sigkill_loses_nothing_it_flushed() {
         }
     }
     assert!(flushed >= 900, "the child never reported a flush");
+    Some((path, flushed))
+}
+
+#[test]
+fn a_writer_killed_with_sigkill_loses_nothing_it_flushed() {
+    let Some((path, flushed)) = killed_writer(KILLED) else {
+        return;
+    };
     let (recovered, error) = read_back(&path);
     assert!(
         error.is_none(),
@@ -114,6 +126,27 @@ fn a_writer_killed_with_sigkill_loses_nothing_it_flushed() {
         "recovered {recovered} < flushed {flushed}"
     );
     eprintln!("flushed {flushed}, recovered {recovered}");
+}
+
+#[test]
+fn a_killed_writer_whose_header_sector_is_lost_loses_nothing_it_flushed() {
+    let Some((path, flushed)) = killed_writer(KILLED_TORN) else {
+        return;
+    };
+    // The first 512-byte sector of the file header lost (as a torn write leaves it).
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..512].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    let (recovered, error) = read_back(&path);
+    assert!(
+        error.is_none(),
+        "the backup header stands in for the lost one: {error:?}"
+    );
+    assert!(
+        recovered >= flushed,
+        "recovered {recovered} < flushed {flushed}"
+    );
+    eprintln!("header sector zeroed: flushed {flushed}, recovered {recovered}");
 }
 
 #[test]

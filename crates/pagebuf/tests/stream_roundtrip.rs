@@ -198,3 +198,80 @@ fn a_4096_byte_sector_device_round_trips() {
     assert!(writer.is_direct());
     assert_eq!(writer.unit(), 4096);
 }
+
+/// Sample `i` of `tests/fixtures/stream_v1.pbs`, a version-1 file (no backup header,
+/// records from `unit`) that the version-1 writer recorded: 5 samples of 2 streams, the
+/// second one written without a copy.
+fn v1_plan(i: u64) -> (u16, u64, SampleFlags, usize) {
+    let stream = 1 + (i % 2) as u16;
+    let flags = if i % 2 == 0 {
+        SampleFlags::KEY_FRAME
+    } else {
+        SampleFlags::empty()
+    };
+    let size = [100, 65_536, 3_000, 1, 500][i as usize];
+    (stream, 1_000 + i * 1_000, flags, size)
+}
+
+/// Sets a header's CRC (at 60, over its used bytes) to match its content.
+fn reseal_header(header: &mut [u8]) {
+    let used = u32::from_le_bytes(header[16..20].try_into().unwrap()) as usize;
+    header[60..64].fill(0);
+    let sum = crc32c::crc32c(&header[..used]);
+    header[60..64].copy_from_slice(&sum.to_le_bytes());
+}
+
+#[test]
+fn a_version_1_file_still_reads_with_and_without_its_index() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stream_v1.pbs");
+    let bytes = std::fs::read(fixture).unwrap();
+    assert_eq!(
+        u16::from_le_bytes([bytes[8], bytes[9]]),
+        1,
+        "a version-1 file"
+    );
+    let dir = scratch("stream-version-1");
+    let path = dir.join("v1.pbs");
+    let read = |bytes: &[u8], indexed: bool| {
+        std::fs::write(&path, bytes).unwrap();
+        let mut reader = SampleReader::open(&path).unwrap();
+        assert_eq!(reader.has_index(), indexed);
+        assert_eq!(reader.streams().len(), 2);
+        assert_eq!(reader.unit(), 4096);
+        let all = support::read_planned(&mut reader, v1_plan);
+        assert!(matches!(all, (5, None)), "{all:?}");
+        // Seeking (from the first index point, or the start of the data) finds the
+        // first record at `unit`, where version 1 puts it.
+        for (time, first) in [(0, 0), (1_000, 0), (1_500, 1), (3_000, 2), (5_000, 4)] {
+            reader.seek(time).unwrap();
+            let times: Vec<u64> = reader.by_ref().map(|s| s.unwrap().time).collect();
+            let want: Vec<u64> = (first..5).map(|i| v1_plan(i).1).collect();
+            assert_eq!(times, want, "seek to {time}");
+        }
+    };
+    // As written: finalized, with its index.
+    read(&bytes, true);
+    {
+        let reader = SampleReader::open(&path).unwrap();
+        assert_eq!(reader.sample_count(), Some(5));
+    }
+    // The header as it was before `end_writing` (the writer died after its index).
+    let mut unfinished = bytes.clone();
+    let index_offset = u64::from_le_bytes(bytes[24..32].try_into().unwrap()) as usize;
+    unfinished[20] &= !1;
+    unfinished[24..40].fill(0);
+    reseal_header(&mut unfinished[..4096]);
+    read(&unfinished, false);
+    // ... and before its index (the writer died after its last flush).
+    unfinished[index_offset..].fill(0);
+    read(&unfinished, false);
+    // A version-1 file has no backup header: its first sector lost, it is refused.
+    let mut torn = bytes.clone();
+    torn[..512].fill(0);
+    std::fs::write(&path, &torn).unwrap();
+    assert!(matches!(
+        SampleReader::open(&path),
+        Err(pagebuf::Error::Corrupt { offset: 0, .. })
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

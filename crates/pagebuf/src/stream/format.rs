@@ -1,7 +1,9 @@
 //! The byte layout of a sample file (FORMAT.md is the prose; this is the code), and the
 //! checks a reader makes before it believes a byte.
 //!
-//! * A file is a header of `unit` bytes, then records, each at a 64-byte boundary, each
+//! * A file is a header of `unit` bytes, a backup of it in the next `unit` bytes
+//!   (version 2: written once, never rewritten, so a header torn while `end_writing`
+//!   rewrote it loses nothing), then records, each at a 64-byte boundary, each
 //!   starting with a 64-byte [`RecordHeader`] whose own CRC32C covers every field,
 //!   including `record_len`, the distance to the next record; a record's payload has a
 //!   second CRC32C. A reader therefore never follows a damaged length, and never yields
@@ -15,8 +17,11 @@ use super::{SampleFlags, StreamKind, StreamSummary};
 
 /// The file's first eight bytes.
 pub(crate) const FILE_MAGIC: [u8; 8] = *b"PBSTREAM";
-/// The format version this code writes and reads.
-pub(crate) const VERSION: u16 = 1;
+/// The format version this code writes: 2, with a backup header at `unit` and the
+/// records from `2 * unit`. It also reads version 1 (no backup, records from `unit`).
+pub(crate) const VERSION: u16 = 2;
+/// The oldest version this code reads.
+const VERSION_1: u16 = 1;
 /// The first four bytes of every record.
 pub(crate) const RECORD_MAGIC: [u8; 4] = *b"PBRC";
 /// Size of a record header, and the alignment of every record (and so of every payload).
@@ -38,6 +43,21 @@ const INDEX_POINT: usize = 16;
 pub(crate) const MAX_STREAMS: usize = 63;
 /// Header flag: `end_writing` completed; the index is valid.
 const FLAG_FINALIZED: u32 = 1;
+/// Header flag (version 2): this is the backup at offset `unit`, written once by
+/// `begin_writing`; never set in the header at offset 0, never with `FLAG_FINALIZED`.
+const FLAG_BACKUP: u32 = 2;
+/// The largest unit a header can state (a power of two in a `u32`).
+pub(crate) const MAX_UNIT: u64 = 1 << 31;
+
+/// Where the first record starts in a file of `version` with alignment `unit`: after
+/// the header (version 1), or after the header and its backup (version 2).
+pub(crate) fn data_start(version: u16, unit: u64) -> u64 {
+    if version == VERSION_1 {
+        unit
+    } else {
+        2 * unit
+    }
+}
 
 fn crc(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)
@@ -69,8 +89,10 @@ pub(crate) fn round_up(n: u64, unit: u64) -> Option<u64> {
 /// The file header: what a reader needs before the first record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FileHeader {
+    /// The format version: [`VERSION`] for a file this code writes; 1 for an older one.
+    pub(crate) version: u16,
     /// Alignment unit of the file: records written without copying start at multiples
-    /// of it, and the first record starts at `unit`.
+    /// of it, and the first record starts at [`data_start`](Self::data_start).
     pub(crate) unit: u32,
     /// Set by `end_writing`: `index_offset` is valid.
     pub(crate) finalized: bool,
@@ -90,14 +112,31 @@ impl FileHeader {
         FILE_HEADER_FIXED + STREAM_ENTRY * self.streams.len()
     }
 
-    /// Writes the header into `out` (at least `used_len` bytes, zeroed by the caller).
+    /// Where the first record starts.
+    pub(crate) fn data_start(&self) -> u64 {
+        data_start(self.version, u64::from(self.unit))
+    }
+
+    /// Writes the header (the one at offset 0) into `out` (at least `used_len` bytes,
+    /// zeroed by the caller).
     pub(crate) fn encode(&self, out: &mut [u8]) {
+        self.encode_flags(out, 0);
+    }
+
+    /// Writes the backup header (the one at offset `unit`, version 2) into `out`: the
+    /// same header with the backup flag. Only a header that is not finalized has one.
+    pub(crate) fn encode_backup(&self, out: &mut [u8]) {
+        debug_assert!(self.version >= VERSION && !self.finalized);
+        self.encode_flags(out, FLAG_BACKUP);
+    }
+
+    fn encode_flags(&self, out: &mut [u8], extra: u32) {
         let used = self.used_len();
         put(out, 0, &FILE_MAGIC);
-        put(out, 8, &VERSION.to_le_bytes());
+        put(out, 8, &self.version.to_le_bytes());
         put(out, 12, &self.unit.to_le_bytes());
         put(out, 16, &(used as u32).to_le_bytes());
-        let flags = if self.finalized { FLAG_FINALIZED } else { 0 };
+        let flags = extra | if self.finalized { FLAG_FINALIZED } else { 0 };
         put(out, 20, &flags.to_le_bytes());
         put(out, 24, &self.index_offset.to_le_bytes());
         put(out, 32, &self.samples.to_le_bytes());
@@ -113,9 +152,25 @@ impl FileHeader {
         put(out, 60, &sum.to_le_bytes());
     }
 
-    /// Reads and checks a header from the first bytes of a file.
+    /// Reads and checks the header from the first bytes of a file.
     pub(crate) fn decode(b: &[u8]) -> Result<FileHeader> {
-        let bad = |offset: u64, detail: String| Error::Corrupt { offset, detail };
+        FileHeader::decode_slot(b, None)
+    }
+
+    /// Reads and checks `b` as the backup header of a file whose unit is `at`, read from
+    /// offset `at`: as strictly as the header at 0, and it must say it is a backup
+    /// (version 2, the backup flag, not finalized) of unit `at`.
+    pub(crate) fn decode_backup(b: &[u8], at: u64) -> Result<FileHeader> {
+        FileHeader::decode_slot(b, Some(at))
+    }
+
+    /// `backup`: `None` for the header at 0, or the offset the backup was read from.
+    fn decode_slot(b: &[u8], backup: Option<u64>) -> Result<FileHeader> {
+        let base = backup.unwrap_or(0);
+        let bad = |offset: u64, detail: String| Error::Corrupt {
+            offset: base + offset,
+            detail,
+        };
         if b.len() < FILE_HEADER_FIXED {
             return Err(bad(
                 0,
@@ -139,11 +194,27 @@ impl FileHeader {
         if crc(&scratch) != u32_at(b, 60) {
             return Err(bad(0, "the file header's checksum does not match".into()));
         }
+        if backup.is_some_and(|at| u64::from(u32_at(b, 12)) != at) {
+            return Err(bad(
+                12,
+                format!(
+                    "a header of unit {} cannot be the backup at offset {base}",
+                    u32_at(b, 12)
+                ),
+            ));
+        }
         let version = u16_at(b, 8);
-        if version != VERSION {
+        if !(VERSION_1..=VERSION).contains(&version) {
             return Err(Error::Unsupported(format!(
-                "sample file version {version}; this pagebuf reads version {VERSION}"
+                "sample file version {version}; this pagebuf reads versions {VERSION_1} to \
+                 {VERSION}: open it with a newer pagebuf"
             )));
+        }
+        if backup.is_some() && version < VERSION {
+            return Err(bad(
+                8,
+                format!("a version {version} file has no backup header"),
+            ));
         }
         let count = u16_at(b, 48) as usize;
         if count > MAX_STREAMS || used != FILE_HEADER_FIXED + STREAM_ENTRY * count {
@@ -170,8 +241,29 @@ impl FileHeader {
                 )
             })?);
         }
-        let finalized = u32_at(b, 20) & FLAG_FINALIZED != 0;
+        let flags = u32_at(b, 20);
+        let finalized = flags & FLAG_FINALIZED != 0;
+        // Version 1 knew only the finalized flag (and ignored the others, as it still
+        // does); from version 2 the backup flag says which copy this is.
+        if version >= VERSION {
+            let is_backup = flags & FLAG_BACKUP != 0;
+            if is_backup != backup.is_some() {
+                let detail = if is_backup {
+                    "the header at offset 0 is marked as the backup header"
+                } else {
+                    "the backup header is not marked as one"
+                };
+                return Err(bad(20, detail.into()));
+            }
+            if backup.is_some() && (finalized || u64_at(b, 24) != 0 || u64_at(b, 32) != 0) {
+                return Err(bad(
+                    20,
+                    "the backup header is finalized, and a backup never is".into(),
+                ));
+            }
+        }
         Ok(FileHeader {
+            version,
             unit,
             finalized,
             index_offset: u64_at(b, 24),
@@ -405,9 +497,18 @@ mod tests {
         assert_eq!(RecordHeader::decode(&[0; 64]), Err(HeaderFault::Unwritten));
     }
 
+    /// Sets `bytes`' header CRC to match its content (as a forger would).
+    fn reseal(bytes: &mut [u8]) {
+        let used = u32_at(bytes, 16) as usize;
+        put(bytes, 60, &[0; 4]);
+        let sum = crc(&bytes[..used]);
+        put(bytes, 60, &sum.to_le_bytes());
+    }
+
     #[test]
     fn file_header_round_trips() {
         let header = FileHeader {
+            version: VERSION,
             unit: 4096,
             finalized: true,
             index_offset: 1 << 30,
@@ -425,12 +526,88 @@ mod tests {
         ));
         // A newer version with a good checksum is refused as such, not as damage.
         bytes[20] ^= 1;
-        put(&mut bytes, 8, &2u16.to_le_bytes());
-        put(&mut bytes, 60, &[0; 4]);
-        let sum = crc(&bytes[..header.used_len()]);
-        put(&mut bytes, 60, &sum.to_le_bytes());
+        put(&mut bytes, 8, &(VERSION + 1).to_le_bytes());
+        reseal(&mut bytes);
         assert!(matches!(
             FileHeader::decode(&bytes),
+            Err(Error::Unsupported(_))
+        ));
+        // Version 1 still reads: its data starts at `unit`, version 2's after the backup.
+        let v1 = FileHeader {
+            version: 1,
+            ..header.clone()
+        };
+        v1.encode(&mut bytes);
+        assert_eq!(FileHeader::decode(&bytes).unwrap(), v1);
+        assert_eq!(v1.data_start(), 4096);
+        assert_eq!(header.data_start(), 8192);
+    }
+
+    #[test]
+    fn a_backup_header_is_told_apart_and_checked_as_strictly() {
+        let header = FileHeader {
+            version: VERSION,
+            unit: 8192,
+            finalized: false,
+            index_offset: 0,
+            samples: 0,
+            sync_tolerance: 30_000_000,
+            streams: vec![StreamKind::Video, StreamKind::Audio],
+        };
+        let mut backup = vec![0u8; 4096];
+        header.encode_backup(&mut backup);
+        assert_eq!(FileHeader::decode_backup(&backup, 8192).unwrap(), header);
+        // Not where a backup of its unit belongs; not a header at offset 0.
+        assert!(matches!(
+            FileHeader::decode_backup(&backup, 4096),
+            Err(Error::Corrupt { offset: 4108, .. })
+        ));
+        assert!(matches!(
+            FileHeader::decode(&backup),
+            Err(Error::Corrupt { offset: 20, .. })
+        ));
+        // Every flipped bit is caught.
+        for bit in 0..header.used_len() * 8 {
+            let mut flipped = backup.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                FileHeader::decode_backup(&flipped, 8192).is_err(),
+                "bit {bit}"
+            );
+        }
+        // A header at offset 0 is no backup, even with a good CRC.
+        let mut primary = vec![0u8; 4096];
+        header.encode(&mut primary);
+        assert!(FileHeader::decode_backup(&primary, 8192).is_err());
+        // A backup that claims to be finalized (CRC made to match) is refused.
+        for (at, value) in [(20, FLAG_BACKUP | FLAG_FINALIZED), (24, 8192), (32, 1)] {
+            let mut forged = backup.clone();
+            put(
+                &mut forged,
+                at,
+                &u64::from(value).to_le_bytes()[..if at == 20 { 4 } else { 8 }],
+            );
+            reseal(&mut forged);
+            assert!(
+                matches!(
+                    FileHeader::decode_backup(&forged, 8192),
+                    Err(Error::Corrupt { .. })
+                ),
+                "field at {at}"
+            );
+        }
+        // A version-1 file has no backup; a newer one is refused as such.
+        let mut old = backup.clone();
+        put(&mut old, 8, &1u16.to_le_bytes());
+        reseal(&mut old);
+        assert!(matches!(
+            FileHeader::decode_backup(&old, 8192),
+            Err(Error::Corrupt { .. })
+        ));
+        put(&mut old, 8, &(VERSION + 1).to_le_bytes());
+        reseal(&mut old);
+        assert!(matches!(
+            FileHeader::decode_backup(&old, 8192),
             Err(Error::Unsupported(_))
         ));
     }

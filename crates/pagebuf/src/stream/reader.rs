@@ -25,8 +25,8 @@ use crate::io_queue::{ReadAhead, ReadBlock, ReadMemory, ReadPlan};
 use crate::pool::BufferPool;
 
 use super::format::{
-    payload_crc, round_up, FileHeader, HeaderFault, Index, RecordHeader, RecordKind, MIN_UNIT,
-    RECORD_HEADER,
+    payload_crc, round_up, FileHeader, HeaderFault, Index, RecordHeader, RecordKind, MAX_UNIT,
+    MIN_UNIT, RECORD_HEADER,
 };
 use super::{Sample, StreamInfo};
 
@@ -181,12 +181,13 @@ impl SampleReader {
     /// Opens `path` and checks its header and index.
     ///
     /// # Errors
-    /// [`Error::Io`] if the file cannot be read; [`Error::Corrupt`] (offset 0 or in the
-    /// header) if it is not a sample file or its header is damaged;
+    /// [`Error::Io`] if the file cannot be read; [`Error::Corrupt`] (offset 0) if it is
+    /// not a sample file, or its header and the backup header are both damaged;
     /// [`Error::Unsupported`] for a newer format version; [`Error::InvalidArgument`] for
     /// a depth, window or memory budget of 0 or past its cap ([`caps`]). A damaged
     /// *index* is not an error here: the reader scans instead and yields the damage
-    /// after the last sample.
+    /// after the last sample. Nor is a torn or zeroed header where the backup holds
+    /// (format version 2): the reader then scans, without an index.
     pub fn with_options(path: impl AsRef<Path>, options: ReaderOptions) -> Result<SampleReader> {
         let depth = caps::check("ReaderOptions::depth", options.depth, caps::MAX_DEPTH)?;
         caps::check("ReaderOptions::window", options.window, caps::MAX_WINDOW)?;
@@ -206,11 +207,9 @@ impl SampleReader {
             None => own_memory(options.memory_budget)?,
         };
         let first = (file.limits().alignment() as usize).max(MIN_UNIT);
-        let mut head = buffer(&memory, first)?;
-        file.read_at(&mut head, 0)?;
-        let header = FileHeader::decode(&head)?;
-        drop(head);
+        let header = read_header(&file, &memory, first, file_len)?;
         let unit = u64::from(header.unit);
+        let data_start = header.data_start();
         let file = Arc::new(file);
         let window = round_up(options.window as u64, unit).unwrap_or(unit) as usize;
         let mut reader = SampleReader {
@@ -226,7 +225,7 @@ impl SampleReader {
             memory: memory.clone(),
             source: Source::Scan,
             block: None,
-            pos: unit,
+            pos: data_start,
             from_time: 0,
             done: false,
             last_offset: None,
@@ -241,7 +240,7 @@ impl SampleReader {
         }
         if let (Some(index), None) = (&reader.index, &options.allocator) {
             // The file says what its largest read is: the own pool holds two of them.
-            let largest = plan_windows(index, unit, unit, reader.window as u64)
+            let largest = plan_windows(index, data_start, unit, reader.window as u64)
                 .iter()
                 .map(|w| w.read_len)
                 .max()
@@ -263,7 +262,7 @@ impl SampleReader {
                 summary: reader.index.as_ref().map(|x| x.streams[i]),
             })
             .collect();
-        reader.restart(unit);
+        reader.restart(data_start);
         Ok(reader)
     }
 
@@ -303,11 +302,11 @@ impl SampleReader {
         self.from_time = time;
         let start = match &self.index {
             Some(index) => match index.points.iter().position(|p| p.max_time >= time) {
-                Some(0) => self.unit,
+                Some(0) => self.header.data_start(),
                 Some(i) => index.points[i].offset,
                 None => index.data_end,
             },
-            None => self.unit,
+            None => self.header.data_start(),
         };
         self.restart(start);
         Ok(())
@@ -319,7 +318,7 @@ impl SampleReader {
         // Past a cut, the damage is where the file ends.
         let offset = at.min(self.file_len);
         let bad = |detail: String| Error::Corrupt { offset, detail };
-        if at < self.unit || at % self.unit != 0 || at >= self.file_len {
+        if at < self.header.data_start() || at % self.unit != 0 || at >= self.file_len {
             return Err(bad(format!(
                 "the header puts the index at {at}, outside the file of {} bytes",
                 self.file_len
@@ -347,7 +346,10 @@ impl SampleReader {
             return Err(bad("the index's checksum does not match".into()));
         }
         let index = Index::decode(bytes, self.header.streams.len()).map_err(bad)?;
-        let inside = index.points.first().is_none_or(|p| p.offset >= self.unit);
+        let inside = index
+            .points
+            .first()
+            .is_none_or(|p| p.offset >= self.header.data_start());
         if index.data_end != at || !inside {
             return Err(bad(
                 "the index disagrees with the header about where data lies".into(),
@@ -581,6 +583,55 @@ fn buffer(memory: &ReadMemory, len: usize) -> Result<BufferMut> {
         Error::OutOfMemory(format!(
             "no memory for a read of {len} bytes; raise ReaderOptions::memory_budget"
         ))
+    })
+}
+
+/// Reads and checks the file header at offset 0 (`block`: the bytes of one direct read,
+/// a multiple of the device's alignment). Where that header fails its checks (torn,
+/// zeroed, damaged), the backup a version-2 writer put at offset `unit` stands in for
+/// it; it is never finalized, so the file is then read by scanning. Only the damaged
+/// header states `unit`, so the backup is looked for at each power of two from 4096 on
+/// (a file holds both headers, so within its first half) whose first bytes are not
+/// blank: the first such place is the backup, or there is none (it never reaches past
+/// the first record).
+fn read_header(
+    file: &DirectFile,
+    memory: &ReadMemory,
+    block: usize,
+    file_len: u64,
+) -> Result<FileHeader> {
+    let mut head = buffer(memory, block)?;
+    file.read_at(&mut head, 0)?;
+    let (offset, detail) = match FileHeader::decode(&head) {
+        Err(Error::Corrupt { offset, detail }) => (offset, detail),
+        decoded => return decoded,
+    };
+    drop(head);
+    let block = block as u64;
+    let mut unit = MIN_UNIT as u64;
+    while unit <= MAX_UNIT && unit.saturating_mul(2) <= file_len {
+        let at = unit / block * block;
+        let skip = (unit - at) as usize;
+        let len = round_up(skip as u64 + RECORD_HEADER as u64, block).unwrap_or(block);
+        let mut buf = buffer(memory, len as usize)?;
+        file.read_at(&mut buf, at)?;
+        let bytes = buf.get(skip..).unwrap_or_default();
+        if bytes.len() >= RECORD_HEADER && bytes[..RECORD_HEADER].iter().any(|&b| b != 0) {
+            match FileHeader::decode_backup(bytes, unit) {
+                Ok(backup) => return Ok(backup),
+                Err(Error::Unsupported(why)) => return Err(Error::Unsupported(why)),
+                Err(_) => break,
+            }
+        }
+        unit *= 2;
+    }
+    Err(Error::Corrupt {
+        offset: 0,
+        detail: format!(
+            "{detail} (file header, byte {offset}); no intact backup header follows it \
+             either (files of format version 1 have none), so this is not a readable \
+             sample file"
+        ),
     })
 }
 

@@ -36,8 +36,8 @@ use crate::pool::{class_size, BufferPool, BufferPoolStats, FramePool, Framing, P
 use crate::sequential::default_block_size;
 
 use super::format::{
-    payload_crc, FileHeader, Index, IndexPoint, RecordHeader, RecordKind, MAX_STREAMS, MIN_UNIT,
-    RECORD_HEADER,
+    data_start, payload_crc, FileHeader, Index, IndexPoint, RecordHeader, RecordKind, MAX_STREAMS,
+    MIN_UNIT, RECORD_HEADER, VERSION,
 };
 use super::{SampleFlags, StreamKind, StreamSummary, WriteSummary, TICKS_PER_SECOND};
 
@@ -352,15 +352,18 @@ impl SampleWriter {
         }
         self.write_header(&inner, None)?;
         inner.phase = Phase::Writing;
-        inner.chunk_offset = self.unit as u64;
+        inner.chunk_offset = data_start(VERSION, self.unit as u64);
         inner.started = Some(Instant::now());
         Ok(())
     }
 
     /// Writes the file header at offset 0, synchronously; `finished` = (index offset,
-    /// samples) once the index is on disk.
+    /// samples) once the index is on disk. The first time (`begin_writing`), also its
+    /// backup at offset `unit`, in a unit of its own that nothing writes again: a tear of
+    /// the header's rewrite at `end_writing` cannot reach it.
     fn write_header(&self, inner: &Inner, finished: Option<(u64, u64)>) -> Result<()> {
         let header = FileHeader {
+            version: VERSION,
             unit: self.unit as u32,
             finalized: finished.is_some(),
             index_offset: finished.map_or(0, |f| f.0),
@@ -373,6 +376,11 @@ impl SampleWriter {
         block.fill(0);
         header.encode(&mut block);
         self.file.write_at(&block, 0)?;
+        if finished.is_none() {
+            block.fill(0);
+            header.encode_backup(&mut block);
+            self.file.write_at(&block, self.unit as u64)?;
+        }
         Ok(())
     }
 
