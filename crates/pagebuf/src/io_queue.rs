@@ -128,12 +128,14 @@ impl WriteQueue {
     }
 
     /// Starts recording every completed write (see [`WriteTrace`]).
+    #[cfg(feature = "testing")]
     pub(crate) fn enable_trace(&self) {
         self.shared.lock().trace.get_or_insert_with(Vec::new);
         self.shared.tracing.store(true, Ordering::Release);
     }
 
     /// The writes handed to the queue since tracing was enabled.
+    #[cfg(feature = "testing")]
     pub(crate) fn trace(&self) -> Vec<WriteTrace> {
         self.shared.lock().trace.clone().unwrap_or_default()
     }
@@ -413,6 +415,11 @@ impl ReadAhead {
             workers,
             ended: false,
         }
+    }
+
+    /// The file read.
+    pub(crate) fn file(&self) -> &Arc<DirectFile> {
+        &self.file
     }
 
     /// Starts reads until `depth` are in flight, the plan ends, or (own pool) memory is

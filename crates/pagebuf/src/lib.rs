@@ -41,6 +41,8 @@
 //! # Ok::<(), pagebuf::Error>(())
 //! ```
 #![deny(missing_docs)]
+// Unsafe code only where ARCHITECTURE.md lists it, each file allowing it at its top.
+#![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod alloc;

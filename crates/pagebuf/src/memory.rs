@@ -13,6 +13,7 @@
 //! falling back to transparent huge pages when none are reserved), `mlock` (pinned
 //! memory; a refusal names `RLIMIT_MEMLOCK`), and pre-faulting (`MAP_POPULATE`), so the
 //! first write to a fresh buffer does not take a page fault per page.
+#![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::ffi::c_void;
 use std::ptr::NonNull;

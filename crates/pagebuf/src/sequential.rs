@@ -77,6 +77,16 @@ fn requests_for(file: &DirectFile, block_size: usize, depth: usize) -> (usize, u
     )
 }
 
+/// The file alone, once every thread that shared it is gone.
+fn unshare(file: Arc<DirectFile>) -> Result<DirectFile> {
+    Arc::try_unwrap(file).map_err(|file| {
+        Error::InvalidRequest(format!(
+            "{} is still in use by transfers in flight; finish them first",
+            file.path().display()
+        ))
+    })
+}
+
 /// A `std::io::Write` that writes a file sequentially in aligned blocks with `depth`
 /// writes in flight. Call [`finish`](Self::finish) to write the tail, set the length and
 /// sync; dropping it unfinished does the same, ignoring errors.
@@ -175,6 +185,24 @@ impl DirectWriter {
         self.accepted
     }
 
+    /// The file being written (for its path, limits or fd; writing to it directly
+    /// while the writer has blocks in flight races with them).
+    pub fn get_ref(&self) -> &DirectFile {
+        &self.file
+    }
+
+    /// Finishes (as [`finish`](Self::finish)) and gives the file back, positioned
+    /// nowhere in particular (all I/O on it is positioned), at its finished length.
+    ///
+    /// # Errors
+    /// As `finish`.
+    pub fn into_file(mut self) -> Result<DirectFile> {
+        self.finish_inner()?;
+        let file = self.file.clone();
+        drop(self); // the queue's threads, and their handles on the file, are gone
+        unshare(file)
+    }
+
     /// Writes the tail (padded to the alignment, then the file cut to size), waits for
     /// every write, syncs, and returns the file's length.
     ///
@@ -210,6 +238,9 @@ impl DirectWriter {
             self.file.set_len(len)?;
         }
         self.file.sync_data()?;
+        if self.file.created() {
+            self.file.sync_directory()?;
+        }
         Ok(self.accepted)
     }
 }
@@ -338,6 +369,22 @@ impl DirectReader {
             current: None,
             pos: 0,
         })
+    }
+
+    /// The file being read.
+    pub fn get_ref(&self) -> &DirectFile {
+        self.blocks.file()
+    }
+
+    /// Stops reading ahead and gives the file back.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] if the file is still shared (it never is once the
+    /// reader's threads are gone).
+    pub fn into_file(self) -> Result<DirectFile> {
+        let file = self.blocks.file().clone();
+        drop(self); // the reader's threads, and their handles on the file, are gone
+        unshare(file)
     }
 
     /// The next block in file order, or `None` at end of file.

@@ -27,7 +27,10 @@
 
 use std::thread;
 
-use pagebuf::pool::{FrameMemory, FramePool, Framing, POISON_BYTE};
+use pagebuf::pool::{FrameMemory, FramePool, Framing};
+
+/// What debug builds fill a returned frame with (pool/poison.rs documents 0xDB).
+const POISON_BYTE: u8 = 0xDB;
 
 fn pool(memory: FrameMemory) -> FramePool {
     FramePool::new(Framing::new(4096, 2).memory(memory)).unwrap()

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pagebuf::pool::{FrameMemory, FramePool, Framing, POISON_BYTE};
+use pagebuf::pool::{FrameMemory, FramePool, Framing};
+
+/// What debug builds fill a returned frame with (pool/poison.rs documents 0xDB).
+const POISON_BYTE: u8 = 0xDB;
 use pagebuf::{page_size, BufferAllocator, Error, MemoryOrigin};
 
 fn pool(frame_size: usize, frames: usize) -> FramePool {

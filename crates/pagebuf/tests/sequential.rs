@@ -162,6 +162,31 @@ fn a_failed_write_is_reported_by_every_later_call() {
     println!("sticky failure seen: {end}");
 }
 
+/// Long-lived owners of a file give it back (as std's `BufWriter`), and a `DirectFile`
+/// is an fd.
+#[test]
+fn writer_and_reader_give_their_file_back() {
+    use std::os::fd::AsFd;
+    let dir = scratch("seq-into-file");
+    let path = dir.join("data");
+    let mut out = DirectWriter::new(DirectFile::create(&path).unwrap()).unwrap();
+    assert_eq!(out.get_ref().path(), path);
+    out.write_all(&pattern(10_000, 3)).unwrap();
+    let file = out.into_file().unwrap();
+    assert_eq!(file.len().unwrap(), 10_000);
+    let stat = rustix::fs::fstat(file.as_fd()).unwrap();
+    assert_eq!(stat.st_size, 10_000);
+    drop(file);
+
+    let mut input = DirectReader::new(DirectFile::open(&path).unwrap()).unwrap();
+    let mut head = [0u8; 100];
+    input.read_exact(&mut head).unwrap();
+    assert_eq!(&head[..], &pattern(10_000, 3)[..100]);
+    assert_eq!(input.get_ref().path(), path);
+    let file = input.into_file().unwrap();
+    assert_eq!(file.len().unwrap(), 10_000);
+}
+
 #[test]
 fn buf_read_hands_out_the_blocks_without_a_copy() {
     use std::io::BufRead;

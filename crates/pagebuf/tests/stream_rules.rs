@@ -241,6 +241,7 @@ fn end_writing_wakes_a_waiting_allocation_with_invalid_request() {
     drop(held);
 }
 
+#[cfg(feature = "testing")]
 #[test]
 fn large_samples_are_written_from_their_own_buffer_and_small_ones_copied() {
     let dir = scratch("stream-zero-copy");

@@ -1,4 +1,5 @@
 //! `HeapAllocator`: buffers from the global allocator, header and data in one block.
+#![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::alloc::{self, Layout};
 use std::mem;

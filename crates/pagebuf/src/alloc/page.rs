@@ -1,4 +1,5 @@
 //! `PageAllocator`: every buffer its own anonymous mapping.
+#![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::ptr::NonNull;
 use std::sync::Arc;

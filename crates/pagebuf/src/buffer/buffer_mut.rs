@@ -1,4 +1,5 @@
 //! `BufferMut`: the uniquely owned, writable buffer (INSSBuffer while it is being filled).
+#![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::fmt;
 use std::mem::ManuallyDrop;

@@ -3,6 +3,7 @@
 //! The only panics in pagebuf live here, because the `bytes` traits require them:
 //! advancing a `Buf` or `BufMut` past its end panics, exactly as `bytes::Bytes` and
 //! `bytes::BytesMut` do.
+#![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use bytes::buf::UninitSlice;
 

@@ -1,4 +1,5 @@
 //! `Buffer`: the shared, immutable buffer (INSSBuffer once handed on; AddRef/Release).
+#![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::fmt;
 use std::mem::ManuallyDrop;

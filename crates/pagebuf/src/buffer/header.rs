@@ -21,6 +21,7 @@
 //! decrement is `Release`, and the thread that sees the count reach zero issues an
 //! `Acquire` fence before releasing, so every other thread's last use of the bytes
 //! happens-before the memory is reused or freed.
+#![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::fmt;
 use std::ptr::NonNull;

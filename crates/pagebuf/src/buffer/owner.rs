@@ -1,5 +1,6 @@
 //! The origin for memory a caller owns (`BufferMut::from_owner`, `Buffer::from_owner`):
 //! the owner moves into a box next to the header and is dropped on release.
+#![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::ptr::NonNull;
 

@@ -9,6 +9,7 @@
 //!
 //! A `View` does nothing on drop: the type that holds it decides how a view goes away
 //! (`BufferMut` releases directly, being unique; `Buffer` decrements the count).
+#![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::ptr::NonNull;
 

@@ -18,6 +18,7 @@
 //! One mutex guards the classes: a `BufferPool` is for buffers that live for a
 //! while (samples, read blocks), where the lock is noise next to the work; the
 //! per-frame hot path is `FramePool`.
+#![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::collections::BTreeMap;
 use std::ptr::NonNull;

@@ -27,4 +27,3 @@ pub(crate) use buffer_pool::class_size;
 pub use buffer_pool::{BufferPool, BufferPoolStats, ClassStats};
 pub use frame_pool::{AllocateFuture, FramePool, PoolStats};
 pub use framing::{FrameMemory, Framing, MAX_FRAMES};
-pub use poison::POISON_BYTE;

@@ -6,9 +6,10 @@
 //!   pagebuf_asan"`, as `.ci/run` does), a returned frame is also poisoned for ASan,
 //!   which then reports any access to it as `use-after-poison`; handing the frame out
 //!   again unpoisons it.
+#![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 /// The byte debug builds fill returned frames with.
-pub const POISON_BYTE: u8 = 0xDB;
+pub(crate) const POISON_BYTE: u8 = 0xDB;
 
 #[cfg(pagebuf_asan)]
 extern "C" {

@@ -26,6 +26,7 @@
 //! Thread exit (the thread-local's destructor) hands a parked frame back to the pool
 //! under the same protocol. A slot outlives its pool if need be (it is shared by `Arc`),
 //! and a pool being torn down leaves `steal` set for good, so a late owner keeps off.
+#![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::cell::RefCell;
 use std::sync::Arc;

@@ -48,6 +48,8 @@ mod writer;
 use std::time::Duration;
 
 use crate::buffer::Buffer;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
 pub use crate::io_queue::WriteTrace;
 pub use flags::SampleFlags;
 pub use reader::{ReaderOptions, SampleReader};

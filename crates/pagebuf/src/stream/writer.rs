@@ -31,7 +31,9 @@ use crate::buffer::BufferMut;
 use crate::caps;
 use crate::direct::{limits_before_open, DirectFile, DirectIo};
 use crate::error::{Error, Result};
-use crate::io_queue::{Reservation, WriteQueue, WriteTrace};
+#[cfg(feature = "testing")]
+use crate::io_queue::WriteTrace;
+use crate::io_queue::{Reservation, WriteQueue};
 use crate::pool::{class_size, BufferPool, BufferPoolStats, FramePool, Framing, PoolStats};
 use crate::sequential::default_block_size;
 
@@ -66,6 +68,7 @@ pub struct WriterOptions {
     sync_tolerance: Duration,
     depth: usize,
     direct: DirectIo,
+    #[cfg(feature = "testing")]
     trace_writes: bool,
 }
 
@@ -76,6 +79,7 @@ impl Default for WriterOptions {
             sync_tolerance: Duration::from_secs(3),
             depth: crate::sequential::DEFAULT_DEPTH,
             direct: DirectIo::Prefer,
+            #[cfg(feature = "testing")]
             trace_writes: false,
         }
     }
@@ -111,8 +115,10 @@ impl WriterOptions {
         self
     }
 
-    /// Records every write's address, length and offset ([`SampleWriter::write_trace`]):
-    /// for tests and diagnostics of the zero-copy path.
+    /// Records every write's address, length and offset (`SampleWriter::write_trace`):
+    /// a test hook (feature `testing`) that proves the zero-copy path.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
     pub fn trace_writes(mut self, trace: bool) -> Self {
         self.trace_writes = trace;
         self
@@ -247,6 +253,7 @@ impl SampleWriter {
         let reservation = Reservation::new(&file);
         let file = Arc::new(file);
         let queue = WriteQueue::new(file.clone(), depth);
+        #[cfg(feature = "testing")]
         if options.trace_writes {
             queue.enable_trace();
         }
@@ -305,7 +312,9 @@ impl SampleWriter {
         self.chunks.stats()
     }
 
-    /// Every write so far, if [`WriterOptions::trace_writes`] was set.
+    /// Every write so far, if `WriterOptions::trace_writes` was set (feature `testing`).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
     pub fn write_trace(&self) -> Vec<WriteTrace> {
         self.queue.trace()
     }
