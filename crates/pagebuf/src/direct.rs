@@ -197,6 +197,13 @@ impl DirectFileOptions {
             open(direct, Create::No).map(|file| (file, false))
         };
         let context = |e: std::io::Error| {
+            if block_device && e.raw_os_error() == Some(Errno::BUSY.raw_os_error()) {
+                return Error::InvalidRequest(format!(
+                    "{} is in use (mounted, or opened exclusively by another writer); \
+                     unmount it or wait until that writer is done",
+                    path.display()
+                ));
+            }
             Error::io(
                 format!(
                     "opening {} ({})",
@@ -227,9 +234,6 @@ impl DirectFileOptions {
                     }
                     let note = format!("{why}; using buffered I/O");
                     (open(false).map_err(context)?, false, Some(note))
-                }
-                Err(e) if block_device && e.raw_os_error() == Some(Errno::BUSY.raw_os_error()) => {
-                    return Err(busy(path));
                 }
                 Err(e) => return Err(context(e)),
             },

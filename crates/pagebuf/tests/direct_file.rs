@@ -229,6 +229,21 @@ fn a_4096_byte_sector_device_refuses_512_byte_alignment() {
     assert_eq!(file.write_at(&block[..4096], 4096).unwrap(), 4096);
     file.sync_data().unwrap();
     assert_eq!(file.len().unwrap(), 8192);
+
+    // The device under a mount is in use: a writer is refused (O_EXCL), never let loose
+    // on a mounted file system; a reader sees the device's whole size, never 0.
+    let err = DirectFile::create(&disk.device).unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
+    assert!(err.to_string().contains("in use"), "{err}");
+    let device = DirectFile::open(&disk.device).unwrap();
+    assert!(device.is_block_device());
+    assert_eq!(device.len().unwrap(), 64 << 20);
+    assert!(matches!(device.set_len(0), Err(Error::InvalidRequest(_))));
+    drop(file);
+    assert_eq!(
+        std::fs::metadata(disk.mount.join("data")).unwrap().len(),
+        8192
+    );
 }
 
 /// A mount made by a test (`mount ARGS... TARGET`), unmounted on drop.

@@ -40,10 +40,18 @@ pub fn in_child(name: &str) -> bool {
 /// process-wide limits, or die), with extra environment `env`; returns its exit status
 /// and its stdout + stderr.
 pub fn run_child(name: &str, env: &[(&str, &str)]) -> (ExitStatus, String) {
-    let output = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child.envs(env.iter().copied());
+    run_as_child(child, name)
+}
+
+/// Runs `command` (this test binary, or a wrapper that execs it with the arguments
+/// appended here) as the child copy of test `name`; its exit status and its stdout +
+/// stderr.
+fn run_as_child(mut command: Command, name: &str) -> (ExitStatus, String) {
+    let output = command
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env("PAGEBUF_TEST_CHILD", name)
-        .envs(env.iter().copied())
         .output()
         .unwrap();
     let text = format!(
@@ -63,22 +71,14 @@ pub fn run_child_with_file_size_limit(name: &str, max_file_bytes: u64) -> (ExitS
     // 1024s and take whichever the shell gives; either way the cap is well below what
     // the tests write.
     let blocks = max_file_bytes / 1024;
-    let output = Command::new("sh")
+    let mut shell = Command::new("sh");
+    shell
         .args([
             "-c",
             &format!("trap '' XFSZ; ulimit -f {blocks} && exec \"$0\" \"$@\""),
         ])
-        .arg(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env("PAGEBUF_TEST_CHILD", name)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status, text)
+        .arg(std::env::current_exe().unwrap());
+    run_as_child(shell, name)
 }
 
 /// Whether the kernel has file system `fs` (`/proc/filesystems`, after a `modprobe`
