@@ -16,9 +16,15 @@ pub fn copy(
     options: &CopyOptions,
     quiet: bool,
 ) -> pagebuf::Result<CopyReport> {
-    let total = std::fs::metadata(src).map(|m| m.len()).unwrap_or(0);
-    let bar = progress::bytes(total, "copy", quiet);
-    let report = copy_file(src, dst, options, &mut |done, _| bar.set_position(done));
+    // The library knows the total (a block device's size, where its metadata says 0)
+    // and passes it with each block.
+    let bar = progress::bytes(0, "copy", quiet);
+    let report = copy_file(src, dst, options, &mut |done, total| {
+        if bar.length() != Some(total) {
+            bar.set_length(total);
+        }
+        bar.set_position(done);
+    });
     bar.finish_and_clear();
     report
 }

@@ -3,7 +3,8 @@
 //! error as one line with a non-zero exit.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use pagebuf::stream::{SampleFlags, SampleWriter, StreamKind};
 
@@ -281,4 +282,185 @@ fn bench_prints_a_table_of_ratios() {
     );
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert!(left.is_empty(), "bench left files behind: {left:?}");
+}
+
+/// Runs `pagebuf ARGS` in `dir`, killed and failed (not left to hang the suite) if it
+/// has not exited within `limit`.
+fn pagebuf_within(dir: &Path, args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pagebuf"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pagebuf {args:?} has not exited after {limit:?}: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Bytes that depend on `seed` and on each byte's position.
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+// Issue 12, defects 1-4, through the built binary.
+
+#[test]
+fn copy_in_blocks_under_a_page_completes_byte_exact() {
+    let dir = scratch("copy-small-blocks");
+    let bytes = pattern(1, 10_000);
+    std::fs::write(dir.join("src"), &bytes).unwrap();
+    let alignment = pagebuf::DeviceLimits::for_path(&dir).unwrap().alignment();
+    let mut ran = 0;
+    for (block, size) in [("512", 512), ("1KiB", 1024)] {
+        if size % alignment != 0 {
+            eprintln!("skipped --block-size {block}: the alignment here is {alignment}");
+            continue;
+        }
+        let dst = format!("dst-{block}");
+        let out = stdout(&pagebuf_within(
+            &dir,
+            &["copy", "src", &dst, "--block-size", block, "--verify"],
+            Duration::from_secs(60),
+        ));
+        assert!(out.contains("verified: CRC32C"), "{out}");
+        assert!(
+            std::fs::read(dir.join(&dst)).unwrap() == bytes,
+            "--block-size {block}"
+        );
+        ran += 1;
+    }
+    if ran == 0 {
+        eprintln!("skipped: this file system's alignment {alignment} refuses blocks under a page");
+    }
+}
+
+#[test]
+fn copy_refuses_a_pseudo_file_and_leaves_no_output() {
+    let dir = scratch("copy-proc");
+    let err = one_line_error(&pagebuf(&dir, &["copy", "/proc/self/status", "out"]));
+    assert!(
+        err.contains("/proc/self/status") && err.contains("procfs"),
+        "{err}"
+    );
+    assert!(!dir.join("out").exists(), "a refused copy left `out`");
+}
+
+#[test]
+fn copy_refused_by_its_options_leaves_an_existing_destination_unchanged() {
+    let dir = scratch("copy-refused");
+    std::fs::write(dir.join("src"), pattern(2, 100_000)).unwrap();
+    let kept = pattern(3, 12_345);
+    std::fs::write(dir.join("dst"), &kept).unwrap();
+    let err = one_line_error(&pagebuf(
+        &dir,
+        &["copy", "src", "dst", "--block-size", "513"],
+    ));
+    assert!(
+        std::fs::read(dir.join("dst")).unwrap() == kept,
+        "a refused copy changed the destination: {err}"
+    );
+    assert!(err.contains("513") && err.contains("multiple of"), "{err}");
+    // A block size whose buffers would be past the copy's memory cap: refused up front.
+    let err = one_line_error(&pagebuf(
+        &dir,
+        &[
+            "copy",
+            "src",
+            "dst",
+            "--block-size",
+            "64MiB",
+            "--depth",
+            "64",
+        ],
+    ));
+    assert!(std::fs::read(dir.join("dst")).unwrap() == kept, "{err}");
+}
+
+/// Whether this process runs as root (effective uid 0, from /proc/self/status).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A loop device over an image file, detached on drop, pass or fail.
+struct LoopDevice(String);
+
+impl LoopDevice {
+    /// A loop device (4096-byte sectors) over `image`; `None` (reason printed) where
+    /// one cannot be made.
+    fn new(image: &Path) -> Option<LoopDevice> {
+        if !is_root() {
+            eprintln!("skipped: making a loop device needs root");
+            return None;
+        }
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "-b", "4096"])
+            .arg(image)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "skipped: losetup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        Some(LoopDevice(
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        ))
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+#[test]
+fn copy_of_a_block_device_copies_its_whole_size() {
+    let dir = scratch("copy-device");
+    let bytes = pattern(4, (4 << 20) + 4096);
+    let image = dir.join("device.img");
+    std::fs::write(&image, &bytes).unwrap();
+    let Some(device) = LoopDevice::new(&image) else {
+        return;
+    };
+    let out = stdout(&pagebuf_within(
+        &dir,
+        &["copy", &device.0, "out", "--verify"],
+        Duration::from_secs(60),
+    ));
+    assert!(out.contains("4.0 MiB") && !out.contains(" 0 B "), "{out}");
+    assert!(out.contains("verified: CRC32C"), "{out}");
+    assert!(
+        std::fs::read(dir.join("out")).unwrap() == bytes,
+        "the copy is the device's bytes"
+    );
+    let value = json(&pagebuf(&dir, &["copy", &device.0, "out2", "--json"]));
+    assert_eq!(value["bytes"], bytes.len());
 }

@@ -400,3 +400,67 @@ pub fn read_planned(
     }
     (count, None)
 }
+
+impl LoopMount {
+    /// A loop device with `sector`-byte sectors over the existing file `image`, with no
+    /// file system and nothing mounted: a raw block device to read and write, detached
+    /// on drop, pass or fail. `None` (with the reason printed as `skipped: ...`) where
+    /// not root or where `losetup` fails.
+    pub fn raw(image: &std::path::Path, sector: u32) -> Option<LoopMount> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: making a loop device needs root");
+            return None;
+        }
+        let out = match Command::new("losetup")
+            .args(["--find", "--show", "-b", &sector.to_string()])
+            .arg(image)
+            .output()
+        {
+            Ok(out) => out,
+            Err(err) => {
+                eprintln!("skipped: losetup cannot be run: {err}");
+                return None;
+            }
+        };
+        if !out.status.success() {
+            eprintln!(
+                "skipped: losetup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Some(LoopMount {
+            device: device.clone(),
+            devices: vec![device],
+            mount: image.to_path_buf(),
+            fs: String::new(),
+            mounted: false,
+            restore: Vec::new(),
+        })
+    }
+}
+
+/// Runs `f` on a thread of its own and returns what it returns, or fails the test (it
+/// does not hang the suite) if `f` has not finished within `limit`. A panic in `f` is
+/// the test's panic.
+pub fn within<T: Send + 'static>(
+    limit: std::time::Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} has not finished after {limit:?}: it hangs")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the worker sends before it ends"),
+        },
+    }
+}
