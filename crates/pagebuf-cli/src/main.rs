@@ -49,9 +49,10 @@ fn block_size(text: &str) -> Result<usize, String> {
 
 fn depth(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
-        Ok(d) if (1..=64).contains(&d) => Ok(d),
+        Ok(d) if (1..=pagebuf::caps::MAX_DEPTH).contains(&d) => Ok(d),
         _ => Err(format!(
-            "depth `{text}` must be a whole number from 1 to 64"
+            "depth `{text}` must be a whole number from 1 to {}",
+            pagebuf::caps::MAX_DEPTH
         )),
     }
 }

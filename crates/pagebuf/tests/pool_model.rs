@@ -38,7 +38,10 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use pagebuf::pool::{AllocateFuture, FrameMemory, FramePool, Framing, POISON_BYTE};
+use pagebuf::pool::{AllocateFuture, FrameMemory, FramePool, Framing};
+
+/// What debug builds fill a returned frame with (pool/poison.rs documents 0xDB).
+const POISON_BYTE: u8 = 0xDB;
 use pagebuf::{page_size, Buffer, BufferMut, Error, MemoryOrigin};
 use proptest::prelude::*;
 
