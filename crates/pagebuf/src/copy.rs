@@ -1,7 +1,7 @@
 //! `copy_file`: a direct-I/O copy of a file of any size, reads and writes overlapping,
 //! memory bounded by one pool.
 //!
-//! * **Checked first.** Every option against its cap ([`caps`](crate::caps)), the
+//! * **Checked first.** Every option against its cap ([`caps`]), the
 //!   source (a regular file or block device, not on a pseudo file system whose files
 //!   do not state their size, not the destination) and the block size against both
 //!   files' alignment, all before the destination is opened: a refused copy leaves it
