@@ -400,6 +400,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn out_of_memory_names_rlimit_as_only_where_it_is_set() {
+        let text = map_error(Errno::NOMEM, 1 << 40, false).to_string();
+        match rustix::process::getrlimit(rustix::process::Resource::As).current {
+            Some(limit) => assert!(text.contains(&format!("currently {limit} bytes")), "{text}"),
+            None => {
+                assert!(!text.contains("RLIMIT_AS"), "{text}");
+                assert!(text.contains("memory.max"), "{text}");
+            }
+        }
+        assert!(!text.contains("unlimited"), "{text}");
+    }
+
+    #[test]
     fn page_size_is_a_power_of_two() {
         assert!(page_size().is_power_of_two());
         assert_eq!(page_size(), rustix::param::page_size());
