@@ -423,14 +423,16 @@ impl ReadAhead {
     }
 
     /// Starts reads until `depth` are in flight, the plan ends, or (own pool) memory is
-    /// not free now.
-    fn start_reads(&mut self) -> Result<()> {
+    /// not free now. `handed_out` counts blocks the consumer has just been given: while
+    /// it holds one, an own pool with nothing free means "not yet", not "never".
+    fn start_reads(&mut self, handed_out: usize) -> Result<()> {
         while !self.ended && self.in_flight.len() < self.depth {
             let Some((offset, len)) = (self.plan)(self.next) else {
                 self.ended = true;
                 break;
             };
-            let Some(buf) = self.memory.take(len, self.in_flight.len())? else {
+            let coming_back = self.in_flight.len() + handed_out;
+            let Some(buf) = self.memory.take(len, coming_back)? else {
                 break;
             };
             let Some(jobs) = &self.jobs else { break };
@@ -449,7 +451,7 @@ impl ReadAhead {
 
     /// The next read in plan order; `None` after the plan, a short read or an error.
     pub(crate) fn next_block(&mut self) -> Option<Result<ReadBlock>> {
-        if let Err(err) = self.start_reads() {
+        if let Err(err) = self.start_reads(0) {
             self.ended = true;
             self.in_flight.clear();
             return Some(Err(err));
@@ -461,6 +463,10 @@ impl ReadAhead {
                     // End of file: reads started after it found nothing.
                     self.ended = true;
                     self.in_flight.clear();
+                } else {
+                    // Keep `depth` in flight while the caller works on this block. A
+                    // refusal here is met again, and reported, by the next call.
+                    let _ = self.start_reads(1);
                 }
                 Some(Ok(block))
             }
