@@ -343,16 +343,21 @@ impl ReadMemory {
     }
 }
 
-/// One read handed to a worker: into `buf` at `offset`, the outcome sent on `reply`.
+/// One read handed to a worker: into `buf` at `offset`; its outcome goes back tagged
+/// with `seq`, its place in the plan.
 struct ReadJob {
     buf: BufferMut,
     offset: u64,
-    reply: SyncSender<Result<ReadBlock>>,
+    seq: u64,
 }
+
+/// A finished read: its place in the plan and its outcome.
+type ReadReply = (u64, Result<ReadBlock>);
 
 /// Reads along a [`ReadPlan`], up to `depth` in flight, delivered in plan order. The
 /// consumer allocates each read's buffer (see [`ReadMemory`]) and hands it to one of
-/// `min(depth, MAX_DEPTH)` worker threads; a short read (end of file) or an error ends
+/// `min(depth, MAX_DEPTH)` worker threads; replies come back on one channel in any
+/// order and are put back in plan order. A short read (end of file) or an error ends
 /// the plan.
 pub(crate) struct ReadAhead {
     file: Arc<DirectFile>,
@@ -361,8 +366,11 @@ pub(crate) struct ReadAhead {
     depth: usize,
     /// The plan index of the next read to start.
     next: u64,
-    /// Replies of the reads started, oldest first.
-    in_flight: VecDeque<Receiver<Result<ReadBlock>>>,
+    /// The plan index of the next read to deliver: reads `delivered..next` are in flight.
+    delivered: u64,
+    /// Replies that came before their turn, at `seq - delivered`.
+    early: VecDeque<Option<Result<ReadBlock>>>,
+    replies: Receiver<ReadReply>,
     jobs: Option<SyncSender<ReadJob>>,
     workers: Vec<JoinHandle<()>>,
     /// No read is started after the plan ended, a short read or an error.
@@ -379,16 +387,18 @@ impl ReadAhead {
     ) -> ReadAhead {
         let depth = depth.clamp(1, MAX_DEPTH);
         let (tx, rx) = mpsc::sync_channel::<ReadJob>(depth);
+        // Room for every read in flight: a worker never waits to reply.
+        let (reply, replies) = mpsc::sync_channel::<ReadReply>(depth);
         let rx = Arc::new(Mutex::new(rx));
         let workers = (0..depth)
             .map(|_| {
-                let (file, rx) = (file.clone(), rx.clone());
+                let (file, rx, reply) = (file.clone(), rx.clone(), reply.clone());
                 std::thread::spawn(move || loop {
                     let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                     let Ok(ReadJob {
                         mut buf,
                         offset,
-                        reply,
+                        seq,
                     }) = job
                     else {
                         break;
@@ -400,7 +410,7 @@ impl ReadAhead {
                         planned,
                     });
                     // The consumer may be gone: the buffer then goes home with the reply.
-                    let _ = reply.send(outcome);
+                    let _ = reply.send((seq, outcome));
                 })
             })
             .collect();
@@ -410,11 +420,18 @@ impl ReadAhead {
             plan,
             depth,
             next: 0,
-            in_flight: VecDeque::with_capacity(depth),
+            delivered: 0,
+            early: VecDeque::with_capacity(depth),
+            replies,
             jobs: Some(tx),
             workers,
             ended: false,
         }
+    }
+
+    /// Reads started and not yet delivered.
+    fn in_flight(&self) -> usize {
+        (self.next - self.delivered) as usize
     }
 
     /// The file read.
@@ -426,43 +443,67 @@ impl ReadAhead {
     /// not free now. `handed_out` counts blocks the consumer has just been given: while
     /// it holds one, an own pool with nothing free means "not yet", not "never".
     fn start_reads(&mut self, handed_out: usize) -> Result<()> {
-        while !self.ended && self.in_flight.len() < self.depth {
+        while !self.ended && self.in_flight() < self.depth {
             let Some((offset, len)) = (self.plan)(self.next) else {
                 self.ended = true;
                 break;
             };
-            let coming_back = self.in_flight.len() + handed_out;
+            let coming_back = self.in_flight() + handed_out;
             let Some(buf) = self.memory.take(len, coming_back)? else {
                 break;
             };
             let Some(jobs) = &self.jobs else { break };
-            let (reply, done) = mpsc::sync_channel(1);
-            if jobs.send(ReadJob { buf, offset, reply }).is_err() {
+            let seq = self.next;
+            if jobs.send(ReadJob { buf, offset, seq }).is_err() {
                 return Err(Error::InvalidRequest(format!(
                     "the reader threads of {} are gone; open a new reader",
                     self.file.path().display()
                 )));
             }
-            self.in_flight.push_back(done);
             self.next += 1;
         }
         Ok(())
     }
 
+    /// The reply of read `self.delivered`, waiting for it; `None` if the workers are gone.
+    fn take_reply(&mut self) -> Option<Result<ReadBlock>> {
+        loop {
+            if let Some(Some(_)) = self.early.front() {
+                return self.early.pop_front().flatten();
+            }
+            let (seq, outcome) = self.replies.recv().ok()?;
+            let at = (seq - self.delivered) as usize;
+            if self.early.len() <= at {
+                self.early.resize_with(at + 1, || None);
+            }
+            self.early[at] = Some(outcome);
+        }
+    }
+
+    /// Stops: no more reads are started or delivered (replies still coming are dropped
+    /// with the channel, their buffers going home).
+    fn end(&mut self) {
+        self.ended = true;
+        self.delivered = self.next;
+        self.early.clear();
+    }
+
     /// The next read in plan order; `None` after the plan, a short read or an error.
     pub(crate) fn next_block(&mut self) -> Option<Result<ReadBlock>> {
         if let Err(err) = self.start_reads(0) {
-            self.ended = true;
-            self.in_flight.clear();
+            self.end();
             return Some(Err(err));
         }
-        let done = self.in_flight.pop_front()?;
-        match done.recv() {
-            Ok(Ok(block)) => {
+        if self.in_flight() == 0 {
+            return None;
+        }
+        let outcome = self.take_reply();
+        self.delivered += 1;
+        match outcome {
+            Some(Ok(block)) => {
                 if block.data.len() < block.planned {
                     // End of file: reads started after it found nothing.
-                    self.ended = true;
-                    self.in_flight.clear();
+                    self.end();
                 } else {
                     // Keep `depth` in flight while the caller works on this block. A
                     // refusal here is met again, and reported, by the next call.
@@ -470,13 +511,12 @@ impl ReadAhead {
                 }
                 Some(Ok(block))
             }
-            Ok(Err(err)) => {
-                self.ended = true;
-                self.in_flight.clear();
+            Some(Err(err)) => {
+                self.end();
                 Some(Err(err))
             }
-            Err(_) => {
-                self.ended = true;
+            None => {
+                self.end();
                 None
             }
         }
@@ -487,7 +527,7 @@ impl Drop for ReadAhead {
     fn drop(&mut self) {
         // Closing the job channel stops the workers once the reads in it are done.
         self.jobs = None;
-        self.in_flight.clear();
+        self.end();
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
