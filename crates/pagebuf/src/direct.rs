@@ -168,33 +168,14 @@ impl DirectFileOptions {
         if self.exclusive && block_device {
             flags |= OFlags::EXCL;
         }
-        let open = |direct: bool, create: Create| {
+        let open = |direct: bool| {
             let mut options = std_options.clone();
-            match create {
-                Create::No => {}
-                Create::New => {
-                    options.create_new(true);
-                }
-            }
             let mut flags = flags;
             if direct {
                 flags |= OFlags::DIRECT;
             }
             options.custom_flags(flags.bits() as i32);
             options.open(path)
-        };
-        // `create`: try to make it first, so the file knows whether this open created
-        // it (a writer then syncs the directory, and a failed copy removes it).
-        let open = |direct: bool| -> std::io::Result<(File, bool)> {
-            if self.create_new || (self.create && !block_device) {
-                match open(direct, Create::New) {
-                    Ok(file) => return Ok((file, true)),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !self.create_new => {
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            open(direct, Create::No).map(|file| (file, false))
         };
         let context = |e: std::io::Error| {
             if block_device && e.raw_os_error() == Some(Errno::BUSY.raw_os_error()) {
@@ -217,28 +198,51 @@ impl DirectFileOptions {
                 e,
             )
         };
-        let ((file, created), direct, fallback_note) = match self.direct {
-            DirectIo::Off => (open(false).map_err(context)?, false, None),
-            DirectIo::Require | DirectIo::Prefer => match open(true) {
-                Ok(opened) => (opened, true, None),
-                Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
-                    let why = format!(
-                        "the file system at {} refuses O_DIRECT (EINVAL)",
-                        path.display()
-                    );
-                    if self.direct == DirectIo::Require {
-                        return Err(Error::Unsupported(format!(
-                            "{why}; use DirectIo::Prefer to fall back to buffered I/O, or \
-                             put the file on a file system that supports direct I/O"
-                        )));
-                    }
-                    let note = format!("{why}; using buffered I/O");
-                    (open(false).map_err(context)?, false, Some(note))
+        // Made first, apart (`O_CREAT | O_EXCL`, no `O_DIRECT`), so the file knows whether
+        // this open created it (a writer then syncs the directory, and a failed copy
+        // removes it), whatever the direct-I/O policy then finds.
+        let created = if self.create_new || (self.create && !block_device) {
+            match OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(_) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !self.create_new => {
+                    false
                 }
                 Err(e) => return Err(context(e)),
-            },
+            }
+        } else {
+            false
         };
-        let limits = DeviceLimits::for_path(path)?;
+        let opened = || -> Result<(File, bool, Option<String>, DeviceLimits)> {
+            let (file, direct, fallback_note) = match self.direct {
+                DirectIo::Off => (open(false).map_err(context)?, false, None),
+                DirectIo::Require | DirectIo::Prefer => match open(true) {
+                    Ok(opened) => (opened, true, None),
+                    Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
+                        let why = format!(
+                            "the file system at {} refuses O_DIRECT (EINVAL)",
+                            path.display()
+                        );
+                        if self.direct == DirectIo::Require {
+                            return Err(Error::Unsupported(format!(
+                                "{why}; use DirectIo::Prefer to fall back to buffered I/O, or \
+                                 put the file on a file system that supports direct I/O"
+                            )));
+                        }
+                        let note = format!("{why}; using buffered I/O");
+                        (open(false).map_err(context)?, false, Some(note))
+                    }
+                    Err(e) => return Err(context(e)),
+                },
+            };
+            Ok((file, direct, fallback_note, DeviceLimits::for_path(path)?))
+        };
+        // A file made here and then refused (no O_DIRECT under `Require`, no limits) is
+        // removed again: a refused open leaves nothing behind.
+        let (file, direct, fallback_note, limits) = opened().inspect_err(|_| {
+            if created {
+                let _ = std::fs::remove_file(path);
+            }
+        })?;
         let file = DirectFile {
             file,
             path: path.to_path_buf(),
@@ -277,13 +281,6 @@ pub(crate) fn limits_before_open(path: &Path) -> Result<DeviceLimits> {
         Some(dir) if !dir.as_os_str().is_empty() => DeviceLimits::for_path(dir),
         _ => DeviceLimits::for_path("."),
     }
-}
-
-/// How an open may create the file.
-#[derive(Clone, Copy)]
-enum Create {
-    No,
-    New,
 }
 
 /// The error for a file another writer holds.
