@@ -24,6 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, FlockOperation, OFlags, StatxFlags, CWD};
 use rustix::io::Errno;
@@ -244,8 +245,10 @@ impl DirectFileOptions {
             }
         })?;
         let file = DirectFile {
-            file,
-            path: path.to_path_buf(),
+            open: Arc::new(OpenFile {
+                file,
+                path: path.to_path_buf(),
+            }),
             limits,
             direct,
             fallback_note,
@@ -253,7 +256,7 @@ impl DirectFileOptions {
             block_device,
         };
         if self.exclusive && !block_device {
-            match rustix::fs::flock(&file.file, FlockOperation::NonBlockingLockExclusive) {
+            match rustix::fs::flock(&file.open.file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => {}
                 Err(Errno::WOULDBLOCK) => return Err(busy(path)),
                 Err(errno) => {
@@ -333,8 +336,10 @@ fn refuse_special_files(path: &Path) -> Result<Option<FileType>> {
 /// ```
 #[derive(Debug)]
 pub struct DirectFile {
-    file: File,
-    path: PathBuf,
+    /// The open file and its name, shared with transfers in flight on an
+    /// [`IoRing`](crate::IoRing) (so a dropped `DirectFile` never lets a late transfer
+    /// reach whatever reuses its fd number).
+    open: Arc<OpenFile>,
     limits: DeviceLimits,
     direct: bool,
     fallback_note: Option<String>,
@@ -343,9 +348,23 @@ pub struct DirectFile {
     block_device: bool,
 }
 
+/// The open file of a [`DirectFile`] and the path it was opened at.
+#[derive(Debug)]
+pub(crate) struct OpenFile {
+    pub(crate) file: File,
+    pub(crate) path: PathBuf,
+}
+
+impl OpenFile {
+    /// An [`Error::Io`] for `doing` (`"reading"`) at `at`.
+    pub(crate) fn io_error(&self, doing: &str, at: u64, e: std::io::Error) -> Error {
+        Error::io(format!("{doing} {} at offset {at}", self.path.display()), e)
+    }
+}
+
 impl AsFd for DirectFile {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
+        self.open.file.as_fd()
     }
 }
 
@@ -397,7 +416,7 @@ impl DirectFile {
 
     /// The path the file was opened at.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.open.path
     }
 
     /// Reads into `buf` from `offset`, up to `buf.max_len()` bytes, and sets `buf`'s
@@ -415,6 +434,7 @@ impl DirectFile {
             let want = (len - done).min(chunk);
             let at = offset + done as u64;
             let n = self
+                .open
                 .file
                 .read_at(&mut buf.whole_mut()[done..done + want], at)
                 .map_err(|e| self.io_error("reading", at, e))?;
@@ -441,6 +461,7 @@ impl DirectFile {
             let want = (data.len() - done).min(chunk);
             let at = offset + done as u64;
             let n = self
+                .open
                 .file
                 .write_at(&data[done..done + want], at)
                 .map_err(|e| self.io_error("writing", at, e))?;
@@ -472,14 +493,19 @@ impl DirectFile {
     /// # Errors
     /// [`Error::Io`] from the system.
     pub fn len(&self) -> Result<u64> {
-        let context = |e| Error::io(format!("reading the length of {}", self.path.display()), e);
+        let context = |e| {
+            Error::io(
+                format!("reading the length of {}", self.open.path.display()),
+                e,
+            )
+        };
         if self.block_device {
             // `st_size` is 0 for a device; its end is its size (positioned I/O ignores
             // the file position this moves).
-            return rustix::fs::seek(&self.file, rustix::fs::SeekFrom::End(0))
+            return rustix::fs::seek(&self.open.file, rustix::fs::SeekFrom::End(0))
                 .map_err(|e| context(e.into()));
         }
-        self.file.metadata().map(|m| m.len()).map_err(context)
+        self.open.file.metadata().map(|m| m.len()).map_err(context)
     }
 
     /// Makes the file's name durable: `fsync` of the directory holding it, which a
@@ -489,7 +515,7 @@ impl DirectFile {
     /// # Errors
     /// [`Error::Io`] from the system.
     pub fn sync_directory(&self) -> Result<()> {
-        let dir = match self.path.parent() {
+        let dir = match self.open.path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
@@ -515,12 +541,15 @@ impl DirectFile {
         if self.block_device {
             return Err(Error::InvalidRequest(format!(
                 "{} is a block device: its length is the device's and cannot be set",
-                self.path.display()
+                self.open.path.display()
             )));
         }
-        self.file.set_len(len).map_err(|e| {
+        self.open.file.set_len(len).map_err(|e| {
             Error::io(
-                format!("setting the length of {} to {len}", self.path.display()),
+                format!(
+                    "setting the length of {} to {len}",
+                    self.open.path.display()
+                ),
                 e,
             )
         })
@@ -537,17 +566,22 @@ impl DirectFile {
     /// 2.6.39-era kernels, some network file systems); [`Error::Io`] otherwise (a full
     /// disk is `ENOSPC`).
     pub fn allocate(&self, offset: u64, len: u64) -> Result<()> {
-        match rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::empty(), offset, len) {
+        match rustix::fs::fallocate(
+            &self.open.file,
+            rustix::fs::FallocateFlags::empty(),
+            offset,
+            len,
+        ) {
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::OPNOTSUPP) => Err(Error::Unsupported(format!(
                 "the file system of {} cannot reserve space (fallocate); write without \
                  reserving",
-                self.path.display()
+                self.open.path.display()
             ))),
             Err(errno) => Err(Error::io(
                 format!(
                     "reserving {len} bytes at offset {offset} of {}",
-                    self.path.display()
+                    self.open.path.display()
                 ),
                 errno.into(),
             )),
@@ -559,13 +593,14 @@ impl DirectFile {
     /// # Errors
     /// [`Error::Io`] from the system: data may be lost; do not acknowledge it.
     pub fn sync_data(&self) -> Result<()> {
-        self.file
+        self.open
+            .file
             .sync_data()
-            .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
+            .map_err(|e| Error::io(format!("syncing {}", self.open.path.display()), e))
     }
 
     /// Checks the direct-I/O alignment rules for one transfer.
-    fn check(&self, address: *const u8, offset: u64, len: usize) -> Result<()> {
+    pub(crate) fn check(&self, address: *const u8, offset: u64, len: usize) -> Result<()> {
         if !self.direct {
             return Ok(());
         }
@@ -608,6 +643,11 @@ impl DirectFile {
     }
 
     fn io_error(&self, doing: &str, at: u64, e: std::io::Error) -> Error {
-        Error::io(format!("{doing} {} at offset {at}", self.path.display()), e)
+        self.open.io_error(doing, at, e)
+    }
+
+    /// The open file, for a transfer that must keep it open until it completes.
+    pub(crate) fn shared(&self) -> Arc<OpenFile> {
+        self.open.clone()
     }
 }

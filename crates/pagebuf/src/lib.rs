@@ -55,6 +55,7 @@ mod error;
 mod io_queue;
 pub mod memory;
 pub mod pool;
+pub mod ring;
 pub mod sequential;
 pub mod stream;
 mod sync;
@@ -66,6 +67,7 @@ pub use direct::DirectFile;
 pub use error::{Error, Misalignment, Result};
 pub use memory::page_size;
 pub use pool::{BufferPool, FramePool, Framing, PoolStats};
+pub use ring::{Engine, IoRing, Pending, RingOptions};
 pub use stream::{Sample, SampleFlags, SampleReader, SampleWriter, StreamKind};
 
 /// The README's examples, compiled and run as doctests so they cannot rot.

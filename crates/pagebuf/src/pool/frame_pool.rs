@@ -152,14 +152,21 @@ impl PoolMemory {
     }
 }
 
+impl PoolMemory {
+    /// The whole block: start and length.
+    fn extent(&self) -> (*mut u8, usize) {
+        match self {
+            PoolMemory::Region { region, .. } => (region.as_ptr().cast_mut(), region.len()),
+            PoolMemory::Heap { base, layout } => (base.as_ptr(), layout.size()),
+        }
+    }
+}
+
 impl Drop for PoolMemory {
     fn drop(&mut self) {
         // ASan's shadow outlives the mapping: frames left poisoned would make the next
         // mapping at these addresses (any allocator's) look poisoned.
-        let (start, len) = match self {
-            PoolMemory::Region { region, .. } => (region.as_ptr().cast_mut(), region.len()),
-            PoolMemory::Heap { base, layout } => (base.as_ptr(), layout.size()),
-        };
+        let (start, len) = self.extent();
         // SAFETY: the pool is being freed: no frame is out, so these bytes are ours.
         unsafe { poison::unpoison(start, len) };
         if let PoolMemory::Heap { base, layout } = self {
@@ -421,6 +428,18 @@ impl FramePool {
     /// that fell back), if it is not.
     pub fn memory_note(&self) -> Option<&str> {
         self.shared().memory.origin_note()
+    }
+
+    /// The pool's one block of memory: start address and length (what a ring
+    /// registers as fixed buffers).
+    pub(crate) fn memory_extent(&self) -> (usize, usize) {
+        let (start, len) = self.shared().memory.extent();
+        (start as usize, len)
+    }
+
+    /// Whether `other` is a handle of this same pool.
+    pub(crate) fn same_pool(&self, other: &FramePool) -> bool {
+        self.shared == other.shared
     }
 
     /// Counts and state, as of now.

@@ -1,0 +1,246 @@
+//! The completion table: one slot per transfer in flight, shared by the engine that
+//! completes transfers and the [`Pending`](super::Pending)s that wait for them.
+//!
+//! A slot owns its transfer's [`Op`] from submission until the caller takes the
+//! outcome, so the memory the kernel writes into can be handed out again only after
+//! the kernel is done: a `Pending` dropped (or forgotten) early leaves the op in its
+//! slot, marked `Abandoned`, and the op is dropped (its buffer back to its pool) when
+//! the last piece completes. Ops are always dropped outside the table's lock: a buffer's
+//! release may take its pool's locks.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::task::Waker;
+use std::thread::Thread;
+
+use super::op::{Finish, Op};
+use crate::error::Result;
+
+/// Who to wake when a transfer completes.
+enum Waiter {
+    Nobody,
+    Thread(Thread),
+    Task(Waker),
+}
+
+impl Waiter {
+    fn wake(self) {
+        match self {
+            Waiter::Nobody => {}
+            Waiter::Thread(thread) => thread.unpark(),
+            Waiter::Task(waker) => waker.wake(),
+        }
+    }
+}
+
+/// Where a slot's transfer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Not in use (on the free list).
+    Free,
+    /// Pieces are still with the engine.
+    InFlight,
+    /// Every piece completed; the outcome waits for its `Pending`.
+    Done,
+    /// The `Pending` is gone; the op is dropped when the last piece completes.
+    Abandoned,
+}
+
+struct Slot {
+    stage: Stage,
+    /// The transfer, while the slot holds it (the thread engine lends it to a worker).
+    op: Option<Op>,
+    /// Each piece's result: bytes, or `-errno`. Kept across uses (no allocation per op).
+    results: Vec<i32>,
+    left: usize,
+    waiter: Waiter,
+}
+
+#[derive(Default)]
+struct Table {
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+}
+
+/// Every transfer in flight on one ring.
+#[derive(Default)]
+pub(crate) struct Completions {
+    table: Mutex<Table>,
+    in_flight: AtomicUsize,
+}
+
+/// What `finish_piece` and friends leave to do outside the lock.
+#[must_use]
+pub(crate) struct Aftermath {
+    waiter: Waiter,
+    dropped: Option<Op>,
+}
+
+impl Aftermath {
+    /// Wakes the waiter and drops an abandoned op, in that order.
+    pub(crate) fn run(self) {
+        self.waiter.wake();
+        drop(self.dropped);
+    }
+}
+
+impl Completions {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Transfers submitted and not yet taken or dropped.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A slot for a transfer of `pieces` pieces; `op` is `None` when the engine keeps it
+    /// while it works (the thread engine), `Some` when it must stay put (io_uring).
+    pub(crate) fn insert(&self, op: Option<Op>, pieces: usize) -> usize {
+        let mut table = self.lock();
+        let id = match table.free.pop() {
+            Some(id) => id,
+            None => {
+                table.slots.push(Slot {
+                    stage: Stage::Free,
+                    op: None,
+                    results: Vec::new(),
+                    left: 0,
+                    waiter: Waiter::Nobody,
+                });
+                table.slots.len() - 1
+            }
+        };
+        let slot = &mut table.slots[id];
+        slot.stage = Stage::InFlight;
+        slot.op = op;
+        slot.results.clear();
+        slot.results.resize(pieces, 0);
+        slot.left = pieces;
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        id
+    }
+
+    /// Piece `piece` of transfer `id` finished with `result`.
+    pub(crate) fn finish_piece(&self, id: usize, piece: usize, result: i32) -> Aftermath {
+        let mut table = self.lock();
+        let Some(slot) = table.slots.get_mut(id) else {
+            return Aftermath::none();
+        };
+        if let Some(r) = slot.results.get_mut(piece) {
+            *r = result;
+        }
+        slot.left = slot.left.saturating_sub(1);
+        if slot.left > 0 {
+            return Aftermath::none();
+        }
+        Completions::complete(&mut table, &self.in_flight, id)
+    }
+
+    /// Transfer `id` finished whole: its op comes back with every piece's result.
+    pub(crate) fn finish_all(&self, id: usize, op: Op, results: &[i32]) -> Aftermath {
+        let mut table = self.lock();
+        let Some(slot) = table.slots.get_mut(id) else {
+            return Aftermath {
+                waiter: Waiter::Nobody,
+                dropped: Some(op),
+            };
+        };
+        slot.op = Some(op);
+        for (r, &res) in slot.results.iter_mut().zip(results) {
+            *r = res;
+        }
+        slot.left = 0;
+        Completions::complete(&mut table, &self.in_flight, id)
+    }
+
+    /// The last piece of `id` is in: hand it to its waiter, or drop an abandoned op.
+    fn complete(table: &mut Table, in_flight: &AtomicUsize, id: usize) -> Aftermath {
+        let slot = &mut table.slots[id];
+        match slot.stage {
+            Stage::Abandoned => {
+                let dropped = slot.op.take();
+                slot.stage = Stage::Free;
+                table.free.push(id);
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                Aftermath {
+                    waiter: Waiter::Nobody,
+                    dropped,
+                }
+            }
+            _ => {
+                slot.stage = Stage::Done;
+                Aftermath {
+                    waiter: std::mem::replace(&mut slot.waiter, Waiter::Nobody),
+                    dropped: None,
+                }
+            }
+        }
+    }
+
+    /// The outcome of `id` if it is done; otherwise this thread is unparked when it is.
+    pub(crate) fn poll_thread<T>(&self, id: usize, finish: Finish<T>) -> Option<Result<T>> {
+        self.poll(id, finish, Waiter::Thread(std::thread::current()))
+    }
+
+    /// The outcome of `id` if it is done; otherwise `waker` is woken when it is.
+    pub(crate) fn poll_task<T>(
+        &self,
+        id: usize,
+        finish: Finish<T>,
+        waker: &Waker,
+    ) -> Option<Result<T>> {
+        self.poll(id, finish, Waiter::Task(waker.clone()))
+    }
+
+    /// The outcome of `id` if it is done (the slot is then free again); otherwise
+    /// `waiter` is woken when it is.
+    fn poll<T>(&self, id: usize, finish: Finish<T>, waiter: Waiter) -> Option<Result<T>> {
+        let mut table = self.lock();
+        let slot = &mut table.slots[id];
+        if slot.stage != Stage::Done {
+            slot.waiter = waiter;
+            return None;
+        }
+        let op = slot.op.take()?;
+        // Under the lock: it only reads the results and sets a length (no system call,
+        // nothing that takes another lock unless it fails and formats a message).
+        let outcome = finish(op, &slot.results);
+        slot.stage = Stage::Free;
+        slot.waiter = Waiter::Nobody;
+        table.free.push(id);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        Some(outcome)
+    }
+
+    /// The `Pending` of `id` is gone: drop the op now if it is done, or when it is.
+    pub(crate) fn abandon(&self, id: usize) {
+        let mut table = self.lock();
+        let slot = &mut table.slots[id];
+        let dropped = match slot.stage {
+            Stage::Done => {
+                slot.stage = Stage::Free;
+                slot.waiter = Waiter::Nobody;
+                table.free.push(id);
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                table.slots[id].op.take()
+            }
+            _ => {
+                slot.stage = Stage::Abandoned;
+                slot.waiter = Waiter::Nobody;
+                None
+            }
+        };
+        drop(table);
+        drop(dropped);
+    }
+}
+
+impl Aftermath {
+    fn none() -> Aftermath {
+        Aftermath {
+            waiter: Waiter::Nobody,
+            dropped: None,
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The I/O engine: [`IoRing`], the one place transfers are issued.
+//!
+//! * **Engines.** [`Engine::Uring`]: io_uring (through the `io-uring` crate), with pool
+//!   memory registered as fixed buffers ([`RingOptions::register`]); [`Engine::Threads`]:
+//!   positioned reads and writes on a few worker threads. [`Engine::Auto`] (the default)
+//!   takes io_uring where it works and the threads where it is refused (the
+//!   `kernel.io_uring_disabled` sysctl, a seccomp filter, an old kernel, a missing
+//!   operation), and [`IoRing::note`] says which cause and what fixes it.
+//! * **Eager submission, owned memory.** `read_at` takes a [`BufferMut`](crate::BufferMut)
+//!   and gives it back filled; `write_at` takes a [`Buffer`](crate::Buffer) and drops it
+//!   once written. Each returns a [`Pending`]: a `Future` for any runtime, and a blocking
+//!   [`Pending::wait`]. Until the kernel is done, the ring owns the buffer and the file
+//!   (a `Pending` dropped or forgotten cancels nothing and leaks nothing).
+//! * **Checked before the kernel.** Misaligned address, offset or length is
+//!   [`Error::Misaligned`](crate::Error::Misaligned) without a system call; a transfer
+//!   above the device's largest request goes as pieces of that size.
+//!
+//! ```
+//! use pagebuf::direct::DirectFile;
+//! use pagebuf::{BufferAllocator, IoRing, PageAllocator};
+//!
+//! # let path = std::env::temp_dir().join("pagebuf-doc-ring-mod.bin");
+//! let ring = IoRing::new()?;
+//! let file = DirectFile::create(&path)?;
+//! let mut block = PageAllocator::default().allocate_page_aligned(4096)?;
+//! block.extend_from_slice(&[1; 4096])?;
+//! assert_eq!(ring.write_at(&file, block.freeze(), 0).wait()?, 4096);
+//! ring.sync_data(&file).wait()?;
+//! let back = ring.read_at(&file, PageAllocator::default().allocate_page_aligned(8192)?, 0);
+//! assert_eq!(back.wait()?.len(), 4096); // short: the file ends there
+//! # std::fs::remove_file(&path)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod completion;
+mod io_ring;
+mod op;
+mod options;
+mod pending;
+mod threads;
+mod uring;
+
+pub use io_ring::{IoRing, RingStats};
+pub use options::{Engine, RingOptions, MAX_ENTRIES};
+pub use pending::Pending;

@@ -1,0 +1,182 @@
+//! One transfer as a ring owns it while it is in flight, cut into pieces of at most the
+//! device's largest request, and how the pieces' results become the caller's outcome.
+
+use std::sync::Arc;
+
+use crate::buffer::{Buffer, BufferMut};
+use crate::direct::OpenFile;
+use crate::error::{Error, Result};
+
+/// A transfer and everything it touches: the file (shared, so a dropped `DirectFile`
+/// cannot let the transfer reach a reused fd number) and the memory (owned, so nothing
+/// else can use it until the kernel is done).
+pub(crate) enum Op {
+    /// Fill `buf` (up to its `max_len`) from `offset`.
+    Read {
+        file: Arc<OpenFile>,
+        buf: BufferMut,
+        offset: u64,
+        chunk: usize,
+    },
+    /// Write all of `data` at `offset`.
+    Write {
+        file: Arc<OpenFile>,
+        data: Buffer,
+        offset: u64,
+        chunk: usize,
+    },
+    /// `fdatasync`.
+    Sync { file: Arc<OpenFile> },
+}
+
+/// The most pieces one transfer is cut into (they share a completion slot, numbered in
+/// the low bits of the kernel's user data).
+pub(crate) const MAX_PIECES: usize = 1 << 20;
+
+/// One piece of a transfer: `len` bytes at `offset` of the file, at `at` in the memory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Piece {
+    pub(crate) at: usize,
+    pub(crate) len: usize,
+    pub(crate) offset: u64,
+}
+
+impl Op {
+    /// The file the transfer goes to.
+    pub(crate) fn file(&self) -> &Arc<OpenFile> {
+        match self {
+            Op::Read { file, .. } | Op::Write { file, .. } | Op::Sync { file } => file,
+        }
+    }
+
+    /// How the transfer is cut into pieces.
+    pub(crate) fn layout(&self) -> Layout {
+        let (len, chunk, offset) = match self {
+            Op::Read {
+                buf, chunk, offset, ..
+            } => (buf.max_len(), *chunk, *offset),
+            Op::Write {
+                data,
+                chunk,
+                offset,
+                ..
+            } => (data.len(), *chunk, *offset),
+            Op::Sync { .. } => (0, 1, 0),
+        };
+        Layout {
+            len,
+            chunk: chunk.max(1),
+            offset,
+        }
+    }
+
+    /// How many pieces the transfer is cut into (a sync, or an empty transfer, is one).
+    pub(crate) fn piece_count(&self) -> usize {
+        self.layout().pieces()
+    }
+
+    /// Piece `i` of [`piece_count`](Self::piece_count).
+    pub(crate) fn piece(&self, i: usize) -> Piece {
+        self.layout().piece(i)
+    }
+}
+
+/// `len` bytes from file offset `offset`, in pieces of `chunk`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    len: usize,
+    chunk: usize,
+    offset: u64,
+}
+
+impl Layout {
+    /// How many pieces (at least one).
+    pub(crate) fn pieces(&self) -> usize {
+        self.len.div_ceil(self.chunk).max(1)
+    }
+
+    /// Piece `i`.
+    pub(crate) fn piece(&self, i: usize) -> Piece {
+        let at = i.saturating_mul(self.chunk);
+        Piece {
+            at,
+            len: self.len.saturating_sub(at).min(self.chunk),
+            offset: self.offset + at as u64,
+        }
+    }
+}
+
+/// Turns a finished transfer and its pieces' results (bytes, or `-errno`) into what the
+/// caller gets back.
+pub(crate) type Finish<T> = fn(Op, &[i32]) -> Result<T>;
+
+/// The error of a piece that failed with `-errno`.
+fn piece_error(op: &Op, doing: &str, piece: Piece, errno: i32) -> Error {
+    op.file().io_error(
+        doing,
+        piece.offset,
+        std::io::Error::from_raw_os_error(errno.saturating_neg()),
+    )
+}
+
+/// A read: bytes up to the first short piece (end of file), `len` set.
+pub(crate) fn finish_read(op: Op, results: &[i32]) -> Result<BufferMut> {
+    let mut done = 0usize;
+    for (i, &res) in results.iter().enumerate() {
+        let piece = op.piece(i);
+        if res < 0 {
+            return Err(piece_error(&op, "reading", piece, res));
+        }
+        done += res as usize;
+        if (res as usize) < piece.len {
+            break; // end of file: later pieces read past it
+        }
+    }
+    match op {
+        Op::Read { mut buf, .. } => {
+            buf.set_len(done)?;
+            Ok(buf)
+        }
+        _ => Err(Error::InvalidRequest(
+            "a read finished as another op".into(),
+        )),
+    }
+}
+
+/// A write: all of it, or the first failure; a short piece is an error (no space).
+pub(crate) fn finish_write(op: Op, results: &[i32]) -> Result<usize> {
+    let mut done = 0usize;
+    for (i, &res) in results.iter().enumerate() {
+        let piece = op.piece(i);
+        if res < 0 {
+            return Err(piece_error(&op, "writing", piece, res));
+        }
+        if (res as usize) < piece.len {
+            return Err(op.file().io_error(
+                "writing",
+                piece.offset,
+                std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    format!(
+                        "wrote {res} of {} bytes (a full disk or a quota); nothing after \
+                         them was written",
+                        piece.len
+                    ),
+                ),
+            ));
+        }
+        done += res as usize;
+    }
+    Ok(done)
+}
+
+/// A sync: done, or the failure (data may be lost: do not acknowledge it).
+pub(crate) fn finish_sync(op: Op, results: &[i32]) -> Result<()> {
+    match results.first() {
+        Some(&res) if res < 0 => Err(Error::io(
+            format!("syncing {}", op.file().path.display()),
+            std::io::Error::from_raw_os_error(res.saturating_neg()),
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,93 @@
+//! The thread engine: positioned reads and writes (`pread`/`pwrite`/`fdatasync`) on a
+//! small pool of worker threads, for where io_uring is refused. A transfer goes to one
+//! worker whole (its pieces one after another), so `workers` transfers run at once.
+
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::completion::Completions;
+use super::op::Op;
+
+/// Worker threads and the queue they take transfers from.
+pub(crate) struct ThreadEngine {
+    jobs: Option<SyncSender<(usize, Op)>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl ThreadEngine {
+    /// `workers` threads completing into `completions`.
+    pub(crate) fn new(workers: usize, completions: Arc<Completions>) -> ThreadEngine {
+        // Unbounded in practice (each waiting job owns only what its Pending gave it).
+        let (tx, rx) = mpsc::sync_channel::<(usize, Op)>(1 << 16);
+        let rx = Arc::new(Mutex::new(rx));
+        let workers = (0..workers.max(1))
+            .map(|_| {
+                let (rx, completions) = (rx.clone(), completions.clone());
+                std::thread::spawn(move || work(&rx, &completions))
+            })
+            .collect();
+        ThreadEngine {
+            jobs: Some(tx),
+            workers,
+        }
+    }
+
+    /// Hands transfer `id` to a worker; `false` if the workers are gone.
+    pub(crate) fn submit(&self, id: usize, op: Op) -> Result<(), Op> {
+        match &self.jobs {
+            Some(jobs) => jobs.send((id, op)).map_err(|e| e.0 .1),
+            None => Err(op),
+        }
+    }
+}
+
+fn work(jobs: &Mutex<Receiver<(usize, Op)>>, completions: &Completions) {
+    let mut results = Vec::new();
+    loop {
+        let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok((id, mut op)) = job else { break };
+        run(&mut op, &mut results);
+        completions.finish_all(id, op, &results).run();
+    }
+}
+
+/// Runs every piece of `op`, one result each (bytes, or `-errno`); stops at a short or
+/// failed piece (the rest are reported as 0 bytes, which the outcome ignores).
+fn run(op: &mut Op, results: &mut Vec<i32>) {
+    let pieces = op.piece_count();
+    results.clear();
+    results.resize(pieces, 0);
+    for (i, result) in results.iter_mut().enumerate() {
+        let piece = op.piece(i);
+        let outcome = match op {
+            Op::Read { file, buf, .. } => file.file.read_at(
+                &mut buf.whole_mut()[piece.at..piece.at + piece.len],
+                piece.offset,
+            ),
+            Op::Write { file, data, .. } => file
+                .file
+                .write_at(&data[piece.at..piece.at + piece.len], piece.offset),
+            Op::Sync { file } => file.file.sync_data().map(|()| 0),
+        };
+        *result = match outcome {
+            Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
+            Err(e) => e.raw_os_error().map_or(-libc::EIO, |errno| -errno),
+        };
+        if *result < 0 || (*result as usize) < piece.len {
+            break;
+        }
+    }
+}
+
+impl Drop for ThreadEngine {
+    /// Waits for every transfer handed to the workers (their buffers go back as each
+    /// completes).
+    fn drop(&mut self) {
+        self.jobs = None;
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The io_uring engine (through the `io-uring` crate): transfers are pushed onto the
+//! submission queue by the threads that call the ring, and one reaper thread, blocked in
+//! `io_uring_enter` (so an idle ring burns no CPU), hands completions to their slots.
+//!
+//! * A transfer above the device's largest request is cut into pieces, one entry each,
+//!   sharing one completion slot; the kernel's user data is `slot << 20 | piece`.
+//! * Registered pools: each pool's memory, in pieces of at most 1 GiB (the kernel's
+//!   limit per fixed buffer), is registered once; a piece of a transfer that lies inside
+//!   one goes as `READ_FIXED`/`WRITE_FIXED`. The engine keeps the pools alive, and the
+//!   ring is closed (unregistering them) before they are dropped.
+//! * Shutdown (the last `IoRing` handle): a `NOP` wakes the reaper, which keeps reaping
+//!   until every entry pushed has completed, so no buffer goes back to its pool while
+//!   the kernel may still write into it.
+#![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use io_uring::{opcode, squeue, types, IoUring, Probe};
+
+use super::completion::Completions;
+use super::op::{Op, MAX_PIECES};
+use crate::pool::FramePool;
+
+/// User data of the shutdown `NOP`.
+const WAKE: u64 = u64::MAX;
+/// Bits of the user data that number a piece.
+const PIECE_BITS: u32 = 20;
+/// The kernel's limit on one fixed buffer.
+const MAX_FIXED: usize = 1 << 30;
+
+/// One registered piece of pool memory: `[start, end)`, fixed buffer `index`.
+struct FixedRegion {
+    start: usize,
+    end: usize,
+    index: u16,
+}
+
+struct Shared {
+    // First: dropped (the ring closed, the buffers unregistered) before the pools.
+    ring: IoUring,
+    /// Serializes the submission queue among the calling threads.
+    sq: Mutex<()>,
+    completions: Arc<Completions>,
+    /// Entries pushed and not yet completed.
+    outstanding: AtomicUsize,
+    closing: AtomicBool,
+    fixed: Vec<FixedRegion>,
+    /// Kept alive while registered.
+    _pools: Vec<FramePool>,
+}
+
+/// The io_uring engine.
+pub(crate) struct UringEngine {
+    shared: Arc<Shared>,
+    reaper: Option<JoinHandle<()>>,
+}
+
+/// How a transfer went to the kernel.
+pub(crate) enum Road {
+    Fixed,
+    Plain,
+}
+
+impl UringEngine {
+    /// A ring of `entries`, with `pools` registered; `Err` says why io_uring cannot be
+    /// used here. The note, if any, says why registration was refused.
+    pub(crate) fn new(
+        entries: u32,
+        pools: &[FramePool],
+        completions: Arc<Completions>,
+    ) -> Result<(UringEngine, Option<String>), String> {
+        let ring = IoUring::builder()
+            .dontfork()
+            .build(entries)
+            .map_err(|e| refusal(&e))?;
+        let mut probe = Probe::new();
+        ring.submitter()
+            .register_probe(&mut probe)
+            .map_err(|e| format!("io_uring works but cannot be probed for its operations ({e})"))?;
+        let mut needed = vec![
+            (opcode::Read::CODE, "READ"),
+            (opcode::Write::CODE, "WRITE"),
+            (opcode::Fsync::CODE, "FSYNC"),
+            (opcode::Nop::CODE, "NOP"),
+        ];
+        if !pools.is_empty() {
+            needed.push((opcode::ReadFixed::CODE, "READ_FIXED"));
+            needed.push((opcode::WriteFixed::CODE, "WRITE_FIXED"));
+        }
+        if let Some((_, name)) = needed.iter().find(|(code, _)| !probe.is_supported(*code)) {
+            return Err(format!(
+                "this kernel's io_uring lacks the {name} operation (kernel {}); upgrade to \
+                 Linux 5.6 or later",
+                kernel_release()
+            ));
+        }
+        let (fixed, note) = register(&ring, pools);
+        let shared = Arc::new(Shared {
+            ring,
+            sq: Mutex::new(()),
+            completions,
+            outstanding: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+            fixed,
+            _pools: pools.to_vec(),
+        });
+        let reaper = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("pagebuf-ring".into())
+                .spawn(move || reap(&shared))
+                .map_err(|e| format!("the ring's completion thread could not start ({e})"))?
+        };
+        Ok((
+            UringEngine {
+                shared,
+                reaper: Some(reaper),
+            },
+            note,
+        ))
+    }
+
+    /// Submits `op` into slot `id` of the completion table (which takes the op); how it
+    /// went (fixed or plain).
+    pub(crate) fn submit(&self, op: Op) -> (usize, Road) {
+        let shared = &*self.shared;
+        let pieces = op.piece_count().min(MAX_PIECES);
+        let fd = types::Fd(op.file().file.as_raw_fd());
+        // The memory's address: the op moves into its slot below, its memory does not.
+        let (base, len) = match &op {
+            Op::Read { buf, .. } => (buf.as_ptr() as usize, buf.max_len()),
+            Op::Write { data, .. } => (data.as_ptr() as usize, data.len()),
+            Op::Sync { .. } => (0, 0),
+        };
+        let fixed = shared
+            .fixed
+            .iter()
+            .find(|r| len > 0 && r.start <= base && base + len <= r.end)
+            .map(|r| r.index);
+        let layout = op.layout();
+        let kind = match &op {
+            Op::Read { .. } => Kind::Read,
+            Op::Write { .. } => Kind::Write,
+            Op::Sync { .. } => Kind::Sync,
+        };
+        let id = shared.completions.insert(Some(op), pieces);
+        shared.outstanding.fetch_add(pieces, Ordering::AcqRel);
+        let guard = shared.sq.lock().unwrap_or_else(|p| p.into_inner());
+        for i in 0..pieces {
+            let piece = layout.piece(i);
+            let ptr = (base + piece.at) as *mut u8;
+            let len = u32::try_from(piece.len).unwrap_or(u32::MAX);
+            let entry = match (kind, fixed) {
+                (Kind::Read, Some(index)) => opcode::ReadFixed::new(fd, ptr, len, index)
+                    .offset(piece.offset)
+                    .build(),
+                (Kind::Read, None) => opcode::Read::new(fd, ptr, len).offset(piece.offset).build(),
+                (Kind::Write, Some(index)) => opcode::WriteFixed::new(fd, ptr, len, index)
+                    .offset(piece.offset)
+                    .build(),
+                (Kind::Write, None) => opcode::Write::new(fd, ptr, len)
+                    .offset(piece.offset)
+                    .build(),
+                (Kind::Sync, _) => opcode::Fsync::new(fd)
+                    .flags(types::FsyncFlags::DATASYNC)
+                    .build(),
+            };
+            let entry = entry.user_data((id as u64) << PIECE_BITS | i as u64);
+            if let Err(errno) = push(shared, &entry) {
+                // Not in the kernel: this piece and the rest fail here.
+                drop(guard);
+                for j in i..pieces {
+                    shared.outstanding.fetch_sub(1, Ordering::AcqRel);
+                    shared.completions.finish_piece(id, j, -errno).run();
+                }
+                return (id, Road::Plain);
+            }
+        }
+        // A refused submit leaves the entries queued: the reaper's next enter submits
+        // them, and their completions (or errors) come back through it.
+        let _ = shared.ring.submit();
+        drop(guard);
+        (
+            id,
+            match fixed {
+                Some(_) => Road::Fixed,
+                None => Road::Plain,
+            },
+        )
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Read,
+    Write,
+    Sync,
+}
+
+/// Pushes `entry`, submitting what is queued when the queue is full; the caller holds
+/// the submission lock. `Err(errno)` when the kernel refuses more.
+fn push(shared: &Shared, entry: &squeue::Entry) -> Result<(), i32> {
+    loop {
+        // SAFETY: the caller holds `shared.sq`, so this is the only submission queue
+        // view; the entry's memory and fd belong to an op held in its completion slot
+        // until the entry completes (the slot frees it only then), and the ring keeps
+        // registered pools alive.
+        let pushed = unsafe {
+            let mut sq = shared.ring.submission_shared();
+            let pushed = sq.push(entry).is_ok();
+            sq.sync();
+            pushed
+        };
+        if pushed {
+            return Ok(());
+        }
+        match shared.ring.submit() {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
+                ) =>
+            {
+                std::thread::yield_now();
+            }
+            Err(e) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    }
+}
+
+/// The reaper: waits for completions and hands them to their slots, until the ring is
+/// closing and nothing it pushed is still in the kernel.
+fn reap(shared: &Shared) {
+    loop {
+        match shared.ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) => {}
+            Err(_) => std::thread::yield_now(),
+        }
+        // SAFETY: only this thread looks at the completion queue.
+        let mut cq = unsafe { shared.ring.completion_shared() };
+        cq.sync();
+        for cqe in &mut cq {
+            shared.outstanding.fetch_sub(1, Ordering::AcqRel);
+            let data = cqe.user_data();
+            if data == WAKE {
+                continue;
+            }
+            let id = (data >> PIECE_BITS) as usize;
+            let piece = (data & ((1 << PIECE_BITS) - 1)) as usize;
+            shared
+                .completions
+                .finish_piece(id, piece, cqe.result())
+                .run();
+        }
+        drop(cq);
+        if shared.closing.load(Ordering::Acquire) && shared.outstanding.load(Ordering::Acquire) == 0
+        {
+            return;
+        }
+    }
+}
+
+impl Drop for UringEngine {
+    fn drop(&mut self) {
+        let shared = &*self.shared;
+        shared.closing.store(true, Ordering::Release);
+        shared.outstanding.fetch_add(1, Ordering::AcqRel);
+        let guard = shared.sq.lock().unwrap_or_else(|p| p.into_inner());
+        let wake = opcode::Nop::new().build().user_data(WAKE);
+        if push(shared, &wake).is_err() {
+            // The reaper still wakes for the entries in flight; only an idle one would
+            // sleep on, and it has nothing to wait for.
+            shared.outstanding.fetch_sub(1, Ordering::AcqRel);
+        }
+        let _ = shared.ring.submit();
+        drop(guard);
+        if let Some(reaper) = self.reaper.take() {
+            let _ = reaper.join();
+        }
+    }
+}
+
+/// Registers `pools`' memory as fixed buffers: the regions, and a note if refused.
+fn register(ring: &IoUring, pools: &[FramePool]) -> (Vec<FixedRegion>, Option<String>) {
+    let mut regions = Vec::new();
+    let mut iovecs = Vec::new();
+    for pool in pools {
+        let (start, len) = pool.memory_extent();
+        let mut at = 0;
+        while at < len {
+            let piece = (len - at).min(MAX_FIXED);
+            let Ok(index) = u16::try_from(iovecs.len()) else {
+                return (
+                    Vec::new(),
+                    Some("more than 65,536 fixed buffers asked for; register fewer pools".into()),
+                );
+            };
+            regions.push(FixedRegion {
+                start: start + at,
+                end: start + at + piece,
+                index,
+            });
+            iovecs.push(libc::iovec {
+                iov_base: (start + at) as *mut libc::c_void,
+                iov_len: piece,
+            });
+            at += piece;
+        }
+    }
+    if iovecs.is_empty() {
+        return (Vec::new(), None);
+    }
+    // SAFETY: each iovec is a piece of a pool's one block of memory, which the engine
+    // keeps alive (it holds the pools) until the ring, and so the registration, is gone.
+    match unsafe { ring.submitter().register_buffers(&iovecs) } {
+        Ok(()) => (regions, None),
+        Err(e) => {
+            let bytes: usize = iovecs.iter().map(|v| v.iov_len).sum();
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock)
+                .current
+                .map_or_else(|| "unlimited".to_string(), |l| format!("{l} bytes"));
+            (
+                Vec::new(),
+                Some(format!(
+                    "registering {bytes} bytes of pool memory as fixed buffers was refused \
+                     ({e}); RLIMIT_MEMLOCK is {limit}: raise it (`ulimit -l`, LimitMEMLOCK= \
+                     for a systemd service) or grant CAP_IPC_LOCK; using plain reads and \
+                     writes"
+                )),
+            )
+        }
+    }
+}
+
+/// Why `io_uring_setup` failed, and what to do about it.
+fn refusal(e: &io::Error) -> String {
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    let seccomp = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim() == "2"))
+        })
+        .unwrap_or(false);
+    match e.raw_os_error() {
+        Some(libc::EPERM) if sysctl == Some(2) => "io_uring is disabled on this machine: \
+            sysctl kernel.io_uring_disabled = 2; set it to 0 (`sysctl -w \
+            kernel.io_uring_disabled=0`) to use it"
+            .into(),
+        Some(libc::EPERM) if sysctl == Some(1) => "io_uring is limited to privileged \
+            processes: sysctl kernel.io_uring_disabled = 1 and this process is neither \
+            CAP_SYS_ADMIN nor in kernel.io_uring_group; add it to that group, or set the \
+            sysctl to 0"
+            .into(),
+        Some(libc::EPERM) if seccomp => "a seccomp filter refuses io_uring_setup (EPERM), \
+            as container runtimes' default profiles do; allow io_uring_setup, \
+            io_uring_enter and io_uring_register in the profile"
+            .into(),
+        Some(libc::ENOSYS) => format!(
+            "this kernel has no io_uring (ENOSYS; kernel {}): it was built without \
+             CONFIG_IO_URING, or a seccomp filter answers ENOSYS; use Linux 5.6 or later \
+             with io_uring",
+            kernel_release()
+        ),
+        Some(libc::ENOMEM) => format!(
+            "io_uring_setup ran out of locked memory (ENOMEM); RLIMIT_MEMLOCK is {}: raise \
+             it, or ask for fewer entries",
+            rustix::process::getrlimit(rustix::process::Resource::Memlock)
+                .current
+                .map_or_else(|| "unlimited".to_string(), |l| format!("{l} bytes"))
+        ),
+        _ => format!("io_uring_setup failed ({e})"),
+    }
+}
+
+fn kernel_release() -> String {
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
+}
