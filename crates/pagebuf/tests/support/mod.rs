@@ -464,3 +464,48 @@ pub fn within<T: Send + 'static>(
         },
     }
 }
+
+/// Writes `len` bytes of [`pattern`]`(seed)` to a new file at `path` (buffered, then
+/// synced) and returns them: a file to read back through direct I/O and compare.
+pub fn patterned_file(path: &std::path::Path, seed: u64, len: usize) -> Vec<u8> {
+    let bytes = pattern(seed, len);
+    std::fs::write(path, &bytes).unwrap();
+    std::fs::File::open(path).unwrap().sync_all().unwrap();
+    bytes
+}
+
+/// Runs future `f` to its end on the calling thread with a waker that unparks it: no
+/// runtime at all, to prove a future needs none (a `Pending` wakes whoever polls it).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(value) = f.as_mut().poll(&mut cx) {
+            return value;
+        }
+        std::thread::park();
+    }
+}
+
+/// The CPU time (user + system) this process has used so far, every thread counted
+/// (`/proc/self/stat` fields 14 and 15, in clock ticks).
+pub fn process_cpu_time() -> std::time::Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The command name (field 2) may hold spaces: count fields after its closing ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = rustix::param::clock_ticks_per_second();
+    std::time::Duration::from_nanos(ticks * 1_000_000_000 / per_second)
+}

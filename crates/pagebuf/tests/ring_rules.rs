@@ -1,0 +1,1034 @@
+//! The rules of DESIGN.md's "I/O engine" section (and issue 13's "Bad input"), each run
+//! on both engines: `Engine::Uring` (skipped, with the reason printed, where io_uring
+//! is refused) and `Engine::Threads`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pagebuf::pool::{FramePool, Framing};
+use pagebuf::ring::{Engine, RingOptions};
+use pagebuf::{
+    page_size, Buffer, BufferAllocator, BufferMut, DirectFile, Error, IoRing, Misalignment,
+    PageAllocator,
+};
+
+mod support;
+use support::{block_on, in_child, pattern, patterned_file, run_child, scratch, within};
+
+/// Runs rule `$rule` (a `fn(Engine)`) as two tests, `$rule::uring` and `$rule::threads`,
+/// each whole under the watchdog: a ring whose last handle hangs when dropped (even
+/// while a failed assertion unwinds) fails the test instead of hanging the suite.
+macro_rules! on_both_engines {
+    ($($rule:ident),* $(,)?) => {$(
+        mod $rule {
+            use pagebuf::ring::Engine;
+
+            #[test]
+            fn uring() {
+                super::rule(stringify!($rule), Engine::Uring, super::$rule);
+            }
+
+            #[test]
+            fn threads() {
+                super::rule(stringify!($rule), Engine::Threads, super::$rule);
+            }
+        }
+    )*};
+}
+
+/// Runs `rule` on `engine` under the watchdog (see [`on_both_engines`]).
+fn rule(name: &str, engine: Engine, rule: fn(Engine)) {
+    within(WHOLE_TEST, &format!("{name} on {engine:?}"), move || {
+        rule(engine)
+    });
+}
+
+on_both_engines!(
+    misaligned_transfers_are_refused_before_the_kernel,
+    reads_past_the_end_are_short_then_empty,
+    writing_a_read_only_file_is_an_io_error,
+    many_reads_in_flight_from_one_thread,
+    large_transfers_are_split_and_exact,
+    a_one_entry_ring_still_takes_many_transfers,
+    dropped_pendings_give_their_buffers_back,
+    a_forgotten_pending_keeps_its_frame_from_reuse,
+    dropping_the_ring_with_transfers_in_flight,
+    a_pending_keeps_its_file_open,
+    entries_outside_their_range_are_invalid,
+    workers_outside_their_range_are_invalid,
+    registering_a_pool_twice_is_invalid,
+    a_pool_registered_with_another_ring_goes_plain,
+    a_registered_pool_goes_fixed_on_its_own_ring,
+    sync_data_after_writes,
+    concurrent_reads_from_plain_threads,
+    concurrent_reads_under_tokio_multi_thread,
+    concurrent_reads_under_tokio_current_thread,
+    pendings_need_no_runtime,
+    an_idle_ring_uses_no_cpu,
+    offsets_at_the_top_of_the_range_are_errors,
+);
+
+/// How long one step of a test may take before the watchdog calls it a hang.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a whole test may take (its steps have [`LIMIT`] each).
+const WHOLE_TEST: Duration = Duration::from_secs(180);
+
+/// A ring on `engine` built from `options`; `None`, with the reason printed, where
+/// `engine` is `Uring` and io_uring is refused here.
+fn ring_with(engine: Engine, options: RingOptions) -> Option<IoRing> {
+    match IoRing::with_options(options.engine(engine)) {
+        Ok(ring) => {
+            assert_eq!(ring.engine(), engine, "asked for {engine:?}");
+            Some(ring)
+        }
+        Err(Error::Unsupported(why)) if engine == Engine::Uring => {
+            eprintln!("skipped: io_uring is refused here: {why}");
+            None
+        }
+        Err(err) => panic!("a ring on {engine:?}: {err}"),
+    }
+}
+
+/// A ring on `engine` with default options (see [`ring_with`]).
+fn ring(engine: Engine) -> Option<IoRing> {
+    ring_with(engine, RingOptions::default())
+}
+
+/// A scratch directory for test `name` on `engine`.
+fn dir(name: &str, engine: Engine) -> std::path::PathBuf {
+    scratch(&format!("ring_rules/{name}/{engine:?}"))
+}
+
+/// A page-aligned buffer of `len` bytes (empty).
+fn aligned(len: usize) -> BufferMut {
+    PageAllocator::default().allocate_page_aligned(len).unwrap()
+}
+
+/// A frozen page-aligned buffer holding `data`.
+fn aligned_with(data: &[u8]) -> Buffer {
+    let mut buf = aligned(data.len());
+    buf.extend_from_slice(data).unwrap();
+    buf.freeze()
+}
+
+/// Memory `shift` bytes into a page-aligned buffer, `len` long: a buffer whose address
+/// is as misaligned as `shift` makes it.
+struct Shifted {
+    buf: BufferMut,
+    shift: usize,
+    len: usize,
+}
+
+impl AsMut<[u8]> for Shifted {
+    fn as_mut(&mut self) -> &mut [u8] {
+        let (shift, len) = (self.shift, self.len);
+        &mut self.buf.whole_mut()[shift..shift + len]
+    }
+}
+
+/// A writable buffer of `len` bytes starting `shift` bytes past a page boundary.
+fn shifted(shift: usize, len: usize) -> BufferMut {
+    let mut buf = BufferMut::from_owner(Shifted {
+        buf: aligned(shift + len),
+        shift,
+        len,
+    });
+    buf.set_len(0).unwrap();
+    buf
+}
+
+/// A small xorshift generator: random offsets without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Waits (under the watchdog) until `pool` has all its frames free again.
+fn wait_until_all_free(pool: &FramePool, what: &str) {
+    let pool = pool.clone();
+    let frames = pool.framing().frames();
+    within(LIMIT, what, move || {
+        while pool.stats().free != frames {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+}
+
+/// Waits (under the watchdog) for a transfer that must be refused before the kernel.
+fn refused<T: Send + 'static>(pending: pagebuf::ring::Pending<T>) -> pagebuf::Result<()> {
+    within(LIMIT, "a refused transfer", move || {
+        pending.wait().map(drop)
+    })
+}
+
+/// Checks that `result` is `Misaligned` for `what`.
+fn expect_misaligned(result: pagebuf::Result<()>, what: Misalignment, name: &str) {
+    match result {
+        Err(Error::Misaligned {
+            what: got,
+            required,
+            ..
+        }) => {
+            assert_eq!(got, what, "{name}");
+            assert!(required > 1, "{name}: required {required}");
+        }
+        Err(other) => panic!("{name}: {other}, not Misaligned"),
+        Ok(()) => panic!("{name}: accepted"),
+    }
+}
+
+/// Drops `ring` (the last handle: it waits for every transfer in flight) under the
+/// watchdog.
+fn close(ring: IoRing) {
+    within(LIMIT, "dropping the last handle of a ring", move || {
+        drop(ring)
+    });
+}
+
+fn misaligned_transfers_are_refused_before_the_kernel(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("misaligned", engine);
+    let path = dir.join("file");
+    let before = patterned_file(&path, 1, 4 * page_size());
+    let file = DirectFile::options()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    if !file.is_direct() {
+        eprintln!(
+            "skipped: no direct I/O under {} ({:?}), so nothing is misaligned",
+            dir.display(),
+            file.fallback_note()
+        );
+        return;
+    }
+    let mem = file.limits().dio_mem_align as usize;
+    let off = file.limits().dio_offset_align as usize;
+    let ops = ring.stats().fixed_ops + ring.stats().plain_ops;
+    // Reads: address, offset, length.
+    if mem > 1 {
+        expect_misaligned(
+            refused(ring.read_at(&file, shifted(1, 2 * page_size()), 0)),
+            Misalignment::Address,
+            "read, address",
+        );
+    }
+    if off > 1 {
+        expect_misaligned(
+            refused(ring.read_at(&file, aligned(page_size()), 1)),
+            Misalignment::Offset,
+            "read, offset",
+        );
+        expect_misaligned(
+            refused(ring.read_at(&file, aligned(page_size() + 1), 0)),
+            Misalignment::Length,
+            "read, length",
+        );
+    }
+    // Writes: address, offset, length; the file must stay as it was.
+    let junk = aligned_with(&vec![0xEE; 2 * page_size()]);
+    if mem > 1 {
+        let at_one = junk.slice(1..1 + page_size()).unwrap();
+        expect_misaligned(
+            refused(ring.write_at(&file, at_one, 0)),
+            Misalignment::Address,
+            "write, address",
+        );
+    }
+    if off > 1 {
+        expect_misaligned(
+            refused(ring.write_at(&file, junk.slice(..page_size()).unwrap(), 1)),
+            Misalignment::Offset,
+            "write, offset",
+        );
+        expect_misaligned(
+            refused(ring.write_at(&file, junk.slice(..page_size() + 1).unwrap(), 0)),
+            Misalignment::Length,
+            "write, length",
+        );
+    }
+    assert_eq!(
+        ring.stats().fixed_ops + ring.stats().plain_ops,
+        ops,
+        "a refused transfer reached the kernel"
+    );
+    assert_eq!(ring.stats().in_flight, 0);
+    drop(file);
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "a refused write changed the file"
+    );
+}
+
+fn reads_past_the_end_are_short_then_empty(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("past_the_end", engine);
+    let path = dir.join("file");
+    let page = page_size();
+    let len = 3 * page + 100;
+    let bytes = patterned_file(&path, 2, len);
+    let file = DirectFile::open(&path).unwrap();
+    within(LIMIT, "reads at the end", move || {
+        // Straddling the end: short, with exactly the bytes that are there.
+        let buf = ring
+            .read_at(&file, aligned(2 * page), 2 * page as u64)
+            .wait()
+            .unwrap();
+        assert_eq!(buf.len(), page + 100);
+        assert_eq!(buf.max_len(), 2 * page);
+        assert!(buf[..] == bytes[2 * page..], "short read: bytes differ");
+        // At the end, and past it: nothing.
+        for at in [4 * page, 16 * page] {
+            let buf = ring
+                .read_at(&file, aligned(page), at as u64)
+                .wait()
+                .unwrap();
+            assert_eq!(buf.len(), 0, "read at {at} of a {len}-byte file");
+        }
+    });
+}
+
+fn writing_a_read_only_file_is_an_io_error(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("read_only", engine);
+    let path = dir.join("file");
+    let before = patterned_file(&path, 3, 4 * page_size());
+    let file = DirectFile::open(&path).unwrap();
+    let data = aligned_with(&vec![0xEE; page_size()]);
+    let ring2 = ring.clone();
+    let result = within(LIMIT, "a write to a read-only file", move || {
+        ring2.write_at(&file, data, 0).wait()
+    });
+    match result {
+        Err(Error::Io { source, .. }) => assert_eq!(
+            source.raw_os_error(),
+            Some(rustix::io::Errno::BADF.raw_os_error()),
+            "{source}"
+        ),
+        Err(other) => panic!("{other}: not Error::Io"),
+        Ok(n) => panic!("wrote {n} bytes to a read-only file"),
+    }
+    assert!(std::fs::read(&path).unwrap() == before, "the file changed");
+    // The ring still works after the failure.
+    let file = DirectFile::open(&path).unwrap();
+    let buf = within(LIMIT, "a read after a failure", move || {
+        ring.read_at(&file, aligned(page_size()), 0).wait().unwrap()
+    });
+    assert!(buf[..] == before[..page_size()]);
+}
+
+fn many_reads_in_flight_from_one_thread(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("depth", engine);
+    let path = dir.join("file");
+    let len = 8 << 20;
+    let bytes = patterned_file(&path, 4, len);
+    let file = DirectFile::open(&path).unwrap();
+    within(LIMIT, "64 reads in flight", move || {
+        let block = 4096;
+        let mut rng = Rng(0x5EED);
+        // Submit all 64, then wait for all: queue depth 64 from one thread.
+        let pendings: Vec<_> = (0..64)
+            .map(|_| {
+                let at = rng.below((len / block) as u64) * block as u64;
+                (at, ring.read_at(&file, aligned(block), at))
+            })
+            .collect();
+        assert!(ring.stats().in_flight <= 64);
+        for (at, pending) in pendings {
+            let buf = pending.wait().unwrap();
+            let at = at as usize;
+            assert_eq!(buf.len(), block, "read at {at}");
+            assert!(
+                buf[..] == bytes[at..at + block],
+                "read at {at}: bytes differ"
+            );
+        }
+        assert_eq!(ring.stats().in_flight, 0, "every read has completed");
+    });
+}
+
+fn large_transfers_are_split_and_exact(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("large", engine);
+    let path = dir.join("file");
+    let len = 8 << 20;
+    let file = DirectFile::create(&path).unwrap();
+    let max = file.limits().max_page_aligned_transfer;
+    assert!(
+        (len as u64) > max,
+        "8 MiB is not above the device's largest request ({max}): nothing to split"
+    );
+    let data = pattern(5, len);
+    let mem = file.limits().dio_mem_align as usize;
+    within(LIMIT, "8 MiB written and read back", move || {
+        let written = ring.write_at(&file, aligned_with(&data), 0).wait().unwrap();
+        assert_eq!(written, len);
+        assert_eq!(file.len().unwrap(), len as u64);
+        let back = ring.read_at(&file, aligned(len), 0).wait().unwrap();
+        assert_eq!(back.len(), len);
+        assert!(back[..] == data[..], "page-aligned read back: bytes differ");
+        // A buffer aligned for the device but not to a page splits at the other maximum.
+        if mem < page_size() && file.is_direct() {
+            let back = ring.read_at(&file, shifted(mem, len), 0).wait().unwrap();
+            assert_eq!(back.len(), len);
+            assert!(
+                back[..] == data[..],
+                "read into a buffer off a page: bytes differ"
+            );
+        }
+        assert!(
+            std::fs::read(file.path()).unwrap() == data,
+            "the file differs"
+        );
+    });
+}
+
+fn a_one_entry_ring_still_takes_many_transfers(engine: Engine) {
+    let Some(ring) = ring_with(engine, RingOptions::default().entries(1).workers(1)) else {
+        return;
+    };
+    let dir = dir("one_entry", engine);
+    let path = dir.join("file");
+    let bytes = patterned_file(&path, 6, 1 << 20);
+    let file = DirectFile::open(&path).unwrap();
+    within(LIMIT, "32 reads through one entry", move || {
+        let block = 32 << 10;
+        let pendings: Vec<_> = (0..32)
+            .map(|i| ring.read_at(&file, aligned(block), (i * block) as u64))
+            .collect();
+        for (i, pending) in pendings.into_iter().enumerate() {
+            let buf = pending.wait().unwrap();
+            assert!(buf[..] == bytes[i * block..(i + 1) * block], "read {i}");
+        }
+    });
+}
+
+fn dropped_pendings_give_their_buffers_back(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("dropped", engine);
+    let frames = 4;
+    let frame = 256 << 10;
+    let pool = FramePool::new(Framing::new(frame, frames)).unwrap();
+    let path = dir.join("read");
+    patterned_file(&path, 7, frames * frame);
+    let file = DirectFile::open(&path).unwrap();
+    for round in 0..3 {
+        for i in 0..frames {
+            let buf = pool.try_allocate().expect("a free frame");
+            drop(ring.read_at(&file, buf, (i * frame) as u64));
+        }
+        wait_until_all_free(
+            &pool,
+            &format!("round {round}: frames back after dropped reads"),
+        );
+    }
+    // Dropped writes cancel nothing: the data still lands, and the frames come back.
+    let out = dir.join("write");
+    let writer = DirectFile::create(&out).unwrap();
+    let data = pattern(8, frames * frame);
+    for i in 0..frames {
+        let mut buf = pool.try_allocate().expect("a free frame");
+        buf.extend_from_slice(&data[i * frame..(i + 1) * frame])
+            .unwrap();
+        drop(ring.write_at(&writer, buf.freeze(), (i * frame) as u64));
+    }
+    wait_until_all_free(&pool, "frames back after dropped writes");
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "a dropped write did not land whole"
+    );
+    // Allocating again works, every frame.
+    let again: Vec<_> = (0..frames).map(|_| pool.try_allocate()).collect();
+    assert!(again.iter().all(Option::is_some), "a frame is missing");
+    assert_eq!(ring.stats().in_flight, 0);
+}
+
+fn a_forgotten_pending_keeps_its_frame_from_reuse(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("forgotten", engine);
+    let frame = 8 << 20;
+    let pool = FramePool::new(Framing::new(frame, 2)).unwrap();
+    let path = dir.join("file");
+    patterned_file(&path, 9, frame);
+    let file = DirectFile::open(&path).unwrap();
+    within(LIMIT, "a forgotten read", move || {
+        let first = pool.try_allocate().unwrap();
+        let address = first.as_ptr() as usize;
+        std::mem::forget(ring.read_at(&file, first, 0));
+        let other = pool.try_allocate().expect("the second frame");
+        assert_ne!(other.as_ptr() as usize, address);
+        // Whenever the forgotten read's frame is handed out again (if ever: a forgotten
+        // pending may keep it), the kernel must be done with it: nothing writes into
+        // it after that.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let Some(mut again) = pool.try_allocate() else {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            };
+            assert_eq!(again.as_ptr() as usize, address);
+            assert_eq!(
+                ring.stats().in_flight,
+                0,
+                "the frame of a read in flight was handed out again"
+            );
+            again.whole_mut().fill(0xEE);
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(
+                again.whole_mut().iter().all(|&b| b == 0xEE),
+                "the kernel wrote into a frame handed out again"
+            );
+            eprintln!("the frame came back once its read completed");
+            return;
+        }
+        eprintln!("the frame of the forgotten read was kept (never handed out again)");
+    });
+}
+
+fn dropping_the_ring_with_transfers_in_flight(engine: Engine) {
+    let dir = dir("ring_dropped", engine);
+    let frames = 8;
+    let frame = 1 << 20;
+    let pool = FramePool::new(Framing::new(frame, frames)).unwrap();
+    let path = dir.join("read");
+    let bytes = patterned_file(&path, 10, frames * frame);
+
+    // Pendings kept, every ring handle dropped: each still resolves (no hang), and a
+    // read that succeeds is byte-exact.
+    let Some(ring) = ring_with(engine, RingOptions::default().register(&pool)) else {
+        return;
+    };
+    let file = DirectFile::open(&path).unwrap();
+    let pendings: Vec<_> = (0..frames)
+        .map(|i| ring.read_at(&file, pool.try_allocate().unwrap(), (i * frame) as u64))
+        .collect();
+    let clone = ring.clone();
+    drop(ring);
+    drop(clone);
+    within(LIMIT, "pendings of a dropped ring", move || {
+        for (i, pending) in pendings.into_iter().enumerate() {
+            match pending.wait() {
+                Ok(buf) => assert!(buf[..] == bytes[i * frame..(i + 1) * frame], "read {i}"),
+                Err(err) => eprintln!("read {i} of a dropped ring: {err}"),
+            }
+        }
+    });
+    wait_until_all_free(&pool, "frames back after the ring and its pendings dropped");
+
+    // Pendings and ring dropped together: no crash, frames back, writes land.
+    let Some(ring) = ring_with(engine, RingOptions::default().register(&pool)) else {
+        return;
+    };
+    let out = dir.join("write");
+    let writer = DirectFile::create(&out).unwrap();
+    let data = pattern(11, frames * frame);
+    for i in 0..frames {
+        let mut buf = pool.try_allocate().unwrap();
+        buf.extend_from_slice(&data[i * frame..(i + 1) * frame])
+            .unwrap();
+        drop(ring.write_at(&writer, buf.freeze(), (i * frame) as u64));
+    }
+    within(LIMIT, "dropping a ring with writes in flight", move || {
+        drop(ring)
+    });
+    wait_until_all_free(
+        &pool,
+        "frames back after a ring dropped with writes in flight",
+    );
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "a write in flight was lost"
+    );
+}
+
+fn a_pending_keeps_its_file_open(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("file_dropped", engine);
+    let path = dir.join("file");
+    let len = 4 << 20;
+    let bytes = patterned_file(&path, 12, len);
+    within(LIMIT, "transfers whose DirectFile was dropped", move || {
+        let file = DirectFile::open(&path).unwrap();
+        let read = ring.read_at(&file, aligned(len), 0);
+        drop(file);
+        // Something else takes the lowest free fd numbers meanwhile.
+        let others: Vec<_> = (0..4)
+            .map(|_| std::fs::File::open(&path).unwrap())
+            .collect();
+        let buf = read.wait().unwrap();
+        assert!(buf[..] == bytes[..], "read after its file was dropped");
+        drop(others);
+
+        let out = path.with_extension("out");
+        let file = DirectFile::create(&out).unwrap();
+        let write = ring.write_at(&file, aligned_with(&bytes), 0);
+        drop(file);
+        assert_eq!(write.wait().unwrap(), len);
+        assert!(
+            std::fs::read(&out).unwrap() == bytes,
+            "write after its file was dropped"
+        );
+    });
+}
+
+fn offsets_at_the_top_of_the_range_are_errors(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("top_offsets", engine);
+    let path = dir.join("file");
+    let before = patterned_file(&path, 19, 1 << 20);
+    let file = DirectFile::options()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let len = 8 << 20;
+    let page = page_size() as u64;
+    // Past what the kernel takes (a negative loff_t), and the last aligned offset,
+    // where a transfer cut into pieces would run past u64::MAX: each an error (or, for
+    // a read, nothing read), never a panic, a hang, or a piece wrapped round to the
+    // start of the file.
+    let (outcome, ring) = within(
+        LIMIT,
+        "transfers at the top of the offset range",
+        move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for offset in [1u64 << 63, !(page - 1)] {
+                    let data = aligned_with(&vec![0xEE; len]);
+                    let write = ring.write_at(&file, data, offset).wait();
+                    assert!(write.is_err(), "a write at {offset:#x}: {write:?}");
+                    match ring.read_at(&file, aligned(len), offset).wait() {
+                        Ok(buf) => assert_eq!(buf.len(), 0, "a read at {offset:#x}"),
+                        Err(err) => eprintln!("a read at {offset:#x}: {err}"),
+                    }
+                }
+            }));
+            // The ring comes out whatever happened, to be dropped under a watchdog.
+            (outcome, ring)
+        },
+    );
+    if let Err(panic) = outcome {
+        eprintln!("a transfer at the top of the offset range panicked; dropping the ring:");
+        close(ring);
+        std::panic::resume_unwind(panic);
+    }
+    close(ring);
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "a write at the top of the range changed the file"
+    );
+}
+
+fn assert_invalid(result: pagebuf::Result<IoRing>, what: &str, needle: &str) {
+    match result {
+        Err(Error::InvalidArgument(message)) => {
+            assert!(
+                message.contains(needle),
+                "{what}: {message:?} does not name {needle}"
+            )
+        }
+        Err(other) => panic!("{what}: {other}, not InvalidArgument"),
+        Ok(_) => panic!("{what}: accepted"),
+    }
+}
+
+fn entries_outside_their_range_are_invalid(engine: Engine) {
+    for entries in [0, 32769, u32::MAX] {
+        let options = RingOptions::default().engine(engine).entries(entries);
+        assert_invalid(
+            IoRing::with_options(options),
+            &format!("entries({entries})"),
+            "32768",
+        );
+    }
+    // Both ends of the range are accepted, and work.
+    for entries in [1, 32768] {
+        let Some(ring) = ring_with(engine, RingOptions::default().entries(entries)) else {
+            return;
+        };
+        let dir = dir("entries", engine);
+        let path = dir.join("file");
+        let bytes = patterned_file(&path, 13, page_size());
+        let file = DirectFile::open(&path).unwrap();
+        let buf = within(LIMIT, "a read", move || {
+            ring.read_at(&file, aligned(page_size()), 0).wait().unwrap()
+        });
+        assert!(buf[..] == bytes[..], "entries({entries})");
+    }
+}
+
+fn workers_outside_their_range_are_invalid(engine: Engine) {
+    let cap = pagebuf::caps::MAX_DEPTH;
+    for workers in [0, cap + 1, usize::MAX] {
+        let options = RingOptions::default().engine(engine).workers(workers);
+        assert_invalid(
+            IoRing::with_options(options),
+            &format!("workers({workers})"),
+            &cap.to_string(),
+        );
+    }
+    // Both ends of the range are accepted (`ring_with` fails the test otherwise).
+    for workers in [1, cap] {
+        let _ = ring_with(engine, RingOptions::default().workers(workers));
+    }
+}
+
+fn registering_a_pool_twice_is_invalid(engine: Engine) {
+    let pool = FramePool::new(Framing::new(64 << 10, 4)).unwrap();
+    let twice = RingOptions::default()
+        .engine(engine)
+        .register(&pool)
+        .register(&pool);
+    assert_invalid(IoRing::with_options(twice), "the same pool twice", "twice");
+    let clone = pool.clone();
+    let twice = RingOptions::default()
+        .engine(engine)
+        .register(&pool)
+        .register(&clone);
+    assert_invalid(IoRing::with_options(twice), "a pool and its clone", "twice");
+    // Two different pools are fine.
+    let other = FramePool::new(Framing::new(64 << 10, 4)).unwrap();
+    let _ = ring_with(
+        engine,
+        RingOptions::default().register(&pool).register(&other),
+    );
+}
+
+fn a_pool_registered_with_another_ring_goes_plain(engine: Engine) {
+    let theirs = FramePool::new(Framing::new(64 << 10, 4)).unwrap();
+    let ours = FramePool::new(Framing::new(64 << 10, 4)).unwrap();
+    let Some(other) = ring_with(engine, RingOptions::default().register(&theirs)) else {
+        return;
+    };
+    let Some(ring) = ring_with(engine, RingOptions::default().register(&ours)) else {
+        return;
+    };
+    let dir = dir("another_ring", engine);
+    let path = dir.join("file");
+    let frame = 64 << 10;
+    let data = pattern(14, 4 * frame);
+    let file = DirectFile::create(&path).unwrap();
+    let before = ring.stats();
+    within(LIMIT, "another ring's frames", move || {
+        for i in 0..4 {
+            let mut buf = theirs.try_allocate().unwrap();
+            buf.extend_from_slice(&data[i * frame..(i + 1) * frame])
+                .unwrap();
+            assert_eq!(
+                ring.write_at(&file, buf.freeze(), (i * frame) as u64)
+                    .wait()
+                    .unwrap(),
+                frame
+            );
+        }
+        for i in 0..4 {
+            let buf = ring
+                .read_at(&file, theirs.try_allocate().unwrap(), (i * frame) as u64)
+                .wait()
+                .unwrap();
+            assert!(buf[..] == data[i * frame..(i + 1) * frame], "block {i}");
+        }
+        let after = ring.stats();
+        assert_eq!(
+            after.fixed_ops, before.fixed_ops,
+            "another ring's buffer went as a fixed op"
+        );
+        assert!(
+            after.plain_ops >= before.plain_ops + 8,
+            "{before:?} -> {after:?}"
+        );
+        assert_eq!(
+            other.stats().fixed_ops + other.stats().plain_ops,
+            0,
+            "the other ring did the work"
+        );
+    });
+}
+
+fn a_registered_pool_goes_fixed_on_its_own_ring(engine: Engine) {
+    let pool = FramePool::new(Framing::new(64 << 10, 4)).unwrap();
+    let Some(ring) = ring_with(engine, RingOptions::default().register(&pool)) else {
+        return;
+    };
+    if engine == Engine::Uring {
+        assert!(
+            ring.note().is_none(),
+            "registration refused: {:?}",
+            ring.note()
+        );
+    }
+    let dir = dir("own_ring", engine);
+    let path = dir.join("file");
+    let frame = 64 << 10;
+    let data = pattern(15, 4 * frame);
+    let file = DirectFile::create(&path).unwrap();
+    let before = ring.stats();
+    within(LIMIT, "registered frames", move || {
+        for i in 0..4 {
+            let mut buf = pool.try_allocate().unwrap();
+            buf.extend_from_slice(&data[i * frame..(i + 1) * frame])
+                .unwrap();
+            assert_eq!(
+                ring.write_at(&file, buf.freeze(), (i * frame) as u64)
+                    .wait()
+                    .unwrap(),
+                frame
+            );
+        }
+        for i in 0..4 {
+            let buf = ring
+                .read_at(&file, pool.try_allocate().unwrap(), (i * frame) as u64)
+                .wait()
+                .unwrap();
+            assert!(buf[..] == data[i * frame..(i + 1) * frame], "block {i}");
+        }
+        // A buffer from elsewhere on the same ring is a plain op.
+        let plain = ring.read_at(&file, aligned(frame), 0).wait().unwrap();
+        assert!(plain[..] == data[..frame]);
+        let after = ring.stats();
+        match engine {
+            Engine::Uring => {
+                assert!(
+                    after.fixed_ops >= before.fixed_ops + 8,
+                    "{before:?} -> {after:?}"
+                );
+                assert_eq!(
+                    after.plain_ops,
+                    before.plain_ops + 1,
+                    "{before:?} -> {after:?}"
+                );
+            }
+            _ => {
+                assert_eq!(after.fixed_ops, 0, "the thread engine has no fixed ops");
+                assert!(
+                    after.plain_ops >= before.plain_ops + 9,
+                    "{before:?} -> {after:?}"
+                );
+            }
+        }
+    });
+}
+
+fn sync_data_after_writes(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("sync", engine);
+    let path = dir.join("file");
+    let data = pattern(16, 1 << 20);
+    let file = DirectFile::create(&path).unwrap();
+    within(LIMIT, "writes then sync_data", move || {
+        let block = 256 << 10;
+        let writes: Vec<_> = (0..4)
+            .map(|i| {
+                ring.write_at(
+                    &file,
+                    aligned_with(&data[i * block..(i + 1) * block]),
+                    (i * block) as u64,
+                )
+            })
+            .collect();
+        for write in writes {
+            assert_eq!(write.wait().unwrap(), block);
+        }
+        ring.sync_data(&file).wait().unwrap();
+        assert!(std::fs::read(&path).unwrap() == data);
+        // A sync with nothing written before it is fine too.
+        ring.sync_data(&file).wait().unwrap();
+    });
+}
+
+/// 8 readers x 32 reads of 4 KiB at random aligned offsets of a patterned 8 MiB file,
+/// each reader submitting all of its reads before it waits for any.
+struct Workload {
+    file: Arc<DirectFile>,
+    bytes: Arc<Vec<u8>>,
+}
+
+const READERS: usize = 8;
+const READS: usize = 32;
+const BLOCK: usize = 4096;
+
+impl Workload {
+    fn new(name: &str, engine: Engine) -> Workload {
+        let dir = dir(name, engine);
+        let path = dir.join("file");
+        let bytes = Arc::new(patterned_file(&path, 17, 8 << 20));
+        Workload {
+            file: Arc::new(DirectFile::open(&path).unwrap()),
+            bytes,
+        }
+    }
+
+    fn offsets(&self, reader: usize) -> Vec<u64> {
+        let mut rng = Rng(reader as u64 * 7919 + 1);
+        let blocks = (self.bytes.len() / BLOCK) as u64;
+        (0..READS)
+            .map(|_| rng.below(blocks) * BLOCK as u64)
+            .collect()
+    }
+
+    fn check(&self, reader: usize, at: u64, buf: &BufferMut) {
+        let at = at as usize;
+        assert_eq!(buf.len(), BLOCK, "reader {reader}, read at {at}");
+        assert!(
+            buf[..] == self.bytes[at..at + BLOCK],
+            "reader {reader}, read at {at}: bytes differ"
+        );
+    }
+
+    /// One reader as a future: submit all, then await each.
+    async fn read(self: Arc<Self>, ring: IoRing, reader: usize) {
+        let offsets = self.offsets(reader);
+        let pendings: Vec<_> = offsets
+            .iter()
+            .map(|&at| ring.read_at(&self.file, aligned(BLOCK), at))
+            .collect();
+        for (at, pending) in offsets.into_iter().zip(pendings) {
+            let buf = pending.await.unwrap();
+            self.check(reader, at, &buf);
+        }
+    }
+}
+
+fn concurrent_reads_from_plain_threads(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let work = Arc::new(Workload::new("threads", engine));
+    within(LIMIT, "8 threads x 32 reads", move || {
+        std::thread::scope(|scope| {
+            for reader in 0..READERS {
+                let (ring, work) = (ring.clone(), work.clone());
+                scope.spawn(move || {
+                    let offsets = work.offsets(reader);
+                    let pendings: Vec<_> = offsets
+                        .iter()
+                        .map(|&at| ring.read_at(&work.file, aligned(BLOCK), at))
+                        .collect();
+                    for (at, pending) in offsets.into_iter().zip(pendings) {
+                        work.check(reader, at, &pending.wait().unwrap());
+                    }
+                });
+            }
+        });
+        assert_eq!(ring.stats().in_flight, 0);
+    });
+}
+
+fn on_tokio(engine: Engine, runtime: tokio::runtime::Runtime, name: &str) {
+    let Some(ring) = ring(engine) else { return };
+    let work = Arc::new(Workload::new(name, engine));
+    within(LIMIT, "8 tasks x 32 reads under tokio", move || {
+        runtime.block_on(async move {
+            let tasks: Vec<_> = (0..READERS)
+                .map(|reader| tokio::spawn(work.clone().read(ring.clone(), reader)))
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            assert_eq!(ring.stats().in_flight, 0);
+        });
+    });
+}
+
+fn concurrent_reads_under_tokio_multi_thread(engine: Engine) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    on_tokio(engine, runtime, "tokio_multi");
+}
+
+fn concurrent_reads_under_tokio_current_thread(engine: Engine) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    on_tokio(engine, runtime, "tokio_current");
+}
+
+fn pendings_need_no_runtime(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let work = Arc::new(Workload::new("no_runtime", engine));
+    within(LIMIT, "reads awaited by a bare executor", move || {
+        for reader in 0..READERS {
+            block_on(work.clone().read(ring.clone(), reader));
+        }
+    });
+}
+
+/// The child copy of `an_idle_ring_uses_no_cpu::<engine>` measures; the parent checks.
+fn an_idle_ring_uses_no_cpu(engine: Engine) {
+    let name = format!(
+        "an_idle_ring_uses_no_cpu::{}",
+        format!("{engine:?}").to_lowercase()
+    );
+    if !in_child(&name) {
+        // Alone in a process of its own: the CPU time of the process is the ring's.
+        let (status, text) = run_child(&name, &[]);
+        eprintln!("{text}");
+        assert!(status.success(), "child failed ({status:?}):\n{text}");
+        assert!(
+            text.contains("child: idle") || text.contains("skipped:"),
+            "child did not finish:\n{text}"
+        );
+        return;
+    }
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("idle", engine);
+    let path = dir.join("file");
+    let bytes = patterned_file(&path, 18, 1 << 20);
+    let file = DirectFile::open(&path).unwrap();
+    // Used first, so every thread or poller it starts has started.
+    let pendings: Vec<_> = (0..16)
+        .map(|i| ring.read_at(&file, aligned(64 << 10), i * (64 << 10)))
+        .collect();
+    for (i, pending) in pendings.into_iter().enumerate() {
+        assert!(pending.wait().unwrap()[..] == bytes[i * (64 << 10)..(i + 1) * (64 << 10)]);
+    }
+    let before = support::process_cpu_time();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    let used = support::process_cpu_time() - before;
+    let idle = started.elapsed();
+    assert!(
+        used < Duration::from_millis(20),
+        "an idle {engine:?} ring used {used:?} of CPU in {idle:?}"
+    );
+    drop(ring);
+    println!("child: idle: {used:?} of CPU in {idle:?}");
+}
+
+#[test]
+fn io_ring_is_clone_send_sync_and_pending_send_unpin() {
+    fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
+    fn send_unpin<T: Send + Unpin + 'static>() {}
+    fn copy_eq_debug<T: Copy + PartialEq + std::fmt::Debug>() {}
+    clone_send_sync::<IoRing>();
+    send_unpin::<pagebuf::ring::Pending<BufferMut>>();
+    send_unpin::<pagebuf::ring::Pending<usize>>();
+    send_unpin::<pagebuf::ring::Pending<()>>();
+    copy_eq_debug::<Engine>();
+    fn future<F: std::future::Future<Output = pagebuf::Result<BufferMut>>>() {}
+    future::<pagebuf::ring::Pending<BufferMut>>();
+}
+
+#[test]
+fn the_default_ring_names_its_engine() {
+    let ring = IoRing::new().unwrap();
+    let engine = ring.engine();
+    assert!(
+        matches!(engine, Engine::Uring | Engine::Threads),
+        "{engine:?}"
+    );
+    if engine == Engine::Threads {
+        let note = ring
+            .note()
+            .expect("Auto fell back to threads without saying why");
+        eprintln!("the default ring runs on threads: {note}");
+    }
+}
