@@ -9,6 +9,7 @@ mod format;
 mod play;
 mod probe;
 mod progress;
+mod randread;
 mod record;
 mod scratch;
 mod synthetic;
@@ -54,6 +55,37 @@ fn depth(text: &str) -> Result<usize, String> {
             "depth `{text}` must be a whole number from 1 to {}",
             pagebuf::caps::MAX_DEPTH
         )),
+    }
+}
+
+/// `randread --depth`: reads in flight, up to the cap of every depth knob (1024).
+fn queue_depth(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(d) if (1..=1024).contains(&d) => Ok(d),
+        _ => Err(format!(
+            "depth `{text}` must be a whole number from 1 to 1024"
+        )),
+    }
+}
+
+/// `--engine`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EngineChoice {
+    /// io_uring where it works, worker threads where it is refused.
+    Auto,
+    /// io_uring, or an error saying why not.
+    Uring,
+    /// Worker threads.
+    Threads,
+}
+
+impl From<EngineChoice> for pagebuf::Engine {
+    fn from(choice: EngineChoice) -> pagebuf::Engine {
+        match choice {
+            EngineChoice::Auto => pagebuf::Engine::Auto,
+            EngineChoice::Uring => pagebuf::Engine::Uring,
+            EngineChoice::Threads => pagebuf::Engine::Threads,
+        }
     }
 }
 
@@ -156,6 +188,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Random direct reads of one block size from one thread at a queue depth: IOPS,
+    /// latency percentiles and CPU per GiB.
+    #[command(
+        after_help = "Examples:\n  pagebuf randread big.bin --depth 32\n  pagebuf randread big.bin --depth 1 --engine threads --seconds 5 --json"
+    )]
+    Randread {
+        /// The file to read (at least one block long).
+        file: PathBuf,
+        /// Reads in flight.
+        #[arg(long, default_value = "32", value_parser = queue_depth)]
+        depth: usize,
+        /// Bytes per read, a multiple of the file's alignment.
+        #[arg(long, default_value = "4KiB", value_parser = block_size)]
+        block: usize,
+        /// How long to read.
+        #[arg(long, default_value = "5", value_parser = seconds)]
+        seconds: f64,
+        /// Which engine the ring uses.
+        #[arg(long, value_enum, default_value = "auto")]
+        engine: EngineChoice,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Side-by-side ratios here: pool vs fresh memory, direct vs buffered copy, record vs raw write.
     #[command(after_help = "Example:\n  pagebuf bench --size 512MiB")]
     Bench {
@@ -218,6 +274,14 @@ fn main() -> ExitCode {
         }
         Command::Play { file, verify, json } => play::run(out, &file, verify, json),
         Command::Bench { size } => bench::run(out, size),
+        Command::Randread {
+            file,
+            depth,
+            block,
+            seconds,
+            engine,
+            json,
+        } => randread::run(out, &file, depth, block, seconds, engine.into(), json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,9 +9,10 @@
 //! release may take its pool's locks.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::task::Waker;
 use std::thread::Thread;
+use std::time::Duration;
 
 use super::op::{Finish, Op};
 use crate::error::Result;
@@ -54,6 +55,8 @@ struct Slot {
     results: Vec<i32>,
     left: usize,
     waiter: Waiter,
+    /// Counted in `demand`: a task waits for it, or its `Pending` is gone.
+    demanding: bool,
 }
 
 #[derive(Default)]
@@ -67,6 +70,12 @@ struct Table {
 pub(crate) struct Completions {
     table: Mutex<Table>,
     in_flight: AtomicUsize,
+    /// Transfers in flight that no blocked thread will reap: an async task waits for
+    /// them, or nobody does (their `Pending` is gone). The io_uring engine's reaper
+    /// thread works only while this is above 0; threads in `wait` reap for themselves.
+    demand: AtomicUsize,
+    demand_lock: Mutex<()>,
+    demand_rose: Condvar,
 }
 
 /// What `finish_piece` and friends leave to do outside the lock.
@@ -107,6 +116,7 @@ impl Completions {
                     results: Vec::new(),
                     left: 0,
                     waiter: Waiter::Nobody,
+                    demanding: false,
                 });
                 table.slots.len() - 1
             }
@@ -134,7 +144,7 @@ impl Completions {
         if slot.left > 0 {
             return Aftermath::none();
         }
-        Completions::complete(&mut table, &self.in_flight, id)
+        self.complete(&mut table, id)
     }
 
     /// Transfer `id` finished whole: its op comes back with every piece's result.
@@ -151,12 +161,16 @@ impl Completions {
             *r = res;
         }
         slot.left = 0;
-        Completions::complete(&mut table, &self.in_flight, id)
+        self.complete(&mut table, id)
     }
 
     /// The last piece of `id` is in: hand it to its waiter, or drop an abandoned op.
-    fn complete(table: &mut Table, in_flight: &AtomicUsize, id: usize) -> Aftermath {
+    fn complete(&self, table: &mut Table, id: usize) -> Aftermath {
+        let in_flight = &self.in_flight;
         let slot = &mut table.slots[id];
+        if std::mem::take(&mut slot.demanding) {
+            self.demand.fetch_sub(1, Ordering::AcqRel);
+        }
         match slot.stage {
             Stage::Abandoned => {
                 let dropped = slot.op.take();
@@ -193,13 +207,73 @@ impl Completions {
         self.poll(id, finish, Waiter::Task(waker.clone()))
     }
 
+    /// Whether transfer `id` has completed (its outcome waits to be taken).
+    pub(crate) fn is_done(&self, id: usize) -> bool {
+        self.lock()
+            .slots
+            .get(id)
+            .is_some_and(|slot| slot.stage != Stage::InFlight)
+    }
+
+    /// Transfers that want the reaper thread (see `demand`).
+    pub(crate) fn demand(&self) -> usize {
+        self.demand.load(Ordering::Acquire)
+    }
+
+    /// Sleeps until some transfer wants the reaper thread, `stop()` holds, or `limit`
+    /// passes.
+    pub(crate) fn await_demand(&self, stop: impl Fn() -> bool, limit: Duration) {
+        let guard = self.demand_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.demand() == 0 && !stop() {
+            let _ = self.demand_rose.wait_timeout(guard, limit);
+        }
+    }
+
+    /// Wakes the reaper thread if it sleeps in `await_demand`.
+    pub(crate) fn wake_reaper(&self) {
+        let _guard = self.demand_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.demand_rose.notify_all();
+    }
+
+    /// Counts `slot` as wanting the reaper thread; `true` for the first such transfer.
+    fn demand_for(&self, slot: &mut Slot) -> bool {
+        if slot.demanding || !matches!(slot.stage, Stage::InFlight | Stage::Abandoned) {
+            return false;
+        }
+        slot.demanding = true;
+        self.demand.fetch_add(1, Ordering::AcqRel) == 0
+    }
+
+    /// Unparks one thread blocked in `wait` for a transfer still in flight, so that it
+    /// takes over reaping from a thread that stops.
+    pub(crate) fn unpark_a_waiter(&self) {
+        let table = self.lock();
+        let waiter = table
+            .slots
+            .iter()
+            .find_map(|slot| match (&slot.waiter, slot.stage) {
+                (Waiter::Thread(thread), Stage::InFlight) => Some(thread.clone()),
+                _ => None,
+            });
+        drop(table);
+        if let Some(thread) = waiter {
+            thread.unpark();
+        }
+    }
+
     /// The outcome of `id` if it is done (the slot is then free again); otherwise
     /// `waiter` is woken when it is.
     fn poll<T>(&self, id: usize, finish: Finish<T>, waiter: Waiter) -> Option<Result<T>> {
         let mut table = self.lock();
         let slot = &mut table.slots[id];
         if slot.stage != Stage::Done {
+            let task = matches!(waiter, Waiter::Task(_));
             slot.waiter = waiter;
+            let first = task && self.demand_for(slot);
+            drop(table);
+            if first {
+                self.wake_reaper();
+            }
             return None;
         }
         let op = slot.op.take()?;
@@ -228,6 +302,11 @@ impl Completions {
             _ => {
                 slot.stage = Stage::Abandoned;
                 slot.waiter = Waiter::Nobody;
+                if self.demand_for(slot) {
+                    drop(table);
+                    self.wake_reaper();
+                    return;
+                }
                 None
             }
         };

@@ -191,7 +191,7 @@ impl IoRing {
     /// [`Error::Misaligned`] without a system call; `buf` is then dropped (back to its
     /// pool). A read above the device's largest request goes as pieces of that size.
     pub fn read_at(&self, file: &DirectFile, buf: BufferMut, offset: u64) -> Pending<BufferMut> {
-        if let Err(err) = file.check(buf.as_ptr(), offset, buf.max_len()) {
+        if let Err(err) = check(file, buf.as_ptr(), offset, buf.max_len()) {
             return Pending::ready(Err(err));
         }
         let chunk = file.chunk_for(buf.as_ptr());
@@ -209,7 +209,7 @@ impl IoRing {
     ///
     /// Misalignment is [`Error::Misaligned`] without a system call, as for `read_at`.
     pub fn write_at(&self, file: &DirectFile, data: Buffer, offset: u64) -> Pending<usize> {
-        if let Err(err) = file.check(data.as_ptr(), offset, data.len()) {
+        if let Err(err) = check(file, data.as_ptr(), offset, data.len()) {
             return Pending::ready(Err(err));
         }
         let chunk = file.chunk_for(data.as_ptr());
@@ -244,7 +244,7 @@ impl IoRing {
                     Road::Plain => &inner.plain_ops,
                 }
                 .fetch_add(1, Ordering::Relaxed);
-                Pending::in_flight(completions, id, finish)
+                Pending::in_flight(engine.driver(), id, finish)
             }
             EngineImpl::Threads(engine) => {
                 let id = completions.insert(None, op.piece_count());
@@ -257,6 +257,23 @@ impl IoRing {
             }
         }
     }
+}
+
+/// What the kernel would refuse, refused first: misalignment, and a transfer that runs
+/// past the largest file offset (`loff_t`, 2^63 - 1).
+fn check(file: &DirectFile, address: *const u8, offset: u64, len: usize) -> Result<()> {
+    file.check(address, offset, len)?;
+    let fits = offset
+        .checked_add(len as u64)
+        .is_some_and(|end| end <= i64::MAX as u64);
+    if !fits {
+        return Err(Error::InvalidArgument(format!(
+            "a transfer of {len} bytes at offset {offset} runs past the largest file offset \
+             ({}); use a smaller offset",
+            i64::MAX
+        )));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for IoRing {

@@ -101,7 +101,7 @@ impl Layout {
         Piece {
             at,
             len: self.len.saturating_sub(at).min(self.chunk),
-            offset: self.offset + at as u64,
+            offset: self.offset.saturating_add(at as u64),
         }
     }
 }

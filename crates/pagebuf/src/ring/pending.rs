@@ -10,6 +10,27 @@ use super::completion::Completions;
 use super::op::Finish;
 use crate::error::{Error, Result};
 
+/// What a [`Pending`] waits through: its engine's completion table, and how a thread
+/// blocks for a transfer (the io_uring engine has it reap completions itself).
+pub(crate) trait Drive: Send + Sync {
+    /// The table the transfer's slot is in.
+    fn completions(&self) -> &Completions;
+    /// Blocks until transfer `id` may have completed (a spurious return is fine: the
+    /// caller polls again).
+    fn block(&self, id: usize);
+}
+
+/// The thread engine's way: the worker that completes the transfer unparks the waiter.
+impl Drive for Completions {
+    fn completions(&self) -> &Completions {
+        self
+    }
+
+    fn block(&self, _id: usize) {
+        std::thread::park();
+    }
+}
+
 /// A transfer submitted to an [`IoRing`](super::IoRing): `.await` it on any runtime, or
 /// [`wait`](Self::wait) for it on a plain thread.
 ///
@@ -26,7 +47,7 @@ enum State<T> {
     Ready(Option<Result<T>>),
     /// Waiting for slot `id`.
     InFlight {
-        completions: Arc<Completions>,
+        driver: Arc<dyn Drive>,
         id: usize,
         finish: Finish<T>,
     },
@@ -41,13 +62,9 @@ impl<T> Pending<T> {
     }
 
     /// A transfer in slot `id`.
-    pub(crate) fn in_flight(completions: Arc<Completions>, id: usize, finish: Finish<T>) -> Self {
+    pub(crate) fn in_flight(driver: Arc<dyn Drive>, id: usize, finish: Finish<T>) -> Self {
         Pending {
-            state: State::InFlight {
-                completions,
-                id,
-                finish,
-            },
+            state: State::InFlight { driver, id, finish },
         }
     }
 
@@ -60,17 +77,15 @@ impl<T> Pending<T> {
         loop {
             match &mut self.state {
                 State::Ready(outcome) => return outcome.take().unwrap_or_else(taken),
-                State::InFlight {
-                    completions,
-                    id,
-                    finish,
-                } => match completions.poll_thread(*id, *finish) {
-                    Some(outcome) => {
-                        self.state = State::Ready(None);
-                        return outcome;
+                State::InFlight { driver, id, finish } => {
+                    match driver.completions().poll_thread(*id, *finish) {
+                        Some(outcome) => {
+                            self.state = State::Ready(None);
+                            return outcome;
+                        }
+                        None => driver.block(*id),
                     }
-                    None => std::thread::park(),
-                },
+                }
             }
         }
     }
@@ -94,28 +109,23 @@ impl<T> Future for Pending<T> {
         let this = &mut *self;
         match &mut this.state {
             State::Ready(outcome) => Poll::Ready(outcome.take().unwrap_or_else(taken)),
-            State::InFlight {
-                completions,
-                id,
-                finish,
-            } => match completions.poll_task(*id, *finish, cx.waker()) {
-                Some(outcome) => {
-                    this.state = State::Ready(None);
-                    Poll::Ready(outcome)
+            State::InFlight { driver, id, finish } => {
+                match driver.completions().poll_task(*id, *finish, cx.waker()) {
+                    Some(outcome) => {
+                        this.state = State::Ready(None);
+                        Poll::Ready(outcome)
+                    }
+                    None => Poll::Pending,
                 }
-                None => Poll::Pending,
-            },
+            }
         }
     }
 }
 
 impl<T> Drop for Pending<T> {
     fn drop(&mut self) {
-        if let State::InFlight {
-            completions, id, ..
-        } = &self.state
-        {
-            completions.abandon(*id);
+        if let State::InFlight { driver, id, .. } = &self.state {
+            driver.completions().abandon(*id);
         }
     }
 }

@@ -86,8 +86,13 @@ impl Drop for ThreadEngine {
     /// completes).
     fn drop(&mut self) {
         self.jobs = None;
+        let me = std::thread::current().id();
         for worker in self.workers.drain(..) {
-            let _ = worker.join();
+            // A worker may drop the last handle (a buffer's owner holding it): it then
+            // finishes the jobs left and stops on its own.
+            if worker.thread().id() != me {
+                let _ = worker.join();
+            }
         }
     }
 }

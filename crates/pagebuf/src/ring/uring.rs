@@ -2,6 +2,13 @@
 //! submission queue by the threads that call the ring, and one reaper thread, blocked in
 //! `io_uring_enter` (so an idle ring burns no CPU), hands completions to their slots.
 //!
+//! * **Who reaps.** A thread blocked in [`Pending::wait`](super::Pending::wait) reaps
+//!   for itself: it takes the completion-queue lock, waits in `io_uring_enter` and
+//!   hands out what arrived (its own transfer among them), then passes the lock on to
+//!   another waiting thread; threads that do not get the lock park until their
+//!   completion is handed to them. The reaper thread works only while some transfer has
+//!   no such thread: an async task waits for it, or its `Pending` is gone. So a read
+//!   waited for on a plain thread costs no thread switch.
 //! * A transfer above the device's largest request is cut into pieces, one entry each,
 //!   sharing one completion slot; the kernel's user data is `slot << 20 | piece`.
 //! * Registered pools: each pool's memory, in pieces of at most 1 GiB (the kernel's
@@ -21,8 +28,9 @@ use std::thread::JoinHandle;
 
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
-use super::completion::Completions;
+use super::completion::{Aftermath, Completions};
 use super::op::{Op, MAX_PIECES};
+use super::pending::Drive;
 use crate::pool::FramePool;
 
 /// User data of the shutdown `NOP`.
@@ -44,6 +52,8 @@ struct Shared {
     ring: IoUring,
     /// Serializes the submission queue among the calling threads.
     sq: Mutex<()>,
+    /// Held by the one thread reading the completion queue (a waiter, or the reaper).
+    cq: Mutex<()>,
     completions: Arc<Completions>,
     /// Entries pushed and not yet completed.
     outstanding: AtomicUsize,
@@ -102,6 +112,7 @@ impl UringEngine {
         let shared = Arc::new(Shared {
             ring,
             sq: Mutex::new(()),
+            cq: Mutex::new(()),
             completions,
             outstanding: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
@@ -122,6 +133,11 @@ impl UringEngine {
             },
             note,
         ))
+    }
+
+    /// What a `Pending` of this engine waits through.
+    pub(crate) fn driver(&self) -> Arc<dyn Drive> {
+        self.shared.clone()
     }
 
     /// Submits `op` into slot `id` of the completion table (which takes the op); how it
@@ -149,6 +165,8 @@ impl UringEngine {
         };
         let id = shared.completions.insert(Some(op), pieces);
         shared.outstanding.fetch_add(pieces, Ordering::AcqRel);
+        // Completions reaped here while the queue was full, handed out once unlocked.
+        let mut after = Vec::new();
         let guard = shared.sq.lock().unwrap_or_else(|p| p.into_inner());
         for i in 0..pieces {
             let piece = layout.piece(i);
@@ -170,9 +188,10 @@ impl UringEngine {
                     .build(),
             };
             let entry = entry.user_data((id as u64) << PIECE_BITS | i as u64);
-            if let Err(errno) = push(shared, &entry) {
+            if let Err(errno) = push(shared, &entry, &mut after) {
                 // Not in the kernel: this piece and the rest fail here.
                 drop(guard);
+                run(after);
                 for j in i..pieces {
                     shared.outstanding.fetch_sub(1, Ordering::AcqRel);
                     shared.completions.finish_piece(id, j, -errno).run();
@@ -184,6 +203,7 @@ impl UringEngine {
         // them, and their completions (or errors) come back through it.
         let _ = shared.ring.submit();
         drop(guard);
+        run(after);
         (
             id,
             match fixed {
@@ -203,7 +223,15 @@ enum Kind {
 
 /// Pushes `entry`, submitting what is queued when the queue is full; the caller holds
 /// the submission lock. `Err(errno)` when the kernel refuses more.
-fn push(shared: &Shared, entry: &squeue::Entry) -> Result<(), i32> {
+/// Runs what reaping left to do, with no lock of the ring held: waking a waiter, or
+/// dropping an abandoned transfer's buffer (whose owner may hold the ring's last handle).
+fn run(after: Vec<Aftermath>) {
+    for aftermath in after {
+        aftermath.run();
+    }
+}
+
+fn push(shared: &Shared, entry: &squeue::Entry, after: &mut Vec<Aftermath>) -> Result<(), i32> {
     loop {
         // SAFETY: the caller holds `shared.sq`, so this is the only submission queue
         // view; the entry's memory and fd belong to an op held in its completion slot
@@ -226,45 +254,114 @@ fn push(shared: &Shared, entry: &squeue::Entry) -> Result<(), i32> {
                     Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
                 ) =>
             {
-                std::thread::yield_now();
+                // The completion queue is full: empty it if nobody else is, then retry.
+                if let Ok(_cq) = shared.cq.try_lock() {
+                    shared.drain(after);
+                } else {
+                    std::thread::yield_now();
+                }
             }
             Err(e) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
         }
     }
 }
 
-/// The reaper: waits for completions and hands them to their slots, until the ring is
-/// closing and nothing it pushed is still in the kernel.
-fn reap(shared: &Shared) {
-    loop {
-        match shared.ring.submit_and_wait(1) {
+impl Shared {
+    /// Waits in the kernel until at least one completion is in, or `limit` passes (the
+    /// caller holds `cq`). The limit keeps a wait whose completion will never come (an
+    /// entry the kernel refused) from holding the lock for ever.
+    fn wait_for_one(&self, limit: std::time::Duration) {
+        let timeout = types::Timespec::from(limit);
+        let args = types::SubmitArgs::new().timespec(&timeout);
+        match self.ring.submitter().submit_with_args(1, &args) {
             Ok(_) => {}
             Err(e)
                 if matches!(
                     e.raw_os_error(),
-                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ETIME)
                 ) => {}
+            // Without EXT_ARG (before Linux 5.11): an untimed wait.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let _ = self.ring.submit_and_wait(1);
+            }
             Err(_) => std::thread::yield_now(),
         }
-        // SAFETY: only this thread looks at the completion queue.
-        let mut cq = unsafe { shared.ring.completion_shared() };
+    }
+
+    /// Hands every completion in the queue to its slot (the caller holds `cq`).
+    fn drain(&self, after: &mut Vec<Aftermath>) {
+        // SAFETY: the caller holds `cq`, so this is the only completion queue view.
+        let mut cq = unsafe { self.ring.completion_shared() };
         cq.sync();
         for cqe in &mut cq {
-            shared.outstanding.fetch_sub(1, Ordering::AcqRel);
+            self.outstanding.fetch_sub(1, Ordering::AcqRel);
             let data = cqe.user_data();
             if data == WAKE {
                 continue;
             }
             let id = (data >> PIECE_BITS) as usize;
             let piece = (data & ((1 << PIECE_BITS) - 1)) as usize;
-            shared
-                .completions
-                .finish_piece(id, piece, cqe.result())
-                .run();
+            after.push(self.completions.finish_piece(id, piece, cqe.result()));
+        }
+    }
+
+    fn closed(&self) -> bool {
+        self.closing.load(Ordering::Acquire) && self.outstanding.load(Ordering::Acquire) == 0
+    }
+}
+
+impl Drive for Shared {
+    fn completions(&self) -> &Completions {
+        &self.completions
+    }
+
+    /// Reaps for itself if no other thread is reaping; otherwise parks until its
+    /// completion is handed to it (or the reaping thread passes the lock on).
+    fn block(&self, id: usize) {
+        let Ok(cq) = self.cq.try_lock() else {
+            // Bounded: a lock passed on just before this thread parked is retried.
+            std::thread::park_timeout(std::time::Duration::from_millis(10));
+            return;
+        };
+        // Checked under the lock: a completion handed out before it was taken would
+        // leave this thread waiting in the kernel for one that never comes.
+        let mut after = Vec::new();
+        if !self.completions.is_done(id) {
+            self.wait_for_one(std::time::Duration::from_secs(1));
+            self.drain(&mut after);
         }
         drop(cq);
-        if shared.closing.load(Ordering::Acquire) && shared.outstanding.load(Ordering::Acquire) == 0
-        {
+        run(after);
+        // Another thread parked while this one reaped: it takes over.
+        self.completions.unpark_a_waiter();
+    }
+}
+
+/// The reaper thread: reaps while some transfer has no thread waiting for it, until the
+/// ring is closing and nothing it pushed is still in the kernel.
+fn reap(shared: &Shared) {
+    loop {
+        shared.completions.await_demand(
+            || shared.closing.load(Ordering::Acquire),
+            std::time::Duration::from_millis(100),
+        );
+        if shared.closed() {
+            return;
+        }
+        let wanted = shared.completions.demand() > 0 || shared.closing.load(Ordering::Acquire);
+        if !wanted {
+            continue;
+        }
+        let cq = shared.cq.lock().unwrap_or_else(|p| p.into_inner());
+        if shared.outstanding.load(Ordering::Acquire) > 0 {
+            shared.wait_for_one(std::time::Duration::from_millis(100));
+        }
+        let mut after = Vec::new();
+        shared.drain(&mut after);
+        drop(cq);
+        run(after);
+        shared.completions.unpark_a_waiter();
+        if shared.closed() {
             return;
         }
     }
@@ -277,15 +374,22 @@ impl Drop for UringEngine {
         shared.outstanding.fetch_add(1, Ordering::AcqRel);
         let guard = shared.sq.lock().unwrap_or_else(|p| p.into_inner());
         let wake = opcode::Nop::new().build().user_data(WAKE);
-        if push(shared, &wake).is_err() {
+        let mut after = Vec::new();
+        if push(shared, &wake, &mut after).is_err() {
             // The reaper still wakes for the entries in flight; only an idle one would
             // sleep on, and it has nothing to wait for.
             shared.outstanding.fetch_sub(1, Ordering::AcqRel);
         }
         let _ = shared.ring.submit();
         drop(guard);
+        run(after);
+        shared.completions.wake_reaper();
         if let Some(reaper) = self.reaper.take() {
-            let _ = reaper.join();
+            // The reaper itself may drop the last handle (a buffer's owner holding it):
+            // it then finishes on its own, reaping until nothing is in the kernel.
+            if reaper.thread().id() != std::thread::current().id() {
+                let _ = reaper.join();
+            }
         }
     }
 }

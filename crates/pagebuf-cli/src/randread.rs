@@ -1,0 +1,207 @@
+//! `pagebuf randread FILE`: random direct reads of one block size from one thread, a
+//! fixed number in flight (an `IoRing` at a queue depth), for as long as asked; IOPS,
+//! latency percentiles and CPU time per GiB read, as fio reports them.
+//!
+//! The reads are waited for in the order they were issued, and each is replaced as soon
+//! as it is in: the queue stays at `depth` except while the oldest read is the slowest.
+//! A read's latency runs from its submission to the moment it is taken.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pagebuf::direct::DirectFile;
+use pagebuf::ring::{Engine, RingOptions};
+use pagebuf::{FramePool, Framing, IoRing};
+use serde_json::json;
+
+use crate::{format, CliResult};
+
+/// What one run measured.
+pub struct Report {
+    pub engine: Engine,
+    pub note: Option<String>,
+    pub depth: usize,
+    pub block: usize,
+    pub reads: u64,
+    pub elapsed: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    /// User + system CPU seconds of the whole process during the run.
+    pub cpu: f64,
+    pub fixed: bool,
+}
+
+impl Report {
+    fn iops(&self) -> f64 {
+        self.reads as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn gib(&self) -> f64 {
+        (self.reads * self.block as u64) as f64 / (1u64 << 30) as f64
+    }
+}
+
+/// Runs `depth` random reads of `block` bytes in flight on `path` for `seconds`.
+pub fn measure(
+    path: &Path,
+    depth: usize,
+    block: usize,
+    seconds: f64,
+    engine: Engine,
+) -> pagebuf::Result<Report> {
+    let file = DirectFile::open(path)?;
+    let blocks = file.len()? / block as u64;
+    if blocks == 0 {
+        return Err(pagebuf::Error::InvalidArgument(format!(
+            "{} is smaller than one {block}-byte block; read a larger file",
+            path.display()
+        )));
+    }
+    let align = (file.limits().alignment() as usize).max(1);
+    let pool = FramePool::new(Framing::new(block, depth).alignment(align.max(4096)))?;
+    let options = RingOptions::default()
+        .engine(engine)
+        .entries(u32::try_from(depth).unwrap_or(u32::MAX).max(8))
+        .workers(depth.min(pagebuf::caps::MAX_DEPTH))
+        .register(&pool);
+    let ring = IoRing::with_options(options)?;
+    let mut random = Xorshift(0x9E37_79B9_7F4A_7C15 ^ blocks);
+    let mut latencies = Vec::with_capacity(1 << 20);
+    let mut in_flight = VecDeque::with_capacity(depth);
+    let submit = |random: &mut Xorshift, in_flight: &mut VecDeque<_>| {
+        // A frame per read in flight: one is always free when a read was just taken.
+        let frame = pool
+            .try_allocate()
+            .ok_or_else(|| pagebuf::Error::InvalidRequest("every frame is in flight".into()))?;
+        let offset = random.below(blocks) * block as u64;
+        in_flight.push_back((Instant::now(), ring.read_at(&file, frame, offset)));
+        Ok::<(), pagebuf::Error>(())
+    };
+    let cpu_before = process_cpu_seconds();
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(seconds);
+    for _ in 0..depth {
+        submit(&mut random, &mut in_flight)?;
+    }
+    while let Some((issued, read)) = in_flight.pop_front() {
+        let frame = read.wait()?;
+        let now = Instant::now();
+        latencies.push(now - issued);
+        drop(frame);
+        if now < until {
+            submit(&mut random, &mut in_flight)?;
+        }
+    }
+    let elapsed = started.elapsed();
+    let cpu = process_cpu_seconds() - cpu_before;
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    Ok(Report {
+        engine: ring.engine(),
+        note: ring.note().map(str::to_string),
+        depth,
+        block,
+        reads: latencies.len() as u64,
+        elapsed,
+        p50: at(0.50),
+        p99: at(0.99),
+        cpu,
+        fixed: ring.stats().fixed_ops > 0,
+    })
+}
+
+/// The subcommand.
+pub fn run(
+    out: &mut impl Write,
+    path: &Path,
+    depth: usize,
+    block: usize,
+    seconds: f64,
+    engine: Engine,
+    json: bool,
+) -> CliResult {
+    let r = measure(path, depth, block, seconds, engine)?;
+    let engine = match r.engine {
+        Engine::Uring => "io_uring",
+        _ => "threads",
+    };
+    if json {
+        let value = json!({
+            "file": path.display().to_string(),
+            "engine": engine,
+            "note": r.note,
+            "registered_buffers": r.fixed,
+            "depth": r.depth,
+            "block": r.block,
+            "reads": r.reads,
+            "seconds": r.elapsed.as_secs_f64(),
+            "iops": r.iops(),
+            "p50_us": r.p50.as_secs_f64() * 1e6,
+            "p99_us": r.p99.as_secs_f64() * 1e6,
+            "cpu_seconds": r.cpu,
+            "cpu_seconds_per_gib": r.cpu / r.gib(),
+        });
+        writeln!(out, "{value}")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "random {} reads of {}, depth {}, {}: {:.0} IOPS ({}/s)",
+        format::bytes(r.block as u64),
+        path.display(),
+        r.depth,
+        engine,
+        r.iops(),
+        format::bytes((r.iops() * r.block as f64) as u64)
+    )?;
+    writeln!(
+        out,
+        "  latency p50 {:.1} µs, p99 {:.1} µs over {} reads in {}",
+        r.p50.as_secs_f64() * 1e6,
+        r.p99.as_secs_f64() * 1e6,
+        r.reads,
+        format::seconds(r.elapsed)
+    )?;
+    writeln!(
+        out,
+        "  CPU {:.2} s ({:.2} s per GiB read); registered buffers: {}",
+        r.cpu,
+        r.cpu / r.gib(),
+        if r.fixed { "yes" } else { "no" }
+    )?;
+    if let Some(note) = &r.note {
+        writeln!(out, "  note: {note}")?;
+    }
+    Ok(())
+}
+
+/// User + system CPU seconds of this process so far (`/proc/self/stat`, every thread).
+fn process_cpu_seconds() -> f64 {
+    // /proc counts in USER_HZ, which is 100 on every Linux architecture (the ABI).
+    let ticks = 100.0;
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces) start at `state`.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        })
+        .unwrap_or(0.0)
+}
+
+/// xorshift64*: offsets spread over the file, the same sequence every run.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Random 4 KiB direct reads from one thread, side by side in one run: pagebuf's IoRing
+# (`pagebuf randread`, io_uring and the thread engine) against fio at the same queue
+# depth: io_uring plain and with --fixedbufs --registerfiles, libaio, and psync at
+# depth 1. Each figure is IOPS with CPU seconds (user + system) per GiB read beside it.
+#
+#   scripts/bench-randread.sh [SECONDS=5] [ROUNDS=3] [DEPTHS="1 32 128"] [DIR=target/bench-randread] [SIZE_MIB=1024]
+#
+# This VM's disk drifts between runs: every tool runs once per round, rounds alternate,
+# and the table shows medians.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-5}
+rounds=${2:-3}
+depths=${3:-"1 32 128"}
+dir=${4:-target/bench-randread}
+size_mib=${5:-1024}
+mkdir -p "$dir"
+file="$dir/random.bin"
+
+if ! command -v fio >/dev/null; then
+  echo "installing fio (apt-get)..." >&2
+  (apt-get update -qq && apt-get install -y -qq fio) >/dev/null
+fi
+cargo build -q --release -p pagebuf-cli
+pagebuf=target/release/pagebuf
+
+if [ ! -f "$file" ] || [ "$(stat -c %s "$file")" -ne $((size_mib << 20)) ]; then
+  # Real blocks (not a sparse file): random reads of holes never reach the disk.
+  dd if=/dev/urandom of="$file" bs=4M count=$((size_mib / 4)) oflag=direct status=none
+fi
+
+results="$dir/results.txt"
+: > "$results"
+
+# One line per run: TOOL DEPTH IOPS CPU_PER_GIB
+pb() { # engine depth
+  "$pagebuf" randread "$file" --depth "$2" --seconds "$seconds" --engine "$1" --json |
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["iops"], r["cpu_seconds_per_gib"])'
+}
+fio_run() { # engine depth [extra...]
+  local engine=$1 depth=$2; shift 2
+  fio --name=rr --filename="$file" --rw=randread --bs=4k --direct=1 --norandommap \
+      --randrepeat=0 --ioengine="$engine" --iodepth="$depth" --runtime="$seconds" \
+      --time_based --size="${size_mib}M" --output-format=json "$@" 2>/dev/null |
+    python3 -c '
+import json, sys
+j = json.load(sys.stdin)["jobs"][0]
+secs = j["read"]["runtime"] / 1000
+cpu = (j["usr_cpu"] + j["sys_cpu"]) / 100 * secs
+gib = j["read"]["io_bytes"] / 2**30
+print(j["read"]["iops"], cpu / gib)'
+}
+
+for round in $(seq 1 "$rounds"); do
+  for depth in $depths; do
+    echo "round $round, depth $depth" >&2
+    echo "pagebuf-uring $depth $(pb uring "$depth")" >> "$results"
+    echo "fio-io_uring $depth $(fio_run io_uring "$depth")" >> "$results"
+    echo "pagebuf-threads $depth $(pb threads "$depth")" >> "$results"
+    echo "fio-io_uring-fixed $depth $(fio_run io_uring "$depth" --fixedbufs --registerfiles)" >> "$results"
+    echo "fio-libaio $depth $(fio_run libaio "$depth")" >> "$results"
+    if [ "$depth" = 1 ]; then
+      echo "fio-psync $depth $(fio_run psync 1)" >> "$results"
+    fi
+  done
+done
+
+python3 - "$results" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    tool, depth, iops, cpu = line.split()
+    rows.setdefault((int(depth), tool), []).append((float(iops), float(cpu)))
+print("| depth | tool | IOPS (median) | CPU s per GiB | vs best fio |")
+print("|---|---|---|---|---|")
+for depth in sorted({d for d, _ in rows}):
+    med = {t: (statistics.median(i for i, _ in v), statistics.median(c for _, c in v))
+           for (d, t), v in rows.items() if d == depth}
+    best = max(v[0] for t, v in med.items() if t.startswith("fio"))
+    for tool in sorted(med, key=lambda t: -med[t][0]):
+        iops, cpu = med[tool]
+        print(f"| {depth} | {tool} | {iops:,.0f} | {cpu:.2f} | {iops / best:.3f}x |")
+PY
