@@ -17,7 +17,7 @@ use pagebuf::ring::{Engine, RingOptions};
 use pagebuf::{BufferAllocator, DirectFile, Error, IoRing, PageAllocator};
 
 mod support;
-use support::{in_child, patterned_file, run_child, scratch, within};
+use support::{in_child, patterned_file, run_child, within, ScratchDir};
 
 /// Held by every test of this binary while it (or its child) runs.
 static ALONE: Mutex<()> = Mutex::new(());
@@ -147,7 +147,7 @@ fn seccomp_refusing_io_uring_falls_back_to_threads() {
         "no filter installed:\n{status}"
     );
 
-    check_refused("seccomp", &scratch("ring_fallback/seccomp"));
+    check_refused("seccomp", &ScratchDir::new("ring_fallback", "seccomp"));
     println!("child: fell back");
 }
 
@@ -211,7 +211,10 @@ fn io_uring_disabled_sysctl_falls_back_to_threads() {
         return;
     }
     assert_eq!(std::fs::read_to_string(SYSCTL).unwrap().trim(), "2");
-    check_refused("kernel.io_uring_disabled", &scratch("ring_fallback/sysctl"));
+    check_refused(
+        "kernel.io_uring_disabled",
+        &ScratchDir::new("ring_fallback", "sysctl"),
+    );
     println!("child: fell back");
 }
 
@@ -261,7 +264,7 @@ fn refused_registration_goes_plain_and_names_rlimit_memlock() {
     );
     println!("child: note: {note}");
 
-    let dir = scratch("ring_fallback/memlock");
+    let dir = ScratchDir::new("ring_fallback", "memlock");
     let path = dir.join("file");
     let bytes = patterned_file(&path, 22, 4 * frame);
     let file = DirectFile::open(&path).unwrap();

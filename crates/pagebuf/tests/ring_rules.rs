@@ -13,7 +13,7 @@ use pagebuf::{
 };
 
 mod support;
-use support::{block_on, in_child, pattern, patterned_file, run_child, scratch, within};
+use support::{block_on, in_child, pattern, patterned_file, run_child, within, ScratchDir};
 
 /// Runs rule `$rule` (a `fn(Engine)`) as two tests, `$rule::uring` and `$rule::threads`,
 /// each whole under the watchdog: a ring whose last handle hangs when dropped (even
@@ -50,10 +50,12 @@ on_both_engines!(
     many_reads_in_flight_from_one_thread,
     large_transfers_are_split_and_exact,
     a_one_entry_ring_still_takes_many_transfers,
+    a_small_ring_under_many_threads,
     dropped_pendings_give_their_buffers_back,
     a_forgotten_pending_keeps_its_frame_from_reuse,
     dropping_the_ring_with_transfers_in_flight,
     a_pending_keeps_its_file_open,
+    the_last_handle_dropped_by_the_ring_itself,
     entries_outside_their_range_are_invalid,
     workers_outside_their_range_are_invalid,
     registering_a_pool_twice_is_invalid,
@@ -96,8 +98,8 @@ fn ring(engine: Engine) -> Option<IoRing> {
 }
 
 /// A scratch directory for test `name` on `engine`.
-fn dir(name: &str, engine: Engine) -> std::path::PathBuf {
-    scratch(&format!("ring_rules/{name}/{engine:?}"))
+fn dir(name: &str, engine: Engine) -> ScratchDir {
+    ScratchDir::new("ring_rules", &format!("{name}/{engine:?}"))
 }
 
 /// A page-aligned buffer of `len` bytes (empty).
@@ -148,6 +150,29 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
+}
+
+/// Whether this process is the child copy of test `test` on `engine` (run alone, with
+/// a panic on any thread, the ring's own included, aborting it): the caller then runs
+/// the test and prints `child: done` at its end. In the parent, runs that child, checks
+/// that it reached its end (or skipped, saying why), and returns `false`.
+fn in_child_process(test: &str, engine: Engine) -> bool {
+    let name = format!("{test}::{}", format!("{engine:?}").to_lowercase());
+    if in_child(&name) {
+        std::panic::set_hook(Box::new(|info| {
+            eprintln!("child: a thread panicked: {info}");
+            std::process::abort();
+        }));
+        return true;
+    }
+    let (status, text) = run_child(&name, &[]);
+    eprintln!("{text}");
+    assert!(status.success(), "child failed ({status:?}):\n{text}");
+    assert!(
+        text.contains("child: done") || text.contains("skipped:"),
+        "child did not reach its end:\n{text}"
+    );
+    false
 }
 
 /// Waits (under the watchdog) until `pool` has all its frames free again.
@@ -412,6 +437,51 @@ fn a_one_entry_ring_still_takes_many_transfers(engine: Engine) {
     });
 }
 
+fn a_small_ring_under_many_threads(engine: Engine) {
+    let Some(ring) = ring_with(engine, RingOptions::default().entries(2).workers(2)) else {
+        return;
+    };
+    let dir = dir("small_ring", engine);
+    let path = dir.join("read");
+    let len = 8 << 20;
+    let bytes = Arc::new(patterned_file(&path, 20, len));
+    let file = Arc::new(DirectFile::open(&path).unwrap());
+    let out = Arc::new(DirectFile::create(dir.join("write")).unwrap());
+    let out_path = out.path().to_path_buf();
+    // Transfers of 2 MiB: several pieces each, so the queue fills within one transfer.
+    let block = 2 << 20;
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (ring, bytes, file, out) = (ring.clone(), bytes.clone(), file.clone(), out.clone());
+            scope.spawn(move || {
+                for round in 0..4 {
+                    let pendings: Vec<_> = (0..len / block)
+                        .map(|i| ring.read_at(&file, aligned(block), (i * block) as u64))
+                        .collect();
+                    // Each thread writes its quarter of the output, back from what it read.
+                    let mine = t * block;
+                    let write =
+                        ring.write_at(&out, aligned_with(&bytes[mine..mine + block]), mine as u64);
+                    for (i, pending) in pendings.into_iter().enumerate() {
+                        let buf = pending.wait().unwrap();
+                        assert!(
+                            buf[..] == bytes[i * block..(i + 1) * block],
+                            "thread {t}, round {round}, read {i}"
+                        );
+                    }
+                    assert_eq!(write.wait().unwrap(), block);
+                    ring.sync_data(&out).wait().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(ring.stats().in_flight, 0);
+    assert!(
+        std::fs::read(&out_path).unwrap() == bytes[..],
+        "the output differs"
+    );
+}
+
 fn dropped_pendings_give_their_buffers_back(engine: Engine) {
     let Some(ring) = ring(engine) else { return };
     let dir = dir("dropped", engine);
@@ -548,6 +618,69 @@ fn dropping_the_ring_with_transfers_in_flight(engine: Engine) {
         std::fs::read(&out).unwrap() == data,
         "a write in flight was lost"
     );
+}
+
+/// Memory that holds a ring handle: when a transfer into it is abandoned, the ring's
+/// own thread drops the buffer, and with it (here) the ring's last handle.
+struct HoldsRing {
+    _ring: IoRing,
+    buf: BufferMut,
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AsMut<[u8]> for HoldsRing {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self.buf.whole_mut()
+    }
+}
+
+impl Drop for HoldsRing {
+    fn drop(&mut self) {
+        self.dropped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn the_last_handle_dropped_by_the_ring_itself(engine: Engine) {
+    // In a process of its own, where a panic on any thread (the ring's own) aborts.
+    if !in_child_process("the_last_handle_dropped_by_the_ring_itself", engine) {
+        return;
+    }
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("last_handle_inside", engine);
+    let path = dir.join("file");
+    let len = 4 << 20;
+    patterned_file(&path, 23, len);
+    let file = DirectFile::open(&path).unwrap();
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut buf = BufferMut::from_owner(HoldsRing {
+        _ring: ring.clone(),
+        buf: aligned(len),
+        dropped: dropped.clone(),
+    });
+    buf.set_len(0).unwrap();
+    // The Pending and this handle go at once: the transfer's buffer, dropped by the
+    // ring when the read completes, holds the last handle.
+    drop(ring.read_at(&file, buf, 0));
+    drop(ring);
+    drop(file);
+    within(
+        LIMIT,
+        "a ring whose last handle its own thread drops",
+        move || {
+            while !dropped.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        },
+    );
+    // The ring is gone without a panic on its thread; a new one works.
+    let Some(again) = ring_with(engine, RingOptions::default()) else {
+        return;
+    };
+    let file = DirectFile::open(&path).unwrap();
+    let buf = again.read_at(&file, aligned(4096), 0).wait().unwrap();
+    assert_eq!(buf.len(), 4096);
+    println!("child: done");
 }
 
 fn a_pending_keeps_its_file_open(engine: Engine) {
@@ -849,6 +982,7 @@ fn sync_data_after_writes(engine: Engine) {
 struct Workload {
     file: Arc<DirectFile>,
     bytes: Arc<Vec<u8>>,
+    _dir: ScratchDir,
 }
 
 const READERS: usize = 8;
@@ -863,6 +997,7 @@ impl Workload {
         Workload {
             file: Arc::new(DirectFile::open(&path).unwrap()),
             bytes,
+            _dir: dir,
         }
     }
 
@@ -963,19 +1098,8 @@ fn pendings_need_no_runtime(engine: Engine) {
 
 /// The child copy of `an_idle_ring_uses_no_cpu::<engine>` measures; the parent checks.
 fn an_idle_ring_uses_no_cpu(engine: Engine) {
-    let name = format!(
-        "an_idle_ring_uses_no_cpu::{}",
-        format!("{engine:?}").to_lowercase()
-    );
-    if !in_child(&name) {
-        // Alone in a process of its own: the CPU time of the process is the ring's.
-        let (status, text) = run_child(&name, &[]);
-        eprintln!("{text}");
-        assert!(status.success(), "child failed ({status:?}):\n{text}");
-        assert!(
-            text.contains("child: idle") || text.contains("skipped:"),
-            "child did not finish:\n{text}"
-        );
+    // Alone in a process of its own: the CPU time of the process is the ring's.
+    if !in_child_process("an_idle_ring_uses_no_cpu", engine) {
         return;
     }
     let Some(ring) = ring(engine) else { return };
@@ -1000,7 +1124,7 @@ fn an_idle_ring_uses_no_cpu(engine: Engine) {
         "an idle {engine:?} ring used {used:?} of CPU in {idle:?}"
     );
     drop(ring);
-    println!("child: idle: {used:?} of CPU in {idle:?}");
+    println!("child: done: {used:?} of CPU in {idle:?}");
 }
 
 #[test]

@@ -509,3 +509,53 @@ pub fn process_cpu_time() -> std::time::Duration {
     let per_second = rustix::param::clock_ticks_per_second();
     std::time::Duration::from_nanos(ticks * 1_000_000_000 / per_second)
 }
+
+/// A scratch directory (on the real disk, as [`scratch`]) for this process alone,
+/// `group/<pid>/name` under cargo's temporary directory, removed when dropped, pass or
+/// fail: two runs of one test binary at once (two people on one work tree) never take
+/// each other's files, and nothing piles up.
+pub struct ScratchDir {
+    path: std::path::PathBuf,
+}
+
+impl ScratchDir {
+    pub fn new(group: &str, name: &str) -> ScratchDir {
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(group)
+            .join(std::process::id().to_string())
+            .join(name);
+        let _ = std::fs::remove_dir_all(&path);
+        // Another test's drop may remove an empty parent while this one is made: retry.
+        let mut attempts = 0;
+        while let Err(err) = std::fs::create_dir_all(&path) {
+            attempts += 1;
+            assert!(attempts < 10, "cannot make {}: {err}", path.display());
+        }
+        ScratchDir { path }
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+        // The empty directories above it too, up to the process's own (one still in
+        // use by another test is not empty, and stays).
+        let pid = std::process::id().to_string();
+        let mut dir = self.path.parent();
+        while let Some(parent) = dir {
+            let _ = std::fs::remove_dir(parent);
+            if parent.file_name() == Some(std::ffi::OsStr::new(&pid)) {
+                break;
+            }
+            dir = parent.parent();
+        }
+    }
+}
