@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use pagebuf::DeviceLimits;
+use pagebuf::{DeviceLimits, Engine, IoRing};
 use serde_json::json;
 
 use crate::format;
@@ -12,16 +12,29 @@ use crate::CliResult;
 
 pub fn run(out: &mut impl Write, path: &Path, as_json: bool) -> CliResult {
     let limits = DeviceLimits::for_path(path)?;
+    let engine = engine_here()?;
     if as_json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&to_json(path, &limits))?
-        )?;
+        let mut value = to_json(path, &limits);
+        value["engine"] = json!({ "engine": engine.0, "note": engine.1 });
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
     } else {
         write_table(out, path, &limits)?;
+        writeln!(out, "I/O engine: {}", engine.0)?;
+        if let Some(note) = engine.1 {
+            writeln!(out, "  why: {note}")?;
+        }
     }
     Ok(())
+}
+
+/// Which engine a ring gets in this process, and why where it is not io_uring.
+fn engine_here() -> pagebuf::Result<(&'static str, Option<String>)> {
+    let ring = IoRing::new()?;
+    let name = match ring.engine() {
+        Engine::Uring => "io_uring",
+        _ => "worker threads",
+    };
+    Ok((name, ring.note().map(str::to_string)))
 }
 
 /// The figures, each with its source and meaning, in display order.

@@ -257,7 +257,9 @@ fn errors_are_one_line_and_a_non_zero_exit() {
 #[test]
 fn help_shows_examples_for_every_subcommand() {
     let dir = scratch("help");
-    for sub in ["demo", "probe", "copy", "record", "play", "bench"] {
+    for sub in [
+        "demo", "probe", "copy", "record", "play", "bench", "randread",
+    ] {
         let out = stdout(&pagebuf(&dir, &[sub, "--help"]));
         assert!(
             out.contains("Example"),
@@ -463,4 +465,66 @@ fn copy_of_a_block_device_copies_its_whole_size() {
     );
     let value = json(&pagebuf(&dir, &["copy", &device.0, "out2", "--json"]));
     assert_eq!(value["bytes"], bytes.len());
+}
+
+#[test]
+fn randread_reports_iops_latency_and_cpu_on_both_engines() {
+    let dir = scratch("randread");
+    std::fs::write(dir.join("data"), pattern(77, 4 << 20)).unwrap();
+    for engine in ["auto", "threads"] {
+        let args = [
+            "randread",
+            "data",
+            "--depth",
+            "8",
+            "--seconds",
+            "0.3",
+            "--engine",
+            engine,
+            "--json",
+        ];
+        let report = json(&pagebuf_within(&dir, &args, Duration::from_secs(60)));
+        assert!(report["reads"].as_u64().unwrap() > 0, "{report}");
+        assert!(report["iops"].as_f64().unwrap() > 0.0, "{report}");
+        let (p50, p99) = (report["p50_us"].as_f64(), report["p99_us"].as_f64());
+        assert!(
+            p50.unwrap() > 0.0 && p99.unwrap() >= p50.unwrap(),
+            "{report}"
+        );
+        assert!(report["cpu_seconds_per_gib"].as_f64().is_some(), "{report}");
+        if engine == "threads" {
+            assert_eq!(report["engine"], "threads");
+        }
+    }
+    let text = stdout(&pagebuf_within(
+        &dir,
+        &["randread", "data", "--depth", "1", "--seconds", "0.2"],
+        Duration::from_secs(60),
+    ));
+    assert!(text.contains("IOPS") && text.contains("p99"), "{text}");
+    // Bad input: one line each.
+    std::fs::write(dir.join("tiny"), [1u8; 100]).unwrap();
+    for args in [
+        &["randread", "data", "--depth", "0"][..],
+        &["randread", "data", "--depth", "2000"],
+        &["randread", "missing"],
+        &["randread", "tiny"],
+        &["randread", "data", "--block", "1000"],
+    ] {
+        let err = one_line_error(&pagebuf_within(&dir, args, Duration::from_secs(60)));
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn probe_says_which_engine_a_ring_gets() {
+    let dir = scratch("probe-engine");
+    let text = stdout(&pagebuf(&dir, &["probe", "."]));
+    assert!(text.contains("I/O engine: "), "{text}");
+    let report = json(&pagebuf(&dir, &["probe", ".", "--json"]));
+    let engine = report["engine"]["engine"].as_str().unwrap();
+    assert!(matches!(engine, "io_uring" | "worker threads"), "{report}");
+    if engine != "io_uring" {
+        assert!(report["engine"]["note"].is_string(), "{report}");
+    }
 }

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::completion::Completions;
-use super::op::{finish_read, finish_sync, finish_write, Finish, Op};
+use super::op::{finish_read, finish_sync, finish_write, Finish, Op, MAX_PIECES};
 use super::options::{Engine, RingOptions, MAX_ENTRIES};
 use super::pending::Pending;
 use super::threads::ThreadEngine;
@@ -263,6 +263,13 @@ impl IoRing {
 /// past the largest file offset (`loff_t`, 2^63 - 1).
 fn check(file: &DirectFile, address: *const u8, offset: u64, len: usize) -> Result<()> {
     file.check(address, offset, len)?;
+    let pieces = len.div_ceil(file.chunk_for(address).max(1));
+    if pieces > MAX_PIECES {
+        return Err(Error::InvalidArgument(format!(
+            "a transfer of {len} bytes is {pieces} requests of this device's largest, more \
+             than the {MAX_PIECES} one transfer may be; split it"
+        )));
+    }
     let fits = offset
         .checked_add(len as u64)
         .is_some_and(|end| end <= i64::MAX as u64);

@@ -144,6 +144,7 @@ impl UringEngine {
     /// went (fixed or plain).
     pub(crate) fn submit(&self, op: Op) -> (usize, Road) {
         let shared = &*self.shared;
+        // At most MAX_PIECES: IoRing refuses larger transfers before they get here.
         let pieces = op.piece_count().min(MAX_PIECES);
         let fd = types::Fd(op.file().file.as_raw_fd());
         // The memory's address: the op moves into its slot below, its memory does not.
