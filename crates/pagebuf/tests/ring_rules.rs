@@ -851,24 +851,7 @@ fn a_pool_registered_with_another_ring_goes_plain(engine: Engine) {
     let file = DirectFile::create(&path).unwrap();
     let before = ring.stats();
     within(LIMIT, "another ring's frames", move || {
-        for i in 0..4 {
-            let mut buf = theirs.try_allocate().unwrap();
-            buf.extend_from_slice(&data[i * frame..(i + 1) * frame])
-                .unwrap();
-            assert_eq!(
-                ring.write_at(&file, buf.freeze(), (i * frame) as u64)
-                    .wait()
-                    .unwrap(),
-                frame
-            );
-        }
-        for i in 0..4 {
-            let buf = ring
-                .read_at(&file, theirs.try_allocate().unwrap(), (i * frame) as u64)
-                .wait()
-                .unwrap();
-            assert!(buf[..] == data[i * frame..(i + 1) * frame], "block {i}");
-        }
+        write_then_read_frames(&ring, &file, &theirs, &data, frame);
         let after = ring.stats();
         assert_eq!(
             after.fixed_ops, before.fixed_ops,
@@ -884,6 +867,32 @@ fn a_pool_registered_with_another_ring_goes_plain(engine: Engine) {
             "the other ring did the work"
         );
     });
+}
+
+/// Writes `data` through `ring` in frames of `pool` (each `frame` bytes), then reads it
+/// back into frames of `pool`, byte-exact.
+fn write_then_read_frames(
+    ring: &IoRing,
+    file: &DirectFile,
+    pool: &FramePool,
+    data: &[u8],
+    frame: usize,
+) {
+    let blocks = data.len() / frame;
+    for i in 0..blocks {
+        let mut buf = pool.try_allocate().unwrap();
+        buf.extend_from_slice(&data[i * frame..(i + 1) * frame])
+            .unwrap();
+        let written = ring.write_at(file, buf.freeze(), (i * frame) as u64).wait();
+        assert_eq!(written.unwrap(), frame);
+    }
+    for i in 0..blocks {
+        let buf = ring
+            .read_at(file, pool.try_allocate().unwrap(), (i * frame) as u64)
+            .wait()
+            .unwrap();
+        assert!(buf[..] == data[i * frame..(i + 1) * frame], "block {i}");
+    }
 }
 
 fn a_registered_pool_goes_fixed_on_its_own_ring(engine: Engine) {
@@ -905,24 +914,7 @@ fn a_registered_pool_goes_fixed_on_its_own_ring(engine: Engine) {
     let file = DirectFile::create(&path).unwrap();
     let before = ring.stats();
     within(LIMIT, "registered frames", move || {
-        for i in 0..4 {
-            let mut buf = pool.try_allocate().unwrap();
-            buf.extend_from_slice(&data[i * frame..(i + 1) * frame])
-                .unwrap();
-            assert_eq!(
-                ring.write_at(&file, buf.freeze(), (i * frame) as u64)
-                    .wait()
-                    .unwrap(),
-                frame
-            );
-        }
-        for i in 0..4 {
-            let buf = ring
-                .read_at(&file, pool.try_allocate().unwrap(), (i * frame) as u64)
-                .wait()
-                .unwrap();
-            assert!(buf[..] == data[i * frame..(i + 1) * frame], "block {i}");
-        }
+        write_then_read_frames(&ring, &file, &pool, &data, frame);
         // A buffer from elsewhere on the same ring is a plain op.
         let plain = ring.read_at(&file, aligned(frame), 0).wait().unwrap();
         assert!(plain[..] == data[..frame]);
