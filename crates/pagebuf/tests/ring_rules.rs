@@ -157,6 +157,11 @@ impl Rng {
 /// the test and prints `child: done` at its end. In the parent, runs that child, checks
 /// that it reached its end (or skipped, saying why), and returns `false`.
 fn in_child_process(test: &str, engine: Engine) -> bool {
+    in_child_process_with(test, engine, &[])
+}
+
+/// As [`in_child_process`], with extra environment for the child.
+fn in_child_process_with(test: &str, engine: Engine, env: &[(&str, &str)]) -> bool {
     let name = format!("{test}::{}", format!("{engine:?}").to_lowercase());
     if in_child(&name) {
         std::panic::set_hook(Box::new(|info| {
@@ -165,7 +170,7 @@ fn in_child_process(test: &str, engine: Engine) -> bool {
         }));
         return true;
     }
-    let (status, text) = run_child(&name, &[]);
+    let (status, text) = run_child(&name, env);
     eprintln!("{text}");
     assert!(status.success(), "child failed ({status:?}):\n{text}");
     assert!(
@@ -523,6 +528,16 @@ fn dropped_pendings_give_their_buffers_back(engine: Engine) {
 }
 
 fn a_forgotten_pending_keeps_its_frame_from_reuse(engine: Engine) {
+    // In a process of its own: `mem::forget` of a Pending leaks its transfer (and the
+    // ring it holds) by design, which LeakSanitizer would report under ASan.
+    let no_leak_check = [("ASAN_OPTIONS", "detect_leaks=0")];
+    if !in_child_process_with(
+        "a_forgotten_pending_keeps_its_frame_from_reuse",
+        engine,
+        &no_leak_check,
+    ) {
+        return;
+    }
     let Some(ring) = ring(engine) else { return };
     let dir = dir("forgotten", engine);
     let frame = 8 << 20;
@@ -558,9 +573,11 @@ fn a_forgotten_pending_keeps_its_frame_from_reuse(engine: Engine) {
                 "the kernel wrote into a frame handed out again"
             );
             eprintln!("the frame came back once its read completed");
+            println!("child: done");
             return;
         }
         eprintln!("the frame of the forgotten read was kept (never handed out again)");
+        println!("child: done");
     });
 }
 
