@@ -53,6 +53,7 @@ on_both_engines!(
     a_small_ring_under_many_threads,
     dropped_pendings_give_their_buffers_back,
     a_forgotten_pending_keeps_its_frame_from_reuse,
+    a_forked_child_gets_an_error_not_a_crash,
     dropping_the_ring_with_transfers_in_flight,
     a_pending_keeps_its_file_open,
     the_last_handle_dropped_by_the_ring_itself,
@@ -579,6 +580,54 @@ fn a_forgotten_pending_keeps_its_frame_from_reuse(engine: Engine) {
         eprintln!("the frame of the forgotten read was kept (never handed out again)");
         println!("child: done");
     });
+}
+
+/// A ring belongs to the process that made it: in a forked child (which has neither its
+/// queue's memory nor its threads) every use is an error, never a crash or a hang; the
+/// parent's ring goes on working.
+fn a_forked_child_gets_an_error_not_a_crash(engine: Engine) {
+    // Forking from the test harness's many threads is not safe: fork in a child of its own.
+    if !in_child_process("a_forked_child_gets_an_error_not_a_crash", engine) {
+        return;
+    }
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("forked", engine);
+    let path = dir.join("file");
+    let bytes = patterned_file(&path, 31, 1 << 20);
+    let file = DirectFile::open(&path).unwrap();
+    assert_eq!(
+        ring.read_at(&file, aligned(4096), 0).wait().unwrap().len(),
+        4096
+    );
+    let before_fork = ring.read_at(&file, aligned(4096), 4096);
+    // SAFETY: the child only calls the ring (which refuses at once), drops it and exits
+    // with `_exit`; the parent waits for it.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let refused = |err: &pagebuf::Error| matches!(err, pagebuf::Error::InvalidRequest(m) if m.contains("fork"));
+        let new = ring.read_at(&file, aligned(4096), 0).wait();
+        let old = before_fork.wait();
+        let ok = matches!(&new, Err(e) if refused(e)) && matches!(&old, Err(e) if refused(e));
+        drop(ring);
+        // SAFETY: ends the forked child without running the parent's exit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the forked child crashed or was not refused (status {status:#x})"
+    );
+    let buf = before_fork.wait().unwrap();
+    assert!(buf[..] == bytes[4096..8192]);
+    assert_eq!(
+        ring.read_at(&file, aligned(4096), 0).wait().unwrap().len(),
+        4096
+    );
+    println!("child: done");
 }
 
 fn dropping_the_ring_with_transfers_in_flight(engine: Engine) {

@@ -66,8 +66,9 @@ struct Table {
 }
 
 /// Every transfer in flight on one ring.
-#[derive(Default)]
 pub(crate) struct Completions {
+    /// [`fork::generation`](super::fork::generation) when the ring was made.
+    born: u64,
     table: Mutex<Table>,
     in_flight: AtomicUsize,
     /// Transfers in flight that no blocked thread will reap: an async task waits for
@@ -93,7 +94,35 @@ impl Aftermath {
     }
 }
 
+impl Default for Completions {
+    fn default() -> Completions {
+        Completions {
+            born: super::fork::generation(),
+            table: Mutex::default(),
+            in_flight: AtomicUsize::default(),
+            demand: AtomicUsize::default(),
+            demand_lock: Mutex::default(),
+            demand_rose: Condvar::default(),
+        }
+    }
+}
+
 impl Completions {
+    /// Whether this is a forked child of the process that made the ring (whose queue
+    /// and threads the child does not have).
+    pub(crate) fn forked(&self) -> bool {
+        super::fork::generation() != self.born
+    }
+
+    /// The error for any use of the ring in a forked child.
+    pub(crate) fn forked_error() -> crate::error::Error {
+        crate::error::Error::InvalidRequest(
+            "this IoRing was made before a fork: a ring belongs to the process that made \
+             it (its queue and threads are not in the child); make a new IoRing here"
+                .into(),
+        )
+    }
+
     fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -235,6 +235,9 @@ impl IoRing {
 
     fn submit<T>(&self, op: Op, finish: Finish<T>) -> Pending<T> {
         let inner = &*self.inner;
+        if inner.completions.forked() {
+            return Pending::ready(Err(Completions::forked_error()));
+        }
         let completions = inner.completions.clone();
         match &inner.engine {
             EngineImpl::Uring(engine) => {

@@ -33,6 +33,7 @@
 //! ```
 
 mod completion;
+mod fork;
 mod io_ring;
 mod op;
 mod options;

@@ -14,6 +14,7 @@ use super::op::Op;
 pub(crate) struct ThreadEngine {
     jobs: Option<SyncSender<(usize, Op)>>,
     workers: Vec<JoinHandle<()>>,
+    completions: Arc<Completions>,
 }
 
 impl ThreadEngine {
@@ -31,6 +32,7 @@ impl ThreadEngine {
         ThreadEngine {
             jobs: Some(tx),
             workers,
+            completions,
         }
     }
 
@@ -86,6 +88,11 @@ impl Drop for ThreadEngine {
     /// completes).
     fn drop(&mut self) {
         self.jobs = None;
+        if self.completions.forked() {
+            // The workers are the parent's: a forked child has none to join.
+            std::mem::forget(std::mem::take(&mut self.workers));
+            return;
+        }
         let me = std::thread::current().id();
         for worker in self.workers.drain(..) {
             // A worker may drop the last handle (a buffer's owner holding it): it then

@@ -371,6 +371,12 @@ fn reap(shared: &Shared) {
 impl Drop for UringEngine {
     fn drop(&mut self) {
         let shared = &*self.shared;
+        if shared.completions.forked() {
+            // A forked child has neither the queue's memory nor the reaper thread: leave
+            // both alone (closing the ring's fd, later, is all it may do).
+            std::mem::forget(self.reaper.take());
+            return;
+        }
         shared.closing.store(true, Ordering::Release);
         shared.outstanding.fetch_add(1, Ordering::AcqRel);
         let guard = shared.sq.lock().unwrap_or_else(|p| p.into_inner());
