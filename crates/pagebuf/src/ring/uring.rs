@@ -54,6 +54,9 @@ struct Shared {
     sq: Mutex<()>,
     /// Held by the one thread reading the completion queue (a waiter, or the reaper).
     cq: Mutex<()>,
+    /// Threads parked in `block` because another held `cq`: the lock is passed on
+    /// (a scan of the slots for one of them) only while there are some.
+    followers: AtomicUsize,
     completions: Arc<Completions>,
     /// Entries pushed and not yet completed.
     outstanding: AtomicUsize,
@@ -113,6 +116,7 @@ impl UringEngine {
             ring,
             sq: Mutex::new(()),
             cq: Mutex::new(()),
+            followers: AtomicUsize::new(0),
             completions,
             outstanding: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
@@ -306,6 +310,14 @@ impl Shared {
         }
     }
 
+    /// After reaping: a thread that parked meanwhile takes over (one that parks just
+    /// after this looks retries within its bounded park).
+    fn pass_on(&self) {
+        if self.followers.load(Ordering::Acquire) > 0 {
+            self.completions.unpark_a_waiter();
+        }
+    }
+
     fn closed(&self) -> bool {
         self.closing.load(Ordering::Acquire) && self.outstanding.load(Ordering::Acquire) == 0
     }
@@ -321,7 +333,9 @@ impl Drive for Shared {
     fn block(&self, id: usize) {
         let Ok(cq) = self.cq.try_lock() else {
             // Bounded: a lock passed on just before this thread parked is retried.
+            self.followers.fetch_add(1, Ordering::AcqRel);
             std::thread::park_timeout(std::time::Duration::from_millis(10));
+            self.followers.fetch_sub(1, Ordering::AcqRel);
             return;
         };
         // Checked under the lock: a completion handed out before it was taken would
@@ -333,8 +347,7 @@ impl Drive for Shared {
         }
         drop(cq);
         run(after);
-        // Another thread parked while this one reaped: it takes over.
-        self.completions.unpark_a_waiter();
+        self.pass_on();
     }
 }
 
@@ -361,7 +374,7 @@ fn reap(shared: &Shared) {
         shared.drain(&mut after);
         drop(cq);
         run(after);
-        shared.completions.unpark_a_waiter();
+        shared.pass_on();
         if shared.closed() {
             return;
         }
