@@ -5,8 +5,11 @@
 //! outcome, so the memory the kernel writes into can be handed out again only after
 //! the kernel is done: a `Pending` dropped (or forgotten) early leaves the op in its
 //! slot, marked `Abandoned`, and the op is dropped (its buffer back to its pool) when
-//! the last piece completes. Ops are always dropped outside the table's lock: a buffer's
-//! release may take its pool's locks.
+//! the last piece completes. A *detached* transfer (the block sink's writes) has no
+//! `Pending` at all: when its last piece completes, its op and results go to a callback,
+//! so its buffer goes home as soon as the kernel is done, whoever reaps. Ops are always
+//! dropped, and callbacks run, outside the table's lock: a buffer's release may take its
+//! pool's locks.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -16,6 +19,10 @@ use std::time::Duration;
 
 use super::op::{Finish, Op};
 use crate::error::Result;
+
+/// What a detached transfer's completion calls: the op (to drop or finish) and each
+/// piece's result.
+pub(crate) type OnDone = Box<dyn FnOnce(Op, &[i32]) + Send>;
 
 /// Who to wake when a transfer completes.
 enum Waiter {
@@ -55,8 +62,11 @@ struct Slot {
     results: Vec<i32>,
     left: usize,
     waiter: Waiter,
-    /// Counted in `demand`: a task waits for it, or its `Pending` is gone.
+    /// Counted in `demand`: a task waits for it, or its `Pending` is gone (or it never
+    /// had one).
     demanding: bool,
+    /// A detached transfer's callback, run in place of a `Pending` taking the outcome.
+    on_done: Option<OnDone>,
 }
 
 #[derive(Default)]
@@ -84,13 +94,18 @@ pub(crate) struct Completions {
 pub(crate) struct Aftermath {
     waiter: Waiter,
     dropped: Option<Op>,
+    detached: Option<(OnDone, Op, Vec<i32>)>,
 }
 
 impl Aftermath {
-    /// Wakes the waiter and drops an abandoned op, in that order.
+    /// Wakes the waiter, drops an abandoned op, and hands a detached transfer to its
+    /// callback, in that order.
     pub(crate) fn run(self) {
         self.waiter.wake();
         drop(self.dropped);
+        if let Some((on_done, op, results)) = self.detached {
+            on_done(op, &results);
+        }
     }
 }
 
@@ -134,7 +149,9 @@ impl Completions {
 
     /// A slot for a transfer of `pieces` pieces; `op` is `None` when the engine keeps it
     /// while it works (the thread engine), `Some` when it must stay put (io_uring).
-    pub(crate) fn insert(&self, op: Option<Op>, pieces: usize) -> usize {
+    /// With `on_done`, the transfer is detached: no `Pending` waits for it, and the
+    /// reaper thread is asked to reap it.
+    pub(crate) fn insert(&self, op: Option<Op>, pieces: usize, on_done: Option<OnDone>) -> usize {
         let mut table = self.lock();
         let id = match table.free.pop() {
             Some(id) => id,
@@ -146,6 +163,7 @@ impl Completions {
                     left: 0,
                     waiter: Waiter::Nobody,
                     demanding: false,
+                    on_done: None,
                 });
                 table.slots.len() - 1
             }
@@ -156,7 +174,14 @@ impl Completions {
         slot.results.clear();
         slot.results.resize(pieces, 0);
         slot.left = pieces;
+        let detached = on_done.is_some();
+        slot.on_done = on_done;
+        let first = detached && self.demand_for(slot);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        drop(table);
+        if first {
+            self.wake_reaper();
+        }
         id
     }
 
@@ -181,8 +206,8 @@ impl Completions {
         let mut table = self.lock();
         let Some(slot) = table.slots.get_mut(id) else {
             return Aftermath {
-                waiter: Waiter::Nobody,
                 dropped: Some(op),
+                ..Aftermath::none()
             };
         };
         slot.op = Some(op);
@@ -200,6 +225,18 @@ impl Completions {
         if std::mem::take(&mut slot.demanding) {
             self.demand.fetch_sub(1, Ordering::AcqRel);
         }
+        if let Some(on_done) = slot.on_done.take() {
+            // Detached: the callback gets the op (with a copy of the results, as the
+            // slot is free again before the callback runs).
+            let detached = slot.op.take().map(|op| (on_done, op, slot.results.clone()));
+            slot.stage = Stage::Free;
+            table.free.push(id);
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            return Aftermath {
+                detached,
+                ..Aftermath::none()
+            };
+        }
         match slot.stage {
             Stage::Abandoned => {
                 let dropped = slot.op.take();
@@ -207,15 +244,15 @@ impl Completions {
                 table.free.push(id);
                 in_flight.fetch_sub(1, Ordering::Relaxed);
                 Aftermath {
-                    waiter: Waiter::Nobody,
                     dropped,
+                    ..Aftermath::none()
                 }
             }
             _ => {
                 slot.stage = Stage::Done;
                 Aftermath {
                     waiter: std::mem::replace(&mut slot.waiter, Waiter::Nobody),
-                    dropped: None,
+                    ..Aftermath::none()
                 }
             }
         }
@@ -349,6 +386,7 @@ impl Aftermath {
         Aftermath {
             waiter: Waiter::Nobody,
             dropped: None,
+            detached: None,
         }
     }
 }

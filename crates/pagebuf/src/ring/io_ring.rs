@@ -1,12 +1,12 @@
 //! [`IoRing`]: the public handle, and the choice of engine behind it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use super::completion::Completions;
+use super::completion::{Completions, OnDone};
 use super::op::{finish_read, finish_sync, finish_write, Finish, Op, MAX_PIECES};
 use super::options::{Engine, RingOptions, MAX_ENTRIES};
-use super::pending::Pending;
+use super::pending::{Drive, Pending};
 use super::threads::ThreadEngine;
 use super::uring::{Road, UringEngine};
 use crate::buffer::{Buffer, BufferMut};
@@ -157,6 +157,30 @@ impl IoRing {
         })
     }
 
+    /// The ring the library's I/O types ([`DirectWriter`](crate::direct::DirectWriter),
+    /// [`copy_file`](crate::copy::copy_file), the sample writer and reader) share unless
+    /// their options give them one: made on first use with the default [`RingOptions`],
+    /// and made anew in a forked child (a ring belongs to the process that made it).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new) (the default engine falls back to threads where io_uring
+    /// is refused, so this fails only where threads cannot start).
+    pub fn process_default() -> Result<IoRing> {
+        static DEFAULT: Mutex<Option<(u64, IoRing)>> = Mutex::new(None);
+        let generation = super::fork::generation();
+        let mut slot = DEFAULT.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((born, ring)) = &*slot {
+            if *born == generation {
+                return Ok(ring.clone());
+            }
+        }
+        let ring = IoRing::new()?;
+        // A parent's ring replaced in its child is dropped here, which is safe: a ring
+        // knows it was forked and touches neither the parent's queue nor its threads.
+        *slot = Some((generation, ring.clone()));
+        Ok(ring)
+    }
+
     /// The engine in use: [`Engine::Uring`] or [`Engine::Threads`].
     pub fn engine(&self) -> Engine {
         match self.inner.engine {
@@ -234,29 +258,66 @@ impl IoRing {
     }
 
     fn submit<T>(&self, op: Op, finish: Finish<T>) -> Pending<T> {
-        let inner = &*self.inner;
-        if inner.completions.forked() {
+        if self.inner.completions.forked() {
             return Pending::ready(Err(Completions::forked_error()));
         }
+        let (id, driver) = self.issue(op, None);
+        Pending::in_flight(driver, id, finish)
+    }
+
+    /// Writes all of `data` at `offset` of `file` with no `Pending`: once the kernel is
+    /// done, `data` is dropped (back to its pool) and then `then` gets the outcome, on
+    /// whichever thread reaped the completion (keep it short: no blocking).
+    pub(crate) fn write_detached(
+        &self,
+        file: &DirectFile,
+        data: Buffer,
+        offset: u64,
+        then: impl FnOnce(Result<usize>) + Send + 'static,
+    ) {
+        if let Err(err) = check(file, data.as_ptr(), offset, data.len()) {
+            drop(data);
+            return then(Err(err));
+        }
+        if self.inner.completions.forked() {
+            drop(data);
+            return then(Err(Completions::forked_error()));
+        }
+        let chunk = file.chunk_for(data.as_ptr());
+        let op = Op::Write {
+            file: file.shared(),
+            data,
+            offset,
+            chunk,
+        };
+        // `finish_write` consumes the op: the buffer is home before `then` runs.
+        let on_done: OnDone = Box::new(move |op, results| then(finish_write(op, results)));
+        self.issue(op, Some(on_done));
+    }
+
+    /// Hands `op` to the engine: its completion slot, and what a `Pending` for it waits
+    /// through.
+    fn issue(&self, op: Op, on_done: Option<OnDone>) -> (usize, Arc<dyn Drive>) {
+        let inner = &*self.inner;
         let completions = inner.completions.clone();
         match &inner.engine {
             EngineImpl::Uring(engine) => {
-                let (id, road) = engine.submit(op);
+                let (id, road) = engine.submit(op, on_done);
                 match road {
                     Road::Fixed => &inner.fixed_ops,
                     Road::Plain => &inner.plain_ops,
                 }
                 .fetch_add(1, Ordering::Relaxed);
-                Pending::in_flight(engine.driver(), id, finish)
+                (id, engine.driver())
             }
             EngineImpl::Threads(engine) => {
-                let id = completions.insert(None, op.piece_count());
+                let id = completions.insert(None, op.piece_count(), on_done);
                 inner.plain_ops.fetch_add(1, Ordering::Relaxed);
                 if let Err(op) = engine.submit(id, op) {
                     let failed = vec![-libc::ECANCELED; op.piece_count()];
                     completions.finish_all(id, op, &failed).run();
                 }
-                Pending::in_flight(completions, id, finish)
+                (id, completions)
             }
         }
     }

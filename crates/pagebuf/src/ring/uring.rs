@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
-use super::completion::{Aftermath, Completions};
+use super::completion::{Aftermath, Completions, OnDone};
 use super::op::{Op, MAX_PIECES};
 use super::pending::Drive;
 use crate::pool::FramePool;
@@ -144,9 +144,9 @@ impl UringEngine {
         self.shared.clone()
     }
 
-    /// Submits `op` into slot `id` of the completion table (which takes the op); how it
-    /// went (fixed or plain).
-    pub(crate) fn submit(&self, op: Op) -> (usize, Road) {
+    /// Submits `op` (detached with `on_done`) into a slot of the completion table, which
+    /// takes the op; the slot, and how it went (fixed or plain).
+    pub(crate) fn submit(&self, op: Op, on_done: Option<OnDone>) -> (usize, Road) {
         let shared = &*self.shared;
         // At most MAX_PIECES: IoRing refuses larger transfers before they get here.
         let pieces = op.piece_count().min(MAX_PIECES);
@@ -168,7 +168,7 @@ impl UringEngine {
             Op::Write { .. } => Kind::Write,
             Op::Sync { .. } => Kind::Sync,
         };
-        let id = shared.completions.insert(Some(op), pieces);
+        let id = shared.completions.insert(Some(op), pieces, on_done);
         shared.outstanding.fetch_add(pieces, Ordering::AcqRel);
         // Completions reaped here while the queue was full, handed out once unlocked.
         let mut after = Vec::new();
