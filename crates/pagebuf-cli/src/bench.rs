@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pagebuf::copy::CopyOptions;
 use pagebuf::direct::DirectFile;
-use pagebuf::sequential::DirectWriter;
+use pagebuf::direct::DirectWriter;
 use pagebuf::{BufferAllocator, FramePool, Framing, PageAllocator};
 
 use crate::record::Limit;

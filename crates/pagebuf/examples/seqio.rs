@@ -8,7 +8,7 @@ use std::io::{BufRead, Write};
 use std::time::Instant;
 
 use pagebuf::direct::DirectFile;
-use pagebuf::sequential::{DirectReader, DirectWriter};
+use pagebuf::direct::{DirectReader, DirectReaderOptions, DirectWriter, DirectWriterOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,7 +22,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let bytes = match mode.as_str() {
         "write" => {
-            let mut out = DirectWriter::with_blocks(DirectFile::create(path)?, block, depth)?;
+            let mut out = DirectWriter::with_options(
+                DirectFile::create(path)?,
+                DirectWriterOptions::default()
+                    .block_size(block)
+                    .depth(depth),
+            )?;
             let mut left = size;
             while left > 0 {
                 let n = left.min(block);
@@ -34,7 +39,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "read" => {
             // BufRead: the blocks as read, no copy into a buffer of ours (fio and dd
             // do not copy either).
-            let mut input = DirectReader::with_blocks(DirectFile::open(path)?, block, depth)?;
+            let mut input = DirectReader::with_options(
+                DirectFile::open(path)?,
+                DirectReaderOptions::default()
+                    .block_size(block)
+                    .depth(depth),
+            )?;
             let mut total = 0;
             loop {
                 let n = input.fill_buf()?.len();

@@ -20,8 +20,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use pagebuf::direct::DirectFile;
-use pagebuf::sequential::DEFAULT_DEPTH;
-use pagebuf::sequential::{DirectReader, DirectWriter};
+use pagebuf::direct::{DirectReader, DirectWriter, DEFAULT_DEPTH};
 use pagebuf::stream::{
     ReaderOptions, SampleFlags, SampleReader, SampleWriter, StreamKind, WriterOptions,
     TICKS_PER_SECOND,

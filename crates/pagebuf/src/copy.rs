@@ -32,14 +32,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::blocks::{block_plan, BlockSink, BlockSource, ReadMemory};
 use crate::buffer::Buffer;
-
 use crate::caps;
-use crate::direct::{limits_before_open, DirectFile, DirectIo};
+use crate::direct::{limits_before_open, DirectFile, DirectIo, DEFAULT_DEPTH};
 use crate::error::{Error, Result};
-use crate::io_queue::{block_plan, ReadAhead, ReadMemory, Reservation, WriteQueue};
 use crate::pool::{BufferPool, BufferPoolStats};
-use crate::sequential::DEFAULT_DEPTH;
+use crate::ring::IoRing;
 
 /// How [`copy_file`] copies; methods take and return `Self`.
 #[derive(Debug, Clone)]
@@ -48,6 +47,7 @@ pub struct CopyOptions {
     depth: usize,
     verify: bool,
     direct: DirectIo,
+    ring: Option<IoRing>,
 }
 
 impl Default for CopyOptions {
@@ -57,6 +57,7 @@ impl Default for CopyOptions {
             depth: DEFAULT_DEPTH,
             verify: false,
             direct: DirectIo::Prefer,
+            ring: None,
         }
     }
 }
@@ -85,6 +86,13 @@ impl CopyOptions {
     /// Whether to use `O_DIRECT` on both files (default: where allowed).
     pub fn direct(mut self, direct: DirectIo) -> Self {
         self.direct = direct;
+        self
+    }
+
+    /// The ring the copy's transfers go through (default:
+    /// [`IoRing::process_default`]).
+    pub fn ring(mut self, ring: IoRing) -> Self {
+        self.ring = Some(ring);
         self
     }
 }
@@ -166,6 +174,10 @@ pub fn copy_file(
         )));
     }
     let total = source.len()?;
+    let ring = match &options.ring {
+        Some(ring) => ring.clone(),
+        None => IoRing::process_default()?,
+    };
 
     let destination = DirectFile::options()
         .read(true)
@@ -186,39 +198,35 @@ pub fn copy_file(
         )));
     }
     let direct = (source.is_direct(), destination.is_direct());
-    // The whole destination at once: its writes are then overwrites, run side by side.
-    let mut reservation = Reservation::new(&destination);
-    if !destination.is_block_device() {
-        reservation.cover(&destination, total.div_ceil(unit as u64) * unit as u64);
-    }
     let source = Arc::new(source);
-
     let memory = ReadMemory::Wait(Arc::new(pool.clone()));
-    let mut reads = ReadAhead::new(source.clone(), memory, depth, block_plan(block, None));
-    let mut writes = WriteQueue::new(destination.clone(), depth);
+    let mut reads = BlockSource::new(
+        source.clone(),
+        ring.clone(),
+        memory,
+        depth,
+        block_plan(block, None),
+    );
+    let writes = BlockSink::new(destination.clone(), ring.clone(), depth);
+    // The whole destination at once: its writes are then overwrites, run side by side.
+    writes.reserve(total.div_ceil(unit as u64) * unit as u64);
     let tail = Tail {
         unit,
         device: destination.is_block_device().then(|| destination.clone()),
         pool: &pool,
+        ring: &ring,
     };
     let pumped = pump(&mut reads, &writes, &tail, total, progress);
     drop(reads);
-    let written = writes.shutdown();
+    let written = writes.wait_idle();
     let (done, checksum) = pumped?;
     written?;
     check_length(&source, total, done)?;
-    if !destination.is_block_device()
-        && (done % unit as u64 != 0 || reservation.cut_to(done).is_some())
-    {
-        destination.set_len(done)?;
-    }
-    destination.sync_data()?;
-    if destination.created() {
-        destination.sync_directory()?;
-    }
+    writes.finish(done)?;
+    drop(writes);
 
     let verified = if options.verify {
-        let copied = checksum_of(destination, &pool, block, depth, done)?;
+        let copied = checksum_of(destination, &ring, &pool, block, depth, done)?;
         if copied != checksum {
             return Err(Error::Corrupt {
                 offset: 0,
@@ -389,6 +397,7 @@ struct Tail<'a> {
     /// A block device destination: pad with its own bytes, since it is never cut.
     device: Option<Arc<DirectFile>>,
     pool: &'a BufferPool,
+    ring: &'a IoRing,
 }
 
 impl Tail<'_> {
@@ -407,9 +416,21 @@ impl Tail<'_> {
             None => tail[len..].fill(0),
             Some(device) => {
                 let start = len / self.unit * self.unit;
-                let mut old = self.pool.allocate(self.unit)?;
-                device.read_at(&mut old, offset + start as u64)?;
-                tail[len..].copy_from_slice(&old[len - start..]);
+                let old = self.pool.allocate(self.unit)?;
+                let old = self
+                    .ring
+                    .read_at(device, old, offset + start as u64)
+                    .wait()?;
+                let kept = old.get(len - start..).filter(|b| b.len() == whole - len);
+                let kept = kept.ok_or_else(|| Error::Corrupt {
+                    offset: offset + start as u64,
+                    detail: format!(
+                        "{} ended inside its last block while its bytes past the copy \
+                             were read back; the device changed size during the copy",
+                        device.path().display()
+                    ),
+                })?;
+                tail[len..].copy_from_slice(kept);
             }
         }
         Ok(tail.freeze())
@@ -419,8 +440,8 @@ impl Tail<'_> {
 /// Hands each block read to the write queue at its offset (the tail padded); returns
 /// the bytes read and their CRC32C.
 fn pump(
-    reads: &mut ReadAhead,
-    writes: &WriteQueue,
+    reads: &mut BlockSource,
+    writes: &BlockSink,
     tail: &Tail<'_>,
     total: u64,
     progress: &mut dyn FnMut(u64, u64),
@@ -444,6 +465,7 @@ fn pump(
 /// CRC32C of the first `total` bytes of `file`, read `depth` blocks ahead.
 fn checksum_of(
     file: Arc<DirectFile>,
+    ring: &IoRing,
     pool: &BufferPool,
     block: usize,
     depth: usize,
@@ -451,7 +473,7 @@ fn checksum_of(
 ) -> Result<u32> {
     let plan = block_plan(block, Some(total));
     let memory = ReadMemory::Wait(Arc::new(pool.clone()));
-    let mut reads = ReadAhead::new(file, memory, depth, plan);
+    let mut reads = BlockSource::new(file, ring.clone(), memory, depth, plan);
     let mut crc = 0;
     let mut left = total;
     while let Some(read) = reads.next_block() {

@@ -46,13 +46,13 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod alloc;
+mod blocks;
 pub mod buffer;
 pub mod caps;
 pub mod copy;
 pub mod device;
 pub mod direct;
 mod error;
-mod io_queue;
 pub mod memory;
 pub mod pool;
 pub mod ring;

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use pagebuf::direct::{DirectFile, DirectIo};
-use pagebuf::sequential::{DirectReader, DirectWriter};
+use pagebuf::direct::{DirectReader, DirectReaderOptions, DirectWriter, DirectWriterOptions};
 use pagebuf::stream::{
     ReaderOptions, SampleFlags, SampleReader, SampleWriter, StreamKind, WriterOptions,
 };
@@ -257,12 +257,22 @@ fn hostile_knobs_are_refused_before_any_file_is_touched() {
 
     let raw = dir.join("raw");
     for (block, depth) in [(1 << 20, 0), (1 << 20, usize::MAX), (0, 4), (usize::MAX, 4)] {
-        let writer = DirectWriter::with_blocks(DirectFile::create(&raw).unwrap(), block, depth);
+        let writer = DirectWriter::with_options(
+            DirectFile::create(&raw).unwrap(),
+            DirectWriterOptions::default()
+                .block_size(block)
+                .depth(depth),
+        );
         assert!(
             matches!(writer, Err(Error::InvalidArgument(_))),
             "{block} {depth}"
         );
-        let reader = DirectReader::with_blocks(DirectFile::open(&raw).unwrap(), block, depth);
+        let reader = DirectReader::with_options(
+            DirectFile::open(&raw).unwrap(),
+            DirectReaderOptions::default()
+                .block_size(block)
+                .depth(depth),
+        );
         assert!(
             matches!(reader, Err(Error::InvalidArgument(_))),
             "{block} {depth}"

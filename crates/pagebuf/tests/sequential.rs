@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use pagebuf::direct::DirectFile;
-use pagebuf::sequential::{DirectReader, DirectWriter};
+use pagebuf::direct::{DirectReader, DirectReaderOptions, DirectWriter, DirectWriterOptions};
 use pagebuf::{BufferAllocator, BufferPool, Error};
 
 mod support;
@@ -56,7 +56,14 @@ fn memory_stays_within_the_pool_whatever_the_file_size() {
     let block = 64 << 10;
     let pool = BufferPool::new(block * 4).unwrap();
     let alloc: Arc<dyn BufferAllocator> = Arc::new(pool.clone());
-    let mut out = DirectWriter::with_options(file, block, 2, alloc).unwrap();
+    let mut out = DirectWriter::with_options(
+        file,
+        DirectWriterOptions::default()
+            .block_size(block)
+            .depth(2)
+            .allocator(alloc),
+    )
+    .unwrap();
     let chunk = pattern(100_000, 7);
     for _ in 0..300 {
         out.write_all(&chunk).unwrap();
@@ -66,8 +73,14 @@ fn memory_stays_within_the_pool_whatever_the_file_size() {
     assert_eq!(out.finish().unwrap(), 30_000_000);
 
     let alloc: Arc<dyn BufferAllocator> = Arc::new(BufferPool::new(block * 5).unwrap());
-    let mut input =
-        DirectReader::with_options(DirectFile::open(&path).unwrap(), block, 2, alloc).unwrap();
+    let mut input = DirectReader::with_options(
+        DirectFile::open(&path).unwrap(),
+        DirectReaderOptions::default()
+            .block_size(block)
+            .depth(2)
+            .allocator(alloc),
+    )
+    .unwrap();
     let mut total = 0usize;
     let mut buf = vec![0u8; 77_777];
     loop {
@@ -90,14 +103,25 @@ fn bad_options_are_invalid_arguments() {
     let file = DirectFile::create(dir.join("x")).unwrap();
     let unit = file.limits().alignment() as usize;
     let alloc: Arc<dyn BufferAllocator> = Arc::new(BufferPool::new(1 << 20).unwrap());
-    let err = DirectWriter::with_options(file, unit + 1, 2, alloc.clone())
-        .err()
-        .unwrap();
+    let err = DirectWriter::with_options(
+        file,
+        DirectWriterOptions::default()
+            .block_size(unit + 1)
+            .allocator(alloc.clone()),
+    )
+    .err()
+    .unwrap();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     let file = DirectFile::create(dir.join("y")).unwrap();
-    let err = DirectWriter::with_options(file, unit, 0, alloc)
-        .err()
-        .unwrap();
+    let err = DirectWriter::with_options(
+        file,
+        DirectWriterOptions::default()
+            .block_size(unit)
+            .depth(0)
+            .allocator(alloc),
+    )
+    .err()
+    .unwrap();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
 }
 
@@ -195,8 +219,11 @@ fn buf_read_hands_out_the_blocks_without_a_copy() {
     let bytes = pattern((5 << 20) + 333, 7);
     std::fs::write(&path, &bytes).unwrap();
     // 4 MiB blocks: above this disk's largest request, so read as pieces at once.
-    let mut input =
-        DirectReader::with_blocks(DirectFile::open(&path).unwrap(), 4 << 20, 2).unwrap();
+    let mut input = DirectReader::with_options(
+        DirectFile::open(&path).unwrap(),
+        DirectReaderOptions::default().block_size(4 << 20).depth(2),
+    )
+    .unwrap();
     let mut got = Vec::new();
     loop {
         let block = input.fill_buf().unwrap();

@@ -47,10 +47,10 @@ mod writer;
 
 use std::time::Duration;
 
-use crate::buffer::Buffer;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
-pub use crate::io_queue::WriteTrace;
+pub use crate::blocks::WriteTrace;
+use crate::buffer::Buffer;
 pub use flags::SampleFlags;
 pub use reader::{ReaderOptions, SampleReader};
 pub use writer::{SampleWriter, WriterOptions};

@@ -17,12 +17,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::alloc::BufferAllocator;
+use crate::blocks::{BlockSource, ReadBlock, ReadMemory, ReadPlan};
 use crate::buffer::BufferMut;
 use crate::caps;
 use crate::direct::{DirectFile, DirectIo};
 use crate::error::{Error, Result};
-use crate::io_queue::{ReadAhead, ReadBlock, ReadMemory, ReadPlan};
 use crate::pool::BufferPool;
+use crate::ring::IoRing;
 
 use super::format::{
     payload_crc, round_up, FileHeader, HeaderFault, Index, RecordHeader, RecordKind, MAX_UNIT,
@@ -38,6 +39,7 @@ pub struct ReaderOptions {
     memory_budget: usize,
     direct: DirectIo,
     allocator: Option<Arc<dyn BufferAllocator>>,
+    ring: Option<IoRing>,
 }
 
 /// The reader's own pool holds at most this much unless the file needs more.
@@ -46,11 +48,12 @@ const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
 impl Default for ReaderOptions {
     fn default() -> ReaderOptions {
         ReaderOptions {
-            depth: crate::sequential::DEFAULT_DEPTH,
+            depth: crate::direct::DEFAULT_DEPTH,
             window: 8 << 20,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             direct: DirectIo::Prefer,
             allocator: None,
+            ring: None,
         }
     }
 }
@@ -94,6 +97,13 @@ impl ReaderOptions {
         self.allocator = Some(allocator);
         self
     }
+
+    /// The ring the reader's transfers go through (default:
+    /// [`IoRing::process_default`]).
+    pub fn ring(mut self, ring: IoRing) -> Self {
+        self.ring = Some(ring);
+        self
+    }
 }
 
 impl std::fmt::Debug for ReaderOptions {
@@ -104,6 +114,7 @@ impl std::fmt::Debug for ReaderOptions {
             .field("memory_budget", &self.memory_budget)
             .field("direct", &self.direct)
             .field("allocator", &self.allocator.is_some())
+            .field("ring", &self.ring)
             .finish()
     }
 }
@@ -122,7 +133,7 @@ struct Window {
 enum Source {
     /// Reads planned from the index.
     Planned {
-        ahead: ReadAhead,
+        ahead: BlockSource,
         windows: Arc<Vec<Window>>,
         /// The window the current block holds.
         current: Option<usize>,
@@ -136,6 +147,7 @@ enum Source {
 /// See the [module example](crate::stream).
 pub struct SampleReader {
     file: Arc<DirectFile>,
+    ring: IoRing,
     unit: u64,
     window: usize,
     depth: usize,
@@ -206,14 +218,19 @@ impl SampleReader {
             Some(alloc) => ReadMemory::Wait(alloc.clone()),
             None => own_memory(options.memory_budget)?,
         };
+        let ring = match &options.ring {
+            Some(ring) => ring.clone(),
+            None => IoRing::process_default()?,
+        };
         let first = (file.limits().alignment() as usize).max(MIN_UNIT);
-        let header = read_header(&file, &memory, first, file_len)?;
+        let header = read_header(&ring, &file, &memory, first, file_len)?;
         let unit = u64::from(header.unit);
         let data_start = header.data_start();
         let file = Arc::new(file);
         let window = round_up(options.window as u64, unit).unwrap_or(unit) as usize;
         let mut reader = SampleReader {
             file,
+            ring,
             unit,
             window,
             depth,
@@ -326,8 +343,7 @@ impl SampleReader {
         }
         let len = usize::try_from(round_up(self.file_len - at, self.unit).unwrap_or(u64::MAX))
             .map_err(|_| bad("the index is larger than memory".into()))?;
-        let mut buf = buffer(&self.memory, len)?;
-        self.file.read_at(&mut buf, at)?;
+        let buf = read_block(&self.ring, &self.file, &self.memory, len, at)?;
         if buf.len() < RECORD_HEADER {
             return Err(bad("the file ends inside the index".into()));
         }
@@ -371,7 +387,13 @@ impl SampleReader {
                 let w = plan_windows.get(usize::try_from(k).ok()?)?;
                 Some((w.read_at, w.read_len))
             });
-            let ahead = ReadAhead::new(self.file.clone(), self.memory.clone(), self.depth, plan);
+            let ahead = BlockSource::new(
+                self.file.clone(),
+                self.ring.clone(),
+                self.memory.clone(),
+                self.depth,
+                plan,
+            );
             self.source = Source::Planned {
                 ahead,
                 windows,
@@ -456,12 +478,10 @@ impl SampleReader {
             offset: self.pos,
             detail: "a record larger than memory".into(),
         })?;
-        let mut buf = buffer(&self.memory, len)?;
-        self.file.read_at(&mut buf, start)?;
+        let buf = read_block(&self.ring, &self.file, &self.memory, len, start)?;
         self.block = Some(ReadBlock {
             data: buf.freeze(),
             offset: start,
-            planned: len,
         });
         Ok(())
     }
@@ -577,13 +597,21 @@ fn own_memory(budget: usize) -> Result<ReadMemory> {
     })
 }
 
-/// A buffer for one read with nothing else in flight.
-fn buffer(memory: &ReadMemory, len: usize) -> Result<BufferMut> {
-    memory.take(len, 0)?.ok_or_else(|| {
+/// `len` bytes of `file` from `at`, read on `ring` into a buffer from `memory` with
+/// nothing else in flight (short at end of file).
+fn read_block(
+    ring: &IoRing,
+    file: &DirectFile,
+    memory: &ReadMemory,
+    len: usize,
+    at: u64,
+) -> Result<BufferMut> {
+    let buf = memory.take(len, 0)?.ok_or_else(|| {
         Error::OutOfMemory(format!(
             "no memory for a read of {len} bytes; raise ReaderOptions::memory_budget"
         ))
-    })
+    })?;
+    ring.read_at(file, buf, at).wait()
 }
 
 /// Reads and checks the file header at offset 0 (`block`: the bytes of one direct read,
@@ -595,13 +623,13 @@ fn buffer(memory: &ReadMemory, len: usize) -> Result<BufferMut> {
 /// blank: the first such place is the backup, or there is none (it never reaches past
 /// the first record).
 fn read_header(
+    ring: &IoRing,
     file: &DirectFile,
     memory: &ReadMemory,
     block: usize,
     file_len: u64,
 ) -> Result<FileHeader> {
-    let mut head = buffer(memory, block)?;
-    file.read_at(&mut head, 0)?;
+    let head = read_block(ring, file, memory, block, 0)?;
     let (offset, detail) = match FileHeader::decode(&head) {
         Err(Error::Corrupt { offset, detail }) => (offset, detail),
         decoded => return decoded,
@@ -613,8 +641,7 @@ fn read_header(
         let at = unit / block * block;
         let skip = (unit - at) as usize;
         let len = round_up(skip as u64 + RECORD_HEADER as u64, block).unwrap_or(block);
-        let mut buf = buffer(memory, len as usize)?;
-        file.read_at(&mut buf, at)?;
+        let buf = read_block(ring, file, memory, len as usize, at)?;
         let bytes = buf.get(skip..).unwrap_or_default();
         if bytes.len() >= RECORD_HEADER && bytes[..RECORD_HEADER].iter().any(|&b| b != 0) {
             match FileHeader::decode_backup(bytes, unit) {

@@ -27,15 +27,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "testing")]
+use crate::blocks::WriteTrace;
+use crate::blocks::{default_block_size, BlockSink};
 use crate::buffer::BufferMut;
 use crate::caps;
 use crate::direct::{limits_before_open, DirectFile, DirectIo};
 use crate::error::{Error, Result};
-#[cfg(feature = "testing")]
-use crate::io_queue::WriteTrace;
-use crate::io_queue::{Reservation, WriteQueue};
 use crate::pool::{class_size, BufferPool, BufferPoolStats, FramePool, Framing, PoolStats};
-use crate::sequential::default_block_size;
+use crate::ring::IoRing;
 
 use super::format::{
     data_start, payload_crc, FileHeader, Index, IndexPoint, RecordHeader, RecordKind, MAX_STREAMS,
@@ -68,6 +68,7 @@ pub struct WriterOptions {
     sync_tolerance: Duration,
     depth: usize,
     direct: DirectIo,
+    ring: Option<IoRing>,
     #[cfg(feature = "testing")]
     trace_writes: bool,
 }
@@ -77,8 +78,9 @@ impl Default for WriterOptions {
         WriterOptions {
             memory_budget: 64 << 20,
             sync_tolerance: Duration::from_secs(3),
-            depth: crate::sequential::DEFAULT_DEPTH,
+            depth: crate::direct::DEFAULT_DEPTH,
             direct: DirectIo::Prefer,
+            ring: None,
             #[cfg(feature = "testing")]
             trace_writes: false,
         }
@@ -115,6 +117,13 @@ impl WriterOptions {
         self
     }
 
+    /// The ring the writer's transfers go through (default:
+    /// [`IoRing::process_default`]).
+    pub fn ring(mut self, ring: IoRing) -> Self {
+        self.ring = Some(ring);
+        self
+    }
+
     /// Records every write's address, length and offset (`SampleWriter::write_trace`):
     /// a test hook (feature `testing`) that proves the zero-copy path.
     #[cfg(feature = "testing")]
@@ -147,8 +156,6 @@ struct Inner {
     started: Option<Instant>,
     zero_copy: u64,
     copied: u64,
-    /// Disk space reserved ahead of the tail.
-    reservation: Reservation,
 }
 
 impl Inner {
@@ -193,7 +200,7 @@ pub struct SampleWriter {
     tolerance: u64,
     samples: BufferPool,
     chunks: FramePool,
-    queue: WriteQueue,
+    sink: BlockSink,
     inner: Mutex<Inner>,
 }
 
@@ -250,12 +257,15 @@ impl SampleWriter {
         }
         let chunk_size = (default_block_size(&file) / unit * unit).max(unit);
         let chunks = FramePool::new(Framing::new(chunk_size, depth + 2).alignment(unit))?;
-        let reservation = Reservation::new(&file);
+        let ring = match options.ring {
+            Some(ring) => ring,
+            None => IoRing::process_default()?,
+        };
         let file = Arc::new(file);
-        let queue = WriteQueue::new(file.clone(), depth);
+        let sink = BlockSink::new(file.clone(), ring, depth);
         #[cfg(feature = "testing")]
         if options.trace_writes {
-            queue.enable_trace();
+            sink.enable_trace();
         }
         let tolerance = u64::try_from(options.sync_tolerance.as_nanos() / 100).unwrap_or(u64::MAX);
         Ok(SampleWriter {
@@ -265,7 +275,7 @@ impl SampleWriter {
             tolerance,
             samples: BufferPool::new(budget)?,
             chunks,
-            queue,
+            sink,
             inner: Mutex::new(Inner {
                 phase: Phase::Configuring,
                 kinds: Vec::new(),
@@ -278,7 +288,6 @@ impl SampleWriter {
                 started: None,
                 zero_copy: 0,
                 copied: 0,
-                reservation,
             }),
         })
     }
@@ -316,7 +325,7 @@ impl SampleWriter {
     #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn write_trace(&self) -> Vec<WriteTrace> {
-        self.queue.trace()
+        self.sink.trace()
     }
 
     /// Adds a stream and returns its number (1, 2, ... up to 63).
@@ -384,13 +393,15 @@ impl SampleWriter {
         block.set_len(self.unit)?;
         block.fill(0);
         header.encode(&mut block);
-        self.file.write_at(&block, 0)?;
         if finished.is_none() {
-            block.fill(0);
-            header.encode_backup(&mut block);
-            self.file.write_at(&block, self.unit as u64)?;
+            let mut backup = self.chunks.allocate()?;
+            backup.set_len(self.unit)?;
+            backup.fill(0);
+            header.encode_backup(&mut backup);
+            self.sink.submit(backup.freeze(), self.unit as u64)?;
         }
-        Ok(())
+        self.sink.submit(block.freeze(), 0)?;
+        self.sink.wait_idle()
     }
 
     /// Checks that samples may be allocated or written now.
@@ -401,7 +412,7 @@ impl SampleWriter {
             ))),
             Phase::Ended => Err(ended()),
             // A failed write or sync: the original error, to every caller after it.
-            Phase::Writing => self.queue.check(),
+            Phase::Writing => self.sink.check(),
         }
     }
 
@@ -519,8 +530,7 @@ impl SampleWriter {
                 let end = span as usize;
                 block.whole_mut()[RECORD_HEADER + len..end].fill(0);
                 block.set_len(end)?;
-                inner.reservation.cover(&self.file, offset + span);
-                self.queue.submit(block.freeze(), offset)?;
+                self.sink.submit(block.freeze(), offset)?;
                 inner.chunk_offset += span;
                 inner.index_record(offset, time, true);
                 inner.zero_copy += 1;
@@ -610,9 +620,7 @@ impl SampleWriter {
         if let Some(chunk) = inner.chunk.take() {
             let len = chunk.len() as u64;
             if len > 0 {
-                let end = inner.chunk_offset + len;
-                inner.reservation.cover(&self.file, end);
-                self.queue.submit(chunk.freeze(), inner.chunk_offset)?;
+                self.sink.submit(chunk.freeze(), inner.chunk_offset)?;
                 inner.chunk_offset += len;
             }
         }
@@ -658,12 +666,9 @@ impl SampleWriter {
         if inner.phase != Phase::Writing {
             return Ok(());
         }
-        self.queue.check()?;
+        self.sink.check()?;
         self.seal(&mut inner)?;
-        self.queue
-            .wait_idle()
-            .and_then(|()| self.file.sync_data())
-            .map_err(|err| self.queue.fail(err))
+        self.sink.sync()
     }
 
     /// Drains every sample, writes the index, finalizes the header, syncs, and reports.
@@ -712,7 +717,7 @@ impl SampleWriter {
 
     /// The steps of `end_writing` that can fail; returns the sample count.
     fn finalize(&self, inner: &mut Inner) -> Result<u64> {
-        self.queue.check()?;
+        self.sink.check()?;
         self.seal(inner)?;
         inner.points.extend(inner.open_point.take());
         let index_offset = inner.chunk_offset;
@@ -739,27 +744,12 @@ impl SampleWriter {
         let pad = header.record_len as usize - RECORD_HEADER - payload.len();
         self.append(inner, &[&bytes, &payload, &ZEROES[..pad]])?;
         self.seal(inner)?;
-        let durable = self
-            .queue
-            .wait_idle()
-            .and_then(|()| self.cut_reserved(inner))
-            .and_then(|()| self.file.sync_data());
-        durable.map_err(|err| self.queue.fail(err))?;
+        self.sink.finish(inner.chunk_offset)?;
         let samples: u64 = inner.totals.iter().map(|s| s.samples).sum();
         // Only now that the index is on disk may the header point at it.
         self.write_header(inner, Some((index_offset, samples)))?;
-        self.file.sync_data()?;
+        self.sink.sync()?;
         Ok(samples)
-    }
-}
-
-impl SampleWriter {
-    /// Cuts space reserved past the tail (all writes done).
-    fn cut_reserved(&self, inner: &Inner) -> Result<()> {
-        match inner.reservation.cut_to(inner.chunk_offset) {
-            Some(len) => self.file.set_len(len),
-            None => Ok(()),
-        }
     }
 }
 
@@ -784,9 +774,8 @@ impl Drop for SampleWriter {
         let mut inner = self.lock();
         if inner.phase == Phase::Writing {
             inner.phase = Phase::Ended;
-            if self.seal(&mut inner).is_ok() && self.queue.wait_idle().is_ok() {
-                let _ = self.cut_reserved(&inner);
-                let _ = self.file.sync_data();
+            if self.seal(&mut inner).is_ok() {
+                let _ = self.sink.finish(inner.chunk_offset);
             }
         }
         self.samples.close();

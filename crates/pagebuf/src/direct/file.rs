@@ -1,24 +1,4 @@
-//! `DirectFile`: positioned reads and writes with `O_DIRECT`, checked before the kernel
-//! sees them (the reference's "page-aligned reads").
-//!
-//! * **Alignment.** With direct I/O on, the buffer address must be a multiple of the
-//!   device's `dio_mem_align`, and the file offset and the length multiples of its
-//!   `dio_offset_align` ([`DeviceLimits`]). A request that breaks a rule is refused with
-//!   [`Error::Misaligned`] naming which of the three, its value and the alignment, before
-//!   any system call, instead of the kernel's bare `EINVAL`.
-//! * **Splitting.** A transfer larger than the device takes in one request
-//!   (`max_page_aligned_transfer`, or `max_non_page_aligned_transfer` for a buffer that
-//!   is not page-aligned) is issued in pieces of that size, so the block layer does not
-//!   split it again.
-//! * **End of file.** Reads return the short count at end of file. Direct writes are
-//!   whole blocks; a file whose length is not a block multiple is finished by **pad and
-//!   truncate**: write the last block padded, then `set_len` to the true length. That
-//!   keeps every write on the fast path (no buffered tail mixing page-cache and direct
-//!   I/O on one file, whose coherence the kernel only guarantees at great cost).
-//! * **Policy.** Where the file system refuses `O_DIRECT`, [`DirectIo`] decides:
-//!   `Require` fails with [`Error::Unsupported`], `Prefer` falls back to buffered I/O
-//!   and says so ([`DirectFile::is_direct`], [`DirectFile::fallback_note`]), `Off`
-//!   never asks.
+//! [`DirectFile`] and how it is opened ([`DirectFileOptions`], [`DirectIo`]).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, BorrowedFd};

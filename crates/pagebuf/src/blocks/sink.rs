@@ -1,0 +1,238 @@
+//! [`BlockSink`]: positioned writes of whole blocks to one file, on an `IoRing`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use super::Reservation;
+use crate::buffer::Buffer;
+use crate::direct::DirectFile;
+use crate::error::{Error, Result};
+use crate::ring::IoRing;
+
+/// One write handed to a sink: where the bytes came from and where they go (the sample
+/// writer's optional trace, which proves that large samples are not copied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteTrace {
+    /// Address of the first byte handed to the kernel.
+    pub address: usize,
+    /// Bytes written.
+    pub len: usize,
+    /// File offset written at.
+    pub offset: u64,
+}
+
+/// What the sink's callers and its completions share.
+#[derive(Default)]
+struct State {
+    /// Writes handed to the ring whose outcome has not come back.
+    in_flight: usize,
+    /// The first failure, kept for good: later writes are refused, every caller sees it.
+    failure: Option<Error>,
+    /// The end of the furthest write submitted (a padded tail reaches past the content).
+    written_end: u64,
+    trace: Option<Vec<WriteTrace>>,
+}
+
+impl State {
+    fn check(&self) -> Result<()> {
+        match &self.failure {
+            Some(err) => Err(err.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// A write came back (`in_flight` fell).
+    done: Condvar,
+    /// Whether `state.trace` is kept: read without the lock, so a sink that does not
+    /// trace pays nothing per write for the feature.
+    tracing: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whole blocks written at chosen offsets, in any order, at most `depth` in flight on
+/// the ring (callers lay out the file; the sink only issues and finishes).
+///
+/// * **Memory goes home at completion.** Writes are detached from any `Pending`: when
+///   the kernel is done, the buffer is dropped (back to its pool) by whichever thread
+///   reaped the completion, before the write is counted done, so a caller woken by
+///   [`wait_idle`](Self::wait_idle) finds the memory free, and a writer waiting for
+///   pool memory is never waiting on a completion nobody takes.
+/// * **One sticky failure.** After the first failure no write is issued (it would land
+///   beyond a hole) and every later `check`, `submit`, `wait_idle`, `sync` and `finish`
+///   returns a clone of it, so no caller is told `Ok` over a file with a hole in it. A
+///   failed sync or length change is recorded the same way.
+/// * **Finishing** ([`finish`](Self::finish)): wait for every write, cut the file to its
+///   content (a padded tail, or space reserved past the end), sync, and sync the
+///   directory of a file the writer created.
+pub(crate) struct BlockSink {
+    file: Arc<DirectFile>,
+    ring: IoRing,
+    depth: usize,
+    shared: Arc<Shared>,
+    reservation: Mutex<Reservation>,
+}
+
+impl BlockSink {
+    /// A sink over `file` keeping up to `depth` (at least 1) writes in flight on `ring`.
+    pub(crate) fn new(file: Arc<DirectFile>, ring: IoRing, depth: usize) -> BlockSink {
+        let reservation = Mutex::new(Reservation::new(&file));
+        BlockSink {
+            file,
+            ring,
+            depth: depth.max(1),
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                done: Condvar::new(),
+                tracing: AtomicBool::new(false),
+            }),
+            reservation,
+        }
+    }
+
+    /// The file written.
+    pub(crate) fn file(&self) -> &Arc<DirectFile> {
+        &self.file
+    }
+
+    /// Starts recording every write submitted (see [`WriteTrace`]).
+    #[cfg(feature = "testing")]
+    pub(crate) fn enable_trace(&self) {
+        self.shared.lock().trace.get_or_insert_with(Vec::new);
+        self.shared.tracing.store(true, Ordering::Release);
+    }
+
+    /// The writes submitted since tracing was enabled.
+    #[cfg(feature = "testing")]
+    pub(crate) fn trace(&self) -> Vec<WriteTrace> {
+        self.shared.lock().trace.clone().unwrap_or_default()
+    }
+
+    /// Reserves space for the bytes below `upto` now (a copy knows its whole size).
+    pub(crate) fn reserve(&self, upto: u64) {
+        self.reservation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cover(&self.file, upto);
+    }
+
+    /// Writes `data` at `offset`: reserves space ahead, waits while `depth` writes are in
+    /// flight, and hands it to the ring. The ring cuts it into pieces of the device's
+    /// largest request, issued side by side.
+    pub(crate) fn submit(&self, data: Buffer, offset: u64) -> Result<()> {
+        let end = offset.saturating_add(data.len() as u64);
+        self.reserve(end);
+        let mut state = self.shared.lock();
+        loop {
+            state.check()?;
+            if state.in_flight < self.depth {
+                break;
+            }
+            state = self
+                .shared
+                .done
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        state.in_flight += 1;
+        state.written_end = state.written_end.max(end);
+        if self.shared.tracing.load(Ordering::Acquire) {
+            state.trace.get_or_insert_with(Vec::new).push(WriteTrace {
+                address: data.as_ptr() as usize,
+                len: data.len(),
+                offset,
+            });
+        }
+        drop(state);
+        let shared = self.shared.clone();
+        self.ring
+            .write_detached(&self.file, data, offset, move |outcome| {
+                let mut state = shared.lock();
+                if let Err(err) = outcome {
+                    state.failure.get_or_insert(err);
+                }
+                state.in_flight -= 1;
+                drop(state);
+                shared.done.notify_all();
+            });
+        Ok(())
+    }
+
+    /// The sticky failure, if a write (or a [`fail`](Self::fail)ed step) ever failed.
+    pub(crate) fn check(&self) -> Result<()> {
+        self.shared.lock().check()
+    }
+
+    /// Records `err` as the sink's failure unless it already has one (the first stays),
+    /// and returns `err`: for a step whose failure means acknowledged data may not be
+    /// on disk.
+    pub(crate) fn fail(&self, err: Error) -> Error {
+        self.shared
+            .lock()
+            .failure
+            .get_or_insert_with(|| err.clone());
+        err
+    }
+
+    /// Waits until every write submitted has completed; then reports the sticky failure.
+    pub(crate) fn wait_idle(&self) -> Result<()> {
+        let mut state = self.shared.lock();
+        while state.in_flight > 0 {
+            state = self
+                .shared
+                .done
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        state.check()
+    }
+
+    /// A durability barrier: every write submitted before the call is on disk
+    /// (`fdatasync` on the ring, once they have all completed).
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.wait_idle()?;
+        self.ring
+            .sync_data(&self.file)
+            .wait()
+            .map_err(|err| self.fail(err))
+    }
+
+    /// Finishes a file whose content is its first `end` bytes: waits for every write,
+    /// cuts what lies past `end` (a tail padded to the alignment, or space reserved
+    /// ahead; a block device is never cut), syncs, and syncs the directory of a file the
+    /// writer created. May be called again after more writes (the sample writer's
+    /// header goes last).
+    pub(crate) fn finish(&self, end: u64) -> Result<()> {
+        self.wait_idle()?;
+        let written_end = self.shared.lock().written_end;
+        let cut = if written_end > end {
+            Some(end)
+        } else {
+            let reservation = self.reservation.lock().unwrap_or_else(|p| p.into_inner());
+            reservation.cut_to(end)
+        };
+        if let Some(len) = cut.filter(|_| !self.file.is_block_device()) {
+            self.file.set_len(len).map_err(|err| self.fail(err))?;
+        }
+        self.sync()?;
+        if self.file.created() {
+            self.file.sync_directory().map_err(|err| self.fail(err))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BlockSink {
+    /// Waits for the writes in flight: their buffers go home, and nothing reaches the
+    /// file after its writer is gone.
+    fn drop(&mut self) {
+        let _ = self.wait_idle();
+    }
+}
