@@ -5,7 +5,7 @@
 //!
 //! * **Alignment.** With direct I/O on, the buffer address must be a multiple of the
 //!   device's `dio_mem_align`, and the file offset and the length multiples of its
-//!   `dio_offset_align` ([`DeviceLimits`]). A request that breaks a rule is refused with
+//!   `dio_offset_align` ([`DeviceLimits`](crate::DeviceLimits)). A request that breaks a rule is refused with
 //!   [`Error::Misaligned`] naming which of the three, its value and the alignment, before
 //!   any system call, instead of the kernel's bare `EINVAL`.
 //! * **Splitting.** A transfer larger than the device takes in one request
