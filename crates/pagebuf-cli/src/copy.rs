@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use pagebuf::copy::{copy_file, CopyOptions, CopyReport};
+use pagebuf::copy::{copy_file, CopyOptions, CopyReport, CopyRoad};
 use serde_json::json;
 
 use crate::{format, progress, CliResult};
@@ -47,7 +47,12 @@ pub fn run(
             "block_size": report.block_size,
             "depth": report.depth,
             "direct": { "source": report.direct.0, "destination": report.direct.1 },
-            "crc32c": format!("{:08x}", report.checksum),
+            "road": match report.road {
+                CopyRoad::Reflink => "reflink",
+                _ => "blocks",
+            },
+            "note": report.note,
+            "crc32c": report.checksum.map(|crc| format!("{crc:08x}")),
             "verified": report.verified,
             "memory_budget": report.pool.budget,
         });
@@ -73,33 +78,39 @@ pub fn write_report(
         format::seconds(report.elapsed),
         format::rate(report.bytes, report.elapsed)
     )?;
-    writeln!(
-        out,
-        "  {} blocks, {} in flight each way; direct I/O: source {}, destination {}",
-        format::bytes(report.block_size as u64),
-        report.depth,
-        yes(report.direct.0),
-        yes(report.direct.1)
-    )?;
-    let mapped = report.pool.mapped_bytes();
-    writeln!(
-        out,
-        "  memory: {} mapped, within the pool's budget of {} whatever the file size",
-        format::bytes(mapped as u64),
-        format::bytes(report.pool.budget as u64)
-    )?;
-    if report.verified {
+    if report.road == CopyRoad::Reflink {
         writeln!(
             out,
-            "  verified: CRC32C {:08x} read back from the copy",
-            report.checksum
+            "  reflink: the copy shares the source's blocks (nothing read or written; \
+             --reflink never copies them)"
         )?;
     } else {
         writeln!(
             out,
-            "  CRC32C {:08x} (add --verify to read the copy back)",
-            report.checksum
+            "  {} blocks, {} in flight each way; direct I/O: source {}, destination {}",
+            format::bytes(report.block_size as u64),
+            report.depth,
+            yes(report.direct.0),
+            yes(report.direct.1)
         )?;
+        let mapped = report.pool.mapped_bytes();
+        writeln!(
+            out,
+            "  memory: {} mapped, within the pool's budget of {} whatever the file size",
+            format::bytes(mapped as u64),
+            format::bytes(report.pool.budget as u64)
+        )?;
+    }
+    if let Some(note) = &report.note {
+        writeln!(out, "  note: {note}")?;
+    }
+    match (report.checksum, report.verified) {
+        (Some(crc), true) => writeln!(out, "  verified: CRC32C {crc:08x} read back from the copy")?,
+        (Some(crc), false) => writeln!(
+            out,
+            "  CRC32C {crc:08x} (add --verify to read the copy back)"
+        )?,
+        (None, _) => writeln!(out, "  add --verify to read both files back and compare")?,
     }
     Ok(())
 }

@@ -68,6 +68,27 @@ fn queue_depth(text: &str) -> Result<usize, String> {
     }
 }
 
+/// `copy --reflink`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReflinkChoice {
+    /// Share the source's blocks where the file system can (XFS, btrfs), else copy.
+    Auto,
+    /// Always copy the blocks.
+    Never,
+    /// Share the blocks, or fail saying why not.
+    Require,
+}
+
+impl From<ReflinkChoice> for pagebuf::copy::Reflink {
+    fn from(choice: ReflinkChoice) -> pagebuf::copy::Reflink {
+        match choice {
+            ReflinkChoice::Auto => pagebuf::copy::Reflink::Auto,
+            ReflinkChoice::Never => pagebuf::copy::Reflink::Never,
+            ReflinkChoice::Require => pagebuf::copy::Reflink::Require,
+        }
+    }
+}
+
 /// `--engine`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum EngineChoice {
@@ -147,6 +168,9 @@ enum Command {
         /// Transfers in flight each way.
         #[arg(long, default_value = "4", value_parser = depth)]
         depth: usize,
+        /// Share the source's blocks instead of copying them, where the file system clones.
+        #[arg(long, value_enum, default_value = "auto")]
+        reflink: ReflinkChoice,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -250,9 +274,13 @@ fn main() -> ExitCode {
             verify,
             block_size,
             depth,
+            reflink,
             json,
         } => {
-            let mut options = CopyOptions::default().verify(verify).depth(depth);
+            let mut options = CopyOptions::default()
+                .verify(verify)
+                .depth(depth)
+                .reflink(reflink.into());
             if let Some(block) = block_size {
                 options = options.block_size(block);
             }

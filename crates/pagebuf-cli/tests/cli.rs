@@ -395,6 +395,43 @@ fn copy_refused_by_its_options_leaves_an_existing_destination_unchanged() {
     assert!(std::fs::read(dir.join("dst")).unwrap() == kept, "{err}");
 }
 
+/// `copy --reflink`: where the file system cannot clone, `auto` copies the blocks and
+/// says why (`road`, `note` in JSON), and `require` fails in one line naming the way out.
+#[test]
+fn copy_says_which_road_it_took() {
+    let dir = scratch("copy-road");
+    let bytes = pattern(4, 300_000);
+    std::fs::write(dir.join("src"), &bytes).unwrap();
+    let value = json(&pagebuf(&dir, &["copy", "src", "dst", "--json"]));
+    assert!(std::fs::read(dir.join("dst")).unwrap() == bytes);
+    if value["road"] == "reflink" {
+        eprintln!("skipped: this file system clones (the library's xfs/btrfs tests cover it)");
+        return;
+    }
+    assert_eq!(value["road"], "blocks", "{value}");
+    assert!(
+        value["note"].as_str().unwrap().contains("reflink"),
+        "{value}"
+    );
+    let value = json(&pagebuf(
+        &dir,
+        &["copy", "src", "dst2", "--reflink", "never", "--json"],
+    ));
+    assert_eq!(
+        (&value["road"], &value["note"]),
+        (&"blocks".into(), &serde_json::Value::Null)
+    );
+    let err = one_line_error(&pagebuf(
+        &dir,
+        &["copy", "src", "dst3", "--reflink", "require"],
+    ));
+    assert!(
+        err.contains("reflink") && err.contains("Reflink::Auto"),
+        "{err}"
+    );
+    assert!(!dir.join("dst3").exists());
+}
+
 /// Whether this process runs as root (effective uid 0, from /proc/self/status).
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")

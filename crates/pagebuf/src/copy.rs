@@ -48,6 +48,35 @@ pub struct CopyOptions {
     verify: bool,
     direct: DirectIo,
     ring: Option<IoRing>,
+    reflink: Reflink,
+}
+
+/// Whether [`copy_file`] may share the source's blocks with the copy (a reflink, the
+/// `FICLONE` ioctl) instead of moving bytes: on file systems that clone (XFS, btrfs,
+/// bcachefs, OCFS2) and with both files on one of them, the fastest correct copy (no
+/// data moves; blocks are copied only when either file is later written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Reflink {
+    /// Clone where the file system can; copy blocks where it cannot, saying why in
+    /// [`CopyReport::note`].
+    #[default]
+    Auto,
+    /// Always copy the bytes (new blocks for the copy).
+    Never,
+    /// Clone, or fail with [`Error::Unsupported`] saying why not.
+    Require,
+}
+
+/// How [`copy_file`] moved the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CopyRoad {
+    /// The copy shares the source's blocks (`FICLONE`): nothing was read or written.
+    Reflink,
+    /// Blocks read and written through the ring (direct I/O where the files allow it:
+    /// see [`CopyReport::direct`]).
+    Blocks,
 }
 
 impl Default for CopyOptions {
@@ -58,6 +87,7 @@ impl Default for CopyOptions {
             verify: false,
             direct: DirectIo::Prefer,
             ring: None,
+            reflink: Reflink::Auto,
         }
     }
 }
@@ -95,6 +125,12 @@ impl CopyOptions {
         self.ring = Some(ring);
         self
     }
+
+    /// Whether the copy may share the source's blocks (default [`Reflink::Auto`]).
+    pub fn reflink(mut self, reflink: Reflink) -> Self {
+        self.reflink = reflink;
+        self
+    }
 }
 
 /// What [`copy_file`] did.
@@ -110,8 +146,14 @@ pub struct CopyReport {
     pub elapsed: Duration,
     /// Whether each side used direct I/O: (source, destination).
     pub direct: (bool, bool),
-    /// CRC32C of the bytes copied.
-    pub checksum: u32,
+    /// How the bytes were moved.
+    pub road: CopyRoad,
+    /// Why the copy took a slower road than it could have (blocks instead of a
+    /// reflink), naming the cause; `None` when it did not.
+    pub note: Option<String>,
+    /// CRC32C of the bytes copied: computed as they were read, or, for a reflink (no
+    /// bytes read), only when verifying (`None` otherwise).
+    pub checksum: Option<u32>,
     /// Whether the destination was read back and its checksum matched.
     pub verified: bool,
     /// The pool the blocks came from, after the copy: its budget bounds the memory.
@@ -199,6 +241,32 @@ pub fn copy_file(
     }
     let direct = (source.is_direct(), destination.is_direct());
     let source = Arc::new(source);
+    let read_back = ReadBack {
+        ring: &ring,
+        pool: &pool,
+        block,
+        depth,
+    };
+    let note = match try_reflink(&source, &destination, options.reflink)? {
+        ReflinkOutcome::Cloned => {
+            let checksum =
+                settle_reflink(&source, &destination, total, &read_back, options.verify)?;
+            cleanup.disarm();
+            return Ok(CopyReport {
+                bytes: total,
+                block_size: block,
+                depth,
+                elapsed: started.elapsed(),
+                direct,
+                road: CopyRoad::Reflink,
+                note: None,
+                checksum,
+                verified: checksum.is_some(),
+                pool: pool.stats(),
+            });
+        }
+        ReflinkOutcome::NotCloned { why } => why,
+    };
     let memory = ReadMemory::Wait(Arc::new(pool.clone()));
     let mut reads = BlockSource::new(
         source.clone(),
@@ -226,7 +294,7 @@ pub fn copy_file(
     drop(writes);
 
     let verified = if options.verify {
-        let copied = checksum_of(destination, &ring, &pool, block, depth, done)?;
+        let copied = read_back.crc(destination.clone(), done)?;
         if copied != checksum {
             return Err(Error::Corrupt {
                 offset: 0,
@@ -248,10 +316,96 @@ pub fn copy_file(
         depth,
         elapsed: started.elapsed(),
         direct,
-        checksum,
+        road: CopyRoad::Blocks,
+        note,
+        checksum: Some(checksum),
         verified,
         pool: pool.stats(),
     })
+}
+
+/// Whether [`try_reflink`] shared the source's blocks.
+enum ReflinkOutcome {
+    Cloned,
+    /// Not cloned: `why` says what refused it (`None`: not asked to).
+    NotCloned {
+        why: Option<String>,
+    },
+}
+
+/// Clones `source` into `destination` (`FICLONE`) as `mode` allows; a refusal under
+/// [`Reflink::Require`] is [`Error::Unsupported`] naming the cause.
+fn try_reflink(
+    source: &DirectFile,
+    destination: &DirectFile,
+    mode: Reflink,
+) -> Result<ReflinkOutcome> {
+    if mode == Reflink::Never {
+        return Ok(ReflinkOutcome::NotCloned { why: None });
+    }
+    let refused = |why: String| match mode {
+        Reflink::Require => Err(Error::Unsupported(format!(
+            "{why}; use Reflink::Auto to copy the blocks instead"
+        ))),
+        _ => Ok(ReflinkOutcome::NotCloned { why: Some(why) }),
+    };
+    if source.is_block_device() || destination.is_block_device() {
+        return refused("a block device cannot share blocks with a file (no reflink)".into());
+    }
+    match rustix::fs::ioctl_ficlone(destination, source) {
+        Ok(()) => Ok(ReflinkOutcome::Cloned),
+        Err(errno) => {
+            let cause = match errno {
+                rustix::io::Errno::XDEV => "the files are on different file systems".to_string(),
+                rustix::io::Errno::OPNOTSUPP
+                | rustix::io::Errno::NOTTY
+                | rustix::io::Errno::INVAL => {
+                    "this file system does not share blocks between files (XFS with \
+                     reflink=1, btrfs and bcachefs do)"
+                        .to_string()
+                }
+                other => format!("the kernel refused ({})", std::io::Error::from(other)),
+            };
+            refused(format!(
+                "no reflink from {} to {}: {cause}; the blocks were copied",
+                source.path().display(),
+                destination.path().display()
+            ))
+        }
+    }
+}
+
+/// After a reflink: the clone made durable (and its directory), the source's length
+/// checked again, and, when `verify` is asked, both files read back and their CRC32C
+/// compared (the checksum, or `None` without verification: nothing was read).
+fn settle_reflink(
+    source: &Arc<DirectFile>,
+    destination: &Arc<DirectFile>,
+    total: u64,
+    read_back: &ReadBack<'_>,
+    verify: bool,
+) -> Result<Option<u32>> {
+    read_back.ring.sync_data(destination).wait()?;
+    if destination.created() {
+        destination.sync_directory()?;
+    }
+    check_length(source, total, total)?;
+    if !verify {
+        return Ok(None);
+    }
+    let original = read_back.crc(source.clone(), total)?;
+    let copied = read_back.crc(destination.clone(), total)?;
+    if copied != original {
+        return Err(Error::Corrupt {
+            offset: 0,
+            detail: format!(
+                "the reflinked copy at {} reads back with CRC32C {copied:08x}, the source \
+                 with {original:08x}",
+                destination.path().display()
+            ),
+        });
+    }
+    Ok(Some(original))
 }
 
 /// The block size (given or the destination device's largest request) and the
@@ -462,29 +616,33 @@ fn pump(
     Ok((done, crc))
 }
 
-/// CRC32C of the first `total` bytes of `file`, read `depth` blocks ahead.
-fn checksum_of(
-    file: Arc<DirectFile>,
-    ring: &IoRing,
-    pool: &BufferPool,
+/// How a copy reads files back for their checksums: blocks of `block` bytes from
+/// `pool`, `depth` ahead on `ring`.
+struct ReadBack<'a> {
+    ring: &'a IoRing,
+    pool: &'a BufferPool,
     block: usize,
     depth: usize,
-    total: u64,
-) -> Result<u32> {
-    let plan = block_plan(block, Some(total));
-    let memory = ReadMemory::Wait(Arc::new(pool.clone()));
-    let mut reads = BlockSource::new(file, ring.clone(), memory, depth, plan);
-    let mut crc = 0;
-    let mut left = total;
-    while let Some(read) = reads.next_block() {
-        let read = read?;
-        // A device reads on past the copy: only the copied bytes count.
-        let take = read
-            .data
-            .len()
-            .min(usize::try_from(left).unwrap_or(usize::MAX));
-        crc = crc32c::crc32c_append(crc, &read.data[..take]);
-        left -= take as u64;
+}
+
+impl ReadBack<'_> {
+    /// CRC32C of the first `total` bytes of `file`.
+    fn crc(&self, file: Arc<DirectFile>, total: u64) -> Result<u32> {
+        let plan = block_plan(self.block, Some(total));
+        let memory = ReadMemory::Wait(Arc::new(self.pool.clone()));
+        let mut reads = BlockSource::new(file, self.ring.clone(), memory, self.depth, plan);
+        let mut crc = 0;
+        let mut left = total;
+        while let Some(read) = reads.next_block() {
+            let read = read?;
+            // A device reads on past the copy: only the copied bytes count.
+            let take = read
+                .data
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            crc = crc32c::crc32c_append(crc, &read.data[..take]);
+            left -= take as u64;
+        }
+        Ok(crc)
     }
-    Ok(crc)
 }

@@ -6,7 +6,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pagebuf::copy::{copy_file, CopyOptions};
+use pagebuf::copy::{copy_file, CopyOptions, CopyRoad, Reflink};
 use pagebuf::direct::DirectIo;
 use pagebuf::{
     DeviceLimits, DirectFile, Error, SampleFlags, SampleReader, SampleWriter, StreamKind,
@@ -44,7 +44,7 @@ fn odd_lengths_copy_byte_exact() {
         .unwrap();
         assert_eq!(report.bytes, len as u64);
         assert!(report.verified);
-        assert_eq!(report.checksum, crc32c_of(&bytes));
+        assert_eq!(report.checksum, Some(crc32c_of(&bytes)));
         assert!(std::fs::read(&dst).unwrap() == bytes, "length {len}");
         assert_eq!(
             calls.last().copied().unwrap_or((0, 0)),
@@ -269,7 +269,7 @@ fn a_block_device_is_copied_to_its_size() {
         (len as u64, len as u64),
         "progress counts to the device's size"
     );
-    assert_eq!(report.checksum, crc32c_of(&bytes));
+    assert_eq!(report.checksum, Some(crc32c_of(&bytes)));
     assert!(
         std::fs::read(&out).unwrap() == bytes,
         "the copy is the device's bytes"
@@ -597,4 +597,82 @@ fn a_second_writer_is_refused_and_the_first_keeps_its_file() {
     let mut reader = SampleReader::open(&take).unwrap();
     let sample = reader.next().unwrap().unwrap();
     assert!(sample.data[..] == pattern(72, 4096)[..]);
+}
+
+/// On a file system that clones (XFS, btrfs), `Reflink::Auto` shares the source's
+/// blocks: the report says so, the bytes are the source's, and the copy stays a copy
+/// (writing to it leaves the source as it was). `Reflink::Never` moves the bytes there.
+fn reflinks_on(fs: &str) {
+    let dir = scratch(&format!("copy-reflink-{fs}"));
+    let Some(disk) = LoopMount::with_fs(&dir, fs, &[4096], 320 << 20) else {
+        return; // the reason is printed
+    };
+    let src = disk.mount.join("src");
+    let bytes = pattern(21, (5 << 20) + 4097);
+    std::fs::write(&src, &bytes).unwrap();
+    let dst = disk.mount.join("clone");
+    let report = copy(&src, &dst, &CopyOptions::default().verify(true)).unwrap();
+    assert_eq!(report.road, CopyRoad::Reflink, "{fs}: {:?}", report.note);
+    assert_eq!(report.note, None);
+    assert!(report.verified);
+    assert_eq!(report.checksum, Some(crc32c_of(&bytes)));
+    assert!(std::fs::read(&dst).unwrap() == bytes);
+    // Without verification nothing is read: no checksum is claimed.
+    let quick = disk.mount.join("quick");
+    let report = copy(&src, &quick, &CopyOptions::default()).unwrap();
+    assert_eq!((report.road, report.checksum), (CopyRoad::Reflink, None));
+    // A write to the clone is the clone's alone.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dst)
+        .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, b"changed", 100))
+        .unwrap();
+    assert!(
+        std::fs::read(&src).unwrap() == bytes,
+        "writing the clone changed the source"
+    );
+    // Never: blocks moved, byte-exact.
+    let moved = disk.mount.join("moved");
+    let options = CopyOptions::default().reflink(Reflink::Never).verify(true);
+    let report = copy(&src, &moved, &options).unwrap();
+    assert_eq!((report.road, report.note), (CopyRoad::Blocks, None));
+    assert!(std::fs::read(&moved).unwrap() == bytes);
+}
+
+#[test]
+fn xfs_copies_share_blocks() {
+    reflinks_on("xfs");
+}
+
+#[test]
+fn btrfs_copies_share_blocks() {
+    reflinks_on("btrfs");
+}
+
+/// Where the file system cannot clone, `Auto` copies the blocks and the note says why;
+/// `Require` is `Unsupported` naming the cause, before any byte moves, and leaves no
+/// destination behind.
+#[test]
+fn without_reflink_auto_copies_and_says_why_and_require_refuses() {
+    let dir = scratch("copy-no-reflink");
+    let src = dir.join("src");
+    let bytes = pattern(22, 1 << 20);
+    std::fs::write(&src, &bytes).unwrap();
+    let dst = dir.join("dst");
+    let report = copy(&src, &dst, &CopyOptions::default()).unwrap();
+    if report.road == CopyRoad::Reflink {
+        eprintln!("skipped: the scratch file system clones; the xfs/btrfs tests cover it");
+        return;
+    }
+    let note = report.note.expect("a reason for not cloning");
+    assert!(note.contains("reflink"), "{note}");
+    assert!(std::fs::read(&dst).unwrap() == bytes);
+    let required = dir.join("required");
+    let options = CopyOptions::default().reflink(Reflink::Require);
+    let err = copy(&src, &required, &options).unwrap_err();
+    assert!(
+        matches!(&err, Error::Unsupported(m) if m.contains("Reflink::Auto")),
+        "{err}"
+    );
+    assert!(!required.exists(), "a refused reflink left its destination");
 }
