@@ -69,6 +69,16 @@ on_both_engines!(
     pendings_need_no_runtime,
     an_idle_ring_uses_no_cpu,
     offsets_at_the_top_of_the_range_are_errors,
+    parts_of_a_buffer_are_read_byte_exact,
+    part_ranges_outside_the_buffer_are_invalid,
+    misaligned_parts_are_refused_before_the_kernel,
+    a_part_of_a_registered_buffer_goes_fixed,
+    read_many_fills_disjoint_regions_of_one_arena,
+    read_many_with_a_misaligned_entry,
+    read_into_past_the_end,
+    read_into_raw_with_its_pending_dropped,
+    read_into_raw_with_its_pending_forgotten,
+    read_into_part_futures_under_tokio,
 );
 
 /// How long one step of a test may take before the watchdog calls it a hang.
@@ -1218,4 +1228,489 @@ fn the_default_ring_names_its_engine() {
             .expect("Auto fell back to threads without saying why");
         eprintln!("the default ring runs on threads: {note}");
     }
+}
+
+// Issue 13, "Random access for databases": reads into part of a buffer, and into the
+// caller's own memory (borrowed and blocking, or `unsafe` with a `Pending`).
+
+/// What a part read must leave: `model` with `file[offset..offset + n]` at `start`.
+fn apply(model: &mut [u8], start: usize, file: &[u8], offset: usize, n: usize) {
+    model[start..start + n].copy_from_slice(&file[offset..offset + n]);
+}
+
+fn parts_of_a_buffer_are_read_byte_exact(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("parts", engine);
+    let path = dir.join("file");
+    let page = page_size();
+    let bytes = patterned_file(&path, 40, 3 * page + 100);
+    let file = DirectFile::open(&path).unwrap();
+    within(LIMIT, "reads into parts of a buffer", move || {
+        let mut buf = aligned(8 * page);
+        buf.whole_mut().fill(0xAA);
+        let mut model = vec![0xAA; 8 * page];
+        let ops = ring.stats().fixed_ops + ring.stats().plain_ops;
+        // (range, file offset, bytes expected, length expected after)
+        let steps = [
+            (0..page, 2 * page, page, page),                // the range at 0
+            (7 * page..8 * page, 0, page, 8 * page),        // the last page of the buffer
+            (2 * page..4 * page, page, 2 * page, 8 * page), // two pages inside
+            (5 * page..6 * page, page, page, 8 * page),     // len stays at its max
+        ];
+        for (range, at, n, len) in steps {
+            let what = format!("{range:?} from {at}");
+            buf = ring
+                .read_into_part(&file, buf, range.clone(), at as u64)
+                .wait()
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            apply(&mut model, range.start, &bytes, at, n);
+            assert_eq!(buf.len(), len, "{what}: length");
+            assert_eq!(buf.max_len(), 8 * page, "{what}: max_len");
+            assert!(buf.whole_mut()[..] == model[..], "{what}: bytes differ");
+        }
+        assert_eq!(
+            ring.stats().fixed_ops + ring.stats().plain_ops,
+            ops + 4,
+            "one transfer per part"
+        );
+
+        // Past the end of the file: short, then nothing; the length grows to
+        // max(old, start + read).
+        let mut buf = aligned(4 * page);
+        buf.whole_mut().fill(0xAA);
+        buf.set_len(page / 2).unwrap();
+        let buf = ring
+            .read_into_part(&file, buf, page..3 * page, 3 * page as u64)
+            .wait()
+            .unwrap();
+        assert_eq!(buf.len(), page + 100, "a part read straddling the end");
+        let mut buf = ring
+            .read_into_part(&file, buf, 3 * page..4 * page, 4 * page as u64)
+            .wait()
+            .unwrap();
+        assert_eq!(
+            buf.len(),
+            3 * page,
+            "a part read at the end: max(old, start)"
+        );
+        let whole = buf.whole_mut();
+        assert!(
+            whole[page..page + 100] == bytes[3 * page..],
+            "short part read: bytes differ"
+        );
+        // Bytes of the range past those read may be written (the device reads whole
+        // blocks); bytes outside every range may not.
+        assert!(
+            whole[..page].iter().all(|&b| b == 0xAA),
+            "a byte before the range changed"
+        );
+        // An empty range: nothing read, no transfer.
+        let ops = ring.stats().fixed_ops + ring.stats().plain_ops;
+        let mut empty = aligned(2 * page);
+        empty.set_len(10).unwrap();
+        let empty = ring
+            .read_into_part(&file, empty, page..page, 0)
+            .wait()
+            .unwrap();
+        assert_eq!(empty.len(), page);
+        assert_eq!(ring.stats().fixed_ops + ring.stats().plain_ops, ops);
+        assert_eq!(ring.stats().in_flight, 0);
+    });
+}
+
+fn part_ranges_outside_the_buffer_are_invalid(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("part_ranges", engine);
+    let path = dir.join("file");
+    let page = page_size();
+    patterned_file(&path, 41, 4 * page);
+    let file = DirectFile::open(&path).unwrap();
+    let ops = ring.stats().fixed_ops + ring.stats().plain_ops;
+    let max = 2 * page;
+    #[allow(clippy::reversed_empty_ranges)]
+    let ranges = [
+        0..max + page,    // ends past max_len
+        max..max + 1,     // starts at max_len
+        3 * max..4 * max, // wholly past it
+        page..0,          // reversed
+        usize::MAX - 1..usize::MAX,
+    ];
+    for range in ranges {
+        let what = format!("{range:?} of a buffer of max_len {max}");
+        match refused(ring.read_into_part(&file, aligned(max), range.clone(), 0)) {
+            Err(Error::InvalidArgument(message)) => {
+                let shown = format!("{}..{}", range.start, range.end);
+                assert!(message.contains(&shown), "{what}: {message:?}");
+                assert!(message.contains(&max.to_string()), "{what}: {message:?}");
+            }
+            Err(other) => panic!("{what}: {other}, not InvalidArgument"),
+            Ok(()) => panic!("{what}: accepted"),
+        }
+    }
+    assert_eq!(
+        ring.stats().fixed_ops + ring.stats().plain_ops,
+        ops,
+        "a refused part read reached the kernel"
+    );
+    assert_eq!(ring.stats().in_flight, 0);
+}
+
+fn misaligned_parts_are_refused_before_the_kernel(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("part_misaligned", engine);
+    let path = dir.join("file");
+    let page = page_size();
+    patterned_file(&path, 42, 4 * page);
+    let file = DirectFile::open(&path).unwrap();
+    if !file.is_direct() {
+        eprintln!("skipped: no direct I/O under {}", dir.display());
+        return;
+    }
+    let mem = file.limits().dio_mem_align as usize;
+    let off = file.limits().dio_offset_align as usize;
+    let ops = ring.stats().fixed_ops + ring.stats().plain_ops;
+    let mut cases = Vec::new();
+    if mem > 1 {
+        cases.push((1..1 + page, 0, Misalignment::Address, "range start"));
+        let half = mem / 2;
+        cases.push((
+            half..half + page,
+            0,
+            Misalignment::Address,
+            "range start, half a unit",
+        ));
+    }
+    if off > 1 {
+        cases.push((0..page, 1, Misalignment::Offset, "offset"));
+        cases.push((page..2 * page + 1, 0, Misalignment::Length, "length"));
+    }
+    assert!(!cases.is_empty(), "direct I/O with no alignment to break");
+    for (range, at, what, name) in cases {
+        expect_misaligned(
+            refused(ring.read_into_part(&file, aligned(4 * page), range, at)),
+            what,
+            name,
+        );
+    }
+    // Aligned to the device but not to a page: accepted.
+    if mem < page {
+        let buf = ring
+            .read_into_part(&file, aligned(4 * page), mem..mem + page, 0)
+            .wait()
+            .unwrap();
+        assert_eq!(buf.len(), mem + page);
+    }
+    let expected = ops + u64::from(mem < page);
+    assert_eq!(
+        ring.stats().fixed_ops + ring.stats().plain_ops,
+        expected,
+        "a misaligned part read reached the kernel"
+    );
+}
+
+fn a_part_of_a_registered_buffer_goes_fixed(engine: Engine) {
+    let frame = 64 << 10;
+    let pool = FramePool::new(Framing::new(frame, 2)).unwrap();
+    let Some(ring) = ring_with(engine, RingOptions::default().register(&pool)) else {
+        return;
+    };
+    let dir = dir("part_fixed", engine);
+    let path = dir.join("file");
+    let bytes = patterned_file(&path, 43, frame);
+    let file = DirectFile::open(&path).unwrap();
+    let page = page_size();
+    within(LIMIT, "a part of a registered frame", move || {
+        let before = ring.stats();
+        let buf = pool.try_allocate().unwrap();
+        let buf = ring
+            .read_into_part(&file, buf, 2 * page..4 * page, page as u64)
+            .wait()
+            .unwrap();
+        assert_eq!(buf.len(), 4 * page);
+        assert!(buf[2 * page..] == bytes[page..3 * page], "bytes differ");
+        let after = ring.stats();
+        let (fixed, plain) = match engine {
+            Engine::Uring => (1, 0),
+            _ => (0, 1),
+        };
+        assert_eq!(after.fixed_ops, before.fixed_ops + fixed, "{after:?}");
+        assert_eq!(after.plain_ops, before.plain_ops + plain, "{after:?}");
+    });
+}
+
+fn read_many_fills_disjoint_regions_of_one_arena(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("read_many", engine);
+    let path = dir.join("file");
+    let len = 8 << 20;
+    let bytes = patterned_file(&path, 44, len);
+    let file = DirectFile::open(&path).unwrap();
+    within(LIMIT, "64 reads into one arena", move || {
+        let block = 4096;
+        // 128 blocks: the reads go into the even ones; the odd ones must stay as they are.
+        let mut arena = aligned(128 * block);
+        arena.whole_mut().fill(0xAA);
+        let mut rng = Rng(0xA12E7A);
+        let offsets: Vec<u64> = (0..64)
+            .map(|_| rng.below((len / block) as u64) * block as u64)
+            .collect();
+        let ops = ring.stats().fixed_ops + ring.stats().plain_ops;
+        let outcomes = {
+            let mut reads: Vec<(u64, &mut [u8])> = arena
+                .whole_mut()
+                .chunks_mut(block)
+                .step_by(2)
+                .zip(&offsets)
+                .map(|(dst, &at)| (at, dst))
+                .collect();
+            assert_eq!(reads.len(), 64);
+            ring.read_many(&file, &mut reads)
+        };
+        assert_eq!(outcomes.len(), 64);
+        assert_eq!(
+            ring.stats().in_flight,
+            0,
+            "read_many returned with reads in flight"
+        );
+        assert_eq!(ring.stats().fixed_ops + ring.stats().plain_ops, ops + 64);
+        let whole = arena.whole_mut();
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            assert_eq!(outcome.unwrap(), block, "read {i}");
+            let at = offsets[i] as usize;
+            let dst = &whole[2 * i * block..(2 * i + 1) * block];
+            assert!(
+                dst == &bytes[at..at + block],
+                "read {i} at {at}: bytes differ"
+            );
+            let gap = &whole[(2 * i + 1) * block..(2 * i + 2) * block];
+            assert!(
+                gap.iter().all(|&b| b == 0xAA),
+                "the gap after read {i} changed"
+            );
+        }
+        // Nothing to read is no read at all.
+        assert!(ring.read_many(&file, &mut []).is_empty());
+    });
+}
+
+fn read_many_with_a_misaligned_entry(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("read_many_misaligned", engine);
+    let path = dir.join("file");
+    let block = 4096;
+    let bytes = patterned_file(&path, 45, 16 * block);
+    let file = DirectFile::open(&path).unwrap();
+    if !file.is_direct() || file.limits().dio_mem_align < 2 {
+        eprintln!("skipped: no direct I/O under {}", dir.display());
+        return;
+    }
+    within(LIMIT, "a batch with a misaligned entry", move || {
+        let mut arena = aligned(9 * block);
+        arena.whole_mut().fill(0xAA);
+        let ops = ring.stats().fixed_ops + ring.stats().plain_ops;
+        let outcomes = {
+            let (head, tail) = arena.whole_mut().split_at_mut(8 * block);
+            let mut reads: Vec<(u64, &mut [u8])> = head
+                .chunks_mut(block)
+                .enumerate()
+                .map(|(i, dst)| (((7 - i) * block) as u64, dst))
+                .collect();
+            // Entry 3 one byte into the spare block: its address is misaligned.
+            reads[3].1 = &mut tail[1..1 + block - 512];
+            ring.read_many(&file, &mut reads)
+        };
+        assert_eq!(
+            ring.stats().in_flight,
+            0,
+            "read_many returned with reads in flight"
+        );
+        assert_eq!(
+            ring.stats().fixed_ops + ring.stats().plain_ops,
+            ops + 7,
+            "the misaligned entry reached the kernel, or another did not"
+        );
+        let whole = arena.whole_mut();
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            if i == 3 {
+                expect_misaligned(outcome.map(drop), Misalignment::Address, "entry 3");
+                assert!(
+                    whole[3 * block..4 * block].iter().all(|&b| b == 0xAA)
+                        && whole[8 * block..].iter().all(|&b| b == 0xAA),
+                    "the refused entry's memory changed"
+                );
+                continue;
+            }
+            assert_eq!(outcome.unwrap(), block, "entry {i}");
+            let at = (7 - i) * block;
+            assert!(
+                whole[i * block..(i + 1) * block] == bytes[at..at + block],
+                "entry {i}: bytes differ"
+            );
+        }
+    });
+}
+
+fn read_into_past_the_end(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("read_into", engine);
+    let path = dir.join("file");
+    let page = page_size();
+    let bytes = patterned_file(&path, 46, 3 * page + 100);
+    let file = DirectFile::open(&path).unwrap();
+    within(LIMIT, "read_into at the end", move || {
+        let mut mem = aligned(2 * page);
+        let dst = mem.whole_mut();
+        assert_eq!(ring.read_into(&file, dst, 0).unwrap(), 2 * page);
+        assert!(dst[..] == bytes[..2 * page], "a whole read: bytes differ");
+        // Straddling the end: short, exactly the bytes that are there.
+        assert_eq!(
+            ring.read_into(&file, dst, 2 * page as u64).unwrap(),
+            page + 100
+        );
+        assert!(
+            dst[..page + 100] == bytes[2 * page..],
+            "short read: bytes differ"
+        );
+        for at in [4 * page, 16 * page] {
+            assert_eq!(ring.read_into(&file, dst, at as u64).unwrap(), 0, "at {at}");
+        }
+        assert_eq!(ring.read_into(&file, &mut [], 0).unwrap(), 0);
+        assert_eq!(ring.stats().in_flight, 0);
+    });
+}
+
+fn read_into_raw_with_its_pending_dropped(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("raw_dropped", engine);
+    let path = dir.join("file");
+    let len = 4 << 20;
+    let bytes = patterned_file(&path, 47, len);
+    let file = DirectFile::open(&path).unwrap();
+    within(LIMIT, "a dropped raw read", move || {
+        let mut arena = aligned(len);
+        arena.whole_mut().fill(0xAA);
+        let dst = arena.as_mut_ptr();
+        // SAFETY: `arena` lives to the end of this closure and is not touched until
+        // `in_flight` reads 0 below, after the Pending is gone.
+        let pending = unsafe { ring.read_into_raw(&file, dst, len, 0) };
+        assert!(!pending.is_ready());
+        drop(pending);
+        while ring.stats().in_flight != 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(ring.stats().running, 0);
+        assert!(arena.whole_mut()[..] == bytes[..], "bytes differ");
+        // Kept: its outcome is the count.
+        arena.whole_mut().fill(0xAA);
+        // SAFETY: as above; the Pending resolves before `arena` is touched.
+        let n = unsafe { ring.read_into_raw(&file, arena.as_mut_ptr(), len, 0) }
+            .wait()
+            .unwrap();
+        assert_eq!(n, len);
+        assert!(arena.whole_mut()[..] == bytes[..], "bytes differ");
+        // Nothing, and not memory: no transfer.
+        let ops = ring.stats().fixed_ops + ring.stats().plain_ops;
+        // SAFETY: a length of 0 touches nothing; a null pointer is refused.
+        unsafe {
+            assert_eq!(
+                ring.read_into_raw(&file, std::ptr::null_mut(), 0, 0)
+                    .wait()
+                    .unwrap(),
+                0
+            );
+            match ring
+                .read_into_raw(&file, std::ptr::null_mut(), 4096, 0)
+                .wait()
+            {
+                Err(Error::InvalidArgument(m)) => assert!(m.contains("null"), "{m}"),
+                other => panic!("a null pointer: {other:?}"),
+            }
+        }
+        assert_eq!(ring.stats().fixed_ops + ring.stats().plain_ops, ops);
+    });
+}
+
+fn read_into_raw_with_its_pending_forgotten(engine: Engine) {
+    // In a process of its own: a forgotten Pending leaks (by design), which
+    // LeakSanitizer would report under ASan.
+    let no_leak_check = [("ASAN_OPTIONS", "detect_leaks=0")];
+    if !in_child_process_with(
+        "read_into_raw_with_its_pending_forgotten",
+        engine,
+        &no_leak_check,
+    ) {
+        return;
+    }
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("raw_forgotten", engine);
+    let path = dir.join("file");
+    let len = 4 << 20;
+    let bytes = patterned_file(&path, 48, len);
+    let file = DirectFile::open(&path).unwrap();
+    within(LIMIT, "a forgotten raw read", move || {
+        let mut arena = aligned(len);
+        arena.whole_mut().fill(0xAA);
+        // SAFETY: `arena` lives to the end of this closure and is not touched until
+        // `running` reads 0 below.
+        std::mem::forget(unsafe { ring.read_into_raw(&file, arena.as_mut_ptr(), len, 0) });
+        while ring.stats().running != 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            ring.stats().in_flight,
+            1,
+            "a forgotten transfer counts for ever"
+        );
+        assert!(arena.whole_mut()[..] == bytes[..], "bytes differ");
+    });
+    println!("child: done");
+}
+
+fn read_into_part_futures_under_tokio(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let work = Arc::new(Workload::new("part_tokio", engine));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    within(LIMIT, "8 tasks x 32 part reads under tokio", move || {
+        runtime.block_on(async move {
+            let tasks: Vec<_> = (0..READERS)
+                .map(|reader| {
+                    let (ring, work) = (ring.clone(), work.clone());
+                    tokio::spawn(async move {
+                        let offsets = work.offsets(reader);
+                        // Each read into its own place of a four-block buffer.
+                        let pendings: Vec<_> = offsets
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &at)| {
+                                let start = (i % 4) * BLOCK;
+                                let range = start..start + BLOCK;
+                                ring.read_into_part(&work.file, aligned(4 * BLOCK), range, at)
+                            })
+                            .collect();
+                        for (i, (at, pending)) in offsets.into_iter().zip(pendings).enumerate() {
+                            let start = (i % 4) * BLOCK;
+                            let buf = pending.await.unwrap();
+                            let at = at as usize;
+                            assert_eq!(buf.len(), start + BLOCK, "reader {reader}, read {i}");
+                            assert!(
+                                buf[start..] == work.bytes[at..at + BLOCK],
+                                "reader {reader}, read {i}: bytes differ"
+                            );
+                            assert!(
+                                buf[..start].iter().all(|&b| b == 0),
+                                "reader {reader}, read {i}: a byte before the range changed"
+                            );
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            assert_eq!(ring.stats().in_flight, 0);
+        });
+    });
 }

@@ -80,7 +80,13 @@ pub(crate) struct Completions {
     /// [`fork::generation`](super::fork::generation) when the ring was made.
     born: u64,
     table: Mutex<Table>,
+    /// Transfers whose outcome has not been taken (or, abandoned, that have not
+    /// completed). Decremented with `Release` once the engine is done with the memory,
+    /// so a reader that loads it with `Acquire` sees what the transfer wrote.
     in_flight: AtomicUsize,
+    /// Transfers the engine has not completed, whatever became of their `Pending`
+    /// (forgotten ones included); `Release` as `in_flight`.
+    running: AtomicUsize,
     /// Transfers in flight that no blocked thread will reap: an async task waits for
     /// them, or nobody does (their `Pending` is gone). The io_uring engine's reaper
     /// thread works only while this is above 0; threads in `wait` reap for themselves.
@@ -115,6 +121,7 @@ impl Default for Completions {
             born: super::fork::generation(),
             table: Mutex::default(),
             in_flight: AtomicUsize::default(),
+            running: AtomicUsize::default(),
             demand: AtomicUsize::default(),
             demand_lock: Mutex::default(),
             demand_rose: Condvar::default(),
@@ -142,9 +149,17 @@ impl Completions {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Transfers submitted and not yet taken or dropped.
+    /// Transfers submitted and not yet taken, or dropped and not yet completed. Read
+    /// with `Acquire`: 0 means the memory of every transfer counted before is the
+    /// caller's again, with what the transfers wrote into it visible.
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Transfers submitted and not yet completed by the engine (a forgotten `Pending`'s
+    /// included); `Acquire` as `in_flight`.
+    pub(crate) fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
     }
 
     /// A slot for a transfer of `pieces` pieces; `op` is `None` when the engine keeps it
@@ -178,6 +193,7 @@ impl Completions {
         slot.on_done = on_done;
         let first = detached && self.demand_for(slot);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.running.fetch_add(1, Ordering::Relaxed);
         drop(table);
         if first {
             self.wake_reaper();
@@ -221,6 +237,8 @@ impl Completions {
     /// The last piece of `id` is in: hand it to its waiter, or drop an abandoned op.
     fn complete(&self, table: &mut Table, id: usize) -> Aftermath {
         let in_flight = &self.in_flight;
+        // Every piece is in: the engine is done with the transfer's memory.
+        self.running.fetch_sub(1, Ordering::Release);
         let slot = &mut table.slots[id];
         if std::mem::take(&mut slot.demanding) {
             self.demand.fetch_sub(1, Ordering::AcqRel);
@@ -231,7 +249,7 @@ impl Completions {
             let detached = slot.op.take().map(|op| (on_done, op, slot.results.clone()));
             slot.stage = Stage::Free;
             table.free.push(id);
-            in_flight.fetch_sub(1, Ordering::Relaxed);
+            in_flight.fetch_sub(1, Ordering::Release);
             return Aftermath {
                 detached,
                 ..Aftermath::none()
@@ -242,7 +260,7 @@ impl Completions {
                 let dropped = slot.op.take();
                 slot.stage = Stage::Free;
                 table.free.push(id);
-                in_flight.fetch_sub(1, Ordering::Relaxed);
+                in_flight.fetch_sub(1, Ordering::Release);
                 Aftermath {
                     dropped,
                     ..Aftermath::none()
@@ -349,7 +367,7 @@ impl Completions {
         slot.stage = Stage::Free;
         slot.waiter = Waiter::Nobody;
         table.free.push(id);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Release);
         Some(outcome)
     }
 
@@ -362,7 +380,7 @@ impl Completions {
                 slot.stage = Stage::Free;
                 slot.waiter = Waiter::Nobody;
                 table.free.push(id);
-                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                self.in_flight.fetch_sub(1, Ordering::Release);
                 table.slots[id].op.take()
             }
             _ => {

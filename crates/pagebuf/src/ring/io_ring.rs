@@ -1,10 +1,28 @@
 //! [`IoRing`]: the public handle, and the choice of engine behind it.
+//!
+//! Who owns the memory of a read, form by form:
+//!
+//! * [`read_at`](IoRing::read_at), [`read_into_part`](IoRing::read_into_part): owned. The
+//!   ring takes the `BufferMut` and gives it back through the `Pending`; dropping or
+//!   forgetting the `Pending` leaves the buffer with the ring until the kernel is done
+//!   (then it goes home), so nobody can touch memory the kernel still writes.
+//! * [`read_into`](IoRing::read_into), [`read_many`](IoRing::read_many): borrowed and
+//!   blocking. The caller's `&mut [u8]` is lent for the call, which returns only when
+//!   every transfer into it has completed (on a panic too).
+//! * [`read_into_raw`](IoRing::read_into_raw): `unsafe`. The caller keeps the memory
+//!   valid and untouched until the ring is done with it, and its `# Safety` section says
+//!   how the caller knows when that is.
+#![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives": `read_into_raw`
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::completion::{Completions, OnDone};
-use super::op::{finish_read, finish_sync, finish_write, Finish, Op, MAX_PIECES};
+use super::op::{
+    finish_read, finish_read_part, finish_read_raw, finish_sync, finish_write, Finish, Op,
+    MAX_PIECES,
+};
 use super::options::{Engine, RingOptions, MAX_ENTRIES};
 use super::pending::{Drive, Pending};
 use super::threads::ThreadEngine;
@@ -74,8 +92,15 @@ pub struct RingStats {
     /// Transfers issued as plain operations (syncs included).
     pub plain_ops: u64,
     /// Transfers submitted whose outcome has not been taken (or, for a dropped
-    /// `Pending`, that have not completed).
+    /// `Pending`, that have not completed). Read after a `Pending` was dropped, 0 means
+    /// that transfer has completed and what it wrote is visible to the reader.
     pub in_flight: usize,
+    /// Transfers submitted that the engine has not completed yet, whatever became of
+    /// their `Pending` (a forgotten one's included, which `in_flight` counts for ever).
+    /// 0 means every transfer submitted before the read has completed, with what it
+    /// wrote visible: how a caller of [`IoRing::read_into_raw`] who let go of the
+    /// `Pending` knows that its memory is its own again.
+    pub running: usize,
     /// Bytes of pool memory registered as fixed buffers.
     pub registered_bytes: usize,
 }
@@ -196,13 +221,21 @@ impl IoRing {
         self.inner.note.as_deref()
     }
 
-    /// What went how, as of now.
+    /// What went how, as of now. On io_uring, completions the kernel has posted are
+    /// handed out first (no system call, no wait), so `running` falls as soon as the
+    /// kernel is done even for a transfer nobody waits for (a forgotten `Pending`).
     pub fn stats(&self) -> RingStats {
+        if let EngineImpl::Uring(engine) = &self.inner.engine {
+            if self.inner.completions.running() > 0 {
+                engine.reap_ready();
+            }
+        }
         RingStats {
             engine: self.engine(),
             fixed_ops: self.inner.fixed_ops.load(Ordering::Relaxed),
             plain_ops: self.inner.plain_ops.load(Ordering::Relaxed),
             in_flight: self.inner.completions.in_flight(),
+            running: self.inner.completions.running(),
             registered_bytes: self.inner.registered_bytes,
         }
     }
@@ -226,6 +259,231 @@ impl IoRing {
             chunk,
         };
         self.submit(op, finish_read)
+    }
+
+    /// Reads into part of `buf`: up to `range.len()` bytes from `offset` of `file` into
+    /// `buf.whole_mut()[range]`, the bytes outside `range` left as they are. The `Pending`
+    /// gives `buf` back with its length set to `max(old length, range.start + bytes
+    /// read)` (so `range.start` counts even when nothing was read); fewer bytes than
+    /// `range.len()` are read only at end of file, 0 past it. Bytes of `range` after those
+    /// read may have been written too (direct I/O reads the file's last block whole).
+    ///
+    /// Owned, as [`read_at`](Self::read_at): the ring holds `buf` until the read is done,
+    /// and a `Pending` dropped or forgotten cancels nothing and leaks nothing. One big
+    /// buffer can be filled piece by piece without a copy, each piece in flight in turn
+    /// (a buffer is in one transfer at a time; for many reads into one arena at once, see
+    /// [`read_many`](Self::read_many)). A part of a registered pool's buffer goes as
+    /// `READ_FIXED` as the whole buffer would.
+    ///
+    /// Resolved without a system call (`buf` then dropped, back to its pool):
+    /// [`Error::InvalidArgument`] for a reversed range or one that ends past
+    /// `buf.max_len()`; [`Error::Misaligned`] for a misaligned address (`buf.as_ptr()` +
+    /// `range.start`), offset or length (`range.len()`), checked as `read_at` checks them.
+    /// An empty range reads nothing and makes no system call.
+    ///
+    /// ```
+    /// use pagebuf::direct::DirectFile;
+    /// use pagebuf::{BufferAllocator, IoRing, PageAllocator};
+    ///
+    /// # let path = std::env::temp_dir().join("pagebuf-doc-read-into-part.bin");
+    /// let page = pagebuf::page_size();
+    /// let data: Vec<u8> = (0..4 * page).map(|i| (i / page) as u8).collect();
+    /// std::fs::write(&path, &data)?;
+    /// let ring = IoRing::new()?;
+    /// let file = DirectFile::open(&path)?;
+    /// // A four-page arena: the file's page 3 into its page 1, then page 0 into page 2.
+    /// let mut arena = PageAllocator::default().allocate_page_aligned(4 * page)?;
+    /// arena.whole_mut().fill(0xAA);
+    /// let arena = ring.read_into_part(&file, arena, page..2 * page, 3 * page as u64).wait()?;
+    /// assert_eq!(arena.len(), 2 * page);
+    /// let arena = ring.read_into_part(&file, arena, 2 * page..3 * page, 0).wait()?;
+    /// assert_eq!(arena.len(), 3 * page);
+    /// assert!(arena[..page].iter().all(|&b| b == 0xAA)); // outside the ranges: untouched
+    /// assert!(arena[page..2 * page].iter().all(|&b| b == 3));
+    /// assert!(arena[2 * page..3 * page].iter().all(|&b| b == 0));
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_into_part(
+        &self,
+        file: &DirectFile,
+        mut buf: BufferMut,
+        range: Range<usize>,
+        offset: u64,
+    ) -> Pending<BufferMut> {
+        let max = buf.max_len();
+        if range.start > range.end || range.end > max {
+            return Pending::ready(Err(Error::InvalidArgument(format!(
+                "read_into_part: the range {}..{} is not within this buffer's max_len of \
+                 {max}; give a range with start <= end <= {max}",
+                range.start, range.end
+            ))));
+        }
+        if range.is_empty() {
+            let len = buf.len().max(range.start);
+            return Pending::ready(buf.set_len(len).map(|()| buf));
+        }
+        let address = buf.as_ptr().wrapping_add(range.start);
+        if let Err(err) = check(file, address, offset, range.len()) {
+            return Pending::ready(Err(err));
+        }
+        let op = Op::ReadPart {
+            file: file.shared(),
+            buf,
+            start: range.start,
+            len: range.len(),
+            offset,
+            chunk: file.chunk_for(address),
+        };
+        self.submit(op, finish_read_part)
+    }
+
+    /// Reads into the caller's own memory: up to `dst.len()` bytes from `offset` of
+    /// `file` into `dst`; the bytes read (fewer only at end of file, 0 past it; bytes of
+    /// `dst` after them may have been written too).
+    ///
+    /// Borrowed and blocking: it returns only once the kernel is done with `dst`, so the
+    /// borrow outlives the transfer. One read of [`read_many`](Self::read_many), which
+    /// says what happens if anything goes wrong meanwhile. An empty `dst` reads nothing
+    /// and makes no system call.
+    ///
+    /// # Errors
+    /// [`Error::Misaligned`] (direct I/O) for a misaligned address, offset or length,
+    /// without a system call; [`Error::Io`] from the kernel.
+    pub fn read_into(&self, file: &DirectFile, dst: &mut [u8], offset: u64) -> Result<usize> {
+        self.read_many(file, &mut [(offset, dst)])
+            .pop()
+            .unwrap_or_else(|| Err(Error::InvalidRequest("a read gave no outcome".into())))
+    }
+
+    /// Reads into many regions of the caller's own memory at once: for each
+    /// `(offset, dst)`, up to `dst.len()` bytes from `offset` of `file` into `dst`. Every
+    /// read is submitted before any is waited for (queue depth `reads.len()` from this
+    /// one thread on io_uring, as many as there are workers on threads); the outcomes come
+    /// back in the order of `reads`, each as [`read_into`](Self::read_into)'s.
+    ///
+    /// Borrowed and blocking: it returns only when every read it submitted has
+    /// completed, whatever happens, so no borrow of `reads` ends while the kernel may
+    /// still write into it. A read refused before the kernel (misaligned: its entry is
+    /// [`Error::Misaligned`]) or by it ([`Error::Io`]) fails alone; the others go on,
+    /// and are waited for. A panic after the first submission (there is none to expect:
+    /// it would take a bug, or a buffer owner's `Drop` run by the ring panicking) is held
+    /// until every read submitted has completed, and a panic while a read is being handed
+    /// to the engine aborts the process: either way the memory is never given back early.
+    ///
+    /// The regions are disjoint `&mut` borrows, so a page cache lends several pages of
+    /// one arena at once (`chunks_mut`, `split_at_mut`):
+    ///
+    /// ```
+    /// use pagebuf::direct::DirectFile;
+    /// use pagebuf::{BufferAllocator, IoRing, PageAllocator};
+    ///
+    /// # let path = std::env::temp_dir().join("pagebuf-doc-read-many.bin");
+    /// let page = pagebuf::page_size();
+    /// let data: Vec<u8> = (0..16 * page).map(|i| (i / page) as u8).collect();
+    /// std::fs::write(&path, &data)?;
+    /// let ring = IoRing::new()?;
+    /// let file = DirectFile::open(&path)?;
+    /// // The page cache's own arena (page-aligned, as direct I/O wants): eight frames.
+    /// let mut arena = PageAllocator::default().allocate_page_aligned(8 * page)?;
+    /// let mut reads: Vec<(u64, &mut [u8])> = arena
+    ///     .whole_mut()
+    ///     .chunks_mut(page)
+    ///     .enumerate()
+    ///     .map(|(frame, dst)| (((frame * 2) * page) as u64, dst)) // file pages 0, 2, 4, ...
+    ///     .collect();
+    /// let outcomes = ring.read_many(&file, &mut reads);
+    /// assert!(outcomes.iter().all(|read| matches!(read, Ok(n) if *n == page)));
+    /// for (frame, bytes) in arena.whole_mut().chunks(page).enumerate() {
+    ///     assert!(bytes.iter().all(|&b| b as usize == frame * 2));
+    /// }
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_many(
+        &self,
+        file: &DirectFile,
+        reads: &mut [(u64, &mut [u8])],
+    ) -> Vec<Result<usize>> {
+        let mut lent = Lent {
+            // Reserved first: pushing below neither reallocates nor fails.
+            pendings: Vec::with_capacity(reads.len()),
+        };
+        for (offset, dst) in reads.iter_mut() {
+            let handing_over = AbortOnUnwind;
+            // SAFETY: `dst` is memory valid for writes of `dst.len()` bytes, borrowed
+            // mutably (so nothing else touches it) for this whole call, and this call
+            // neither returns nor unwinds before the transfer completes: `lent` waits for
+            // its `Pending` (on unwinding too), and a panic before the `Pending` is in
+            // `lent` aborts (`handing_over`).
+            let pending = unsafe { self.read_into_raw(file, dst.as_mut_ptr(), dst.len(), *offset) };
+            lent.pendings.push(pending);
+            std::mem::forget(handing_over);
+        }
+        let mut outcomes = Vec::with_capacity(lent.pendings.len());
+        for pending in &mut lent.pendings {
+            outcomes.push(pending.wait_in_place());
+        }
+        outcomes
+    }
+
+    /// Reads up to `len` bytes from `offset` of `file` into the memory at `dst`; the
+    /// `Pending` gives the bytes read (fewer only at end of file, 0 past it; bytes after
+    /// them, up to `len`, may have been written too). For memory the type system cannot
+    /// lend for long enough (an arena whose pages go to readers on other threads, a
+    /// future that must not borrow): the safe forms are [`read_into`](Self::read_into)
+    /// and [`read_many`](Self::read_many), which block.
+    ///
+    /// Checked as [`read_at`](Self::read_at), resolved without a system call: a
+    /// misaligned address, offset or length is [`Error::Misaligned`], a null `dst` or one
+    /// whose `len` bytes would wrap the address space [`Error::InvalidArgument`]. A `len`
+    /// of 0 reads nothing and makes no system call.
+    ///
+    /// # Safety
+    ///
+    /// `[dst, dst + len)` must be valid for writes (initialized or not) and must not be
+    /// read, written, moved or freed by anything else from this call until the ring is
+    /// done with it, which is the first of:
+    ///
+    /// * the `Pending` resolves: [`wait`](Pending::wait) returns or the future is ready,
+    ///   with any outcome (an error from the kernel included);
+    /// * the `Pending` dropped: [`stats()`](Self::stats)`.in_flight` or `.running`, read
+    ///   after the drop, is 0 (every transfer on this ring is then complete; on a busy
+    ///   ring that may take a while);
+    /// * the `Pending` forgotten (`mem::forget`): `.running`, read after this call, is 0
+    ///   (`in_flight` counts a forgotten transfer for ever), or the last handle of this
+    ///   ring was dropped by the caller's thread (that drop waits for every transfer).
+    ///
+    /// Until then the kernel, or a worker thread, may write into that memory at any time;
+    /// a read of it meanwhile is a data race. When a `Pending` is dropped or forgotten the
+    /// transfer is not cancelled: it runs to its end.
+    pub unsafe fn read_into_raw(
+        &self,
+        file: &DirectFile,
+        dst: *mut u8,
+        len: usize,
+        offset: u64,
+    ) -> Pending<usize> {
+        if len == 0 {
+            return Pending::ready(Ok(0));
+        }
+        if dst.is_null() || (dst as usize).checked_add(len).is_none() {
+            return Pending::ready(Err(Error::InvalidArgument(format!(
+                "read_into_raw: {len} bytes at address {dst:p} are not memory (null, or \
+                 past the end of the address space); pass memory you own"
+            ))));
+        }
+        if let Err(err) = check(file, dst, offset, len) {
+            return Pending::ready(Err(err));
+        }
+        let op = Op::ReadRaw {
+            file: file.shared(),
+            addr: dst as usize,
+            len,
+            offset,
+            chunk: file.chunk_for(dst),
+        };
+        self.submit(op, finish_read_raw)
     }
 
     /// Writes all of `data` at `offset` of `file`; the `Pending` gives its length. The
@@ -354,5 +612,39 @@ impl std::fmt::Debug for IoRing {
             .field("note", &self.note())
             .field("in_flight", &self.inner.completions.in_flight())
             .finish()
+    }
+}
+
+/// The transfers of a [`IoRing::read_many`] into borrowed memory: dropped, it waits for
+/// every one of them still in flight, so even a panic unwinding out of `read_many` leaves
+/// only after the kernel is done with the memory (a second panic while it waits aborts,
+/// as any panic while unwinding does).
+struct Lent {
+    pendings: Vec<Pending<usize>>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        for pending in &mut self.pendings {
+            if !pending.is_ready() {
+                let _ = pending.wait_in_place();
+            }
+        }
+    }
+}
+
+/// Aborts the process if dropped while a panic unwinds: held while a read into borrowed
+/// memory is handed to the engine, when a panic would leave a transfer in flight with no
+/// `Pending` to wait for it.
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "pagebuf: a panic while a read into borrowed memory was being submitted;                  aborting, as the kernel may still write into that memory"
+            );
+            std::process::abort();
+        }
     }
 }

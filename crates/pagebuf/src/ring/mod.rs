@@ -11,6 +11,19 @@
 //!   once written. Each returns a [`Pending`]: a `Future` for any runtime, and a blocking
 //!   [`Pending::wait`]. Until the kernel is done, the ring owns the buffer and the file
 //!   (a `Pending` dropped or forgotten cancels nothing and leaks nothing).
+//! * **Random reads into the caller's memory** (a page cache over its own arena), three
+//!   ways, by who owns the memory:
+//!   - owned: [`IoRing::read_into_part`] reads into a range of a `BufferMut`, owned as
+//!     `read_at` owns it, the bytes outside the range untouched;
+//!   - borrowed, blocking: [`IoRing::read_into`] and [`IoRing::read_many`] read into
+//!     `&mut [u8]` regions (all of a batch in flight at once) and return only once the
+//!     kernel is done with every one of them, whatever happens;
+//!   - `unsafe`: [`IoRing::read_into_raw`] reads into a pointer and returns a `Pending`;
+//!     the caller keeps the memory valid and untouched until the ring is done with it
+//!     (its `# Safety` section says how to know: the `Pending` resolved, or
+//!     [`RingStats::running`] at 0).
+//!
+//!   A `Pending` never borrows: a safe form either owns the memory or blocks.
 //! * **Checked before the kernel.** Misaligned address, offset or length is
 //!   [`Error::Misaligned`](crate::Error::Misaligned) without a system call; a transfer
 //!   above the device's largest request goes as pieces of that size.

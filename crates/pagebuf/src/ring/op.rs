@@ -1,5 +1,10 @@
 //! One transfer as a ring owns it while it is in flight, cut into pieces of at most the
 //! device's largest request, and how the pieces' results become the caller's outcome.
+//!
+//! Every transfer owns its memory (a buffer) except [`Op::ReadRaw`], which holds only an
+//! address into memory the caller lends: the safe forms that make one
+//! ([`IoRing::read_many`](super::IoRing::read_many)) block until it completes, and
+//! [`IoRing::read_into_raw`](super::IoRing::read_into_raw) is `unsafe` with that contract.
 
 use std::sync::Arc;
 
@@ -15,6 +20,26 @@ pub(crate) enum Op {
     Read {
         file: Arc<OpenFile>,
         buf: BufferMut,
+        offset: u64,
+        chunk: usize,
+    },
+    /// Fill `len` bytes of `buf` from `start` (within its `max_len`) from `offset`; the
+    /// rest of `buf` is left as it is.
+    ReadPart {
+        file: Arc<OpenFile>,
+        buf: BufferMut,
+        start: usize,
+        len: usize,
+        offset: u64,
+        chunk: usize,
+    },
+    /// Fill `len` bytes at address `addr` from `offset`: memory the caller lends and the
+    /// op does not own (an address, not a pointer, so the op stays `Send` without an
+    /// `unsafe impl`; it becomes a pointer again only where the transfer is issued).
+    ReadRaw {
+        file: Arc<OpenFile>,
+        addr: usize,
+        len: usize,
         offset: u64,
         chunk: usize,
     },
@@ -45,7 +70,26 @@ impl Op {
     /// The file the transfer goes to.
     pub(crate) fn file(&self) -> &Arc<OpenFile> {
         match self {
-            Op::Read { file, .. } | Op::Write { file, .. } | Op::Sync { file } => file,
+            Op::Read { file, .. }
+            | Op::ReadPart { file, .. }
+            | Op::ReadRaw { file, .. }
+            | Op::Write { file, .. }
+            | Op::Sync { file } => file,
+        }
+    }
+
+    /// The memory the transfer goes to or from: its address and length (0, 0 for a
+    /// sync). Piece `i` is `piece(i).len` bytes at `address + piece(i).at`.
+    pub(crate) fn memory(&self) -> (usize, usize) {
+        match self {
+            Op::Read { buf, .. } => (buf.as_ptr() as usize, buf.max_len()),
+            // `start + len <= max_len` (checked before the op is made): inside the block.
+            Op::ReadPart {
+                buf, start, len, ..
+            } => (buf.as_ptr() as usize + start, *len),
+            Op::ReadRaw { addr, len, .. } => (*addr, *len),
+            Op::Write { data, .. } => (data.as_ptr() as usize, data.len()),
+            Op::Sync { .. } => (0, 0),
         }
     }
 
@@ -55,6 +99,12 @@ impl Op {
             Op::Read {
                 buf, chunk, offset, ..
             } => (buf.max_len(), *chunk, *offset),
+            Op::ReadPart {
+                len, chunk, offset, ..
+            }
+            | Op::ReadRaw {
+                len, chunk, offset, ..
+            } => (*len, *chunk, *offset),
             Op::Write {
                 data,
                 chunk,
@@ -119,28 +169,55 @@ fn piece_error(op: &Op, doing: &str, piece: Piece, errno: i32) -> Error {
     )
 }
 
-/// A read: bytes up to the first short piece (end of file), `len` set.
-pub(crate) fn finish_read(op: Op, results: &[i32]) -> Result<BufferMut> {
+/// The bytes a read brought in: up to the first short piece (end of file), or the first
+/// failure.
+fn bytes_read(op: &Op, results: &[i32]) -> Result<usize> {
     let mut done = 0usize;
     for (i, &res) in results.iter().enumerate() {
         let piece = op.piece(i);
         if res < 0 {
-            return Err(piece_error(&op, "reading", piece, res));
+            return Err(piece_error(op, "reading", piece, res));
         }
         done += res as usize;
         if (res as usize) < piece.len {
             break; // end of file: later pieces read past it
         }
     }
+    Ok(done)
+}
+
+fn not_a_read() -> Error {
+    Error::InvalidRequest("a read finished as another op".into())
+}
+
+/// A read: bytes up to the first short piece (end of file), `len` set to them.
+pub(crate) fn finish_read(op: Op, results: &[i32]) -> Result<BufferMut> {
+    let done = bytes_read(&op, results)?;
     match op {
         Op::Read { mut buf, .. } => {
             buf.set_len(done)?;
             Ok(buf)
         }
-        _ => Err(Error::InvalidRequest(
-            "a read finished as another op".into(),
-        )),
+        _ => Err(not_a_read()),
     }
+}
+
+/// A read into part of a buffer: `len` becomes `max(len, start + bytes read)`.
+pub(crate) fn finish_read_part(op: Op, results: &[i32]) -> Result<BufferMut> {
+    let done = bytes_read(&op, results)?;
+    match op {
+        Op::ReadPart { mut buf, start, .. } => {
+            let end = start.saturating_add(done).max(buf.len());
+            buf.set_len(end)?;
+            Ok(buf)
+        }
+        _ => Err(not_a_read()),
+    }
+}
+
+/// A read into lent memory: the bytes read.
+pub(crate) fn finish_read_raw(op: Op, results: &[i32]) -> Result<usize> {
+    bytes_read(&op, results)
 }
 
 /// A write: all of it, or the first failure; a short piece is an error (no space).

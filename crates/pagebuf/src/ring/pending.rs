@@ -74,6 +74,13 @@ impl<T> Pending<T> {
     /// The transfer's: [`Error::Misaligned`] before submission, [`Error::Io`] from the
     /// kernel.
     pub fn wait(mut self) -> Result<T> {
+        self.wait_in_place()
+    }
+
+    /// [`wait`](Self::wait) without giving the `Pending` up: if this unwinds, the
+    /// `Pending` is still there to be waited for again (what `IoRing::read_many` needs to
+    /// keep borrowed memory until the kernel is done with it, whatever happens).
+    pub(crate) fn wait_in_place(&mut self) -> Result<T> {
         loop {
             match &mut self.state {
                 State::Ready(outcome) => return outcome.take().unwrap_or_else(taken),

@@ -1,7 +1,12 @@
 //! The thread engine: positioned reads and writes (`pread`/`pwrite`/`fdatasync`) on a
 //! small pool of worker threads, for where io_uring is refused. A transfer goes to one
 //! worker whole (its pieces one after another), so `workers` transfers run at once.
+//!
+//! A read into memory the caller lends (`Op::ReadRaw`: an address, no owner) is a
+//! `pread` into that address, which is the one `unsafe` here.
+#![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -68,6 +73,23 @@ fn run(op: &mut Op, results: &mut Vec<i32>) {
                 &mut buf.whole_mut()[piece.at..piece.at + piece.len],
                 piece.offset,
             ),
+            // `start + len <= max_len`, checked before the op was made.
+            Op::ReadPart {
+                file, buf, start, ..
+            } => {
+                let at = *start + piece.at;
+                file.file
+                    .read_at(&mut buf.whole_mut()[at..at + piece.len], piece.offset)
+            }
+            Op::ReadRaw { file, addr, .. } => {
+                let dst = (*addr + piece.at) as *mut u8;
+                // SAFETY: `[addr, addr + len)` is memory the caller of
+                // `IoRing::read_into_raw` keeps valid for writes, and touches by no other
+                // means, until this transfer completes (its safety contract; the safe
+                // `read_many` blocks until then); this piece lies inside it (`Layout`), and
+                // `pread` writes only its `piece.len` bytes, initialized or not.
+                unsafe { pread(&file.file, dst, piece.len, piece.offset) }
+            }
             Op::Write { file, data, .. } => file
                 .file
                 .write_at(&data[piece.at..piece.at + piece.len], piece.offset),
@@ -79,6 +101,33 @@ fn run(op: &mut Op, results: &mut Vec<i32>) {
         };
         if *result < 0 || (*result as usize) < piece.len {
             break;
+        }
+    }
+}
+
+/// `pread(2)` of up to `len` bytes at `offset` into `dst`, retried when interrupted.
+///
+/// # Safety
+/// `dst` is valid for writes of `len` bytes, and nothing else accesses them meanwhile.
+unsafe fn pread(
+    file: &std::fs::File,
+    dst: *mut u8,
+    len: usize,
+    offset: u64,
+) -> std::io::Result<usize> {
+    let Ok(offset) = libc::off_t::try_from(offset) else {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    loop {
+        // SAFETY: `dst` is valid for writes of `len` bytes and not otherwise accessed
+        // (this function's contract); the fd is open (the op holds the file).
+        let n = unsafe { libc::pread(file.as_raw_fd(), dst.cast(), len, offset) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
         }
     }
 }

@@ -144,6 +144,25 @@ impl UringEngine {
         self.shared.clone()
     }
 
+    /// Hands out the completions already in the queue, without waiting and without a
+    /// system call, unless another thread is reaping (it hands them out itself). What
+    /// makes a transfer whose `Pending` was forgotten count as done: no thread waits
+    /// for it, and the reaper thread is not asked to.
+    pub(crate) fn reap_ready(&self) {
+        let shared = &*self.shared;
+        if shared.completions.forked() {
+            return; // the child has no queue (`MADV_DONTFORK`)
+        }
+        let Ok(cq) = shared.cq.try_lock() else {
+            return;
+        };
+        let mut after = Vec::new();
+        shared.drain(&mut after);
+        drop(cq);
+        run(after);
+        shared.pass_on();
+    }
+
     /// Submits `op` (detached with `on_done`) into a slot of the completion table, which
     /// takes the op; the slot, and how it went (fixed or plain).
     pub(crate) fn submit(&self, op: Op, on_done: Option<OnDone>) -> (usize, Road) {
@@ -151,20 +170,19 @@ impl UringEngine {
         // At most MAX_PIECES: IoRing refuses larger transfers before they get here.
         let pieces = op.piece_count().min(MAX_PIECES);
         let fd = types::Fd(op.file().file.as_raw_fd());
-        // The memory's address: the op moves into its slot below, its memory does not.
-        let (base, len) = match &op {
-            Op::Read { buf, .. } => (buf.as_ptr() as usize, buf.max_len()),
-            Op::Write { data, .. } => (data.as_ptr() as usize, data.len()),
-            Op::Sync { .. } => (0, 0),
-        };
+        // The memory's address: the op moves into its slot below, its memory does not
+        // (a buffer's block is fixed for its life; lent memory stays put by contract).
+        // A part of a registered buffer, or lent memory inside a registered pool, goes
+        // fixed as a whole buffer does: the kernel checks the range against the index.
+        let (base, len) = op.memory();
         let fixed = shared
             .fixed
             .iter()
-            .find(|r| len > 0 && r.start <= base && base + len <= r.end)
+            .find(|r| len > 0 && r.start <= base && base.saturating_add(len) <= r.end)
             .map(|r| r.index);
         let layout = op.layout();
         let kind = match &op {
-            Op::Read { .. } => Kind::Read,
+            Op::Read { .. } | Op::ReadPart { .. } | Op::ReadRaw { .. } => Kind::Read,
             Op::Write { .. } => Kind::Write,
             Op::Sync { .. } => Kind::Sync,
         };
@@ -239,9 +257,11 @@ fn run(after: Vec<Aftermath>) {
 fn push(shared: &Shared, entry: &squeue::Entry, after: &mut Vec<Aftermath>) -> Result<(), i32> {
     loop {
         // SAFETY: the caller holds `shared.sq`, so this is the only submission queue
-        // view; the entry's memory and fd belong to an op held in its completion slot
-        // until the entry completes (the slot frees it only then), and the ring keeps
-        // registered pools alive.
+        // view; the entry's fd, and its memory when the op owns it (a buffer), belong to
+        // an op held in its completion slot until the entry completes (the slot frees it
+        // only then); memory an op only points at (`Op::ReadRaw`) is kept valid and
+        // untouched until then by the caller of `IoRing::read_into_raw` (its safety
+        // contract; `read_many` blocks for it); the ring keeps registered pools alive.
         let pushed = unsafe {
             let mut sq = shared.ring.submission_shared();
             let pushed = sq.push(entry).is_ok();
