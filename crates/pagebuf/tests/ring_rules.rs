@@ -13,7 +13,10 @@ use pagebuf::{
 };
 
 mod support;
-use support::{block_on, in_child, pattern, patterned_file, run_child, within, ScratchDir};
+use support::{
+    block_on, in_child, pattern, patterned_file, run_child, run_child_with_file_size_limit, within,
+    ScratchDir,
+};
 
 /// Runs rule `$rule` (a `fn(Engine)`) as two tests, `$rule::uring` and `$rule::threads`,
 /// each whole under the watchdog: a ring whose last handle hangs when dropped (even
@@ -79,6 +82,7 @@ on_both_engines!(
     read_into_raw_with_its_pending_dropped,
     read_into_raw_with_its_pending_forgotten,
     read_into_part_futures_under_tokio,
+    a_write_cut_short_reports_the_real_cause,
 );
 
 /// How long one step of a test may take before the watchdog calls it a hang.
@@ -1713,4 +1717,44 @@ fn read_into_part_futures_under_tokio(engine: Engine) {
             assert_eq!(ring.stats().in_flight, 0);
         });
     });
+}
+
+/// A write that runs into a file size cap fails with the kernel's own cause (`EFBIG`,
+/// `FileTooLarge`), whether the kernel refuses it whole or takes the part below the cap
+/// first (a short write, which is finished by writing the rest: that meets the cap).
+fn a_write_cut_short_reports_the_real_cause(engine: Engine) {
+    let name = format!(
+        "a_write_cut_short_reports_the_real_cause::{}",
+        format!("{engine:?}").to_lowercase()
+    );
+    if !in_child(&name) {
+        let (status, text) = run_child_with_file_size_limit(&name, 1 << 20);
+        assert!(status.success(), "child failed ({status:?}):\n{text}");
+        assert!(
+            text.contains("child: done") || text.contains("skipped:"),
+            "{text}"
+        );
+        return;
+    }
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("short-write", engine);
+    let file = DirectFile::create(dir.join("capped")).unwrap();
+    let bytes = pattern(31, 1 << 20);
+    // 1 MiB at 512 KiB: the first half fits under the cap, the rest cannot.
+    let err = ring
+        .write_at(&file, aligned_with(&bytes), 512 << 10)
+        .wait()
+        .unwrap_err();
+    let io = std::io::Error::from(err.clone());
+    assert_eq!(io.kind(), std::io::ErrorKind::FileTooLarge, "{err}");
+    // Whatever part the kernel took (all of it below the cap, or none) is the data's.
+    let on_disk = std::fs::read(dir.join("capped")).unwrap();
+    assert!(
+        on_disk.len() <= 1 << 20,
+        "{} bytes past the cap",
+        on_disk.len()
+    );
+    let taken = on_disk.get(512 << 10..).unwrap_or_default();
+    assert!(taken == &bytes[..taken.len()], "the bytes below the cap");
+    println!("child: done");
 }

@@ -229,22 +229,41 @@ pub(crate) fn finish_write(op: Op, results: &[i32]) -> Result<usize> {
             return Err(piece_error(&op, "writing", piece, res));
         }
         if (res as usize) < piece.len {
-            return Err(op.file().io_error(
-                "writing",
-                piece.offset,
-                std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    format!(
-                        "wrote {res} of {} bytes (a full disk or a quota); nothing after \
-                         them was written",
-                        piece.len
-                    ),
-                ),
-            ));
+            // The kernel may write part of a request (the disk filling up, a quota, a file
+            // size limit): write the rest, as a `pwrite` loop would, to finish it or to
+            // learn the real cause (ENOSPC, EDQUOT, EFBIG). Rare, so done here, blocking.
+            finish_short_write(&op, piece, res as usize)?;
         }
-        done += res as usize;
+        done += piece.len;
     }
     Ok(done)
+}
+
+/// Writes what a short write left of `piece` (`written` of it done), synchronously.
+fn finish_short_write(op: &Op, piece: Piece, written: usize) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let Op::Write { file, data, .. } = op else {
+        return Err(Error::InvalidRequest(
+            "a write finished as another op".into(),
+        ));
+    };
+    let rest = &data[piece.at + written..piece.at + piece.len];
+    let at = piece.offset + written as u64;
+    file.file.write_all_at(rest, at).map_err(|e| {
+        let e = if e.kind() == std::io::ErrorKind::WriteZero {
+            std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!(
+                    "wrote {written} of {} bytes, then nothing more (a full disk or a \
+                     quota)",
+                    piece.len
+                ),
+            )
+        } else {
+            e
+        };
+        file.io_error("writing", at, e)
+    })
 }
 
 /// A sync: done, or the failure (data may be lost: do not acknowledge it).
@@ -255,5 +274,47 @@ pub(crate) fn finish_sync(op: Op, results: &[i32]) -> Result<()> {
             std::io::Error::from_raw_os_error(res.saturating_neg()),
         )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alloc::{BufferAllocator, PageAllocator};
+    use crate::direct::{DirectFile, DirectIo};
+
+    /// A piece the kernel wrote only part of is finished by writing the rest: the caller
+    /// gets the whole length, and the file holds every byte.
+    #[test]
+    fn a_short_piece_is_finished_not_reported_as_lost() {
+        let path = std::env::temp_dir().join(format!("pagebuf-short-{}", std::process::id()));
+        let file = DirectFile::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .direct(DirectIo::Off)
+            .open(&path)
+            .unwrap();
+        let bytes: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
+        // What the kernel took: the first 4096 bytes.
+        std::os::unix::fs::FileExt::write_all_at(&file_handle(&path), &bytes[..4096], 0).unwrap();
+        let mut data = PageAllocator::default()
+            .allocate_page_aligned(8192)
+            .unwrap();
+        data.extend_from_slice(&bytes).unwrap();
+        let op = Op::Write {
+            file: file.shared(),
+            data: data.freeze(),
+            offset: 0,
+            chunk: 8192,
+        };
+        assert_eq!(finish_write(op, &[4096]).unwrap(), 8192);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    fn file_handle(path: &std::path::Path) -> std::fs::File {
+        std::fs::OpenOptions::new().write(true).open(path).unwrap()
     }
 }
