@@ -216,10 +216,7 @@ pub fn copy_file(
         )));
     }
     let total = source.len()?;
-    let ring = match &options.ring {
-        Some(ring) => ring.clone(),
-        None => IoRing::process_default()?,
-    };
+    let ring = IoRing::given_or_default(options.ring.as_ref())?;
 
     let destination = DirectFile::options()
         .read(true)

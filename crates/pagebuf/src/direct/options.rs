@@ -99,10 +99,7 @@ impl SequentialOptions {
                 what,
             )?),
         };
-        let ring = match &self.ring {
-            Some(ring) => ring.clone(),
-            None => IoRing::process_default()?,
-        };
+        let ring = IoRing::given_or_default(self.ring.as_ref())?;
         Ok(Resolved {
             block_size,
             depth: self.depth,

@@ -206,6 +206,15 @@ impl IoRing {
         Ok(ring)
     }
 
+    /// `given`, or else the [`process_default`](Self::process_default): how every I/O
+    /// type resolves its options' `ring`.
+    pub(crate) fn given_or_default(given: Option<&IoRing>) -> Result<IoRing> {
+        match given {
+            Some(ring) => Ok(ring.clone()),
+            None => IoRing::process_default(),
+        }
+    }
+
     /// The engine in use: [`Engine::Uring`] or [`Engine::Threads`].
     pub fn engine(&self) -> Engine {
         match self.inner.engine {

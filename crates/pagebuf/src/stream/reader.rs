@@ -218,10 +218,7 @@ impl SampleReader {
             Some(alloc) => ReadMemory::Wait(alloc.clone()),
             None => own_memory(options.memory_budget)?,
         };
-        let ring = match &options.ring {
-            Some(ring) => ring.clone(),
-            None => IoRing::process_default()?,
-        };
+        let ring = IoRing::given_or_default(options.ring.as_ref())?;
         let first = (file.limits().alignment() as usize).max(MIN_UNIT);
         let header = read_header(&ring, &file, &memory, first, file_len)?;
         let unit = u64::from(header.unit);

@@ -257,10 +257,7 @@ impl SampleWriter {
         }
         let chunk_size = (default_block_size(&file) / unit * unit).max(unit);
         let chunks = FramePool::new(Framing::new(chunk_size, depth + 2).alignment(unit))?;
-        let ring = match options.ring {
-            Some(ring) => ring,
-            None => IoRing::process_default()?,
-        };
+        let ring = IoRing::given_or_default(options.ring.as_ref())?;
         let file = Arc::new(file);
         let sink = BlockSink::new(file.clone(), ring, depth);
         #[cfg(feature = "testing")]
