@@ -162,11 +162,11 @@ enum Command {
         /// Read the copy back and compare CRC32C checksums.
         #[arg(long)]
         verify: bool,
-        /// Bytes per transfer, a multiple of both files' alignment [default: from the device limits].
+        /// Bytes per transfer, a multiple of both files' alignment [default: 8MiB].
         #[arg(long, value_parser = block_size)]
         block_size: Option<usize>,
         /// Transfers in flight each way.
-        #[arg(long, default_value = "4", value_parser = depth)]
+        #[arg(long, default_value = "2", value_parser = depth)]
         depth: usize,
         /// Share the source's blocks instead of copying them, where the file system clones.
         #[arg(long, value_enum, default_value = "auto")]
