@@ -4,14 +4,14 @@
 # --fixedbufs --registerfiles) and dd with oflag/iflag=direct, plus a buffered std::fs
 # write + fsync for contrast. Same file system, same file size.
 #
-#   scripts/bench-io.sh [SIZE_MIB=1024] [ROUNDS=5] [DIR=target/bench-io] [DEPTH=8] [READ_DEPTH=1]
+#   scripts/bench-io.sh [SIZE_MIB=1024] [ROUNDS=5] [DIR=target/bench-io] [DEPTH=8] [READ_DEPTH=4]
 #
 # DEPTH is how many blocks pagebuf's writer keeps in flight: 8 by default, as many
-# transfers as fio's libaio and io_uring runs. READ_DEPTH is the reader's: 1 block by
-# default, whose pieces (of the device's largest request, 1016 KiB here) are read side by
-# side: 2 requests in flight for 1 MiB blocks, 5 for 4 MiB. On this VM's disk reads lose
-# about 15 % with 16 to 40 requests in flight (depth 8), against 2 to 5 (BENCHMARKS.md has
-# the 25-round sweep).
+# transfers as fio's libaio and io_uring runs. READ_DEPTH is the reader's: 4 blocks by
+# default, each read as pieces of the device's largest request (1016 KiB here) issued
+# together on io_uring. On worker threads depth 1 read fastest here (issue 4's sweep); on
+# io_uring depth 4 does (1 MiB: 804-842 MiB/s at depth 1, 1106-1595 at depth 4;
+# BENCHMARKS.md, issue 13).
 #
 # Throughput (MiB/s) is as before: pagebuf's from seqio's own clock, fio's the bandwidth
 # it reports, dd's the wall time around it.
@@ -36,7 +36,7 @@ size_mib=${1:-1024}
 rounds=${2:-5}
 dir=${3:-target/bench-io}
 depth=${4:-8}
-read_depth=${5:-1}
+read_depth=${5:-4}
 mkdir -p "$dir"
 load_before=$(cut -d" " -f1-3 /proc/loadavg)
 file="$dir/seq.bin"
