@@ -500,17 +500,10 @@ impl IoRing {
     ///
     /// Misalignment is [`Error::Misaligned`] without a system call, as for `read_at`.
     pub fn write_at(&self, file: &DirectFile, data: Buffer, offset: u64) -> Pending<usize> {
-        if let Err(err) = check(file, data.as_ptr(), offset, data.len()) {
-            return Pending::ready(Err(err));
+        match write_op(file, data, offset) {
+            Ok(op) => self.submit(op, finish_write),
+            Err(err) => Pending::ready(Err(err)),
         }
-        let chunk = file.chunk_for(data.as_ptr());
-        let op = Op::Write {
-            file: file.shared(),
-            data,
-            offset,
-            chunk,
-        };
-        self.submit(op, finish_write)
     }
 
     /// `fdatasync` of `file`. It covers the writes whose `Pending` resolved before this
@@ -542,20 +535,13 @@ impl IoRing {
         offset: u64,
         then: impl FnOnce(Result<usize>) + Send + 'static,
     ) {
-        if let Err(err) = check(file, data.as_ptr(), offset, data.len()) {
-            drop(data);
-            return then(Err(err));
-        }
         if self.inner.completions.forked() {
             drop(data);
             return then(Err(Completions::forked_error()));
         }
-        let chunk = file.chunk_for(data.as_ptr());
-        let op = Op::Write {
-            file: file.shared(),
-            data,
-            offset,
-            chunk,
+        let op = match write_op(file, data, offset) {
+            Ok(op) => op,
+            Err(err) => return then(Err(err)), // the buffer went home with the refusal
         };
         // `finish_write` consumes the op: the buffer is home before `then` runs.
         let on_done: OnDone = Box::new(move |op, results| then(finish_write(op, results)));
@@ -588,6 +574,18 @@ impl IoRing {
             }
         }
     }
+}
+
+/// A write of `data` at `offset` of `file`, checked (refused: `data` is dropped).
+fn write_op(file: &DirectFile, data: Buffer, offset: u64) -> Result<Op> {
+    check(file, data.as_ptr(), offset, data.len())?;
+    let chunk = file.chunk_for(data.as_ptr());
+    Ok(Op::Write {
+        file: file.shared(),
+        data,
+        offset,
+        chunk,
+    })
 }
 
 /// What the kernel would refuse, refused first: misalignment, and a transfer that runs
