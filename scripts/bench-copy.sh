@@ -67,23 +67,7 @@ if [ ! -f "$src" ] || [ "$(stat -c %s "$src")" -ne "$bytes" ]; then
   dd if=/dev/urandom of="$src" bs=1M count="$size_mib" iflag=fullblock conv=fsync status=none
 fi
 
-timer_py='
-import os, sys, time
-out = sys.argv[1]
-start = time.monotonic()
-pid = os.fork()
-if pid == 0:
-    try:
-        os.execvp(sys.argv[2], sys.argv[2:])
-    finally:
-        os._exit(127)
-_, status, ru = os.wait4(pid, 0)
-wall = time.monotonic() - start
-with open(out, "w") as f:
-    f.write(f"{wall:.6f} {ru.ru_utime:.6f} {ru.ru_stime:.6f}\n")
-sys.exit(os.waitstatus_to_exitcode(status))
-'
-timed() { python3 -c "$timer_py" "$usage" "$@"; }
+timed() { python3 scripts/lib/timed.py "$usage" "$@"; }
 
 run_pagebuf() { timed "$pagebuf" copy "$src" "$dst" --json > "$pbjson"; }
 run_fscopy() { timed "$fscopy" "$src" "$dst" >/dev/null; }

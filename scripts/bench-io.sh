@@ -55,23 +55,7 @@ cargo build -q --release -p pagebuf --example seqio
 seqio=target/release/examples/seqio
 
 # timed CMD...: runs CMD (its stdout passes through), writes "WALL USER SYS" to $usage.
-timer_py='
-import os, sys, time
-out = sys.argv[1]
-start = time.monotonic()
-pid = os.fork()
-if pid == 0:
-    try:
-        os.execvp(sys.argv[2], sys.argv[2:])
-    finally:
-        os._exit(127)
-_, status, ru = os.wait4(pid, 0)
-wall = time.monotonic() - start
-with open(out, "w") as f:
-    f.write(f"{wall:.6f} {ru.ru_utime:.6f} {ru.ru_stime:.6f}\n")
-sys.exit(os.waitstatus_to_exitcode(status))
-'
-timed() { python3 -c "$timer_py" "$usage" "$@"; }
+timed() { python3 scripts/lib/timed.py "$usage" "$@"; }
 cpu_of_last() { awk '{ printf "%.6f", $2 + $3 }' "$usage"; }
 wall_of_last() { awk '{ print $1 }' "$usage"; }
 
