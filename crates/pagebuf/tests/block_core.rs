@@ -131,6 +131,66 @@ fn pipelines_on(engine: Engine) {
     assert_eq!(ring.stats().in_flight, 0, "transfers left in flight");
 }
 
+/// Waits (under the watchdog) until `ring` holds no registered memory: a pipeline's
+/// own pool is let go once its last block is home.
+fn until_unregistered(ring: &IoRing, what: &str) {
+    let ring = ring.clone();
+    within(LIMIT, what, move || {
+        while ring.stats().registered_bytes != 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+}
+
+/// The blocks a pipeline makes for itself (no allocator in its options) are registered
+/// with its ring and go as fixed transfers; the registration goes with the pipeline.
+#[test]
+fn a_pipelines_own_blocks_go_fixed_and_are_let_go() {
+    let Some(ring) = ring(Engine::Uring) else {
+        return;
+    };
+    let dir = ScratchDir::new("block_core", "own_blocks");
+    let (block, depth) = (256 << 10, 3);
+    let len = 13 * block - 5;
+    let bytes = pattern(17, len);
+    let path = dir.join("direct");
+    let options = DirectWriterOptions::default()
+        .block_size(block)
+        .depth(depth)
+        .ring(ring.clone());
+    let mut out = DirectWriter::with_options(DirectFile::create(&path).unwrap(), options).unwrap();
+    assert_eq!(
+        ring.stats().registered_bytes,
+        (depth + 2) * block,
+        "the writer's pool is not registered: {:?}",
+        ring.stats()
+    );
+    out.write_all(&bytes).unwrap();
+    assert_eq!(out.finish().unwrap(), len as u64);
+    let written = ring.stats();
+    // 13 blocks, fixed; the sync is the only plain transfer.
+    assert!(written.fixed_ops >= 13, "{written:?}");
+    assert!(written.plain_ops <= 2, "{written:?}");
+    until_unregistered(&ring, "the finished writer's pool let go");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+
+    let options = DirectReaderOptions::default()
+        .block_size(block)
+        .depth(depth)
+        .ring(ring.clone());
+    let mut input = DirectReader::with_options(DirectFile::open(&path).unwrap(), options).unwrap();
+    let mut back = vec![0; 5 * block];
+    input.read_exact(&mut back).unwrap();
+    assert!(back[..] == bytes[..5 * block]);
+    assert_eq!(ring.stats().registered_bytes, (depth + 2) * block);
+    // Dropped with reads ahead in flight: let go once they are home.
+    drop(input);
+    until_unregistered(&ring, "a dropped reader's pool let go");
+    let read = ring.stats();
+    assert!(read.fixed_ops >= written.fixed_ops + 5, "{read:?}");
+    assert_eq!(read.plain_ops, written.plain_ops, "{read:?}");
+}
+
 #[test]
 fn every_pipeline_runs_on_the_ring_it_is_given_uring() {
     within(LIMIT, "pipelines on io_uring", || {

@@ -269,13 +269,14 @@ fn refused_registration_goes_plain_and_names_rlimit_memlock() {
     let bytes = patterned_file(&path, 22, 4 * frame);
     let file = DirectFile::open(&path).unwrap();
     let ring2 = ring.clone();
+    let expected = bytes.clone();
     within(LIMIT, "reads into refused frames", move || {
         let pendings: Vec<_> = (0..4)
             .map(|i| ring2.read_at(&file, pool.try_allocate().unwrap(), (i * frame) as u64))
             .collect();
         for (i, pending) in pendings.into_iter().enumerate() {
             let buf = pending.wait().unwrap();
-            assert!(buf[..] == bytes[i * frame..(i + 1) * frame], "read {i}");
+            assert!(buf[..] == expected[i * frame..(i + 1) * frame], "read {i}");
         }
     });
     let stats = ring.stats();
@@ -284,5 +285,25 @@ fn refused_registration_goes_plain_and_names_rlimit_memlock() {
         "fixed ops without a registration: {stats:?}"
     );
     assert!(stats.plain_ops >= 4, "{stats:?}");
+
+    // Registered on the built ring: refused the same way, with the limit named.
+    let other = FramePool::new(Framing::new(frame, 4)).unwrap();
+    match ring.register_pool(&other) {
+        Err(Error::OutOfMemory(why)) => {
+            assert!(why.contains("RLIMIT_MEMLOCK"), "{why}");
+            assert!(why.contains(&limit.to_string()), "{why}");
+        }
+        other => panic!("a registration past RLIMIT_MEMLOCK: {other:?}"),
+    }
+    assert_eq!(ring.stats().registered_bytes, 0);
+    // A reader's own blocks, refused too, go plain and read exact.
+    let options = pagebuf::direct::DirectReaderOptions::default().ring(ring.clone());
+    let mut input =
+        pagebuf::direct::DirectReader::with_options(DirectFile::open(&path).unwrap(), options)
+            .unwrap();
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut input, &mut back).unwrap();
+    assert!(back == bytes, "the reader's bytes differ");
+    assert_eq!(ring.stats().fixed_ops, 0);
     println!("child: plain: {stats:?}");
 }

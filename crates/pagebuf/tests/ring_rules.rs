@@ -65,6 +65,7 @@ on_both_engines!(
     registering_a_pool_twice_is_invalid,
     a_pool_registered_with_another_ring_goes_plain,
     a_registered_pool_goes_fixed_on_its_own_ring,
+    a_pool_registered_later_goes_fixed_until_let_go,
     sync_data_after_writes,
     concurrent_reads_from_plain_threads,
     concurrent_reads_under_tokio_multi_thread,
@@ -1024,6 +1025,84 @@ fn a_registered_pool_goes_fixed_on_its_own_ring(engine: Engine) {
                 );
             }
         }
+    });
+}
+
+fn a_pool_registered_later_goes_fixed_until_let_go(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let frame = 64 << 10;
+    let pool = FramePool::new(Framing::new(frame, 4)).unwrap();
+    let registration = match (engine, ring.register_pool(&pool)) {
+        (Engine::Uring, Ok(registration)) => registration,
+        (Engine::Threads, Err(Error::Unsupported(why))) => {
+            assert!(why.contains("worker threads"), "{why}");
+            return;
+        }
+        (engine, other) => panic!("register_pool on {engine:?}: {other:?}"),
+    };
+    assert_eq!(ring.stats().registered_bytes, 4 * frame);
+    for (what, twin) in [("the same pool", &pool), ("its clone", &pool.clone())] {
+        match ring.register_pool(twin) {
+            Err(Error::InvalidArgument(why)) => {
+                assert!(why.contains("already registered"), "{why}")
+            }
+            other => panic!("{what} registered twice: {other:?}"),
+        }
+    }
+    let dir = dir("registered_later", engine);
+    let file = DirectFile::create(dir.join("file")).unwrap();
+    let data = pattern(16, 4 * frame);
+    within(LIMIT, "frames registered later", move || {
+        let before = ring.stats();
+        write_then_read_frames(&ring, &file, &pool, &data, frame);
+        let after = ring.stats();
+        assert!(
+            after.fixed_ops >= before.fixed_ops + 8,
+            "{before:?} -> {after:?}"
+        );
+        assert_eq!(after.plain_ops, before.plain_ops, "{before:?} -> {after:?}");
+
+        // Let go while a frame is out: its slots stay until the frame is home, since a
+        // transfer issued on them may still be in the kernel.
+        let held = ring
+            .read_at(&file, pool.try_allocate().unwrap(), 0)
+            .wait()
+            .unwrap();
+        drop(registration);
+        assert_eq!(
+            ring.stats().registered_bytes,
+            4 * frame,
+            "let go under a frame"
+        );
+        drop(held);
+        assert_eq!(
+            ring.stats().registered_bytes,
+            0,
+            "kept after the frame came home"
+        );
+        let before = ring.stats();
+        let back = ring
+            .read_at(&file, pool.try_allocate().unwrap(), 0)
+            .wait()
+            .unwrap();
+        assert!(back[..] == data[..frame]);
+        drop(back);
+        let after = ring.stats();
+        assert_eq!(
+            after.fixed_ops, before.fixed_ops,
+            "fixed after the registration went"
+        );
+        assert_eq!(after.plain_ops, before.plain_ops + 1);
+
+        // Registered again (the slots reused): fixed again, and a registration may
+        // outlive its ring.
+        let again = ring.register_pool(&pool).unwrap();
+        let before = ring.stats();
+        write_then_read_frames(&ring, &file, &pool, &data, frame);
+        assert!(ring.stats().fixed_ops >= before.fixed_ops + 8);
+        drop(ring);
+        drop(again);
+        assert_eq!(pool.stats().in_use, 0);
     });
 }
 

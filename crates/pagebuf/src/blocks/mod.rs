@@ -1,14 +1,17 @@
 //! The block-I/O core every pipeline sits on: a [`BlockSink`] of positioned writes and a
 //! [`BlockSource`] of planned reads, both on an [`IoRing`](crate::IoRing), plus the
-//! space [`Reservation`] ahead of a sequential writer. `DirectWriter`/`DirectReader`,
+//! space [`Reservation`] ahead of a sequential writer, and the [`OwnPool`] of blocks a
+//! pipeline makes for itself, registered with its ring. `DirectWriter`/`DirectReader`,
 //! `copy_file` and the sample writer and reader lay out their files and checks; how
 //! blocks reach the disk, how many are in flight, how a failure sticks and how a
 //! written file is finished (length, sync, its directory) lives here once.
 
+mod own_pool;
 mod reservation;
 mod sink;
 mod source;
 
+pub(crate) use own_pool::OwnPool;
 pub(crate) use reservation::Reservation;
 pub(crate) use sink::BlockSink;
 #[cfg(feature = "testing")]

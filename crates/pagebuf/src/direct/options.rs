@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use crate::alloc::BufferAllocator;
-use crate::blocks::{check_blocks, default_block_size};
+use crate::blocks::{check_blocks, default_block_size, OwnPool};
 use crate::direct::DirectFile;
 use crate::error::Result;
+use crate::memory::page_size;
 use crate::ring::IoRing;
 
 /// Blocks in flight unless configured.
@@ -72,8 +73,9 @@ impl SequentialOptions {
     /// Where blocks come from (page-aligned allocations of `block_size`). It should be
     /// able to supply `depth + 2` at once: one per transfer in flight, the one being
     /// filled or consumed, and the one before it; with fewer, the pipeline waits for
-    /// memory as the allocator does. Default: a [`BufferPool`](crate::BufferPool) of
-    /// the pipeline's own, sized so.
+    /// memory as the allocator does. Default: a [`FramePool`](crate::FramePool) of the
+    /// pipeline's own, sized so and registered with the ring where the ring can
+    /// ([`IoRing::register_pool`](crate::IoRing::register_pool)).
     pub fn allocator(mut self, allocator: Arc<dyn BufferAllocator>) -> Self {
         self.allocator = Some(allocator);
         self
@@ -91,15 +93,16 @@ impl SequentialOptions {
     pub(crate) fn resolve(&self, file: &DirectFile, what: &str) -> Result<Resolved> {
         let block_size = self.block_size.unwrap_or_else(|| default_block_size(file));
         check_blocks(file, block_size, self.depth, what)?;
-        let allocator = match &self.allocator {
+        let ring = IoRing::given_or_default(self.ring.as_ref())?;
+        let allocator: Arc<dyn BufferAllocator> = match &self.allocator {
             Some(allocator) => allocator.clone(),
-            None => Arc::new(crate::pool::BufferPool::with_room_for(
-                self.depth + 2,
+            None => Arc::new(OwnPool::new(
+                &ring,
                 block_size,
-                what,
+                self.depth + 2,
+                page_size(),
             )?),
         };
-        let ring = IoRing::given_or_default(self.ring.as_ref())?;
         Ok(Resolved {
             block_size,
             depth: self.depth,

@@ -25,12 +25,14 @@ use super::op::{
 };
 use super::options::{Engine, RingOptions, MAX_ENTRIES};
 use super::pending::{Drive, Pending};
+use super::registration::PoolRegistration;
 use super::threads::ThreadEngine;
 use super::uring::{Road, UringEngine};
 use crate::buffer::{Buffer, BufferMut};
 use crate::caps;
 use crate::direct::DirectFile;
 use crate::error::{Error, Result};
+use crate::pool::FramePool;
 
 /// The one place transfers are issued: io_uring with registered pool memory where the
 /// kernel allows it, worker threads where it does not (see [the module](super)).
@@ -71,7 +73,6 @@ struct Inner {
     engine: EngineImpl,
     completions: Arc<Completions>,
     note: Option<String>,
-    registered_bytes: usize,
     fixed_ops: AtomicU64,
     plain_ops: AtomicU64,
 }
@@ -143,14 +144,8 @@ impl IoRing {
                 UringEngine::new(options.entries, &options.pools, completions.clone()).map_err(Some)
             }
         };
-        let (engine, note, registered_bytes) = match uring {
-            Ok((engine, note)) => {
-                let bytes = match note {
-                    Some(_) => 0,
-                    None => options.pools.iter().map(|p| p.memory_extent().1).sum(),
-                };
-                (EngineImpl::Uring(engine), note, bytes)
-            }
+        let (engine, note) = match uring {
+            Ok((engine, note)) => (EngineImpl::Uring(engine), note),
             Err(Some(why)) if options.engine == Engine::Uring => {
                 return Err(Error::Unsupported(format!(
                     "{why}; or use Engine::Auto to fall back to worker threads"
@@ -167,7 +162,7 @@ impl IoRing {
                     });
                 }
                 let threads = ThreadEngine::new(workers, completions.clone());
-                (EngineImpl::Threads(threads), note, 0)
+                (EngineImpl::Threads(threads), note)
             }
         };
         Ok(IoRing {
@@ -175,7 +170,6 @@ impl IoRing {
                 engine,
                 completions,
                 note,
-                registered_bytes,
                 fixed_ops: AtomicU64::new(0),
                 plain_ops: AtomicU64::new(0),
             }),
@@ -234,10 +228,12 @@ impl IoRing {
     /// handed out first (no system call, no wait), so `running` falls as soon as the
     /// kernel is done even for a transfer nobody waits for (a forgotten `Pending`).
     pub fn stats(&self) -> RingStats {
+        let mut registered_bytes = 0;
         if let EngineImpl::Uring(engine) = &self.inner.engine {
             if self.inner.completions.running() > 0 {
                 engine.reap_ready();
             }
+            registered_bytes = engine.registered_bytes();
         }
         RingStats {
             engine: self.engine(),
@@ -245,7 +241,50 @@ impl IoRing {
             plain_ops: self.inner.plain_ops.load(Ordering::Relaxed),
             in_flight: self.inner.completions.in_flight(),
             running: self.inner.completions.running(),
-            registered_bytes: self.inner.registered_bytes,
+            registered_bytes,
+        }
+    }
+
+    /// Registers `pool`'s memory as fixed buffers of this ring until the returned
+    /// [`PoolRegistration`] is dropped: from now on its buffers go as
+    /// `READ_FIXED`/`WRITE_FIXED` (no page pinning per transfer), as the pools of
+    /// [`RingOptions::register`] do for the ring's life. The library's sequential types
+    /// register the pool they make for themselves this way.
+    ///
+    /// Dropping the registration lets the slots go once no buffer of the pool is out
+    /// (a transfer in flight may name them): until then `stats().registered_bytes` still
+    /// counts them. Speed is all a registration changes: a caller may ignore an error and
+    /// go on with plain transfers.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] on the thread engine, or where the kernel cannot register
+    /// after the ring is built (before Linux 5.19); [`Error::InvalidArgument`] for a pool
+    /// already registered with this ring; [`Error::OutOfMemory`] when the kernel refuses
+    /// to pin the memory (the message names `RLIMIT_MEMLOCK` and its value) or the
+    /// ring's table is full.
+    ///
+    /// ```
+    /// use pagebuf::{FramePool, Framing, IoRing};
+    ///
+    /// let ring = IoRing::new()?;
+    /// let pool = FramePool::new(Framing::new(64 * 1024, 8))?;
+    /// match ring.register_pool(&pool) {
+    ///     Ok(registration) => {
+    ///         assert_eq!(ring.stats().registered_bytes, 8 * 64 * 1024);
+    ///         drop(registration); // no buffer of the pool is out: gone at once
+    ///         assert_eq!(ring.stats().registered_bytes, 0);
+    ///     }
+    ///     Err(why) => println!("plain transfers: {why}"),
+    /// }
+    /// # Ok::<(), pagebuf::Error>(())
+    /// ```
+    pub fn register_pool(&self, pool: &FramePool) -> Result<PoolRegistration> {
+        match &self.inner.engine {
+            EngineImpl::Uring(engine) => Ok(PoolRegistration::new(engine.lend(pool)?)),
+            EngineImpl::Threads(_) => Err(Error::Unsupported(format!(
+                "fixed buffers need io_uring, and this ring runs on worker threads{}",
+                self.note().map(|n| format!(" ({n})")).unwrap_or_default()
+            ))),
         }
     }
 

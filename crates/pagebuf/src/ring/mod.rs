@@ -1,7 +1,8 @@
 //! The I/O engine: [`IoRing`], the one place transfers are issued.
 //!
 //! * **Engines.** [`Engine::Uring`]: io_uring (through the `io-uring` crate), with pool
-//!   memory registered as fixed buffers ([`RingOptions::register`]); [`Engine::Threads`]:
+//!   memory registered as fixed buffers ([`RingOptions::register`] for the ring's life,
+//!   [`IoRing::register_pool`] while a [`PoolRegistration`] is held); [`Engine::Threads`]:
 //!   positioned reads and writes on a few worker threads. [`Engine::Auto`] (the default)
 //!   takes io_uring where it works and the threads where it is refused (the
 //!   `kernel.io_uring_disabled` sysctl, a seccomp filter, an old kernel, a missing
@@ -46,14 +47,17 @@
 //! ```
 
 mod completion;
+mod fixed;
 mod fork;
 mod io_ring;
 mod op;
 mod options;
 mod pending;
+mod registration;
 mod threads;
 mod uring;
 
 pub use io_ring::{IoRing, RingStats};
 pub use options::{Engine, RingOptions, MAX_ENTRIES};
 pub use pending::Pending;
+pub use registration::PoolRegistration;

@@ -11,9 +11,8 @@
 //!   waited for on a plain thread costs no thread switch.
 //! * A transfer above the device's largest request is cut into pieces, one entry each,
 //!   sharing one completion slot; the kernel's user data is `slot << 20 | piece`.
-//! * Registered pools: each pool's memory, in pieces of at most 1 GiB (the kernel's
-//!   limit per fixed buffer), is registered once; a piece of a transfer that lies inside
-//!   one goes as `READ_FIXED`/`WRITE_FIXED`. The engine keeps the pools alive, and the
+//! * Registered pools ([`FixedTable`]): a transfer whose memory lies inside a registered
+//!   pool goes as `READ_FIXED`/`WRITE_FIXED`. The table keeps the pools alive, and the
 //!   ring is closed (unregistering them) before they are dropped.
 //! * Shutdown (the last `IoRing` handle): a `NOP` wakes the reaper, which keeps reaping
 //!   until every entry pushed has completed, so no buffer goes back to its pool while
@@ -29,6 +28,7 @@ use std::thread::JoinHandle;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
 use super::completion::{Aftermath, Completions, OnDone};
+use super::fixed::FixedTable;
 use super::op::{Op, MAX_PIECES};
 use super::pending::Drive;
 use crate::pool::FramePool;
@@ -37,16 +37,6 @@ use crate::pool::FramePool;
 const WAKE: u64 = u64::MAX;
 /// Bits of the user data that number a piece.
 const PIECE_BITS: u32 = 20;
-/// The kernel's limit on one fixed buffer.
-const MAX_FIXED: usize = 1 << 30;
-
-/// One registered piece of pool memory: `[start, end)`, fixed buffer `index`.
-struct FixedRegion {
-    start: usize,
-    end: usize,
-    index: u16,
-}
-
 struct Shared {
     // First: dropped (the ring closed, the buffers unregistered) before the pools.
     ring: IoUring,
@@ -61,9 +51,7 @@ struct Shared {
     /// Entries pushed and not yet completed.
     outstanding: AtomicUsize,
     closing: AtomicBool,
-    fixed: Vec<FixedRegion>,
-    /// Kept alive while registered.
-    _pools: Vec<FramePool>,
+    fixed: FixedTable,
 }
 
 /// The io_uring engine.
@@ -111,7 +99,7 @@ impl UringEngine {
                 kernel_release()
             ));
         }
-        let (fixed, note) = register(&ring, pools);
+        let (fixed, note) = FixedTable::new(&ring, pools);
         let shared = Arc::new(Shared {
             ring,
             sq: Mutex::new(()),
@@ -121,7 +109,6 @@ impl UringEngine {
             outstanding: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             fixed,
-            _pools: pools.to_vec(),
         });
         let reaper = {
             let shared = shared.clone();
@@ -142,6 +129,22 @@ impl UringEngine {
     /// What a `Pending` of this engine waits through.
     pub(crate) fn driver(&self) -> Arc<dyn Drive> {
         self.shared.clone()
+    }
+
+    /// Bytes of pool memory registered now, after letting go of the slots of dropped
+    /// registrations whose pools have every buffer home.
+    pub(crate) fn registered_bytes(&self) -> usize {
+        self.shared.fixed.sweep(&self.shared.ring);
+        self.shared.fixed.registered_bytes()
+    }
+
+    /// Registers `pool` until the returned handle drops.
+    pub(crate) fn lend(&self, pool: &FramePool) -> crate::error::Result<Lent> {
+        let indices = self.shared.fixed.lend(&self.shared.ring, pool)?;
+        Ok(Lent {
+            shared: Arc::downgrade(&self.shared),
+            indices,
+        })
     }
 
     /// Hands out the completions already in the queue, without waiting and without a
@@ -175,11 +178,7 @@ impl UringEngine {
         // A part of a registered buffer, or lent memory inside a registered pool, goes
         // fixed as a whole buffer does: the kernel checks the range against the index.
         let (base, len) = op.memory();
-        let fixed = shared
-            .fixed
-            .iter()
-            .find(|r| len > 0 && r.start <= base && base.saturating_add(len) <= r.end)
-            .map(|r| r.index);
+        let fixed = shared.fixed.index_of(base, len);
         let layout = op.layout();
         let kind = match &op {
             Op::Read { .. } | Op::ReadPart { .. } | Op::ReadRaw { .. } => Kind::Read,
@@ -234,6 +233,21 @@ impl UringEngine {
                 None => Road::Plain,
             },
         )
+    }
+}
+
+/// A pool registered by [`UringEngine::lend`]: its slots retire when this drops.
+pub(crate) struct Lent {
+    shared: std::sync::Weak<Shared>,
+    indices: Vec<u16>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        // A ring already gone took the registration with it.
+        if let Some(shared) = self.shared.upgrade() {
+            shared.fixed.retire(&shared.ring, &self.indices);
+        }
     }
 }
 
@@ -434,58 +448,6 @@ impl Drop for UringEngine {
     }
 }
 
-/// Registers `pools`' memory as fixed buffers: the regions, and a note if refused.
-fn register(ring: &IoUring, pools: &[FramePool]) -> (Vec<FixedRegion>, Option<String>) {
-    let mut regions = Vec::new();
-    let mut iovecs = Vec::new();
-    for pool in pools {
-        let (start, len) = pool.memory_extent();
-        let mut at = 0;
-        while at < len {
-            let piece = (len - at).min(MAX_FIXED);
-            let Ok(index) = u16::try_from(iovecs.len()) else {
-                return (
-                    Vec::new(),
-                    Some("more than 65,536 fixed buffers asked for; register fewer pools".into()),
-                );
-            };
-            regions.push(FixedRegion {
-                start: start + at,
-                end: start + at + piece,
-                index,
-            });
-            iovecs.push(libc::iovec {
-                iov_base: (start + at) as *mut libc::c_void,
-                iov_len: piece,
-            });
-            at += piece;
-        }
-    }
-    if iovecs.is_empty() {
-        return (Vec::new(), None);
-    }
-    // SAFETY: each iovec is a piece of a pool's one block of memory, which the engine
-    // keeps alive (it holds the pools) until the ring, and so the registration, is gone.
-    match unsafe { ring.submitter().register_buffers(&iovecs) } {
-        Ok(()) => (regions, None),
-        Err(e) => {
-            let bytes: usize = iovecs.iter().map(|v| v.iov_len).sum();
-            let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock)
-                .current
-                .map_or_else(|| "unlimited".to_string(), |l| format!("{l} bytes"));
-            (
-                Vec::new(),
-                Some(format!(
-                    "registering {bytes} bytes of pool memory as fixed buffers was refused \
-                     ({e}); RLIMIT_MEMLOCK is {limit}: raise it (`ulimit -l`, LimitMEMLOCK= \
-                     for a systemd service) or grant CAP_IPC_LOCK; using plain reads and \
-                     writes"
-                )),
-            )
-        }
-    }
-}
-
 /// Why `io_uring_setup` failed, and what to do about it.
 fn refusal(e: &io::Error) -> String {
     let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
@@ -529,7 +491,7 @@ fn refusal(e: &io::Error) -> String {
     }
 }
 
-fn kernel_release() -> String {
+pub(crate) fn kernel_release() -> String {
     rustix::system::uname()
         .release()
         .to_string_lossy()

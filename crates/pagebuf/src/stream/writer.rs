@@ -29,12 +29,12 @@ use std::time::{Duration, Instant};
 
 #[cfg(feature = "testing")]
 use crate::blocks::WriteTrace;
-use crate::blocks::{default_block_size, BlockSink};
+use crate::blocks::{default_block_size, BlockSink, OwnPool};
 use crate::buffer::BufferMut;
 use crate::caps;
 use crate::direct::{limits_before_open, DirectFile, DirectIo};
 use crate::error::{Error, Result};
-use crate::pool::{class_size, BufferPool, BufferPoolStats, FramePool, Framing, PoolStats};
+use crate::pool::{class_size, BufferPool, BufferPoolStats, PoolStats};
 use crate::ring::IoRing;
 
 use super::format::{
@@ -199,7 +199,7 @@ pub struct SampleWriter {
     budget: usize,
     tolerance: u64,
     samples: BufferPool,
-    chunks: FramePool,
+    chunks: OwnPool,
     sink: BlockSink,
     inner: Mutex<Inner>,
 }
@@ -256,8 +256,8 @@ impl SampleWriter {
             file.sync_directory()?;
         }
         let chunk_size = (default_block_size(&file) / unit * unit).max(unit);
-        let chunks = FramePool::new(Framing::new(chunk_size, depth + 2).alignment(unit))?;
         let ring = IoRing::given_or_default(options.ring.as_ref())?;
+        let chunks = OwnPool::new(&ring, chunk_size, depth + 2, unit)?;
         let file = Arc::new(file);
         let sink = BlockSink::new(file.clone(), ring, depth);
         #[cfg(feature = "testing")]
