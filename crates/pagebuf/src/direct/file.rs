@@ -568,6 +568,26 @@ impl DirectFile {
         }
     }
 
+    /// Gives back the space of `len` bytes at `offset` (`FALLOC_FL_PUNCH_HOLE`, the
+    /// length kept): they read as zeros after. Where the file system cannot punch holes
+    /// nothing changes (the space is simply not given back).
+    ///
+    /// # Errors
+    /// [`Error::Io`] from the system, other than "not supported".
+    pub(crate) fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
+        let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        match rustix::fs::fallocate(&self.open.file, flags, offset, len) {
+            Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
+            Err(errno) => Err(Error::io(
+                format!(
+                    "giving back {len} bytes at offset {offset} of {}",
+                    self.open.path.display()
+                ),
+                errno.into(),
+            )),
+        }
+    }
+
     /// Makes written data durable (`fdatasync`).
     ///
     /// # Errors

@@ -1,0 +1,257 @@
+//! The log file's bytes (FORMAT.md, "Log file"): the header, and the frame every record
+//! (and every stretch of padding) is written in. Encoding and checking only; no I/O.
+//!
+//! ```text
+//! offset 0      header copy A  (one unit)
+//! offset unit   header copy B  (one unit)
+//! first_offset  frame frame ... pad | frame ... pad | ...   (each commit ends on a unit)
+//!
+//! frame:  len u32 | crc u32 | lsn u64 | data (len bytes) | zeros to a multiple of 8
+//!         crc = CRC32C(data ‖ lsn ‖ len); lsn 0 = padding (data all zeros)
+//! ```
+//!
+//! A frame never starts in the last 8 bytes of a unit: those are zero and skipped. A
+//! header of 16 zero bytes where a frame would start is the clean end of the log.
+
+use super::Lsn;
+use crate::error::{Error, Result};
+
+/// Bytes of a frame's header.
+pub(crate) const FRAME_HEADER: usize = 16;
+/// Frames start on multiples of this.
+pub(crate) const FRAME_ALIGN: usize = 8;
+/// The header's magic number.
+const MAGIC: &[u8; 8] = b"PAGEBLOG";
+/// The one version of the format.
+pub(crate) const VERSION: u32 = 1;
+/// Bytes of the header that carry meaning (the rest of its unit is zeros).
+const HEADER_BYTES: usize = 44;
+
+/// What a header copy says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// Bytes of the unit commits pad to and frames are laid out in.
+    pub(crate) unit: u32,
+    /// Which copy is newer: the valid copy with the higher generation counts.
+    pub(crate) generation: u64,
+    /// Where the first kept frame starts (a multiple of `unit`).
+    pub(crate) first_offset: u64,
+    /// The `Lsn` of the first kept record.
+    pub(crate) first_lsn: Lsn,
+}
+
+impl Header {
+    /// The header's bytes, zero-padded to `out.len()` (at least [`HEADER_BYTES`]).
+    pub(crate) fn encode(&self, out: &mut [u8]) {
+        out.fill(0);
+        out[0..8].copy_from_slice(MAGIC);
+        out[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        out[12..16].copy_from_slice(&self.unit.to_le_bytes());
+        out[16..24].copy_from_slice(&self.generation.to_le_bytes());
+        out[24..32].copy_from_slice(&self.first_offset.to_le_bytes());
+        out[32..40].copy_from_slice(&self.first_lsn.to_le_bytes());
+        let crc = crc32c::crc32c(&out[0..40]);
+        out[40..44].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// The header in `bytes` (a copy read at `offset`), checked: `Corrupt` names what is
+    /// wrong with it.
+    pub(crate) fn decode(bytes: &[u8], offset: u64) -> Result<Header> {
+        let corrupt = |detail: String| Error::Corrupt { offset, detail };
+        if bytes.len() < HEADER_BYTES {
+            return Err(corrupt("the log header is cut short".into()));
+        }
+        if &bytes[0..8] != MAGIC {
+            return Err(corrupt(
+                "not a pagebuf log (no PAGEBLOG magic at the start)".into(),
+            ));
+        }
+        let crc = u32_at(bytes, 40);
+        if crc32c::crc32c(&bytes[0..40]) != crc {
+            return Err(corrupt("the log header's checksum does not match".into()));
+        }
+        let version = u32_at(bytes, 8);
+        if version != VERSION {
+            return Err(corrupt(format!(
+                "log format version {version}; this pagebuf reads version {VERSION}"
+            )));
+        }
+        let header = Header {
+            unit: u32_at(bytes, 12),
+            generation: u64_at(bytes, 16),
+            first_offset: u64_at(bytes, 24),
+            first_lsn: u64_at(bytes, 32),
+        };
+        let unit = u64::from(header.unit);
+        if !header.unit.is_power_of_two() || !(512..=1 << 20).contains(&header.unit) {
+            return Err(corrupt(format!(
+                "the log header's unit {unit} is not a power of two from 512 to 1 MiB"
+            )));
+        }
+        if header.first_offset < 2 * unit || header.first_offset % unit != 0 {
+            return Err(corrupt(format!(
+                "the log header's first record offset {} is not a unit boundary past \
+                 both header copies",
+                header.first_offset
+            )));
+        }
+        if header.first_lsn == 0 {
+            return Err(corrupt("the log header's first LSN is 0".into()));
+        }
+        Ok(header)
+    }
+}
+
+/// Bytes a frame of `len` data bytes takes, padding to [`FRAME_ALIGN`] included.
+pub(crate) fn frame_len(len: usize) -> usize {
+    (FRAME_HEADER + len).next_multiple_of(FRAME_ALIGN)
+}
+
+/// A frame's header for record `lsn` (0: padding) of `len` bytes whose data has
+/// checksum `data_crc` (`crc32c(data)`: taken before the record is numbered, so the
+/// writer computes it outside its lock).
+pub(crate) fn frame_header(lsn: Lsn, len: u32, data_crc: u32) -> [u8; FRAME_HEADER] {
+    let mut header = [0; FRAME_HEADER];
+    header[0..4].copy_from_slice(&len.to_le_bytes());
+    header[4..8].copy_from_slice(&seal_crc(data_crc, lsn, len).to_le_bytes());
+    header[8..16].copy_from_slice(&lsn.to_le_bytes());
+    header
+}
+
+/// The checksum of a frame: CRC32C of its data, then its `lsn` and `len`.
+pub(crate) fn frame_crc(lsn: Lsn, len: u32, data: &[u8]) -> u32 {
+    seal_crc(crc32c::crc32c(data), lsn, len)
+}
+
+/// A frame's checksum from the checksum of its data.
+fn seal_crc(data_crc: u32, lsn: Lsn, len: u32) -> u32 {
+    let crc = crc32c::crc32c_append(data_crc, &lsn.to_le_bytes());
+    crc32c::crc32c_append(crc, &len.to_le_bytes())
+}
+
+/// A frame's header as read: what comes next in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameHead {
+    /// Sixteen zero bytes: the clean end of the log.
+    End,
+    /// Padding of `len` bytes after the header (their checksum `crc`).
+    Padding { len: u32, crc: u32 },
+    /// Record `lsn` of `len` bytes, checksum `crc`.
+    Record { lsn: Lsn, len: u32, crc: u32 },
+}
+
+impl FrameHead {
+    pub(crate) fn decode(bytes: &[u8; FRAME_HEADER]) -> FrameHead {
+        if bytes.iter().all(|&b| b == 0) {
+            return FrameHead::End;
+        }
+        let len = u32_at(bytes, 0);
+        let crc = u32_at(bytes, 4);
+        match u64_at(bytes, 8) {
+            0 => FrameHead::Padding { len, crc },
+            lsn => FrameHead::Record { lsn, len, crc },
+        }
+    }
+}
+
+/// Bytes to skip at `offset` before a frame may start: the zeros at the end of a unit
+/// with no room for a frame header, or none.
+pub(crate) fn skip_before_frame(offset: u64, unit: u64) -> u64 {
+    let left = unit - offset % unit;
+    if left < FRAME_HEADER as u64 {
+        left
+    } else {
+        0
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_round_trips_and_any_flipped_bit_is_caught() {
+        let header = Header {
+            unit: 4096,
+            generation: 7,
+            first_offset: 3 * 4096,
+            first_lsn: 42,
+        };
+        let mut bytes = vec![0; 4096];
+        header.encode(&mut bytes);
+        assert_eq!(Header::decode(&bytes, 0).unwrap(), header);
+        for bit in 0..HEADER_BYTES * 8 {
+            let mut bad = bytes.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                matches!(
+                    Header::decode(&bad, 4096),
+                    Err(Error::Corrupt { offset: 4096, .. })
+                ),
+                "bit {bit} flipped went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn headers_that_check_but_make_no_sense_are_refused() {
+        for (unit, first_offset, first_lsn) in [
+            (4000, 8000, 1),
+            (4096, 4096, 1),
+            (4096, 8192 + 8, 1),
+            (4096, 8192, 0),
+            (256, 512, 1),
+        ] {
+            let mut bytes = vec![0; 4096];
+            Header {
+                unit,
+                generation: 1,
+                first_offset,
+                first_lsn,
+            }
+            .encode(&mut bytes);
+            let err = Header::decode(&bytes, 0).unwrap_err();
+            assert!(
+                matches!(err, Error::Corrupt { .. }),
+                "{unit} {first_offset} {first_lsn}"
+            );
+        }
+    }
+
+    #[test]
+    fn frames_decode_as_end_padding_or_record() {
+        assert_eq!(FrameHead::decode(&[0; 16]), FrameHead::End);
+        let data = b"hello";
+        let header = frame_header(9, 5, crc32c::crc32c(data));
+        assert_eq!(
+            FrameHead::decode(&header),
+            FrameHead::Record {
+                lsn: 9,
+                len: 5,
+                crc: frame_crc(9, 5, data)
+            }
+        );
+        let pad = frame_header(0, 100, crc32c::crc32c(&[0; 100]));
+        assert_eq!(
+            FrameHead::decode(&pad),
+            FrameHead::Padding {
+                len: 100,
+                crc: frame_crc(0, 100, &[0; 100])
+            }
+        );
+        assert_eq!(frame_len(0), 16);
+        assert_eq!(frame_len(1), 24);
+        assert_eq!(frame_len(8), 24);
+        assert_eq!(skip_before_frame(4096 - 8, 4096), 8);
+        assert_eq!(skip_before_frame(4096 - 16, 4096), 0);
+        assert_eq!(skip_before_frame(4096, 4096), 0);
+    }
+}

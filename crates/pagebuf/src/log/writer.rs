@@ -1,0 +1,652 @@
+//! [`LogWriter`]: records appended into staging blocks, made durable by group commit.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use super::format::{
+    frame_header, frame_len, skip_before_frame, Header, FRAME_ALIGN, FRAME_HEADER,
+};
+use super::options::LogOptions;
+use super::scan::{read_header, Scanner, Step};
+use super::{Lsn, MAX_RECORD};
+use crate::alloc::{BufferAllocator, PageAllocator};
+use crate::blocks::{BlockSink, OwnPool};
+use crate::buffer::BufferMut;
+use crate::device::DeviceLimits;
+use crate::direct::{limits_before_open, DirectFile};
+use crate::error::{Error, Result};
+use crate::memory::page_size;
+use crate::ring::IoRing;
+
+/// A commit start is remembered (for [`LogWriter::truncate_before`]) at most this often.
+const MARK_EVERY: u64 = 1 << 20;
+
+/// An append-only log of records, made durable by group commit.
+///
+/// * [`append`](Self::append) copies a record into the log's staging block and returns
+///   its [`Lsn`] (1, 2, 3, ... in call order); full blocks go to the disk as they fill.
+/// * [`commit(lsn)`](Self::commit) returns once every record up to `lsn` is durable.
+///   One committing thread at a time writes the staged tail and syncs; commits that
+///   arrive meanwhile wait and are all served by the next write + sync (group commit).
+///   Other threads go on appending while a commit waits for the disk.
+/// * **Acknowledged is never rewritten.** A commit pads the log to the device's unit
+///   (max of the physical block size and the direct-I/O offset alignment, 4 KiB here)
+///   and the next records start on the next unit, so no write ever covers bytes an
+///   earlier commit made durable: a torn write can lose only what it was writing. The
+///   price is up to one unit less one frame header of padding per commit (at most
+///   4,080 bytes with 4 KiB units; FORMAT.md, "Log file").
+/// * Direct I/O on the process's [`IoRing`] (or the one in [`LogOptions`]); where the
+///   file system refuses `O_DIRECT`, buffered writes and `fdatasync`
+///   ([`DirectFile::fallback_note`] says why). Space is reserved ahead in 64 MiB steps,
+///   so commits do not wait for extent allocation.
+/// * **One writer per file:** a second `LogWriter` on it, here or in another process,
+///   is [`Error::InvalidRequest`].
+/// * Dropping the writer commits nothing that was not committed: records appended after
+///   the last commit may or may not be in the file.
+///
+/// ```
+/// use pagebuf::log::{LogReader, LogWriter};
+///
+/// # let path = std::env::temp_dir().join("pagebuf-doc-log.wal");
+/// let log = LogWriter::create(&path)?;
+/// let first = log.append(b"begin")?;
+/// let second = log.append(b"set x = 1")?;
+/// log.commit(second)?; // both records are on disk now
+/// assert_eq!((first, second, log.durable_lsn()), (1, 2, 2));
+/// drop(log);
+///
+/// let records: Vec<_> = LogReader::open(&path)?.collect::<Result<_, _>>()?;
+/// assert_eq!(records.len(), 2);
+/// assert_eq!(&records[1].data[..], b"set x = 1");
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct LogWriter {
+    sink: BlockSink,
+    blocks: OwnPool,
+    /// The frame layout's unit (the header's).
+    unit: u64,
+    /// Commits pad to multiples of this: the unit, or the device's if larger.
+    pad_unit: usize,
+    block_size: usize,
+    state: Mutex<State>,
+    /// A commit finished (successfully or not).
+    committed: Condvar,
+    durable: AtomicU64,
+    header: Mutex<Header>,
+    counts: Counts,
+}
+
+/// What a [`LogWriter`] has done ([`LogWriter::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct LogStats {
+    /// Records appended by this writer.
+    pub appended: u64,
+    /// Calls of `commit` (and `sync`) that had to wait for the disk.
+    pub commits: u64,
+    /// Write + sync rounds: fewer than `commits` when commits were grouped.
+    pub syncs: u64,
+    /// Bytes handed to the disk (frames, padding and skipped bytes).
+    pub bytes_written: u64,
+    /// Of those, padding at the end of commits and bytes skipped at unit ends.
+    pub padding_bytes: u64,
+}
+
+#[derive(Default)]
+struct Counts {
+    appended: AtomicU64,
+    commits: AtomicU64,
+    syncs: AtomicU64,
+    bytes_written: AtomicU64,
+    padding_bytes: AtomicU64,
+}
+
+/// Whether a thread is writing and syncing a commit now.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    Idle,
+    Running,
+}
+
+struct State {
+    /// The staging block being filled; it starts at `block_at`, a multiple of
+    /// `pad_unit`.
+    block: Option<BufferMut>,
+    block_at: u64,
+    next_lsn: Lsn,
+    commit: Commit,
+    /// The first failure: every later call returns it (the log may have a hole).
+    failure: Option<Error>,
+    marks: Marks,
+}
+
+/// Where a writer starts: the first staging block's offset, the next `Lsn`, and the
+/// marks of what is already in the file.
+struct Tail {
+    block_at: u64,
+    next_lsn: Lsn,
+    marks: Marks,
+}
+
+/// Records that start on a unit boundary, `(lsn, offset)`, one per `MARK_EVERY` bytes:
+/// where the log can be cut by `truncate_before`.
+#[derive(Default)]
+struct Marks {
+    marks: VecDeque<(Lsn, u64)>,
+}
+
+impl Marks {
+    fn mark(&mut self, lsn: Lsn, offset: u64) {
+        let far = match self.marks.back() {
+            Some(&(_, last)) => offset >= last + MARK_EVERY,
+            None => true,
+        };
+        if far {
+            self.marks.push_back((lsn, offset));
+        }
+    }
+}
+
+impl State {
+    fn check(&self) -> Result<()> {
+        match &self.failure {
+            Some(err) => Err(err.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl LogWriter {
+    /// Creates (or truncates) the log at `path` with the default [`LogOptions`].
+    ///
+    /// # Errors
+    /// As [`create_with`](Self::create_with).
+    pub fn create(path: impl AsRef<Path>) -> Result<LogWriter> {
+        LogWriter::create_with(path, LogOptions::default())
+    }
+
+    /// Creates (or truncates) the log at `path`: its header is on disk, and a new file's
+    /// directory synced, before this returns.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] if another writer has the file; [`Error::InvalidArgument`]
+    /// for options past their caps; [`Error::Io`] from the system.
+    pub fn create_with(path: impl AsRef<Path>, options: LogOptions) -> Result<LogWriter> {
+        let unit = device_unit(&limits_before_open(path.as_ref())?);
+        let resolved = options.resolve(unit)?;
+        let file = DirectFile::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .exclusive(true)
+            .open(path.as_ref())?;
+        // The file's own figures, in case they differ from its directory's.
+        let unit = device_unit(file.limits()).max(unit);
+        let header = Header {
+            unit: unit as u32,
+            generation: 1,
+            first_offset: 2 * unit as u64,
+            first_lsn: 1,
+        };
+        let mut block = PageAllocator::default().allocate_page_aligned(2 * unit)?;
+        block.set_len(2 * unit)?;
+        header.encode(&mut block[..unit]);
+        header.encode(&mut block[unit..]);
+        file.write_at(&block, 0)?;
+        file.sync_data()?;
+        if file.created() {
+            file.sync_directory()?;
+        }
+        let tail = Tail {
+            block_at: header.first_offset,
+            next_lsn: 1,
+            marks: Marks::default(),
+        };
+        LogWriter::start(file, header, &options, resolved, tail)
+    }
+
+    /// Opens the log at `path` to append to it, with the default [`LogOptions`].
+    ///
+    /// # Errors
+    /// As [`open_with`](Self::open_with).
+    pub fn open(path: impl AsRef<Path>) -> Result<LogWriter> {
+        LogWriter::open_with(path, LogOptions::default())
+    }
+
+    /// Opens the log at `path` to append to it. It is recovered as
+    /// [`LogReader`](super::LogReader) reads it: every whole record up to the first torn
+    /// or corrupt one is kept (and durable: [`durable_lsn`](Self::durable_lsn) is the
+    /// last of them), what follows is cut, and appending goes on after it.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if neither header copy is valid (not a log, or another
+    /// version); [`Error::InvalidRequest`] if another writer has the file; [`Error::Io`]
+    /// from the system (a missing file is `NotFound`).
+    pub fn open_with(path: impl AsRef<Path>, options: LogOptions) -> Result<LogWriter> {
+        let file = DirectFile::options()
+            .read(true)
+            .write(true)
+            .exclusive(true)
+            .open(path.as_ref())?;
+        let header = read_header(&file)?;
+        let unit = u64::from(header.unit);
+        let mut scanner = Scanner::new(file, &header);
+        let mut marks = Marks::default();
+        let end = loop {
+            match scanner.step()? {
+                Step::Record { lsn, offset, .. } if offset % unit == 0 => marks.mark(lsn, offset),
+                Step::Record { .. } => {}
+                Step::End { offset } | Step::Torn { offset, .. } => break offset,
+            }
+        };
+        let next_lsn = scanner.next_lsn();
+        let file = scanner.into_file();
+        let pad_unit = (unit as usize).max(device_unit(file.limits()));
+        let resolved = options.resolve(pad_unit)?;
+        let block_at = close_tail(&file, end, unit, pad_unit)?;
+        let tail = Tail {
+            block_at,
+            next_lsn,
+            marks,
+        };
+        LogWriter::start(file, header, &options, resolved, tail)
+    }
+
+    fn start(
+        file: DirectFile,
+        header: Header,
+        options: &LogOptions,
+        (block_size, depth): (usize, usize),
+        tail: Tail,
+    ) -> Result<LogWriter> {
+        let unit = u64::from(header.unit);
+        let pad_unit = (unit as usize).max(device_unit(file.limits()));
+        let ring = IoRing::given_or_default(options.ring.as_ref())?;
+        let blocks = OwnPool::new(&ring, block_size, depth + 2, page_size())?;
+        let sink = BlockSink::new(Arc::new(file), ring, depth);
+        Ok(LogWriter {
+            sink,
+            blocks,
+            unit,
+            pad_unit,
+            block_size,
+            state: Mutex::new(State {
+                block: None,
+                block_at: tail.block_at,
+                next_lsn: tail.next_lsn,
+                commit: Commit::Idle,
+                failure: None,
+                marks: tail.marks,
+            }),
+            committed: Condvar::new(),
+            durable: AtomicU64::new(tail.next_lsn - 1),
+            header: Mutex::new(header),
+            counts: Counts::default(),
+        })
+    }
+
+    /// Appends `record` (up to [`MAX_RECORD`] bytes, empty allowed) and returns its
+    /// `Lsn`. Not durable until a [`commit`](Self::commit) covers it. Waits while the
+    /// staging blocks are all on their way to the disk (back-pressure).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a record past the cap; the log's failure, if an
+    /// earlier write or sync failed.
+    pub fn append(&self, record: &[u8]) -> Result<Lsn> {
+        let len = u32::try_from(record.len())
+            .ok()
+            .filter(|&len| len as usize <= MAX_RECORD)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "LogWriter::append: a record of {} bytes is past the cap of {MAX_RECORD} \
+                     (log::MAX_RECORD); split it",
+                    record.len()
+                ))
+            })?;
+        let data_crc = crc32c::crc32c(record);
+        let mut state = self.lock();
+        state.check()?;
+        let lsn = state.next_lsn;
+        let at = self.position(&state);
+        let skip = skip_before_frame(at, self.unit) as usize;
+        let tail = frame_len(record.len()) - FRAME_HEADER - record.len();
+        let result = self
+            .put_zeros(&mut state, skip)
+            .and_then(|()| self.put(&mut state, &frame_header(lsn, len, data_crc)))
+            .and_then(|()| self.put(&mut state, record))
+            .and_then(|()| self.put_zeros(&mut state, tail));
+        if let Err(err) = result {
+            // Part of the frame may be staged: nothing after it can be trusted.
+            state.failure.get_or_insert_with(|| err.clone());
+            return Err(err);
+        }
+        state.next_lsn += 1;
+        drop(state);
+        self.counts.appended.fetch_add(1, Ordering::Relaxed);
+        self.counts
+            .padding_bytes
+            .fetch_add(skip as u64, Ordering::Relaxed);
+        Ok(lsn)
+    }
+
+    /// Returns once every record up to `lsn` is durable. Concurrent commits share one
+    /// write + sync: the first to arrive writes the staged tail (padded to the unit) and
+    /// syncs; those that arrive meanwhile wait, and the next of them commits everything
+    /// appended by then. `commit(0)`, and a commit of a record already durable, return
+    /// at once.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an `lsn` not yet appended; [`Error::Io`] when the
+    /// write or the sync fails (a full disk is `ENOSPC`): nothing past
+    /// [`durable_lsn`](Self::durable_lsn) is acknowledged, and every later call returns
+    /// the same error.
+    pub fn commit(&self, lsn: Lsn) -> Result<()> {
+        let mut state = self.lock();
+        if lsn >= state.next_lsn {
+            return Err(Error::InvalidArgument(format!(
+                "LogWriter::commit({lsn}): the last record appended is {}; commit an Lsn \
+                 that append returned",
+                state.next_lsn - 1
+            )));
+        }
+        if self.durable_lsn() < lsn {
+            self.counts.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        loop {
+            if self.durable_lsn() >= lsn {
+                return Ok(());
+            }
+            state.check()?;
+            match state.commit {
+                // Another thread is writing: its commit, or the next, covers ours.
+                Commit::Running => {
+                    state = self
+                        .committed
+                        .wait(state)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+                Commit::Idle => break,
+            }
+        }
+        // This thread commits everything appended so far.
+        let target = state.next_lsn - 1;
+        let tail = self.seal(&mut state);
+        state.commit = Commit::Running;
+        drop(state);
+        self.counts.syncs.fetch_add(1, Ordering::Relaxed);
+        let written = match tail {
+            Some((block, at)) => self.sink.submit(block.freeze(), at),
+            None => Ok(()),
+        }
+        .and_then(|()| self.sink.sync());
+        let mut state = self.lock();
+        state.commit = Commit::Idle;
+        match written {
+            Ok(()) => {
+                self.durable.fetch_max(target, Ordering::AcqRel);
+            }
+            Err(err) => {
+                state.failure.get_or_insert(err);
+            }
+        }
+        self.committed.notify_all();
+        if self.durable_lsn() >= lsn {
+            Ok(())
+        } else {
+            state.check()
+        }
+    }
+
+    /// Commits every record appended so far; returns the last one's `Lsn` (0 for an empty
+    /// log).
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit).
+    pub fn sync(&self) -> Result<Lsn> {
+        let last = self.lock().next_lsn - 1;
+        self.commit(last)?;
+        Ok(last)
+    }
+
+    /// What this writer has done so far.
+    pub fn stats(&self) -> LogStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        LogStats {
+            appended: load(&self.counts.appended),
+            commits: load(&self.counts.commits),
+            syncs: load(&self.counts.syncs),
+            bytes_written: load(&self.counts.bytes_written),
+            padding_bytes: load(&self.counts.padding_bytes),
+        }
+    }
+
+    /// Starts recording every write handed to the disk (tests of the never-rewritten
+    /// rule).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn trace_writes(&self) {
+        self.sink.enable_trace();
+    }
+
+    /// The writes recorded since [`trace_writes`](Self::trace_writes): `(offset, len)`.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn traced_writes(&self) -> Vec<(u64, usize)> {
+        self.sink
+            .trace()
+            .iter()
+            .map(|w| (w.offset, w.len))
+            .collect()
+    }
+
+    /// The last `Lsn` known durable: 0 before any commit (of a new log).
+    pub fn durable_lsn(&self) -> Lsn {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Gives back the space of records before `lsn` (after a checkpoint): the log's
+    /// header is rewritten (the copy not in use, then synced) to start at a record at or
+    /// before `lsn`, and the space before it is released (holes punched). Readers then
+    /// start there. Records before `lsn` that share space with kept ones stay readable.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an `lsn` past [`durable_lsn`](Self::durable_lsn)
+    /// (only durable records may be dropped); [`Error::Io`] from the system.
+    pub fn truncate_before(&self, lsn: Lsn) -> Result<()> {
+        if lsn > self.durable_lsn() {
+            return Err(Error::InvalidArgument(format!(
+                "LogWriter::truncate_before({lsn}): only durable records may be dropped, \
+                 and the last durable one is {}",
+                self.durable_lsn()
+            )));
+        }
+        let cut = {
+            let mut state = self.lock();
+            let mut cut = None;
+            let marks = &mut state.marks.marks;
+            while let Some(&(mark_lsn, offset)) = marks.front() {
+                if mark_lsn > lsn {
+                    break;
+                }
+                cut = Some((mark_lsn, offset));
+                marks.pop_front();
+            }
+            // The cut record stays a mark: a later cut may not pass it.
+            if let Some(mark) = cut {
+                marks.push_front(mark);
+            }
+            cut
+        };
+        let Some((first_lsn, first_offset)) = cut else {
+            return Ok(());
+        };
+        let mut header = self.header.lock().unwrap_or_else(|p| p.into_inner());
+        if first_offset <= header.first_offset {
+            return Ok(());
+        }
+        let old_start = header.first_offset;
+        let new = Header {
+            generation: header.generation + 1,
+            first_offset,
+            first_lsn,
+            ..*header
+        };
+        let unit = self.unit as usize;
+        let mut block = PageAllocator::default().allocate_page_aligned(unit)?;
+        block.set_len(unit)?;
+        new.encode(&mut block);
+        let file = self.sink.file();
+        // The copy not holding the current header: a torn write leaves that one whole.
+        file.write_at(&block, (new.generation % 2) * self.unit)?;
+        file.sync_data()?;
+        *header = new;
+        file.punch_hole(old_start, first_offset - old_start)
+    }
+
+    /// The file written (its path, limits, whether it is direct).
+    pub fn file(&self) -> &DirectFile {
+        self.sink.file()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where the next staged byte goes in the file.
+    fn position(&self, state: &State) -> u64 {
+        state.block_at + state.block.as_ref().map_or(0, |b| b.len() as u64)
+    }
+
+    /// Stages `bytes`, sending each block that fills to the disk.
+    fn put(&self, state: &mut State, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            let block = self.current(state)?;
+            let n = (block.max_len() - block.len()).min(bytes.len());
+            block.extend_from_slice(&bytes[..n])?;
+            bytes = &bytes[n..];
+            self.send_if_full(state)?;
+        }
+        Ok(())
+    }
+
+    /// Stages `n` zero bytes.
+    fn put_zeros(&self, state: &mut State, mut n: usize) -> Result<()> {
+        while n > 0 {
+            let block = self.current(state)?;
+            let k = (block.max_len() - block.len()).min(n);
+            let len = block.len();
+            block.set_len(len + k)?;
+            block[len..].fill(0);
+            n -= k;
+            self.send_if_full(state)?;
+        }
+        Ok(())
+    }
+
+    /// The staging block, taken from the pool if there is none (waiting for one to come
+    /// back from the disk if all are out).
+    fn current<'s>(&self, state: &'s mut State) -> Result<&'s mut BufferMut> {
+        if state.block.is_none() {
+            let block = BufferAllocator::allocate(&self.blocks, self.block_size)?;
+            state.block = Some(block);
+        }
+        Ok(state.block.as_mut().expect("just made"))
+    }
+
+    fn send_if_full(&self, state: &mut State) -> Result<()> {
+        if state.block.as_ref().is_some_and(|b| b.len() == b.max_len()) {
+            let block = state.block.take().expect("checked");
+            let at = state.block_at;
+            state.block_at += block.len() as u64;
+            self.counts
+                .bytes_written
+                .fetch_add(block.len() as u64, Ordering::Relaxed);
+            self.sink.submit(block.freeze(), at)?;
+        }
+        Ok(())
+    }
+
+    /// Pads the staged tail to the next `pad_unit` boundary and takes it (with its file
+    /// offset) for the commit to write; the next record starts on that boundary.
+    fn seal(&self, state: &mut State) -> Option<(BufferMut, u64)> {
+        let mut block = state.block.take().filter(|b| !b.is_empty())?;
+        let len = block.len();
+        let gap = len.next_multiple_of(self.pad_unit) - len;
+        // Room: blocks are multiples of `pad_unit`, so the padded tail fits.
+        block
+            .set_len(len + gap)
+            .expect("blocks are multiples of the unit");
+        block[len..].fill(0);
+        if gap >= FRAME_HEADER {
+            let pad = (gap - FRAME_HEADER) as u32;
+            let zeros_crc = crc32c::crc32c(&block[len + FRAME_HEADER..]);
+            block[len..len + FRAME_HEADER].copy_from_slice(&frame_header(0, pad, zeros_crc));
+        }
+        debug_assert!(gap == 0 || gap >= FRAME_HEADER || gap == FRAME_ALIGN);
+        self.counts
+            .padding_bytes
+            .fetch_add(gap as u64, Ordering::Relaxed);
+        self.counts
+            .bytes_written
+            .fetch_add(block.len() as u64, Ordering::Relaxed);
+        let at = state.block_at;
+        state.block_at = at + block.len() as u64;
+        let (next, start) = (state.next_lsn, state.block_at);
+        state.marks.mark(next, start);
+        Some((block, at))
+    }
+}
+
+impl std::fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogWriter")
+            .field("path", &self.file().path())
+            .field("unit", &self.pad_unit)
+            .field("durable_lsn", &self.durable_lsn())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The unit a commit pads to on `file`'s device: max of the physical block size and the
+/// direct-I/O alignment, a power of two from 512 bytes to 1 MiB.
+fn device_unit(limits: &DeviceLimits) -> usize {
+    let unit = limits
+        .physical_block_size
+        .max(limits.alignment())
+        .clamp(512, 1 << 20);
+    (unit as usize).next_power_of_two()
+}
+
+/// Closes a recovered log's tail at `end` (where its last whole record ends, or where a
+/// torn one starts): the space up to the next `pad_unit` boundary becomes padding (the
+/// unit's bytes before `end` written back as they are: a torn write of them leaves the
+/// same bytes), and the file is cut there, so stale frames of a torn commit past it can
+/// never be read as records once new ones are written before them. Returns where
+/// appending goes on.
+fn close_tail(file: &DirectFile, end: u64, unit: u64, pad_unit: usize) -> Result<u64> {
+    let pad_unit = pad_unit as u64;
+    let start = end.next_multiple_of(pad_unit);
+    if start != end {
+        let from = end / unit * unit;
+        let len = (start - from) as usize;
+        let mut block = PageAllocator::default().allocate_page_aligned(len)?;
+        file.read_at(&mut block, from)?;
+        let kept = (end - from) as usize;
+        block.set_len(len)?;
+        block[kept..].fill(0);
+        let gap = len - kept;
+        if gap >= FRAME_HEADER {
+            let pad = (gap - FRAME_HEADER) as u32;
+            let zeros_crc = crc32c::crc32c(&block[kept + FRAME_HEADER..]);
+            block[kept..kept + FRAME_HEADER].copy_from_slice(&frame_header(0, pad, zeros_crc));
+        }
+        file.write_at(&block, from)?;
+    }
+    file.set_len(start)?;
+    file.sync_data()?;
+    Ok(start)
+}

@@ -1,0 +1,487 @@
+//! The durable log's rules (DESIGN.md, "Durable log"; issue 14): numbers, round trips
+//! of hostile sizes, group commit, one writer per file, reopening, the never-rewritten
+//! rule, torn tails, damaged headers, and giving space back.
+
+use std::sync::Arc;
+
+use pagebuf::log::{LogOptions, LogReader, LogWriter, MAX_RECORD};
+use pagebuf::{Error, Lsn};
+
+mod support;
+use support::{pattern, ScratchDir};
+
+/// The records of the log at `path`, and the error that ended them, if any.
+fn read_all(path: &std::path::Path) -> (Vec<(Lsn, Vec<u8>)>, Option<Error>) {
+    let mut records = Vec::new();
+    for record in LogReader::open(path).unwrap() {
+        match record {
+            Ok(record) => records.push((record.lsn, record.data.to_vec())),
+            Err(err) => return (records, Some(err)),
+        }
+    }
+    (records, None)
+}
+
+/// Record `lsn`'s bytes in these tests: `len` bytes of a pattern seeded by the number.
+fn record(lsn: Lsn, len: usize) -> Vec<u8> {
+    pattern(lsn * 7919, len)
+}
+
+/// Sizes that meet every edge of the layout: empty, below and at a frame's alignment,
+/// around the end of a 4 KiB unit, a staging block and more.
+const SIZES: &[usize] = &[
+    0,
+    1,
+    7,
+    8,
+    9,
+    100,
+    4063,
+    4064,
+    4072,
+    4080,
+    4081,
+    4096,
+    65_536,
+    262_144,
+    262_145,
+    (1 << 20) + 3,
+];
+
+#[test]
+fn records_of_every_size_come_back_in_order() {
+    let dir = ScratchDir::new("log_rules", "sizes");
+    let path = dir.join("log");
+    let log = LogWriter::create(&path).unwrap();
+    assert_eq!(log.durable_lsn(), 0);
+    let mut lens = Vec::new();
+    for (i, &len) in SIZES.iter().cycle().take(3 * SIZES.len()).enumerate() {
+        let lsn = log.append(&record(i as u64 + 1, len)).unwrap();
+        assert_eq!(lsn, i as u64 + 1, "numbers start at 1 and grow by one");
+        lens.push(len);
+        // Commit every few records, so that records meet padding at every offset.
+        if i % 3 == 1 {
+            log.commit(lsn).unwrap();
+            assert_eq!(log.durable_lsn(), lsn);
+        }
+    }
+    let last = log.sync().unwrap();
+    assert_eq!(last, lens.len() as u64);
+    drop(log);
+    let (records, err) = read_all(&path);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(records.len(), lens.len());
+    for (i, (lsn, data)) in records.iter().enumerate() {
+        assert_eq!(*lsn, i as u64 + 1);
+        assert!(*data == record(*lsn, lens[i]), "record {lsn} differs");
+    }
+}
+
+#[test]
+fn numbers_and_caps_are_checked() {
+    let dir = ScratchDir::new("log_rules", "numbers");
+    let path = dir.join("log");
+    let log = LogWriter::create(&path).unwrap();
+    log.commit(0).unwrap();
+    assert_eq!(log.sync().unwrap(), 0, "an empty log syncs to 0");
+    match log.commit(1) {
+        Err(Error::InvalidArgument(why)) => assert!(why.contains("commit(1)"), "{why}"),
+        other => panic!("commit past the last record: {other:?}"),
+    }
+    match log.append(&vec![0; MAX_RECORD + 1]) {
+        Err(Error::InvalidArgument(why)) => assert!(why.contains("MAX_RECORD"), "{why}"),
+        other => panic!("a record past the cap: {other:?}"),
+    }
+    let lsn = log.append(&vec![3; MAX_RECORD]).unwrap();
+    assert_eq!(lsn, 1, "a refused record takes no number");
+    log.commit(lsn).unwrap();
+    match log.truncate_before(2) {
+        Err(Error::InvalidArgument(why)) => assert!(why.contains("durable"), "{why}"),
+        other => panic!("truncating past the durable records: {other:?}"),
+    }
+    for (what, options) in [
+        ("depth 0", LogOptions::default().depth(0)),
+        ("block 0", LogOptions::default().block_size(0)),
+        (
+            "block not a unit multiple",
+            LogOptions::default().block_size(4096 + 512),
+        ),
+        (
+            "block past the cap",
+            LogOptions::default().block_size(1 << 30),
+        ),
+    ] {
+        let other = dir.join(what);
+        match LogWriter::create_with(&other, options) {
+            Err(Error::InvalidArgument(why)) => {
+                assert!(why.contains("LogOptions"), "{what}: {why}")
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+        assert!(
+            !other.exists(),
+            "{what}: the file was made before the options were checked"
+        );
+    }
+}
+
+#[test]
+fn one_writer_per_file() {
+    let dir = ScratchDir::new("log_rules", "exclusive");
+    let path = dir.join("log");
+    let log = LogWriter::create(&path).unwrap();
+    log.commit(log.append(b"kept").unwrap()).unwrap();
+    for (what, second) in [
+        ("create", LogWriter::create(&path)),
+        ("open", LogWriter::open(&path)),
+    ] {
+        match second {
+            Err(Error::InvalidRequest(why)) => assert!(why.contains("another writer"), "{why}"),
+            other => panic!("a second writer by {what}: {other:?}"),
+        }
+    }
+    drop(log);
+    let (records, _) = read_all(&path);
+    assert_eq!(
+        records,
+        vec![(1, b"kept".to_vec())],
+        "the second writer touched the file"
+    );
+}
+
+#[test]
+fn a_reopened_log_goes_on_where_it_ended() {
+    let dir = ScratchDir::new("log_rules", "reopen");
+    let path = dir.join("log");
+    let mut expected = Vec::new();
+    for round in 0..4u64 {
+        let log = if round == 0 {
+            LogWriter::create(&path).unwrap()
+        } else {
+            LogWriter::open(&path).unwrap()
+        };
+        assert_eq!(log.durable_lsn(), expected.len() as u64, "round {round}");
+        for i in 0..50 {
+            let len = SIZES[(i + round as usize) % SIZES.len()] % 70_000;
+            let lsn = log.append(&record(expected.len() as u64 + 1, len)).unwrap();
+            expected.push((lsn, record(lsn, len)));
+        }
+        log.sync().unwrap();
+    }
+    let (records, err) = read_all(&path);
+    assert!(err.is_none(), "{err:?}");
+    assert!(records == expected, "reopened logs lost or changed records");
+}
+
+#[test]
+fn what_is_not_committed_may_be_missing_but_is_never_wrong() {
+    let dir = ScratchDir::new("log_rules", "uncommitted");
+    let path = dir.join("log");
+    let log = LogWriter::create(&path).unwrap();
+    for i in 1..=10 {
+        log.append(&record(i, 1000)).unwrap();
+    }
+    log.commit(10).unwrap();
+    for i in 11..=20 {
+        log.append(&record(i, 1000)).unwrap();
+    }
+    drop(log); // no commit of 11..=20
+    let (records, err) = read_all(&path);
+    assert!(err.is_none(), "{err:?}");
+    assert!(records.len() >= 10);
+    for (lsn, data) in records {
+        assert!(data == record(lsn, 1000), "record {lsn}");
+    }
+}
+
+/// A commit never writes over bytes an earlier commit made durable: every write
+/// after commit k starts at or past the end of what commit k wrote.
+#[cfg(feature = "testing")]
+#[test]
+fn no_write_covers_a_committed_unit() {
+    let dir = ScratchDir::new("log_rules", "never_rewritten");
+    let path = dir.join("log");
+    let log = LogWriter::create_with(&path, LogOptions::default().block_size(64 << 10)).unwrap();
+    log.trace_writes();
+    let mut durable_end = 0;
+    let mut seen = 0;
+    for i in 0..300u64 {
+        let len = SIZES[i as usize % SIZES.len()] % 100_000;
+        let lsn = log.append(&record(i + 1, len)).unwrap();
+        if i % 4 == 0 {
+            log.commit(lsn).unwrap();
+            let writes = log.traced_writes();
+            for &(offset, len) in &writes[seen..] {
+                assert!(
+                    offset >= durable_end,
+                    "a write at {offset} (+{len}) covers bytes committed below {durable_end}"
+                );
+            }
+            seen = writes.len();
+            durable_end = writes.iter().map(|&(o, l)| o + l as u64).max().unwrap();
+            assert_eq!(durable_end % 4096, 0, "a commit ended off a unit boundary");
+        }
+    }
+    let stats = log.stats();
+    assert!(
+        stats.padding_bytes > 0 && stats.padding_bytes < stats.bytes_written,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn commits_from_many_threads_are_grouped() {
+    let dir = ScratchDir::new("log_rules", "group");
+    let path = dir.join("log");
+    let log = Arc::new(LogWriter::create(&path).unwrap());
+    let threads = 8;
+    let per_thread = 100;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..per_thread {
+                    let data = format!("thread {t} record {i}").into_bytes();
+                    let lsn = log.append(&data).unwrap();
+                    log.commit(lsn).unwrap();
+                    assert!(log.durable_lsn() >= lsn);
+                    mine.push((lsn, data));
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut expected: Vec<_> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    expected.sort();
+    let stats = log.stats();
+    assert_eq!(stats.appended, (threads * per_thread) as u64);
+    assert!(stats.syncs <= stats.commits, "{stats:?}");
+    eprintln!("{} commits took {} syncs", stats.commits, stats.syncs);
+    drop(log);
+    let (records, err) = read_all(&path);
+    assert!(err.is_none(), "{err:?}");
+    assert!(records == expected, "records lost, changed or out of order");
+}
+
+/// Overwrites `len` bytes at `offset` of `path` with `bytes` (through the page cache,
+/// then synced: what a torn or stale write leaves).
+fn overwrite(path: &std::path::Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(bytes, offset).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// The last unit of the last commit damaged (zeros, an older unit's bytes, garbage):
+/// every record committed before that commit is read back, then at most an error.
+#[test]
+fn a_torn_last_unit_loses_nothing_committed_before() {
+    let dir = ScratchDir::new("log_rules", "torn");
+    for (damage, seed) in [("zeros", 0u8), ("stale", 1), ("garbage", 2)] {
+        let path = dir.join(damage);
+        let log = LogWriter::create(&path).unwrap();
+        let mut ends = Vec::new(); // (last lsn of the commit, end offset written)
+        log.commit(0).unwrap();
+        for i in 1..=40u64 {
+            log.append(&record(i, 3000)).unwrap();
+            if i % 5 == 0 {
+                log.commit(i).unwrap();
+                // The writer's data ends on a unit: the file's end of data.
+                ends.push(i);
+            }
+        }
+        drop(log);
+        let (whole, _) = read_all(&path);
+        assert_eq!(whole.len(), 40);
+        // Find the last commit's units: frames of records 36..=40 and its padding. The
+        // last unit holding data is the one just below the first zero unit from 2 units.
+        let bytes = std::fs::read(&path).unwrap();
+        let units = bytes.len() / 4096;
+        let last = (2..units)
+            .rev()
+            .find(|&u| bytes[u * 4096..(u + 1) * 4096].iter().any(|&b| b != 0))
+            .unwrap();
+        let replacement = match seed {
+            0 => vec![0u8; 4096],
+            1 => bytes[2 * 4096..3 * 4096].to_vec(),
+            _ => pattern(99, 4096),
+        };
+        overwrite(&path, (last * 4096) as u64, &replacement);
+        let (records, err) = read_all(&path);
+        assert!(
+            records.len() >= 35,
+            "{damage}: only {} records",
+            records.len()
+        );
+        for (lsn, data) in &records {
+            assert!(
+                *data == record(*lsn, 3000),
+                "{damage}: record {lsn} is wrong"
+            );
+        }
+        if records.len() < 40 {
+            assert!(
+                err.is_some() || seed == 0,
+                "{damage}: records lost without an error"
+            );
+        }
+        // Reopened: the torn tail is cut and appending goes on after it.
+        let log = LogWriter::open(&path).unwrap();
+        let kept = log.durable_lsn();
+        assert_eq!(kept, records.len() as u64, "{damage}");
+        let lsn = log.append(&record(kept + 1, 5000)).unwrap();
+        log.commit(lsn).unwrap();
+        drop(log);
+        let (again, err) = read_all(&path);
+        assert!(err.is_none(), "{damage}: {err:?}");
+        assert_eq!(again.len() as u64, kept + 1, "{damage}");
+        assert!(again.last().unwrap().1 == record(kept + 1, 5000));
+    }
+}
+
+#[test]
+fn damaged_headers_and_foreign_files_are_corrupt_not_a_panic() {
+    let dir = ScratchDir::new("log_rules", "headers");
+    let path = dir.join("log");
+    let log = LogWriter::create(&path).unwrap();
+    for i in 1..=5 {
+        log.append(&record(i, 10)).unwrap();
+    }
+    log.sync().unwrap();
+    drop(log);
+    // Copy A damaged: copy B serves.
+    overwrite(&path, 3, b"xx");
+    let (records, err) = read_all(&path);
+    assert!(err.is_none() && records.len() == 5, "{err:?}");
+    // Both damaged: Corrupt, for the reader and for a writer reopening.
+    overwrite(&path, 4096 + 20, b"yy");
+    for result in [LogReader::open(&path).err(), LogWriter::open(&path).err()] {
+        assert!(matches!(result, Some(Error::Corrupt { .. })), "{result:?}");
+    }
+    // Not a log at all, empty, and short.
+    for (name, bytes) in [
+        ("text", b"hello, this is not a log".repeat(500)),
+        ("empty", Vec::new()),
+        ("short", b"PAGEBLOG".to_vec()),
+    ] {
+        let other = dir.join(name);
+        std::fs::write(&other, &bytes).unwrap();
+        match LogReader::open(&other) {
+            Err(Error::Corrupt { detail, .. }) => eprintln!("{name}: {detail}"),
+            other => panic!("{name}: {:?}", other.err()),
+        }
+    }
+}
+
+/// Random damage anywhere past the header: the reader yields a prefix of the records,
+/// each exactly as written, then at most one error; it never panics or yields a wrong
+/// record.
+#[test]
+fn random_damage_never_yields_a_wrong_record() {
+    let dir = ScratchDir::new("log_rules", "damage");
+    let path = dir.join("log");
+    let log = LogWriter::create(&path).unwrap();
+    let mut lens = Vec::new();
+    for i in 1..=200u64 {
+        let len = (i as usize * 997) % 9000;
+        log.append(&record(i, len)).unwrap();
+        lens.push(len);
+        if i % 7 == 0 {
+            log.commit(i).unwrap();
+        }
+    }
+    log.sync().unwrap();
+    drop(log);
+    let clean = std::fs::read(&path).unwrap();
+    let data_end = clean.iter().rposition(|&b| b != 0).unwrap() + 1;
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    for round in 0..200 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let at = 8192 + (seed as usize % (data_end - 8192));
+        let n = (1 + (seed >> 40) as usize % 64).min(data_end - at);
+        let damaged: Vec<u8> = clean[at..at + n]
+            .iter()
+            .enumerate()
+            .map(|(k, byte)| byte ^ ((seed >> (k % 56)) as u8 | 1))
+            .collect();
+        overwrite(&path, at as u64, &damaged);
+        let mut yielded = 0;
+        for item in LogReader::open(&path).unwrap() {
+            match item {
+                Ok(rec) => {
+                    yielded += 1;
+                    assert_eq!(rec.lsn, yielded, "round {round}: out of order");
+                    assert!(
+                        rec.data[..] == record(rec.lsn, lens[rec.lsn as usize - 1])[..],
+                        "round {round}: record {} is wrong (damage at {at}, {n} bytes)",
+                        rec.lsn
+                    );
+                }
+                Err(Error::Corrupt { offset, .. }) => {
+                    assert!(
+                        offset as usize <= at + n,
+                        "round {round}: error at {offset} past the damage at {at}"
+                    );
+                }
+                Err(other) => panic!("round {round}: {other}"),
+            }
+        }
+        overwrite(&path, at as u64, &clean[at..at + n]);
+    }
+}
+
+#[test]
+fn truncate_before_gives_space_back_and_keeps_the_rest() {
+    let dir = ScratchDir::new("log_rules", "truncate");
+    let path = dir.join("log");
+    let log = LogWriter::create(&path).unwrap();
+    for i in 1..=400u64 {
+        log.append(&record(i, 30_000)).unwrap();
+        if i % 10 == 0 {
+            log.commit(i).unwrap();
+        }
+    }
+    let blocks_before = std::fs::metadata(&path).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.blocks()
+    });
+    log.truncate_before(300).unwrap();
+    let blocks_after = std::fs::metadata(&path).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.blocks()
+    });
+    let (before, after) = (blocks_before.unwrap(), blocks_after.unwrap());
+    assert!(
+        after < before,
+        "no space given back: {before} -> {after} blocks"
+    );
+    // Appending and committing go on; readers start at a record at or before 300.
+    for i in 401..=420u64 {
+        log.append(&record(i, 30_000)).unwrap();
+    }
+    log.sync().unwrap();
+    drop(log);
+    let (records, err) = read_all(&path);
+    assert!(err.is_none(), "{err:?}");
+    let first = records[0].0;
+    assert!(first > 1 && first <= 300, "first kept record {first}");
+    assert_eq!(records.last().unwrap().0, 420);
+    for (lsn, data) in &records {
+        assert!(*data == record(*lsn, 30_000), "record {lsn}");
+    }
+    // Reopened after the cut: the same records, and it writes on.
+    let log = LogWriter::open(&path).unwrap();
+    assert_eq!(log.durable_lsn(), 420);
+    log.commit(log.append(b"after").unwrap()).unwrap();
+    drop(log);
+    let (again, err) = read_all(&path);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(again[0].0, first);
+    assert_eq!(again.last().unwrap(), &(421, b"after".to_vec()));
+}
