@@ -118,6 +118,19 @@ pub(crate) fn frame_header(lsn: Lsn, len: u32, data_crc: u32) -> [u8; FRAME_HEAD
     header
 }
 
+/// Fills `gap`, the rest of a commit's last unit after its last frame, as padding: one
+/// padding frame over zeros, or only zeros where the gap is 8 bytes (the skip rule
+/// covers those: a frame never starts in the last 8 bytes of a unit).
+pub(crate) fn fill_padding(gap: &mut [u8]) {
+    debug_assert!(gap.len() % FRAME_ALIGN == 0, "frames keep 8-byte alignment");
+    gap.fill(0);
+    if gap.len() >= FRAME_HEADER {
+        let len = u32::try_from(gap.len() - FRAME_HEADER).expect("padding is at most a unit");
+        let crc = crc32c::crc32c(&gap[FRAME_HEADER..]);
+        gap[..FRAME_HEADER].copy_from_slice(&frame_header(0, len, crc));
+    }
+}
+
 /// The checksum of a frame: CRC32C of its data, then its `lsn` and `len`.
 pub(crate) fn frame_crc(lsn: Lsn, len: u32, data: &[u8]) -> u32 {
     seal_crc(crc32c::crc32c(data), lsn, len)

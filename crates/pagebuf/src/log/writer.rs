@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::format::{
-    frame_header, frame_len, skip_before_frame, Header, FRAME_ALIGN, FRAME_HEADER,
+    fill_padding, frame_header, frame_len, skip_before_frame, Header, FRAME_HEADER,
 };
 use super::options::LogOptions;
 use super::scan::{read_header, Scanner, Step};
@@ -177,13 +177,7 @@ impl LogWriter {
     pub fn create_with(path: impl AsRef<Path>, options: LogOptions) -> Result<LogWriter> {
         let unit = device_unit(&limits_before_open(path.as_ref())?);
         let resolved = options.resolve(unit)?;
-        let file = DirectFile::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .exclusive(true)
-            .open(path.as_ref())?;
+        let file = DirectFile::create(path.as_ref())?;
         // The file's own figures, in case they differ from its directory's.
         let unit = device_unit(file.limits()).max(unit);
         let header = Header {
@@ -580,13 +574,7 @@ impl LogWriter {
         block
             .set_len(len + gap)
             .expect("blocks are multiples of the unit");
-        block[len..].fill(0);
-        if gap >= FRAME_HEADER {
-            let pad = (gap - FRAME_HEADER) as u32;
-            let zeros_crc = crc32c::crc32c(&block[len + FRAME_HEADER..]);
-            block[len..len + FRAME_HEADER].copy_from_slice(&frame_header(0, pad, zeros_crc));
-        }
-        debug_assert!(gap == 0 || gap >= FRAME_HEADER || gap == FRAME_ALIGN);
+        fill_padding(&mut block[len..]);
         self.counts
             .padding_bytes
             .fetch_add(gap as u64, Ordering::Relaxed);
@@ -637,13 +625,7 @@ fn close_tail(file: &DirectFile, end: u64, unit: u64, pad_unit: usize) -> Result
         file.read_at(&mut block, from)?;
         let kept = (end - from) as usize;
         block.set_len(len)?;
-        block[kept..].fill(0);
-        let gap = len - kept;
-        if gap >= FRAME_HEADER {
-            let pad = (gap - FRAME_HEADER) as u32;
-            let zeros_crc = crc32c::crc32c(&block[kept + FRAME_HEADER..]);
-            block[kept..kept + FRAME_HEADER].copy_from_slice(&frame_header(0, pad, zeros_crc));
-        }
+        fill_padding(&mut block[kept..]);
         file.write_at(&block, from)?;
     }
     file.set_len(start)?;
