@@ -261,7 +261,10 @@ fn commits_from_many_threads_are_grouped() {
     assert_eq!(stats.appended, (threads * per_thread) as u64);
     // Eight threads each waiting for a sync: had none of 800 commits ever met another
     // while a sync was under way, commits would not be grouped.
-    assert!(stats.syncs < stats.commits, "no commit shared a sync: {stats:?}");
+    assert!(
+        stats.syncs < stats.commits,
+        "no commit shared a sync: {stats:?}"
+    );
     eprintln!("{} commits took {} syncs", stats.commits, stats.syncs);
     drop(log);
     let (records, err) = read_all(&path);

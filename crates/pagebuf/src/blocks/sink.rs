@@ -124,8 +124,8 @@ impl BlockSink {
     }
 
     /// Writes `data` at `offset`: reserves space ahead, waits while `depth` writes are in
-    /// flight, and hands it to the ring. The ring cuts it into pieces of the device's
-    /// largest request, issued side by side.
+    /// flight, and hands it to the ring (one entry on io_uring; pieces of the device's
+    /// largest request, side by side, on worker threads).
     pub(crate) fn submit(&self, data: Buffer, offset: u64) -> Result<()> {
         let end = offset.saturating_add(data.len() as u64);
         self.reserve(end);

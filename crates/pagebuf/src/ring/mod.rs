@@ -27,7 +27,9 @@
 //!   A `Pending` never borrows: a safe form either owns the memory or blocks.
 //! * **Checked before the kernel.** Misaligned address, offset or length is
 //!   [`Error::Misaligned`](crate::Error::Misaligned) without a system call; a transfer
-//!   above the device's largest request goes as pieces of that size.
+//!   above the device's largest request goes as one io_uring entry, which the block
+//!   layer splits at the device's limits (faster than entries of the device's size:
+//!   BENCHMARKS.md), or as pieces of that size on worker threads.
 //!
 //! ```
 //! use pagebuf::direct::DirectFile;

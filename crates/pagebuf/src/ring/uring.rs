@@ -9,8 +9,9 @@
 //!   completion is handed to them. The reaper thread works only while some transfer has
 //!   no such thread: an async task waits for it, or its `Pending` is gone. So a read
 //!   waited for on a plain thread costs no thread switch.
-//! * A transfer above the device's largest request is cut into pieces, one entry each,
-//!   sharing one completion slot; the kernel's user data is `slot << 20 | piece`.
+//! * A transfer is one entry (the block layer splits it at the device's limits); past
+//!   1 GiB it is cut into pieces, one entry each, sharing one completion slot; the
+//!   kernel's user data is `slot << 20 | piece`.
 //! * Registered pools ([`FixedTable`]): a transfer whose memory lies inside a registered
 //!   pool goes as `READ_FIXED`/`WRITE_FIXED`. The table keeps the pools alive, and the
 //!   ring is closed (unregistering them) before they are dropped.
