@@ -72,6 +72,12 @@ pub enum HugePages {
     Prefer,
     /// Reserved huge pages or [`Error::Unsupported`].
     Require,
+    /// Normal pages advised as transparent huge pages (`MADV_HUGEPAGE`) before they are
+    /// faulted in: no reservation needed, huge pages where the kernel has them (THP
+    /// `always` or `madvise`), small ones elsewhere, without a note. Physically
+    /// contiguous 2 MiB runs make direct I/O from registered memory one segment per
+    /// 2 MiB (BENCHMARKS.md, issue 13).
+    Transparent,
 }
 
 /// How to map a [`Region`]. Build with the methods, which take and return `Self`.
@@ -168,6 +174,7 @@ impl Region {
         let mut note = None;
         let mut region = match options.huge_pages {
             HugePages::Off => Self::map_pages(len, page_size(), options, false)?,
+            HugePages::Transparent => Self::map_transparent(len, options)?,
             HugePages::Prefer | HugePages::Require => match Self::map_huge(len, options) {
                 Ok(region) => region,
                 Err(err @ Error::InvalidArgument(_)) => return Err(err),
@@ -176,18 +183,7 @@ impl Region {
                         "{why}; fell back to {}-byte pages advised as transparent huge pages",
                         page_size()
                     ));
-                    let region = Self::map_pages(len, page_size(), options, false)?;
-                    // Advice only: a kernel without THP says EINVAL and the region
-                    // simply stays on normal pages, which the note already admits.
-                    // SAFETY: the range is exactly the mapping just created and owned.
-                    let _ = unsafe {
-                        mm::madvise(
-                            region.ptr.as_ptr().cast(),
-                            region.mapped_len,
-                            mm::Advice::LinuxHugepage,
-                        )
-                    };
-                    region
+                    Self::map_transparent(len, options)?
                 }
                 Err(refused) => return Err(refused),
             },
@@ -195,6 +191,31 @@ impl Region {
         region.note = note;
         if options.lock {
             region.lock()?;
+        }
+        Ok(region)
+    }
+
+    /// Normal pages advised as transparent huge pages, advised *before* they are faulted
+    /// in (a page faulted first stays a small page): mapped without `MAP_POPULATE`,
+    /// advised, then populated if asked.
+    fn map_transparent(len: usize, options: RegionOptions) -> Result<Region> {
+        let region = Self::map_pages(len, page_size(), options.prefault(false), false)?;
+        let (ptr, mapped) = (region.ptr.as_ptr().cast(), region.mapped_len);
+        // Advice only: a kernel without THP says EINVAL and the region simply stays on
+        // normal pages.
+        // SAFETY: the range is exactly the mapping just created and owned.
+        let _ = unsafe { mm::madvise(ptr, mapped, mm::Advice::LinuxHugepage) };
+        if options.prefault {
+            // MADV_POPULATE_WRITE (Linux 5.14): faults every page in, huge where it can.
+            // SAFETY: as above; populating changes no contents (fresh zero pages).
+            let populated = unsafe { mm::madvise(ptr, mapped, mm::Advice::LinuxPopulateWrite) };
+            if populated.is_err() {
+                // Older kernels: touch one byte a page (a write, so the page is private).
+                for at in (0..mapped).step_by(page_size()) {
+                    // SAFETY: `at` is inside the fresh mapping, which nothing else sees.
+                    unsafe { region.ptr.as_ptr().add(at).write_volatile(0) };
+                }
+            }
         }
         Ok(region)
     }

@@ -44,12 +44,20 @@ fn check(data: &[u8]) -> (u64, u64) {
 /// The child: reopens (or creates) the log, then 4 threads append and commit until the
 /// process is killed, printing `acked LSN THREAD SEQ` once each commit has returned.
 fn child_writes(path: &std::path::Path, run: u64) {
-    let log = Arc::new(match LogWriter::open(path) {
-        Ok(log) => log,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            LogWriter::create(path).unwrap()
+    // A killed writer's lock outlives it until the kernel has finished the I/O it had in
+    // flight (its ring's requests hold the file): a few milliseconds. Retry until then.
+    let started = Instant::now();
+    let log = Arc::new(loop {
+        match LogWriter::open(path) {
+            Ok(log) => break log,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                break LogWriter::create(path).unwrap()
+            }
+            Err(Error::InvalidRequest(_)) if started.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(err) => panic!("reopening the log: {err}"),
         }
-        Err(err) => panic!("reopening the log: {err}"),
     });
     println!("opened {}", log.durable_lsn());
     let threads: Vec<_> = (0..4u64)
@@ -105,11 +113,8 @@ fn a_writer_killed_at_random_moments_loses_nothing_committed() {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         // Wait until it has reopened the log, then let it run 0-60 ms and kill it. (The
         // harness's `test NAME ... ` has no newline: the report may share its line.)
-        for line in lines.by_ref() {
-            if line.unwrap().contains("opened ") {
-                break;
-            }
-        }
+        let opened = lines.by_ref().any(|line| line.unwrap().contains("opened "));
+        assert!(opened, "run {run}: the child never reopened the log");
         std::thread::sleep(Duration::from_micros(rng % 60_000));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();

@@ -1,5 +1,6 @@
 //! [`BlockSink`]: positioned writes of whole blocks to one file, on an `IoRing`.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -24,8 +25,10 @@ pub struct WriteTrace {
 /// What the sink's callers and its completions share.
 #[derive(Default)]
 struct State {
-    /// Writes handed to the ring whose outcome has not come back.
-    in_flight: usize,
+    /// Writes handed to the ring whose outcome has not come back, by ticket.
+    in_flight: BTreeSet<Ticket>,
+    /// The ticket of the last write submitted (0: none yet).
+    last_ticket: Ticket,
     /// The first failure, kept for good: later writes are refused, every caller sees it.
     failure: Option<Error>,
     /// The end of the furthest write submitted (a padded tail reaches past the content).
@@ -33,7 +36,16 @@ struct State {
     trace: Option<Vec<WriteTrace>>,
 }
 
+/// A write's number in submission order, from 1: what
+/// [`BlockSink::sync_through`] waits for.
+pub(crate) type Ticket = u64;
+
 impl State {
+    /// Whether every write up to `ticket` has come back.
+    fn done_through(&self, ticket: Ticket) -> bool {
+        self.in_flight.first().is_none_or(|&oldest| oldest > ticket)
+    }
+
     fn check(&self) -> Result<()> {
         match &self.failure {
             Some(err) => Err(err.clone()),
@@ -126,13 +138,13 @@ impl BlockSink {
     /// Writes `data` at `offset`: reserves space ahead, waits while `depth` writes are in
     /// flight, and hands it to the ring (one entry on io_uring; pieces of the device's
     /// largest request, side by side, on worker threads).
-    pub(crate) fn submit(&self, data: Buffer, offset: u64) -> Result<()> {
+    pub(crate) fn submit(&self, data: Buffer, offset: u64) -> Result<Ticket> {
         let end = offset.saturating_add(data.len() as u64);
         self.reserve(end);
         let mut state = self.shared.lock();
         loop {
             state.check()?;
-            if state.in_flight < self.depth {
+            if state.in_flight.len() < self.depth {
                 break;
             }
             state = self
@@ -141,7 +153,9 @@ impl BlockSink {
                 .wait(state)
                 .unwrap_or_else(|p| p.into_inner());
         }
-        state.in_flight += 1;
+        state.last_ticket += 1;
+        let ticket = state.last_ticket;
+        state.in_flight.insert(ticket);
         state.written_end = state.written_end.max(end);
         if self.shared.tracing.load(Ordering::Acquire) {
             state.trace.get_or_insert_with(Vec::new).push(WriteTrace {
@@ -158,11 +172,11 @@ impl BlockSink {
                 if let Err(err) = outcome {
                     state.failure.get_or_insert(err);
                 }
-                state.in_flight -= 1;
+                state.in_flight.remove(&ticket);
                 drop(state);
                 shared.done.notify_all();
             });
-        Ok(())
+        Ok(ticket)
     }
 
     /// The sticky failure, if a write (or a [`fail`](Self::fail)ed step) ever failed.
@@ -183,8 +197,21 @@ impl BlockSink {
 
     /// Waits until every write submitted has completed; then reports the sticky failure.
     pub(crate) fn wait_idle(&self) -> Result<()> {
+        let last = self.last_ticket();
+        self.wait_through(last)
+    }
+
+    /// The ticket of the last write submitted so far (0: none).
+    pub(crate) fn last_ticket(&self) -> Ticket {
+        self.shared.lock().last_ticket
+    }
+
+    /// Waits until every write up to `ticket` has completed (later ones may still be in
+    /// flight: a writer that goes on submitting never holds this up); then reports the
+    /// sticky failure.
+    fn wait_through(&self, ticket: Ticket) -> Result<()> {
         let mut state = self.shared.lock();
-        while state.in_flight > 0 {
+        while !state.done_through(ticket) {
             state = self
                 .shared
                 .done
@@ -197,7 +224,14 @@ impl BlockSink {
     /// A durability barrier: every write submitted before the call is on disk
     /// (`fdatasync` on the ring, once they have all completed).
     pub(crate) fn sync(&self) -> Result<()> {
-        self.wait_idle()?;
+        self.sync_through(self.last_ticket())
+    }
+
+    /// Makes every write up to `ticket` durable: waits for those (not for later ones),
+    /// then `fdatasync` on the ring. What a flush or a commit taken under a lock and
+    /// finished outside it uses, while other threads go on submitting.
+    pub(crate) fn sync_through(&self, ticket: Ticket) -> Result<()> {
+        self.wait_through(ticket)?;
         self.ring
             .sync_data(&self.file)
             .wait()

@@ -369,14 +369,17 @@ impl LogWriter {
         // This thread commits everything appended so far.
         let target = state.next_lsn - 1;
         let tail = self.seal(&mut state);
+        // Every full block of these records was handed to the sink before this point.
+        let before = self.sink.last_ticket();
         state.commit = Commit::Running;
         drop(state);
         self.counts.syncs.fetch_add(1, Ordering::Relaxed);
+        // Appends go on meanwhile; the sync waits only for what these records need.
         let written = match tail {
             Some((block, at)) => self.sink.submit(block.freeze(), at),
-            None => Ok(()),
+            None => Ok(before),
         }
-        .and_then(|()| self.sink.sync());
+        .and_then(|ticket| self.sink.sync_through(ticket));
         let mut state = self.lock();
         state.commit = Commit::Idle;
         match written {

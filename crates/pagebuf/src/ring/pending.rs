@@ -18,6 +18,9 @@ pub(crate) trait Drive: Send + Sync {
     /// Blocks until transfer `id` may have completed (a spurious return is fine: the
     /// caller polls again).
     fn block(&self, id: usize);
+    /// Hands out completions already posted, without waiting (where completions need
+    /// taking: io_uring's queue; worker threads hand theirs out themselves).
+    fn reap_ready(&self) {}
 }
 
 /// The thread engine's way: the worker that completes the transfer unparks the waiter.
@@ -101,9 +104,22 @@ impl<T> Pending<T> {
         }
     }
 
-    /// Whether the outcome is in (a `wait` would not block).
+    /// Whether the outcome is in (a `wait` would not block): the transfer was refused
+    /// before the kernel, or its completion has been handed out. No system call; what
+    /// a thread with many transfers in flight checks to take whichever is done first.
     pub fn is_ready(&self) -> bool {
-        matches!(self.state, State::Ready(_))
+        match &self.state {
+            State::Ready(_) => true,
+            State::InFlight { driver, id, .. } => {
+                let completions = driver.completions();
+                if completions.is_done(*id) {
+                    return true;
+                }
+                // Nobody may be reaping: take what the kernel has posted, then look again.
+                driver.reap_ready();
+                completions.is_done(*id)
+            }
+        }
     }
 }
 

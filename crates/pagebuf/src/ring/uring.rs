@@ -148,23 +148,9 @@ impl UringEngine {
         })
     }
 
-    /// Hands out the completions already in the queue, without waiting and without a
-    /// system call, unless another thread is reaping (it hands them out itself). What
-    /// makes a transfer whose `Pending` was forgotten count as done: no thread waits
-    /// for it, and the reaper thread is not asked to.
+    /// Hands out the completions already in the queue (see `Drive::reap_ready`).
     pub(crate) fn reap_ready(&self) {
-        let shared = &*self.shared;
-        if shared.completions.forked() {
-            return; // the child has no queue (`MADV_DONTFORK`)
-        }
-        let Ok(cq) = shared.cq.try_lock() else {
-            return;
-        };
-        let mut after = Vec::new();
-        shared.drain(&mut after);
-        drop(cq);
-        run(after);
-        shared.pass_on();
+        self.shared.reap_ready();
     }
 
     /// Submits `op` (detached with `on_done`) into a slot of the completion table, which
@@ -361,6 +347,25 @@ impl Shared {
 impl Drive for Shared {
     fn completions(&self) -> &Completions {
         &self.completions
+    }
+
+    /// Hands out the completions already in the queue, without waiting and without a
+    /// system call, unless another thread is reaping (it hands them out itself). What
+    /// makes a transfer whose `Pending` was forgotten count as done (no thread waits for
+    /// it, and the reaper thread is not asked to), and what `Pending::is_ready` relies
+    /// on.
+    fn reap_ready(&self) {
+        if self.completions.forked() {
+            return; // the child has no queue (`MADV_DONTFORK`)
+        }
+        let Ok(cq) = self.cq.try_lock() else {
+            return;
+        };
+        let mut after = Vec::new();
+        self.drain(&mut after);
+        drop(cq);
+        run(after);
+        self.pass_on();
     }
 
     /// Reaps for itself if no other thread is reaping; otherwise parks until its

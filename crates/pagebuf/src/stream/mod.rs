@@ -43,6 +43,7 @@
 mod flags;
 pub(crate) mod format;
 mod reader;
+mod watermark;
 mod writer;
 
 use std::time::Duration;
@@ -53,6 +54,7 @@ pub use crate::blocks::WriteTrace;
 use crate::buffer::Buffer;
 pub use flags::SampleFlags;
 pub use reader::{ReaderOptions, SampleReader};
+pub use watermark::{StreamMark, Watermark};
 pub use writer::{SampleWriter, WriterOptions};
 
 /// Time in 100-nanosecond units (the reference's `QWORD cnsSampleTime`) per second.

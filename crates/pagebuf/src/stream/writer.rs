@@ -41,7 +41,7 @@ use super::format::{
     data_start, payload_crc, FileHeader, Index, IndexPoint, RecordHeader, RecordKind, MAX_STREAMS,
     MIN_UNIT, RECORD_HEADER, VERSION,
 };
-use super::{SampleFlags, StreamKind, StreamSummary, WriteSummary, TICKS_PER_SECOND};
+use super::{SampleFlags, StreamKind, StreamSummary, Watermark, WriteSummary, TICKS_PER_SECOND};
 
 /// Samples at least this long, allocated by `allocate_sample`, are written from their
 /// own buffer; shorter ones are copied into a chunk (a separate write of a few bytes
@@ -202,6 +202,39 @@ pub struct SampleWriter {
     chunks: OwnPool,
     sink: BlockSink,
     inner: Mutex<Inner>,
+    #[cfg(feature = "testing")]
+    sync_gate: Gate,
+}
+
+/// A gate flushes pass before their sync; closed only by tests.
+#[cfg(feature = "testing")]
+#[derive(Default)]
+struct Gate {
+    /// (closed, flushes waiting at it)
+    state: Mutex<(bool, usize)>,
+    changed: std::sync::Condvar,
+}
+
+#[cfg(feature = "testing")]
+impl Gate {
+    fn pass(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.1 += 1;
+        self.changed.notify_all();
+        while state.0 {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.1 -= 1;
+    }
+
+    fn hold(&self, closed: bool) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0 = closed;
+        self.changed.notify_all();
+    }
+
+    fn held(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
 }
 
 impl SampleWriter {
@@ -286,6 +319,8 @@ impl SampleWriter {
                 zero_copy: 0,
                 copied: 0,
             }),
+            #[cfg(feature = "testing")]
+            sync_gate: Gate::default(),
         })
     }
 
@@ -654,18 +689,48 @@ impl SampleWriter {
     }
 
     /// A durability barrier: returns once every sample written before the call is on
-    /// disk. `Ok` when not writing.
+    /// disk, with the [`Watermark`] of what that is.
+    ///
+    /// Other threads are not held up: the pending copied samples are sealed under the
+    /// writer's lock (a moment), then the wait for the disk and the `fdatasync` happen
+    /// without it, so `write_sample` and `allocate_sample` go on during a flush (what they
+    /// write then is not in this watermark). The sync waits only for the writes this
+    /// flush covers, not for those issued after it. Not writing: the watermark of what
+    /// was written (all of it durable once `end_writing` returned; none before
+    /// `begin_writing`).
     ///
     /// # Errors
     /// The original [`Error::Io`] of a failed write or of the sync.
-    pub fn flush(&self) -> Result<()> {
+    pub fn flush(&self) -> Result<Watermark> {
         let mut inner = self.lock();
+        let mark = Watermark::of(&inner.totals);
         if inner.phase != Phase::Writing {
-            return Ok(());
+            return Ok(mark);
         }
         self.sink.check()?;
         self.seal(&mut inner)?;
-        self.sink.sync()
+        let covered = self.sink.last_ticket();
+        drop(inner);
+        #[cfg(feature = "testing")]
+        self.sync_gate.pass();
+        self.sink.sync_through(covered)?;
+        Ok(mark)
+    }
+
+    /// Holds every flush at the point where it has let go of the writer's lock and is
+    /// about to wait for the disk, until called again with `false` (tests of the
+    /// flush that must not stall writers).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn hold_flushes_before_sync(&self, hold: bool) {
+        self.sync_gate.hold(hold);
+    }
+
+    /// Flushes held now by [`hold_flushes_before_sync`](Self::hold_flushes_before_sync).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn flushes_held(&self) -> usize {
+        self.sync_gate.held()
     }
 
     /// Drains every sample, writes the index, finalizes the header, syncs, and reports.
