@@ -2,8 +2,8 @@
 //! fixed number in flight (an `IoRing` at a queue depth), for as long as asked; IOPS,
 //! latency percentiles and CPU time per GiB read, as fio reports them.
 //!
-//! Whichever read is in is taken first (the oldest is waited for when none is), and
-//! each is replaced as soon as it is taken: the queue stays at `depth`.
+//! The reads are waited for in the order they were issued, and each is replaced as soon
+//! as it is in: the queue stays at `depth` except while the oldest read is the slowest.
 //! A read's latency runs from its submission to the moment it is taken.
 
 use std::collections::VecDeque;
@@ -85,12 +85,7 @@ pub fn measure(
     for _ in 0..depth {
         submit(&mut random, &mut in_flight)?;
     }
-    while !in_flight.is_empty() {
-        // Whichever read is in first (as fio reaps); the oldest when none is yet.
-        let done = in_flight.iter().position(|(_, read)| read.is_ready());
-        let (issued, read) = in_flight
-            .remove(done.unwrap_or(0))
-            .expect("the queue is not empty");
+    while let Some((issued, read)) = in_flight.pop_front() {
         let frame = read.wait()?;
         let now = Instant::now();
         latencies.push(now - issued);

@@ -105,7 +105,8 @@ impl Default for CopyOptions {
 impl CopyOptions {
     /// Bytes per transfer: a multiple of both files' alignment, at most
     /// [`caps::MAX_BLOCK_SIZE`] (default [`DEFAULT_COPY_BLOCK`]). A block above the
-    /// device's largest request goes to it as pieces of that size, side by side.
+    /// device's largest request reaches it as several requests side by side (one
+    /// io_uring entry the block layer splits; on worker threads, pieces of that size).
     pub fn block_size(mut self, bytes: usize) -> Self {
         self.block_size = Some(bytes);
         self

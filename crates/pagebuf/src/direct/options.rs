@@ -57,7 +57,8 @@ impl SequentialOptions {
     /// Bytes per transfer, a multiple of the file's alignment, up to
     /// [`caps::MAX_BLOCK_SIZE`](crate::caps::MAX_BLOCK_SIZE) (default: the device's
     /// largest single request, at most 1 MiB). A block above the device's largest
-    /// request goes to it as pieces of that size, side by side.
+    /// request reaches it as several requests side by side (one io_uring entry the block
+    /// layer splits; on worker threads, pieces of that size).
     pub fn block_size(mut self, bytes: usize) -> Self {
         self.block_size = Some(bytes);
         self

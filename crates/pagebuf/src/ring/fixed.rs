@@ -77,6 +77,10 @@ enum Growth {
 
 pub(crate) struct FixedTable {
     slots: RwLock<Vec<Slot>>,
+    /// The registered slots alone, `(start, end, index)`: what a submission looks up,
+    /// without walking the free slots of the table. Rebuilt (under the `slots` write
+    /// lock) whenever a slot is filled or cleared.
+    live: RwLock<Vec<(usize, usize, u16)>>,
     growth: Growth,
     bytes: AtomicUsize,
     retiring: AtomicUsize,
@@ -114,6 +118,7 @@ impl FixedTable {
     fn empty(growth: Growth) -> FixedTable {
         FixedTable {
             slots: RwLock::new(Vec::new()),
+            live: RwLock::new(Vec::new()),
             growth,
             bytes: AtomicUsize::new(0),
             retiring: AtomicUsize::new(0),
@@ -125,13 +130,15 @@ impl FixedTable {
         if len == 0 || self.bytes.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-        slots.iter().enumerate().find_map(|(index, slot)| {
-            let region = slot.region()?;
-            let inside = region.start <= base && base.saturating_add(len) <= region.end;
-            // Below 65,536: the table is never made larger.
-            inside.then_some(index as u16)
-        })
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        live.iter()
+            .find(|&&(start, end, _)| start <= base && base.saturating_add(len) <= end)
+            .map(|&(_, _, index)| index)
+    }
+
+    /// Rebuilds `live` from `slots` (the caller holds the `slots` write lock).
+    fn publish(&self, slots: &[Slot]) {
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = live_of(slots);
     }
 
     /// Bytes of pool memory registered now.
@@ -192,6 +199,9 @@ impl FixedTable {
             return;
         }
         let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        // Held across the clearing: no submission may look up a slot that is being
+        // cleared (it would reach the kernel naming an empty one).
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
         for (index, slot) in slots.iter_mut().enumerate() {
             let Slot::Retiring(region) = slot else {
                 continue;
@@ -207,6 +217,7 @@ impl FixedTable {
                 *slot = Slot::Free;
             }
         }
+        *live = live_of(&slots);
     }
 
     /// Puts `pieces` into free slots of the sparse table, each made `state`; all or
@@ -255,6 +266,7 @@ impl FixedTable {
         for (&index, region) in free.iter().zip(pieces) {
             slots[index] = state(region);
         }
+        self.publish(&slots);
         self.bytes.fetch_add(bytes, Ordering::AcqRel);
         Ok(free.into_iter().map(|index| index as u16).collect())
     }
@@ -277,11 +289,25 @@ impl FixedTable {
         // keeps alive (it holds the pools) until the ring, and so the registration, is
         // gone.
         unsafe { ring.submitter().register_buffers(&iovecs) }.map_err(|e| refused(bytes, &e))?;
-        *self.slots.get_mut().unwrap_or_else(|p| p.into_inner()) =
-            pieces.into_iter().map(Slot::Kept).collect();
+        let slots: Vec<Slot> = pieces.into_iter().map(Slot::Kept).collect();
+        *self.live.get_mut().unwrap_or_else(|p| p.into_inner()) = live_of(&slots);
+        *self.slots.get_mut().unwrap_or_else(|p| p.into_inner()) = slots;
         self.bytes.store(bytes, Ordering::Release);
         Ok(())
     }
+}
+
+/// The registered slots of `slots`, as `(start, end, index)`.
+fn live_of(slots: &[Slot]) -> Vec<(usize, usize, u16)> {
+    slots
+        .iter()
+        .enumerate()
+        .filter_map(|(index, slot)| {
+            let region = slot.region()?;
+            // Below 65,536: the table is never made larger.
+            Some((region.start, region.end, index as u16))
+        })
+        .collect()
 }
 
 /// A pool's memory in pieces of at most 1 GiB (the kernel's limit per fixed buffer).
