@@ -6,6 +6,11 @@
 #
 #   scripts/bench-io.sh [SIZE_MIB=1024] [ROUNDS=5] [DIR=target/bench-io] [DEPTH=8] [READ_DEPTH=4]
 #
+# pagebuf writes twice: through io::Write (seqio write: one copy of every byte into the
+# writer's blocks) and through DirectWriter::write_buffer (seqio write-blocks: one of the
+# writer's own blocks filled once and handed over again and again, no copy, which is
+# what fio and dd do with their buffers).
+#
 # DEPTH is how many blocks pagebuf's writer keeps in flight: 8 by default, as many
 # transfers as fio's libaio and io_uring runs. READ_DEPTH is the reader's: 4 blocks by
 # default, each read as pieces of the device's largest request (1016 KiB here) issued
@@ -70,6 +75,10 @@ run_pagebuf() {
   if [ "$1" = write ]; then timed "$seqio" write "$file" "$3" "$bs" "$depth"
   else timed "$seqio" read "$file" "$3" "$bs" "$read_depth"; fi | awk '{ print $4 }'
 }
+run_blocks() { # writes only: one of the writer's blocks filled once, handed over again and again
+  fresh write
+  timed "$seqio" write-blocks "$file" "$3" $(($2 * 1048576)) "$depth" | awk '{ print $4 }'
+}
 run_buffered() {
   fresh write
   timed "$seqio" buffered "$file" "$3" $(($2 * 1048576)) | awk '{ print $4 }'
@@ -101,7 +110,7 @@ run_dd() {
 }
 
 tools_for() { # op -> the tools measured for it, in the order they run
-  if [ "$1" = write ]; then echo pagebuf buffered psync aio8 uring8 uring8fixed dd
+  if [ "$1" = write ]; then echo pagebuf blocks buffered psync aio8 uring8 uring8fixed dd
   else echo pagebuf psync aio8 uring8 uring8fixed dd; fi
 }
 
@@ -137,8 +146,8 @@ python3 - "$results" "$baselines" "$size_mib" "$rounds" "$depth" "$read_depth" "
 import statistics, sys
 results, baselines, size_mib, rounds, depth, read_depth, where = sys.argv[1:]
 gib = int(size_mib) / 1024
-tools = ["pagebuf", "psync", "aio8", "uring8", "uring8fixed", "dd", "buffered"]
-heads = ["pagebuf", "fio-psync", "fio-aio8", "fio-uring8", "fio-uring8fx", "dd", "buffered"]
+tools = ["pagebuf", "blocks", "psync", "aio8", "uring8", "uring8fixed", "dd", "buffered"]
+heads = ["pagebuf", "pb-blocks", "fio-psync", "fio-aio8", "fio-uring8", "fio-uring8fx", "dd", "buffered"]
 peers = ["psync", "aio8", "uring8", "uring8fixed", "dd"]
 startup = {}
 for line in open(baselines):
@@ -161,13 +170,19 @@ for bs in ["1M", "4M"]:
                 med[t] = (statistics.median(r for r, _ in v), statistics.median(c for _, c in v))
         cells = [f"{med[t][0]:>7.0f} {med[t][1]:>5.2f}" if t in med else f"{'-':>13}" for t in tools]
         best = max(med[t][0] for t in peers)
-        # per round: pagebuf against the best peer of that round, then the median
-        per_round = [runs[(op, bs, "pagebuf")][r][0] / max(runs[(op, bs, t)][r][0] for t in peers)
-                     for r in runs[(op, bs, "pagebuf")]]
-        print(f"{op:<6} {bs:<3} " + " ".join(cells)
-              + f" {med['pagebuf'][0] / best:>9.3f}x {statistics.median(per_round):>10.3f}x")
+        ratios = []
+        for mine in ["pagebuf", "blocks"]:
+            if mine not in med:
+                continue
+            # per round: against the best peer of that round, then the median
+            per_round = [runs[(op, bs, mine)][r][0] / max(runs[(op, bs, t)][r][0] for t in peers)
+                         for r in runs[(op, bs, mine)]]
+            ratios.append(f"{med[mine][0] / best:>9.3f}x {statistics.median(per_round):>10.3f}x")
+        print(f"{op:<6} {bs:<3} " + " ".join(cells) + " " + " | ".join(ratios))
 print(f"(MiB/s and CPU s per GiB (user + system, less start-up), medians of {rounds} rounds; pagebuf "
-      f"writing at depth {depth}, reading at depth {read_depth}; best-ratio = pagebuf's median / the best "
+      f"writing at depth {depth} through io::Write (one copy) and pb-blocks through write_buffer (one block "
+      f"filled once, no copy, as fio and dd), reading at depth {read_depth}; ratios for pagebuf, then for "
+      f"pb-blocks on writes; best-ratio = the median / the best "
       f"median of fio-psync, fio-aio8, fio-uring8, fio-uring8fx (--fixedbufs --registerfiles), dd; "
       f"round-ratio = median over rounds of pagebuf / that round's best of them; file {size_mib} MiB in {where})")
 print("start-up CPU seconds subtracted (least of 3 one-block runs; write 1M, read 1M, write 4M, read 4M): " + "; ".join(

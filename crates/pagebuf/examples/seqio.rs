@@ -2,7 +2,11 @@
 //! pagebuf's `DirectWriter` / `DirectReader` (or `std::fs` buffered + fsync, for
 //! contrast) and prints `MODE BYTES SECONDS MIB_PER_S` on one line.
 //!
-//! `cargo run --release -p pagebuf --example seqio -- write|read|buffered PATH SIZE BLOCK [DEPTH]`
+//! `write` goes through `io::Write` (one copy of every byte into the writer's blocks);
+//! `write-blocks` fills one of the writer's own blocks once and hands it over again and
+//! again with `write_buffer` (no copy: what fio and dd do with their buffers).
+//!
+//! `cargo run --release -p pagebuf --example seqio -- write|write-blocks|read|buffered PATH SIZE BLOCK [DEPTH]`
 
 use std::io::{BufRead, Write};
 use std::time::Instant;
@@ -13,7 +17,7 @@ use pagebuf::direct::{DirectReader, DirectReaderOptions, DirectWriter, DirectWri
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, path, size, block, rest @ ..] = &args[..] else {
-        return Err("usage: seqio write|read|buffered PATH SIZE_BYTES BLOCK_BYTES [DEPTH]".into());
+        return Err("usage: seqio write|write-blocks|read|buffered PATH SIZE_BYTES BLOCK_BYTES [DEPTH]".into());
     };
     let size: usize = size.parse()?;
     let block: usize = block.parse()?;
@@ -32,6 +36,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             while left > 0 {
                 let n = left.min(block);
                 out.write_all(&chunk[..n])?;
+                left -= n;
+            }
+            out.finish()? as usize
+        }
+        "write-blocks" => {
+            let mut out = DirectWriter::with_options(
+                DirectFile::create(path)?,
+                DirectWriterOptions::default()
+                    .block_size(block)
+                    .depth(depth),
+            )?;
+            let mut filled = out.allocate_block()?;
+            filled.extend_from_slice(&chunk)?;
+            let filled = filled.freeze();
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(block);
+                out.write_buffer(filled.slice(..n)?)?;
                 left -= n;
             }
             out.finish()? as usize

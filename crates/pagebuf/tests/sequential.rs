@@ -244,3 +244,107 @@ fn buf_read_hands_out_the_blocks_without_a_copy() {
     assert_eq!(&head[..], &bytes[..10]);
     assert_eq!(&rest[..], &bytes[10..10 + rest.len()]);
 }
+
+/// Counts the blocks a writer takes from its allocator: a buffer written without a
+/// copy takes none.
+struct CountingAllocator {
+    inner: pagebuf::PageAllocator,
+    blocks: std::sync::atomic::AtomicUsize,
+}
+
+impl BufferAllocator for CountingAllocator {
+    fn allocate(&self, max_size: usize) -> pagebuf::Result<pagebuf::BufferMut> {
+        self.allocate_page_aligned(max_size)
+    }
+    fn allocate_page_aligned(&self, max_size: usize) -> pagebuf::Result<pagebuf::BufferMut> {
+        self.blocks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.allocate_page_aligned(max_size)
+    }
+}
+
+/// `write_buffer` hands an aligned buffer at a block boundary to the disk as it is
+/// (the writer's allocator is never asked for a block), copies one that is not (a
+/// misaligned address, an odd length, or a partial block left by `io::Write`), and in
+/// every mix the bytes land in order.
+#[test]
+fn write_buffer_goes_without_a_copy_when_aligned_and_in_order_always() {
+    let dir = scratch("seq-write-buffer");
+    let block = 64 << 10;
+    let counting = Arc::new(CountingAllocator {
+        inner: pagebuf::PageAllocator::default(),
+        blocks: 0.into(),
+    });
+    let taken = || counting.blocks.load(std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join("mixed");
+    let mut out = DirectWriter::with_options(
+        DirectFile::create(&path).unwrap(),
+        DirectWriterOptions::default()
+            .block_size(block)
+            .depth(3)
+            .allocator(counting.clone()),
+    )
+    .unwrap();
+    let source = pagebuf::PageAllocator::default();
+    let filled = |len: usize, seed: u32| {
+        let mut b = source.allocate_page_aligned(len).unwrap();
+        b.extend_from_slice(&pattern(len, seed)).unwrap();
+        b.freeze()
+    };
+    let mut expected = Vec::new();
+
+    // Aligned, at a boundary: no block taken, even for one buffer written four times
+    // at once and one larger than a block.
+    let one = filled(block, 1);
+    for _ in 0..4 {
+        out.write_buffer(one.clone()).unwrap();
+        expected.extend_from_slice(&one);
+    }
+    let big = filled(3 * block + 4096, 2);
+    out.write_buffer(big.clone()).unwrap();
+    expected.extend_from_slice(&big);
+    assert_eq!(taken(), 0, "aligned buffers went through the writer's blocks");
+
+    // A misaligned address (a slice one byte in) is copied.
+    let shifted = filled(8192 + 1, 3).slice(1..).unwrap();
+    out.write_buffer(shifted.clone()).unwrap();
+    expected.extend_from_slice(&shifted);
+    assert_eq!(taken(), 1, "a misaligned buffer must be copied into a block");
+
+    // io::Write leaves a partial block: an aligned buffer after it is copied too,
+    // and stays copied until the blocks reach a boundary again.
+    out.write_all(&pattern(100, 4)).unwrap();
+    expected.extend_from_slice(&pattern(100, 4));
+    let after = filled(block, 5);
+    out.write_buffer(after.clone()).unwrap();
+    expected.extend_from_slice(&after);
+    // An odd length is copied (the tail finish pads and cuts).
+    let odd = filled(4096 + 7, 6);
+    out.write_buffer(odd.clone()).unwrap();
+    expected.extend_from_slice(&odd);
+    out.write_buffer(pagebuf::Buffer::from_owner(Vec::<u8>::new()))
+        .unwrap();
+    assert_eq!(out.accepted(), expected.len() as u64);
+    assert_eq!(out.finish().unwrap(), expected.len() as u64);
+    assert!(std::fs::read(&path).unwrap() == expected, "bytes out of order");
+
+    // The writer's own blocks (allocate_block) are aligned: no copy, exact bytes.
+    let path = dir.join("own");
+    let mut out = DirectWriter::with_options(
+        DirectFile::create(&path).unwrap(),
+        DirectWriterOptions::default().block_size(block).depth(2),
+    )
+    .unwrap();
+    let mut mine = out.allocate_block().unwrap();
+    assert_eq!(mine.max_len(), block);
+    mine.extend_from_slice(&pattern(block, 9)).unwrap();
+    let mine = mine.freeze();
+    for _ in 0..20 {
+        out.write_buffer(mine.clone()).unwrap();
+    }
+    out.write_buffer(mine.slice(..10).unwrap()).unwrap();
+    assert_eq!(out.finish().unwrap(), 20 * block as u64 + 10);
+    let back = std::fs::read(&path).unwrap();
+    assert!(back.chunks(block).take(20).all(|c| c == &mine[..]));
+    assert_eq!(&back[20 * block..], &mine[..10]);
+}
