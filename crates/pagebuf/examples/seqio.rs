@@ -17,7 +17,10 @@ use pagebuf::direct::{DirectReader, DirectReaderOptions, DirectWriter, DirectWri
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, path, size, block, rest @ ..] = &args[..] else {
-        return Err("usage: seqio write|write-blocks|read|buffered PATH SIZE_BYTES BLOCK_BYTES [DEPTH]".into());
+        return Err(
+            "usage: seqio write|write-blocks|read|buffered PATH SIZE_BYTES BLOCK_BYTES [DEPTH]"
+                .into(),
+        );
     };
     let size: usize = size.parse()?;
     let block: usize = block.parse()?;

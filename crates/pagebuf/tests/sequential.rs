@@ -303,13 +303,21 @@ fn write_buffer_goes_without_a_copy_when_aligned_and_in_order_always() {
     let big = filled(3 * block + 4096, 2);
     out.write_buffer(big.clone()).unwrap();
     expected.extend_from_slice(&big);
-    assert_eq!(taken(), 0, "aligned buffers went through the writer's blocks");
+    assert_eq!(
+        taken(),
+        0,
+        "aligned buffers went through the writer's blocks"
+    );
 
     // A misaligned address (a slice one byte in) is copied.
     let shifted = filled(8192 + 1, 3).slice(1..).unwrap();
     out.write_buffer(shifted.clone()).unwrap();
     expected.extend_from_slice(&shifted);
-    assert_eq!(taken(), 1, "a misaligned buffer must be copied into a block");
+    assert_eq!(
+        taken(),
+        1,
+        "a misaligned buffer must be copied into a block"
+    );
 
     // io::Write leaves a partial block: an aligned buffer after it is copied too,
     // and stays copied until the blocks reach a boundary again.
@@ -326,7 +334,10 @@ fn write_buffer_goes_without_a_copy_when_aligned_and_in_order_always() {
         .unwrap();
     assert_eq!(out.accepted(), expected.len() as u64);
     assert_eq!(out.finish().unwrap(), expected.len() as u64);
-    assert!(std::fs::read(&path).unwrap() == expected, "bytes out of order");
+    assert!(
+        std::fs::read(&path).unwrap() == expected,
+        "bytes out of order"
+    );
 
     // The writer's own blocks (allocate_block) are aligned: no copy, exact bytes.
     let path = dir.join("own");
