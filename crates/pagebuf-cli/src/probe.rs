@@ -98,6 +98,20 @@ fn figures(limits: &DeviceLimits) -> Vec<(&'static str, String, String, &'static
             s.direct_io.to_string(),
             "whether O_DIRECT works here (tried)",
         ),
+        (
+            "untorn writes",
+            if limits.atomic_write_unit_max == 0 {
+                "none".into()
+            } else {
+                format!(
+                    "{} to {}",
+                    size(limits.atomic_write_unit_min.into()),
+                    size(limits.atomic_write_unit_max.into())
+                )
+            },
+            s.atomic_write.to_string(),
+            "RWF_ATOMIC write sizes never torn by a crash (the log rewrites its tail with them)",
+        ),
     ]
 }
 
@@ -184,6 +198,8 @@ fn to_json(path: &Path, limits: &DeviceLimits) -> serde_json::Value {
         "max_non_page_aligned_transfer": figure(limits.max_non_page_aligned_transfer.into(), s.max_transfer),
         "optimal_io_size": figure(limits.optimal_io_size.into(), s.optimal_io_size),
         "direct_io": figure(limits.direct_io.into(), s.direct_io),
+        "atomic_write_unit_min": figure(limits.atomic_write_unit_min.into(), s.atomic_write),
+        "atomic_write_unit_max": figure(limits.atomic_write_unit_max.into(), s.atomic_write),
         "alignment": limits.alignment(),
         "note": limits.note,
         "advice": advice(limits),

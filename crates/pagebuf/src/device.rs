@@ -5,7 +5,8 @@
 //! Where the figures come from, in order of trust:
 //!
 //! * `statx(STATX_DIOALIGN)` (Linux 6.1+): the file system's own answer for the memory
-//!   and file-offset alignment of `O_DIRECT` on that very file.
+//!   and file-offset alignment of `O_DIRECT` on that very file; `STATX_WRITE_ATOMIC`
+//!   (Linux 6.11+) for the sizes of write it promises never to tear (`RWF_ATOMIC`).
 //! * The block device's request queue in sysfs, found through the path's device number
 //!   (`/sys/dev/block/MAJ:MIN`; a partition uses its parent disk's queue, while dm, md
 //!   and loop devices have their own): block sizes, `max_sectors_kb`, `max_segments`,
@@ -103,6 +104,10 @@ pub struct LimitSources {
     pub optimal_io_size: Source,
     /// Source of `direct_io`.
     pub direct_io: Source,
+    /// Source of both atomic write units: `Statx` where the file system answered
+    /// (with zeroes, too, when it promises nothing), `Fallback` (zeroes) where the
+    /// kernel did not (before Linux 6.11).
+    pub atomic_write: Source,
 }
 
 /// The block device behind a path.
@@ -157,6 +162,14 @@ pub struct DeviceLimits {
     pub optimal_io_size: u64,
     /// Whether `O_DIRECT` works at the path (tried, not guessed).
     pub direct_io: bool,
+    /// The smallest write the file system promises never to tear on a crash (an
+    /// `RWF_ATOMIC` write with `O_DIRECT`: a power-of-two length from this to
+    /// [`atomic_write_unit_max`](Self::atomic_write_unit_max), at an offset that is a
+    /// multiple of it, from one buffer); 0 where it promises none (`statx`
+    /// `STATX_WRITE_ATOMIC`, Linux 6.11+). See [`untorn_write`](Self::untorn_write).
+    pub atomic_write_unit_min: u32,
+    /// The largest such write; 0 where none.
+    pub atomic_write_unit_max: u32,
     /// Where each figure came from.
     pub sources: LimitSources,
     /// The block device whose queue was read, if there is one: the first of
@@ -197,7 +210,7 @@ impl DeviceLimits {
             CWD,
             path,
             AtFlags::empty(),
-            StatxFlags::TYPE | StatxFlags::MODE | StatxFlags::DIOALIGN,
+            StatxFlags::TYPE | StatxFlags::MODE | StatxFlags::DIOALIGN | write_atomic(),
         )
         .map_err(|e| Error::io(format!("examining {}", path.display()), e.into()))?;
         let kind = FileType::from_raw_mode(u32::from(stat.stx_mode));
@@ -265,7 +278,12 @@ impl DeviceLimits {
         // statx says 0 when the file system does not do direct I/O on this file (or
         // does not answer: no STATX_DIOALIGN in the mask).
         // For a directory, the probe's temporary file speaks for files made there.
-        let statx_align = dio_align(&stat).or(probe.dio_align);
+        let statx_align = dio_align(&stat).or(probe.stat.as_ref().and_then(dio_align));
+        let (atomic_min, atomic_max, atomic_source) = atomic_units(&stat)
+            .or(probe.stat.as_ref().and_then(atomic_units))
+            .map_or((0, 0, Source::Fallback), |(min, max)| {
+                (min, max, Source::Statx)
+            });
         let (mem_align, offset_align, align_source) = if let Some((mem, offset)) = statx_align {
             (mem, offset, Source::Statx)
         } else if from_sysfs {
@@ -283,6 +301,8 @@ impl DeviceLimits {
             max_non_page_aligned_transfer: max_unaligned,
             optimal_io_size: optimal,
             direct_io,
+            atomic_write_unit_min: atomic_min,
+            atomic_write_unit_max: atomic_max,
             sources: LimitSources {
                 logical_block_size: sysfs_or_fallback,
                 physical_block_size: sysfs_or_fallback,
@@ -295,6 +315,7 @@ impl DeviceLimits {
                 },
                 optimal_io_size: sysfs_or_fallback,
                 direct_io: Source::Probe,
+                atomic_write: atomic_source,
             },
             device: devices.first().cloned(),
             devices,
@@ -306,6 +327,17 @@ impl DeviceLimits {
     /// buffers, offsets and lengths to.
     pub fn alignment(&self) -> u32 {
         self.dio_mem_align.max(self.dio_offset_align)
+    }
+
+    /// Whether a direct write of `len` bytes may be made untorn (`RWF_ATOMIC`): a power
+    /// of two within the file system's atomic write units. Its offset must then be a
+    /// multiple of `len` too.
+    pub fn untorn_write(&self, len: usize) -> bool {
+        self.direct_io
+            && len.is_power_of_two()
+            && len >= self.atomic_write_unit_min as usize
+            && len <= self.atomic_write_unit_max as usize
+            && self.atomic_write_unit_min > 0
     }
 }
 
@@ -802,11 +834,28 @@ fn dio_align(stat: &fs::Statx) -> Option<(u32, u32)> {
         .then_some((stat.stx_dio_mem_align, stat.stx_dio_offset_align))
 }
 
+/// `STATX_WRITE_ATOMIC` (Linux 6.11), which rustix does not name yet.
+fn write_atomic() -> StatxFlags {
+    StatxFlags::from_bits_retain(0x0001_0000)
+}
+
+/// `statx`'s atomic write units (min, max), if the kernel answered for them: zeroes
+/// when the file system promises none.
+fn atomic_units(stat: &fs::Statx) -> Option<(u32, u32)> {
+    let answered = stat.stx_mask & write_atomic().bits() != 0;
+    let sane = stat.stx_atomic_write_unit_min <= stat.stx_atomic_write_unit_max;
+    (answered && sane).then_some((
+        stat.stx_atomic_write_unit_min,
+        stat.stx_atomic_write_unit_max,
+    ))
+}
+
 /// What trying `O_DIRECT` found.
 struct Probe {
     works: bool,
-    /// DIOALIGN of the probe's own file, when a directory was probed.
-    dio_align: Option<(u32, u32)>,
+    /// `statx` of the probe's own file (alignment, atomic units), when a directory was
+    /// probed: it speaks for files made there.
+    stat: Option<fs::Statx>,
 }
 
 /// Whether an `O_DIRECT` open succeeds at `path`: the file or device itself, or, for a
@@ -821,33 +870,37 @@ fn probe_direct_io(path: &Path, kind: FileType) -> Probe {
         )
     };
     let of_file = |fd: &OwnedFd| {
-        fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::DIOALIGN)
-            .ok()
-            .and_then(|stat| dio_align(&stat))
+        fs::statx(
+            fd,
+            "",
+            AtFlags::EMPTY_PATH,
+            StatxFlags::DIOALIGN | write_atomic(),
+        )
+        .ok()
     };
     match kind {
         FileType::Directory => match direct(OFlags::TMPFILE | OFlags::RDWR, path) {
             Ok(fd) => Probe {
                 works: true,
-                dio_align: of_file(&fd),
+                stat: of_file(&fd),
             },
             Err(Errno::OPNOTSUPP) | Err(Errno::ISDIR) => {
                 let name = path.join(format!(".pagebuf-dio-probe-{}", std::process::id()));
                 let opened = direct(OFlags::CREATE | OFlags::EXCL | OFlags::RDWR, &name);
                 let _ = std::fs::remove_file(&name);
                 Probe {
-                    dio_align: opened.as_ref().ok().and_then(of_file),
+                    stat: opened.as_ref().ok().and_then(of_file),
                     works: opened.is_ok(),
                 }
             }
             Err(_) => Probe {
                 works: false,
-                dio_align: None,
+                stat: None,
             },
         },
         _ => Probe {
             works: direct(OFlags::RDONLY, path).is_ok(),
-            dio_align: None,
+            stat: None,
         },
     }
 }

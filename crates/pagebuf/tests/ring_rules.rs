@@ -85,6 +85,7 @@ on_both_engines!(
     read_into_raw_with_its_pending_forgotten,
     read_into_part_futures_under_tokio,
     a_write_cut_short_reports_the_real_cause,
+    untorn_writes_where_promised_and_refused_elsewhere,
 );
 
 /// How long one step of a test may take before the watchdog calls it a hang.
@@ -1158,6 +1159,99 @@ fn sync_data_after_writes(engine: Engine) {
         assert!(std::fs::read(&path).unwrap() == data);
         // A sync with nothing written before it is fine too.
         ring.sync_data(&file).wait().unwrap();
+    });
+}
+
+/// `write_untorn_at` (`RWF_ATOMIC`): where the file system promises nothing (this
+/// workspace's ext4 on virtio) it is `Unsupported` naming `STATX_WRITE_ATOMIC`, before
+/// any system call; on XFS (software atomic writes, Linux 6.16+, on a loop device) a
+/// unit-sized write lands whole, repeatedly over the same block, and a length or offset
+/// outside the rules is `InvalidArgument` naming them, with nothing written.
+fn untorn_writes_where_promised_and_refused_elsewhere(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let dir = dir("untorn", engine);
+    let plain = DirectFile::create(dir.join("plain")).unwrap();
+    if plain.limits().atomic_write_unit_max == 0 {
+        match ring
+            .write_untorn_at(&plain, aligned_with(&[7; 4096]), 0)
+            .wait()
+        {
+            Err(Error::Unsupported(why)) => assert!(why.contains("STATX_WRITE_ATOMIC"), "{why}"),
+            other => panic!("an untorn write where none is promised: {other:?}"),
+        }
+        assert_eq!(
+            plain.len().unwrap(),
+            0,
+            "the refused write reached the file"
+        );
+    }
+    let Some(disk) = support::LoopMount::with_fs(&dir, "xfs", &[4096], 320 << 20) else {
+        return; // the reason is printed
+    };
+    let path = disk.mount.join("pages");
+    let file = DirectFile::create(&path).unwrap();
+    let limits = file.limits().clone();
+    if !limits.untorn_write(4096) {
+        eprintln!(
+            "skipped: XFS here promises no untorn 4 KiB writes (units {}..={}; Linux 6.16+ \
+             does in software)",
+            limits.atomic_write_unit_min, limits.atomic_write_unit_max
+        );
+        return;
+    }
+    let unit = limits.atomic_write_unit_min as usize;
+    within(LIMIT, "untorn writes on xfs", move || {
+        // The same block, written again and again: each time whole.
+        for round in 0..8u64 {
+            let bytes = pattern(round, unit);
+            let n = ring
+                .write_untorn_at(&file, aligned_with(&bytes), unit as u64)
+                .wait()
+                .unwrap();
+            assert_eq!(n, unit);
+            let back = ring
+                .read_at(&file, aligned(unit), unit as u64)
+                .wait()
+                .unwrap();
+            assert!(back[..] == bytes[..], "round {round}");
+        }
+        // The largest promised, if a buffer that size is reasonable.
+        let max = (limits.atomic_write_unit_max as usize).min(1 << 20);
+        let bytes = pattern(99, max);
+        assert_eq!(
+            ring.write_untorn_at(&file, aligned_with(&bytes), 0)
+                .wait()
+                .unwrap(),
+            max
+        );
+        let before = std::fs::read(&path).unwrap();
+        // Outside the rules: refused, naming them; nothing written.
+        let not_power = ring
+            .write_untorn_at(&file, aligned_with(&vec![1; 3 * unit]), 0)
+            .wait();
+        assert!(
+            matches!(&not_power, Err(Error::InvalidArgument(m)) if m.contains("power of two")),
+            "{not_power:?}"
+        );
+        let off = ring
+            .write_untorn_at(&file, aligned_with(&vec![2; 2 * unit]), unit as u64)
+            .wait();
+        assert!(
+            matches!(&off, Err(Error::InvalidArgument(m)) if m.contains("multiple of the length")),
+            "{off:?}"
+        );
+        let past = limits.atomic_write_unit_max as usize * 2;
+        let too_big = ring
+            .write_untorn_at(&file, aligned_with(&vec![3; past]), 0)
+            .wait();
+        assert!(
+            matches!(&too_big, Err(Error::InvalidArgument(_))),
+            "{too_big:?}"
+        );
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "a refused write wrote"
+        );
     });
 }
 

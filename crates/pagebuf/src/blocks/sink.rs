@@ -8,7 +8,7 @@ use super::Reservation;
 use crate::buffer::Buffer;
 use crate::direct::DirectFile;
 use crate::error::{Error, Result};
-use crate::ring::IoRing;
+use crate::ring::{IoRing, Tearing};
 
 /// One write handed to a sink: where the bytes came from and where they go (the sample
 /// writer's optional trace, which proves that large samples are not copied).
@@ -139,6 +139,17 @@ impl BlockSink {
     /// flight, and hands it to the ring (one entry on io_uring; pieces of the device's
     /// largest request, side by side, on worker threads).
     pub(crate) fn submit(&self, data: Buffer, offset: u64) -> Result<Ticket> {
+        self.submit_as(data, offset, Tearing::Possible)
+    }
+
+    /// As [`submit`](Self::submit), as one untorn write (`RWF_ATOMIC`; the caller has
+    /// checked the file's atomic write units): for bytes written again over ones an
+    /// earlier write made durable. A refusal is sticky, as any failed write.
+    pub(crate) fn submit_untorn(&self, data: Buffer, offset: u64) -> Result<Ticket> {
+        self.submit_as(data, offset, Tearing::Impossible)
+    }
+
+    fn submit_as(&self, data: Buffer, offset: u64, tearing: Tearing) -> Result<Ticket> {
         let end = offset.saturating_add(data.len() as u64);
         self.reserve(end);
         let mut state = self.shared.lock();
@@ -167,7 +178,7 @@ impl BlockSink {
         drop(state);
         let shared = self.shared.clone();
         self.ring
-            .write_detached(&self.file, data, offset, move |outcome| {
+            .write_detached(&self.file, data, offset, tearing, move |outcome| {
                 let mut state = shared.lock();
                 if let Err(err) = outcome {
                     state.failure.get_or_insert(err);
@@ -209,7 +220,7 @@ impl BlockSink {
     /// Waits until every write up to `ticket` has completed (later ones may still be in
     /// flight: a writer that goes on submitting never holds this up); then reports the
     /// sticky failure.
-    fn wait_through(&self, ticket: Ticket) -> Result<()> {
+    pub(crate) fn wait_through(&self, ticket: Ticket) -> Result<()> {
         let mut state = self.shared.lock();
         while !state.done_through(ticket) {
             state = self

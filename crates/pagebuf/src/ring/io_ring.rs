@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use super::completion::{Completions, OnDone};
 use super::op::{
-    finish_read, finish_read_part, finish_read_raw, finish_sync, finish_write, Finish, Op,
+    finish_read, finish_read_part, finish_read_raw, finish_sync, finish_write, Finish, Op, Tearing,
     MAX_PIECES,
 };
 use super::options::{Engine, RingOptions, MAX_ENTRIES};
@@ -541,7 +541,29 @@ impl IoRing {
     /// Misalignment is [`Error::Misaligned`] without a system call, as for `read_at`.
     pub fn write_at(&self, file: &DirectFile, data: Buffer, offset: u64) -> Pending<usize> {
         let chunk = self.piece_size(file, data.as_ptr());
-        match write_op(file, data, offset, chunk) {
+        match write_op(file, data, offset, chunk, Tearing::Possible) {
+            Ok(op) => self.submit(op, finish_write),
+            Err(err) => Pending::ready(Err(err)),
+        }
+    }
+
+    /// Writes all of `data` at `offset` so that a crash leaves all of it or none of it
+    /// on disk, never a torn mix (`RWF_ATOMIC`): how a block that already holds
+    /// acknowledged bytes can be written again without risking them (a database page, a
+    /// log's tail). Where the file system promises it: [`DeviceLimits::untorn_write`]
+    /// of the length, which also needs the offset to be a multiple of the length and
+    /// the file opened for direct I/O.
+    ///
+    /// # Errors
+    /// Before any system call: [`Error::Unsupported`] where the file system promises no
+    /// untorn writes (the message names `STATX_WRITE_ATOMIC` and what it reported),
+    /// [`Error::InvalidArgument`] for a length or offset outside its rules, naming
+    /// them; [`Error::Misaligned`] as for `write_at`.
+    ///
+    /// [`DeviceLimits::untorn_write`]: crate::DeviceLimits::untorn_write
+    pub fn write_untorn_at(&self, file: &DirectFile, data: Buffer, offset: u64) -> Pending<usize> {
+        let chunk = self.piece_size(file, data.as_ptr());
+        match write_op(file, data, offset, chunk, Tearing::Impossible) {
             Ok(op) => self.submit(op, finish_write),
             Err(err) => Pending::ready(Err(err)),
         }
@@ -587,6 +609,7 @@ impl IoRing {
         file: &DirectFile,
         data: Buffer,
         offset: u64,
+        tearing: Tearing,
         then: impl FnOnce(Result<usize>) + Send + 'static,
     ) {
         if self.inner.completions.forked() {
@@ -594,7 +617,7 @@ impl IoRing {
             return then(Err(Completions::forked_error()));
         }
         let chunk = self.piece_size(file, data.as_ptr());
-        let op = match write_op(file, data, offset, chunk) {
+        let op = match write_op(file, data, offset, chunk, tearing) {
             Ok(op) => op,
             Err(err) => return then(Err(err)), // the buffer went home with the refusal
         };
@@ -636,16 +659,59 @@ impl IoRing {
 /// one fixed buffer.
 const URING_PIECE: usize = 1 << 30;
 
-/// A write of `data` at `offset` of `file` in pieces of `chunk`, checked (refused:
-/// `data` is dropped).
-fn write_op(file: &DirectFile, data: Buffer, offset: u64, chunk: usize) -> Result<Op> {
+/// A write of `data` at `offset` of `file` in pieces of `chunk` (an untorn one in one
+/// piece), checked (refused: `data` is dropped).
+fn write_op(
+    file: &DirectFile,
+    data: Buffer,
+    offset: u64,
+    chunk: usize,
+    tearing: Tearing,
+) -> Result<Op> {
     check(file, data.as_ptr(), offset, data.len())?;
+    let chunk = match tearing {
+        Tearing::Possible => chunk,
+        Tearing::Impossible => {
+            check_untorn(file, offset, data.len())?;
+            data.len()
+        }
+    };
     Ok(Op::Write {
         file: file.shared(),
         data,
         offset,
         chunk,
+        tearing,
     })
+}
+
+/// The rules of `RWF_ATOMIC`, checked before the kernel would refuse them.
+fn check_untorn(file: &DirectFile, offset: u64, len: usize) -> Result<()> {
+    let limits = file.limits();
+    let (min, max) = (limits.atomic_write_unit_min, limits.atomic_write_unit_max);
+    if max == 0 || !file.is_direct() {
+        return Err(Error::Unsupported(format!(
+            "{} promises no untorn writes ({}); write whole new blocks instead, or use a              file system and device that report atomic writes (XFS, ext4 on a device              with atomic write support, Linux 6.11+)",
+            file.path().display(),
+            if file.is_direct() {
+                format!("statx STATX_WRITE_ATOMIC: {min}..={max} bytes")
+            } else {
+                "the file is not open for direct I/O".to_string()
+            }
+        )));
+    }
+    if !limits.untorn_write(len) {
+        return Err(Error::InvalidArgument(format!(
+            "an untorn write of {len} bytes: its length must be a power of two from {min}              to {max} bytes on {}",
+            file.path().display()
+        )));
+    }
+    if offset % len as u64 != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "an untorn write of {len} bytes at offset {offset}: the offset must be a              multiple of the length"
+        )));
+    }
+    Ok(())
 }
 
 /// What the kernel would refuse, refused first: misalignment, and a transfer that runs

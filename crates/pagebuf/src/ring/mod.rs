@@ -53,6 +53,7 @@ mod fixed;
 mod fork;
 mod io_ring;
 mod op;
+pub(crate) use op::Tearing;
 mod options;
 mod pending;
 mod registration;

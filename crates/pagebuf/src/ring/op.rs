@@ -49,10 +49,24 @@ pub(crate) enum Op {
         data: Buffer,
         offset: u64,
         chunk: usize,
+        tearing: Tearing,
     },
     /// `fdatasync`.
     Sync { file: Arc<OpenFile> },
 }
+
+/// Whether a crash may leave a write half done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tearing {
+    /// An ordinary write: a crash may leave any mix of old and new sectors.
+    Possible,
+    /// `RWF_ATOMIC`: all of it or none of it (one piece, checked against the file's
+    /// atomic write units before it is made).
+    Impossible,
+}
+
+/// `RWF_ATOMIC` (Linux 6.11), which the crates do not name yet.
+pub(crate) const RWF_ATOMIC: u32 = 0x40;
 
 /// The most pieces one transfer is cut into (they share a completion slot, numbered in
 /// the low bits of the kernel's user data).
@@ -229,6 +243,15 @@ pub(crate) fn finish_write(op: Op, results: &[i32]) -> Result<usize> {
             return Err(piece_error(&op, "writing", piece, res));
         }
         if (res as usize) < piece.len {
+            if let Op::Write {
+                tearing: Tearing::Impossible,
+                ..
+            } = &op
+            {
+                // All or nothing was promised: finishing it with a plain write would
+                // break that, so the caller learns it did not happen whole.
+                return Err(piece_error(&op, "writing (untorn)", piece, -libc::EIO));
+            }
             // The kernel may write part of a request (the disk filling up, a quota, a file
             // size limit): write the rest, as a `pwrite` loop would, to finish it or to
             // learn the real cause (ENOSPC, EDQUOT, EFBIG). Rare, so done here, blocking.
@@ -308,6 +331,7 @@ mod tests {
             data: data.freeze(),
             offset: 0,
             chunk: 8192,
+            tearing: Tearing::Possible,
         };
         assert_eq!(finish_write(op, &[4096]).unwrap(), 8192);
         assert_eq!(std::fs::read(&path).unwrap(), bytes);

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::completion::Completions;
-use super::op::Op;
+use super::op::{Op, Tearing, RWF_ATOMIC};
 
 /// Worker threads and the queue they take transfers from.
 pub(crate) struct ThreadEngine {
@@ -90,9 +90,24 @@ fn run(op: &mut Op, results: &mut Vec<i32>) {
                 // `pread` writes only its `piece.len` bytes, initialized or not.
                 unsafe { pread(&file.file, dst, piece.len, piece.offset) }
             }
-            Op::Write { file, data, .. } => file
-                .file
-                .write_at(&data[piece.at..piece.at + piece.len], piece.offset),
+            Op::Write {
+                file,
+                data,
+                tearing,
+                ..
+            } => {
+                let bytes = &data[piece.at..piece.at + piece.len];
+                match tearing {
+                    Tearing::Possible => file.file.write_at(bytes, piece.offset),
+                    Tearing::Impossible => rustix::io::pwritev2(
+                        &file.file,
+                        &[std::io::IoSlice::new(bytes)],
+                        piece.offset,
+                        rustix::io::ReadWriteFlags::from_bits_retain(RWF_ATOMIC),
+                    )
+                    .map_err(std::io::Error::from),
+                }
+            }
             Op::Sync { file } => file.file.sync_data().map(|()| 0),
         };
         *result = match outcome {

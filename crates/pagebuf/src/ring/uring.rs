@@ -30,7 +30,7 @@ use io_uring::{opcode, squeue, types, IoUring, Probe};
 
 use super::completion::{Aftermath, Completions, OnDone};
 use super::fixed::FixedTable;
-use super::op::{Op, MAX_PIECES};
+use super::op::{Op, Tearing, MAX_PIECES, RWF_ATOMIC};
 use super::pending::Drive;
 use crate::pool::FramePool;
 
@@ -169,7 +169,7 @@ impl UringEngine {
         let layout = op.layout();
         let kind = match &op {
             Op::Read { .. } | Op::ReadPart { .. } | Op::ReadRaw { .. } => Kind::Read,
-            Op::Write { .. } => Kind::Write,
+            Op::Write { tearing, .. } => Kind::Write(*tearing),
             Op::Sync { .. } => Kind::Sync,
         };
         let id = shared.completions.insert(Some(op), pieces, on_done);
@@ -186,11 +186,13 @@ impl UringEngine {
                     .offset(piece.offset)
                     .build(),
                 (Kind::Read, None) => opcode::Read::new(fd, ptr, len).offset(piece.offset).build(),
-                (Kind::Write, Some(index)) => opcode::WriteFixed::new(fd, ptr, len, index)
+                (Kind::Write(tearing), Some(index)) => opcode::WriteFixed::new(fd, ptr, len, index)
                     .offset(piece.offset)
+                    .rw_flags(rw_flags(tearing))
                     .build(),
-                (Kind::Write, None) => opcode::Write::new(fd, ptr, len)
+                (Kind::Write(tearing), None) => opcode::Write::new(fd, ptr, len)
                     .offset(piece.offset)
+                    .rw_flags(rw_flags(tearing))
                     .build(),
                 (Kind::Sync, _) => opcode::Fsync::new(fd)
                     .flags(types::FsyncFlags::DATASYNC)
@@ -241,8 +243,15 @@ impl Drop for Lent {
 #[derive(Clone, Copy)]
 enum Kind {
     Read,
-    Write,
+    Write(Tearing),
     Sync,
+}
+
+fn rw_flags(tearing: Tearing) -> i32 {
+    match tearing {
+        Tearing::Possible => 0,
+        Tearing::Impossible => RWF_ATOMIC as i32,
+    }
 }
 
 /// Pushes `entry`, submitting what is queued when the queue is full; the caller holds
