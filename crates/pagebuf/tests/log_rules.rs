@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use pagebuf::log::{LogOptions, LogReader, LogWriter, MAX_RECORD};
+use pagebuf::log::{LogOptions, LogReader, LogWriter, TailWrite, MAX_RECORD};
 use pagebuf::{Error, Lsn};
 
 mod support;
@@ -195,13 +195,20 @@ fn what_is_not_committed_may_be_missing_but_is_never_wrong() {
 }
 
 /// A commit never writes over bytes an earlier commit made durable: every write
-/// after commit k starts at or past the end of what commit k wrote.
+/// after commit k starts at or past the end of what commit k wrote (this workspace's
+/// ext4 promises no untorn writes, so commits pad).
 #[cfg(feature = "testing")]
 #[test]
 fn no_write_covers_a_committed_unit() {
     let dir = ScratchDir::new("log_rules", "never_rewritten");
     let path = dir.join("log");
     let log = LogWriter::create_with(&path, LogOptions::default().block_size(64 << 10)).unwrap();
+    if log.tail_write() != TailWrite::Pad {
+        eprintln!(
+            "skipped: the scratch file system promises untorn writes; the xfs test covers it"
+        );
+        return;
+    }
     log.trace_writes();
     let mut durable_end = 0;
     let mut seen = 0;
@@ -211,14 +218,15 @@ fn no_write_covers_a_committed_unit() {
         if i % 4 == 0 {
             log.commit(lsn).unwrap();
             let writes = log.traced_writes();
-            for &(offset, len) in &writes[seen..] {
+            for &(offset, len, untorn) in &writes[seen..] {
+                assert!(!untorn, "an untorn write where none is promised");
                 assert!(
                     offset >= durable_end,
                     "a write at {offset} (+{len}) covers bytes committed below {durable_end}"
                 );
             }
             seen = writes.len();
-            durable_end = writes.iter().map(|&(o, l)| o + l as u64).max().unwrap();
+            durable_end = writes.iter().map(|&(o, l, _)| o + l as u64).max().unwrap();
             assert_eq!(durable_end % 4096, 0, "a commit ended off a unit boundary");
         }
     }
@@ -227,6 +235,101 @@ fn no_write_covers_a_committed_unit() {
         stats.padding_bytes > 0 && stats.padding_bytes < stats.bytes_written,
         "{stats:?}"
     );
+    assert_eq!(stats.rewritten_bytes, 0, "{stats:?}");
+}
+
+/// Where the file system promises untorn writes of the unit (XFS on a loop device:
+/// software atomic writes, Linux 6.16+), a commit ends where its records end and the
+/// next writes that unit again untorn: every write that covers committed bytes is one
+/// untorn unit at a unit boundary; padding comes only once per MiB (for
+/// `truncate_before`), so the file is a fraction of the padded one for the same
+/// records; everything reads back, reopens and goes on; and `untorn_rewrites(false)`
+/// pads there too.
+#[cfg(feature = "testing")]
+#[test]
+fn on_xfs_commits_rewrite_their_last_unit_untorn_and_pad_almost_nothing() {
+    let dir = ScratchDir::new("log_rules", "untorn_tail");
+    let Some(disk) = support::LoopMount::with_fs(&dir, "xfs", &[4096], 320 << 20) else {
+        return; // the reason is printed
+    };
+    let workload = |path: &std::path::Path, options: LogOptions| {
+        let log = LogWriter::create_with(path, options.block_size(64 << 10)).unwrap();
+        log.trace_writes();
+        let unit = 4096u64;
+        let mut durable_end = 0;
+        let mut seen = 0;
+        for i in 0..600u64 {
+            let len = SIZES[i as usize % SIZES.len()] % 20_000;
+            let lsn = log.append(&record(i + 1, len)).unwrap();
+            if i % 3 == 0 {
+                log.commit(lsn).unwrap();
+                let writes = log.traced_writes();
+                for &(offset, len, untorn) in &writes[seen..] {
+                    if offset < durable_end {
+                        assert!(
+                            untorn && len as u64 == unit && offset % unit == 0,
+                            "a write at {offset} (+{len}, untorn {untorn}) covers bytes \
+                             committed below {durable_end}"
+                        );
+                    }
+                }
+                seen = writes.len();
+                durable_end = writes.iter().map(|&(o, l, _)| o + l as u64).max().unwrap();
+            }
+        }
+        log.sync().unwrap();
+        (log.tail_write(), log.stats())
+    };
+    let untorn = disk.mount.join("untorn");
+    let (tail, stats) = workload(&untorn, LogOptions::default());
+    if tail != TailWrite::RewriteUntorn {
+        let limits = pagebuf::DeviceLimits::for_path(&untorn).unwrap();
+        eprintln!(
+            "skipped: XFS here promises no untorn 4 KiB writes (units {}..={})",
+            limits.atomic_write_unit_min, limits.atomic_write_unit_max
+        );
+        return;
+    }
+    let padded = disk.mount.join("padded");
+    let (pad_tail, pad_stats) = workload(&padded, LogOptions::default().untorn_rewrites(false));
+    assert_eq!(pad_tail, TailWrite::Pad);
+    eprintln!("untorn: {stats:?}\npadded: {pad_stats:?}");
+    assert!(stats.rewritten_bytes > 0, "{stats:?}");
+    assert!(
+        stats.padding_bytes * 10 < pad_stats.padding_bytes,
+        "untorn rewrites padded {} bytes, padding {}",
+        stats.padding_bytes,
+        pad_stats.padding_bytes
+    );
+    // Space the records took in the file: what was written, less what was written again.
+    let space = |s: &pagebuf::log::LogStats| s.bytes_written - s.rewritten_bytes;
+    assert!(
+        space(&stats) < space(&pad_stats),
+        "{stats:?} vs {pad_stats:?}"
+    );
+    for path in [&untorn, &padded] {
+        let (records, err) = read_all(path);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(records.len(), 600);
+        for (lsn, data) in &records {
+            let len = SIZES[(*lsn - 1) as usize % SIZES.len()] % 20_000;
+            assert!(*data == record(*lsn, len), "record {lsn}");
+        }
+    }
+    // Reopened (the tail closed by padding), written on, read again.
+    let log = LogWriter::open(&untorn).unwrap();
+    assert_eq!(log.durable_lsn(), 600);
+    for i in 601..=650u64 {
+        log.append(&record(i, 777)).unwrap();
+        log.sync().unwrap();
+    }
+    drop(log);
+    let (records, err) = read_all(&untorn);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(records.len(), 650);
+    assert!(records[600..]
+        .iter()
+        .all(|(lsn, d)| *d == record(*lsn, 777)));
 }
 
 #[test]

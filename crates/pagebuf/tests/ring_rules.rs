@@ -1168,7 +1168,10 @@ fn sync_data_after_writes(engine: Engine) {
 /// unit-sized write lands whole, repeatedly over the same block, and a length or offset
 /// outside the rules is `InvalidArgument` naming them, with nothing written.
 fn untorn_writes_where_promised_and_refused_elsewhere(engine: Engine) {
-    let Some(ring) = ring(engine) else { return };
+    let pool = FramePool::new(Framing::new(64 << 10, 2)).unwrap();
+    let Some(ring) = ring_with(engine, RingOptions::default().register(&pool)) else {
+        return;
+    };
     let dir = dir("untorn", engine);
     let plain = DirectFile::create(dir.join("plain")).unwrap();
     if plain.limits().atomic_write_unit_max == 0 {
@@ -1215,6 +1218,19 @@ fn untorn_writes_where_promised_and_refused_elsewhere(engine: Engine) {
                 .unwrap();
             assert!(back[..] == bytes[..], "round {round}");
         }
+        // From a registered pool's frame: the kernel takes RWF_ATOMIC only from user
+        // memory, so it goes as a plain (not fixed) write, and lands.
+        let mut frame = pool.try_allocate().unwrap();
+        frame.extend_from_slice(&pattern(77, unit)).unwrap();
+        let frame = frame.freeze();
+        assert_eq!(
+            ring.write_untorn_at(&file, frame.clone(), 0)
+                .wait()
+                .unwrap(),
+            unit
+        );
+        let back = ring.read_at(&file, aligned(unit), 0).wait().unwrap();
+        assert!(back[..] == frame[..]);
         // The largest promised, if a buffer that size is reasonable.
         let max = (limits.atomic_write_unit_max as usize).min(1 << 20);
         let bytes = pattern(99, max);

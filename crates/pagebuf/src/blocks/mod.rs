@@ -13,9 +13,9 @@ mod source;
 
 pub(crate) use own_pool::OwnPool;
 pub(crate) use reservation::Reservation;
-pub(crate) use sink::BlockSink;
 #[cfg(feature = "testing")]
 pub use sink::WriteTrace;
+pub(crate) use sink::{BlockSink, Ticket};
 pub(crate) use source::{block_plan, BlockSource, ReadBlock, ReadMemory, ReadPlan};
 
 use crate::caps;

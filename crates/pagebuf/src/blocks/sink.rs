@@ -20,6 +20,8 @@ pub struct WriteTrace {
     pub len: usize,
     /// File offset written at.
     pub offset: u64,
+    /// Whether it went as an untorn (`RWF_ATOMIC`) write.
+    pub untorn: bool,
 }
 
 /// What the sink's callers and its completions share.
@@ -173,6 +175,7 @@ impl BlockSink {
                 address: data.as_ptr() as usize,
                 len: data.len(),
                 offset,
+                untorn: tearing == Tearing::Impossible,
             });
         }
         drop(state);

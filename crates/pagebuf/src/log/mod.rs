@@ -5,7 +5,9 @@
 //!   ([`LogWriter::durable_lsn`] before any commit).
 //! * **Durability.** [`LogWriter::commit`] returns once the records up to its `Lsn` are
 //!   on disk; concurrent commits share one write and one sync. A commit never rewrites
-//!   what an earlier one made durable (each pads to the device's unit).
+//!   what an earlier one made durable with a write that could tear: each pads to the
+//!   device's unit, or, where the file system promises untorn writes of the unit, the
+//!   next commit writes the unit again untorn ([`TailWrite`]).
 //! * **Recovery.** [`LogReader`] yields every whole record in order and stops at the
 //!   first torn or corrupt one with its offset; [`LogWriter::open`] recovers the same
 //!   way, cuts what follows, and appends after it.
@@ -19,7 +21,7 @@ mod writer;
 
 pub use options::{LogOptions, DEFAULT_LOG_BLOCK, DEFAULT_LOG_DEPTH};
 pub use reader::{LogReader, LogRecord};
-pub use writer::{LogStats, LogWriter};
+pub use writer::{LogStats, LogWriter, TailWrite};
 
 /// A record's number in its log: 1 for the first, one more for each after.
 pub type Lsn = u64;

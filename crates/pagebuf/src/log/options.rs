@@ -26,6 +26,7 @@ pub struct LogOptions {
     block_size: usize,
     depth: usize,
     pub(crate) ring: Option<IoRing>,
+    pub(crate) untorn_rewrites: bool,
 }
 
 impl Default for LogOptions {
@@ -34,6 +35,7 @@ impl Default for LogOptions {
             block_size: DEFAULT_LOG_BLOCK,
             depth: DEFAULT_LOG_DEPTH,
             ring: None,
+            untorn_rewrites: true,
         }
     }
 }
@@ -58,6 +60,16 @@ impl LogOptions {
     /// [`IoRing::process_default`](crate::IoRing::process_default)).
     pub fn ring(mut self, ring: IoRing) -> Self {
         self.ring = Some(ring);
+        self
+    }
+
+    /// Whether a commit may end mid-unit and the next one write that unit again as an
+    /// untorn write (`RWF_ATOMIC`) where the file system promises untorn writes of the
+    /// unit ([`TailWrite::RewriteUntorn`](super::TailWrite::RewriteUntorn)); default
+    /// `true`. `false` pads every commit to the unit wherever the log is
+    /// ([`TailWrite::Pad`](super::TailWrite::Pad)).
+    pub fn untorn_rewrites(mut self, allowed: bool) -> Self {
+        self.untorn_rewrites = allowed;
         self
     }
 

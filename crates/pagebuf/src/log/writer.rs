@@ -12,8 +12,8 @@ use super::options::LogOptions;
 use super::scan::{read_header, Scanner, Step};
 use super::{Lsn, MAX_RECORD};
 use crate::alloc::{BufferAllocator, PageAllocator};
-use crate::blocks::{BlockSink, OwnPool};
-use crate::buffer::BufferMut;
+use crate::blocks::{BlockSink, OwnPool, Ticket};
+use crate::buffer::{Buffer, BufferMut};
 use crate::device::DeviceLimits;
 use crate::direct::{limits_before_open, DirectFile};
 use crate::error::{Error, Result};
@@ -31,12 +31,21 @@ const MARK_EVERY: u64 = 1 << 20;
 ///   One committing thread at a time writes the staged tail and syncs; commits that
 ///   arrive meanwhile wait and are all served by the next write + sync (group commit).
 ///   Other threads go on appending while a commit waits for the disk.
-/// * **Acknowledged is never rewritten.** A commit pads the log to the device's unit
-///   (max of the physical block size and the direct-I/O offset alignment, 4 KiB here)
-///   and the next records start on the next unit, so no write ever covers bytes an
-///   earlier commit made durable: a torn write can lose only what it was writing. The
-///   price is up to one unit less one frame header of padding per commit (at most
-///   4,080 bytes with 4 KiB units; FORMAT.md, "Log file").
+/// * **Acknowledged is never torn.** A write that could tear never covers bytes an
+///   earlier commit made durable, so a crash mid-write loses only what it was writing.
+///   Which way is [`tail_write`](Self::tail_write):
+///   - [`TailWrite::Pad`] (most file systems): a commit pads the log to the device's
+///     unit (max of the physical block size and the direct-I/O offset alignment, 4 KiB
+///     here) and the next records start on the next unit. The price is up to one unit
+///     less one frame header of padding per commit (at most 4,080 bytes with 4 KiB
+///     units; FORMAT.md, "Log file").
+///   - [`TailWrite::RewriteUntorn`] where the file system promises untorn writes of the
+///     unit (statx `STATX_WRITE_ATOMIC`: XFS on Linux 6.16+, devices with atomic
+///     writes): a commit ends where its records end, and the next commit writes that
+///     last unit again, whole, as an untorn write (`RWF_ATOMIC`). No space is lost to
+///     padding; the price is writing up to one unit again per commit
+///     ([`LogStats::rewritten_bytes`]). A padded commit still comes once per MiB, so
+///     [`truncate_before`](Self::truncate_before) has unit boundaries to cut at.
 /// * Direct I/O on the process's [`IoRing`] (or the one in [`LogOptions`]); where the
 ///   file system refuses `O_DIRECT`, buffered writes and `fdatasync`
 ///   ([`DirectFile::fallback_note`] says why). Space is reserved ahead in 64 MiB steps,
@@ -70,6 +79,7 @@ pub struct LogWriter {
     unit: u64,
     /// Commits pad to multiples of this: the unit, or the device's if larger.
     pad_unit: usize,
+    tail: TailWrite,
     block_size: usize,
     state: Mutex<State>,
     /// A commit finished (successfully or not).
@@ -77,6 +87,17 @@ pub struct LogWriter {
     durable: AtomicU64,
     header: Mutex<Header>,
     counts: Counts,
+}
+
+/// How a commit ends the log's last, partly filled unit ([`LogWriter::tail_write`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailWrite {
+    /// Padded to the unit; the next records start on the next unit. Nothing is ever
+    /// written twice.
+    Pad,
+    /// Written as it is (zeroes after the records) and written again, untorn
+    /// (`RWF_ATOMIC`), by the next commit, which adds to it.
+    RewriteUntorn,
 }
 
 /// What a [`LogWriter`] has done ([`LogWriter::stats`]).
@@ -91,8 +112,12 @@ pub struct LogStats {
     pub syncs: u64,
     /// Bytes handed to the disk (frames, padding and skipped bytes).
     pub bytes_written: u64,
-    /// Of those, padding at the end of commits and bytes skipped at unit ends.
+    /// Of those, padding at the end of commits and bytes skipped at unit ends: space
+    /// in the file that holds no record.
     pub padding_bytes: u64,
+    /// Of those, units written again by an untorn write ([`TailWrite::RewriteUntorn`]):
+    /// disk bandwidth, not space.
+    pub rewritten_bytes: u64,
 }
 
 #[derive(Default)]
@@ -102,6 +127,17 @@ struct Counts {
     syncs: AtomicU64,
     bytes_written: AtomicU64,
     padding_bytes: AtomicU64,
+    rewritten_bytes: AtomicU64,
+}
+
+/// Whether the staging block's first unit is on disk already (written by a commit that
+/// ended inside it), and so must go as an untorn write, after that one.
+#[derive(Clone, Copy)]
+enum Carried {
+    Nothing,
+    /// Written by the write with this ticket, which must complete before the unit is
+    /// written again (two writes of one place in flight land in any order).
+    Unit(Ticket),
 }
 
 /// Whether a thread is writing and syncing a commit now.
@@ -121,6 +157,7 @@ struct State {
     /// The first failure: every later call returns it (the log may have a hole).
     failure: Option<Error>,
     marks: Marks,
+    carried: Carried,
 }
 
 /// Where a writer starts: the first staging block's offset, the next `Lsn`, and the
@@ -147,6 +184,14 @@ impl Marks {
         if far {
             self.marks.push_back((lsn, offset));
         }
+    }
+
+    /// Whether a commit ending at `end` should pad, to give `truncate_before` a unit
+    /// boundary to cut at.
+    fn due(&self, end: u64) -> bool {
+        self.marks
+            .back()
+            .is_none_or(|&(_, last)| end >= last + MARK_EVERY)
     }
 }
 
@@ -259,6 +304,11 @@ impl LogWriter {
     ) -> Result<LogWriter> {
         let unit = u64::from(header.unit);
         let pad_unit = (unit as usize).max(device_unit(file.limits()));
+        let tail_write = if options.untorn_rewrites && file.limits().untorn_write(pad_unit) {
+            TailWrite::RewriteUntorn
+        } else {
+            TailWrite::Pad
+        };
         let ring = IoRing::given_or_default(options.ring.as_ref())?;
         let blocks = OwnPool::new(&ring, block_size, depth + 2, page_size())?;
         let sink = BlockSink::new(Arc::new(file), ring, depth);
@@ -267,6 +317,7 @@ impl LogWriter {
             blocks,
             unit,
             pad_unit,
+            tail: tail_write,
             block_size,
             state: Mutex::new(State {
                 block: None,
@@ -275,6 +326,7 @@ impl LogWriter {
                 commit: Commit::Idle,
                 failure: None,
                 marks: tail.marks,
+                carried: Carried::Nothing,
             }),
             committed: Condvar::new(),
             durable: AtomicU64::new(tail.next_lsn - 1),
@@ -366,20 +418,25 @@ impl LogWriter {
                 Commit::Idle => break,
             }
         }
-        // This thread commits everything appended so far.
+        // This thread commits everything appended so far. The tail goes to the disk under
+        // the lock: a write of a unit the next block starts with again must be issued
+        // (and done) before that block's.
         let target = state.next_lsn - 1;
-        let tail = self.seal(&mut state);
+        let sealed = match self.seal(&mut state) {
+            Ok(sealed) => sealed,
+            Err(err) => {
+                state.failure.get_or_insert_with(|| err.clone());
+                self.committed.notify_all();
+                return Err(err);
+            }
+        };
         // Every full block of these records was handed to the sink before this point.
-        let before = self.sink.last_ticket();
+        let ticket = sealed.unwrap_or_else(|| self.sink.last_ticket());
         state.commit = Commit::Running;
         drop(state);
         self.counts.syncs.fetch_add(1, Ordering::Relaxed);
         // Appends go on meanwhile; the sync waits only for what these records need.
-        let written = match tail {
-            Some((block, at)) => self.sink.submit(block.freeze(), at),
-            None => Ok(before),
-        }
-        .and_then(|ticket| self.sink.sync_through(ticket));
+        let written = self.sink.sync_through(ticket);
         let mut state = self.lock();
         state.commit = Commit::Idle;
         match written {
@@ -418,7 +475,13 @@ impl LogWriter {
             syncs: load(&self.counts.syncs),
             bytes_written: load(&self.counts.bytes_written),
             padding_bytes: load(&self.counts.padding_bytes),
+            rewritten_bytes: load(&self.counts.rewritten_bytes),
         }
+    }
+
+    /// How commits end the last unit on this file.
+    pub fn tail_write(&self) -> TailWrite {
+        self.tail
     }
 
     /// Starts recording every write handed to the disk (tests of the never-rewritten
@@ -429,14 +492,15 @@ impl LogWriter {
         self.sink.enable_trace();
     }
 
-    /// The writes recorded since [`trace_writes`](Self::trace_writes): `(offset, len)`.
+    /// The writes recorded since [`trace_writes`](Self::trace_writes): `(offset, len,
+    /// untorn)`.
     #[cfg(feature = "testing")]
     #[doc(hidden)]
-    pub fn traced_writes(&self) -> Vec<(u64, usize)> {
+    pub fn traced_writes(&self) -> Vec<(u64, usize, bool)> {
         self.sink
             .trace()
             .iter()
-            .map(|w| (w.offset, w.len))
+            .map(|w| (w.offset, w.len, w.untorn))
             .collect()
     }
 
@@ -559,36 +623,74 @@ impl LogWriter {
             let block = state.block.take().expect("checked");
             let at = state.block_at;
             state.block_at += block.len() as u64;
-            self.counts
-                .bytes_written
-                .fetch_add(block.len() as u64, Ordering::Relaxed);
-            self.sink.submit(block.freeze(), at)?;
+            self.send(state, block.freeze(), at)?;
         }
         Ok(())
     }
 
-    /// Pads the staged tail to the next `pad_unit` boundary and takes it (with its file
-    /// offset) for the commit to write; the next record starts on that boundary.
-    fn seal(&self, state: &mut State) -> Option<(BufferMut, u64)> {
-        let mut block = state.block.take().filter(|b| !b.is_empty())?;
-        let len = block.len();
-        let gap = len.next_multiple_of(self.pad_unit) - len;
-        // Room: blocks are multiples of `pad_unit`, so the padded tail fits.
-        block
-            .set_len(len + gap)
-            .expect("blocks are multiples of the unit");
-        fill_padding(&mut block[len..]);
-        self.counts
-            .padding_bytes
-            .fetch_add(gap as u64, Ordering::Relaxed);
+    /// Hands `block` (file offset `at`) to the disk. A carried first unit goes alone as
+    /// an untorn write, once the write it replaces is done; the rest as one plain write.
+    /// The ticket covers the whole block.
+    fn send(&self, state: &mut State, block: Buffer, at: u64) -> Result<Ticket> {
         self.counts
             .bytes_written
             .fetch_add(block.len() as u64, Ordering::Relaxed);
+        let Carried::Unit(previous) = std::mem::replace(&mut state.carried, Carried::Nothing)
+        else {
+            return self.sink.submit(block, at);
+        };
+        let unit = self.pad_unit;
+        self.sink.wait_through(previous)?;
+        self.counts
+            .rewritten_bytes
+            .fetch_add(unit as u64, Ordering::Relaxed);
+        let first = self.sink.submit_untorn(block.slice(..unit)?, at)?;
+        if block.len() == unit {
+            return Ok(first);
+        }
+        self.sink.submit(block.slice(unit..)?, at + unit as u64)
+    }
+
+    /// Ends the staged records for a commit and hands them to the disk; the ticket of
+    /// that write (`None`: nothing was staged). With [`TailWrite::Pad`] (and with
+    /// `RewriteUntorn` once per `MARK_EVERY`, or when the records end on a unit), the
+    /// tail is padded to the next `pad_unit` boundary, where the next record starts.
+    /// Otherwise the last unit is written as it is (zeroes after the records) and copied
+    /// into the next staging block, to be written again, untorn, with what follows.
+    fn seal(&self, state: &mut State) -> Result<Option<Ticket>> {
+        let Some(mut block) = state.block.take().filter(|b| !b.is_empty()) else {
+            return Ok(None);
+        };
+        let len = block.len();
         let at = state.block_at;
-        state.block_at = at + block.len() as u64;
-        let (next, start) = (state.next_lsn, state.block_at);
-        state.marks.mark(next, start);
-        Some((block, at))
+        let unit = self.pad_unit;
+        let carry = self.tail == TailWrite::RewriteUntorn
+            && len % unit != 0
+            && !state.marks.due(at + len as u64);
+        let whole = len.next_multiple_of(unit);
+        // Room: blocks are multiples of `pad_unit`, so the padded tail fits.
+        block
+            .set_len(whole)
+            .expect("blocks are multiples of the unit");
+        if !carry {
+            fill_padding(&mut block[len..]);
+            self.counts
+                .padding_bytes
+                .fetch_add((whole - len) as u64, Ordering::Relaxed);
+            state.block_at = at + whole as u64;
+            let (next, start) = (state.next_lsn, state.block_at);
+            state.marks.mark(next, start);
+            return self.send(state, block.freeze(), at).map(Some);
+        }
+        block[len..].fill(0); // a clean end for readers until the records go on
+        let last = whole - unit;
+        let mut next = BufferAllocator::allocate(&self.blocks, self.block_size)?;
+        next.extend_from_slice(&block[last..len])?;
+        let ticket = self.send(state, block.freeze(), at)?;
+        state.block = Some(next);
+        state.block_at = at + last as u64;
+        state.carried = Carried::Unit(ticket);
+        Ok(Some(ticket))
     }
 }
 

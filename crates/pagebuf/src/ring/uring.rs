@@ -165,12 +165,18 @@ impl UringEngine {
         // A part of a registered buffer, or lent memory inside a registered pool, goes
         // fixed as a whole buffer does: the kernel checks the range against the index.
         let (base, len) = op.memory();
-        let fixed = shared.fixed.index_of(base, len);
         let layout = op.layout();
         let kind = match &op {
             Op::Read { .. } | Op::ReadPart { .. } | Op::ReadRaw { .. } => Kind::Read,
             Op::Write { tearing, .. } => Kind::Write(*tearing),
             Op::Sync { .. } => Kind::Sync,
+        };
+        // The kernel takes RWF_ATOMIC only from user memory (`iter_is_ubuf`): a fixed
+        // buffer's pages are a bvec, refused with EINVAL (Linux 6.18). Untorn writes go
+        // plain.
+        let fixed = match kind {
+            Kind::Write(Tearing::Impossible) => None,
+            _ => shared.fixed.index_of(base, len),
         };
         let id = shared.completions.insert(Some(op), pieces, on_done);
         shared.outstanding.fetch_add(pieces, Ordering::AcqRel);
