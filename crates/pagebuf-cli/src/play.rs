@@ -1,21 +1,24 @@
-//! `pagebuf play FILE`: reads a sample file back through `SampleReader` and reports;
-//! with `--verify`, checks every sample against the synthetic capture `record` wrote.
+//! `pagebuf play FILE`: reads a sample file back through `SampleReader` and reports,
+//! each stream's format included; with `--verify`, checks every sample (and every
+//! stream format) against the synthetic capture `record` wrote.
 
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pagebuf::stream::{SampleReader, StreamKind, TICKS_PER_SECOND};
-use serde_json::json;
+use pagebuf::stream::{MediaFormat, SampleReader, StreamFormat, StreamKind, TICKS_PER_SECOND};
+use serde_json::{json, Value};
 
-use crate::synthetic::{self, AUDIO_PACKET};
+use crate::synthetic::{self, VideoFormat, AUDIO_PACKET};
 use crate::{format, progress, CliResult};
 
 /// Per-stream totals seen while playing.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Seen {
     pub number: u16,
     pub kind: StreamKind,
+    /// What the file says the stream holds; `None` if its writer did not say.
+    pub format: Option<StreamFormat>,
     pub samples: u64,
     pub bytes: u64,
     pub first: u64,
@@ -47,27 +50,39 @@ pub fn play(
         .map(|s| Seen {
             number: s.number,
             kind: s.kind,
+            format: s.format.clone(),
             samples: 0,
             bytes: 0,
             first: 0,
             last: 0,
         })
         .collect();
+    // The frame size and rate `record` wrote, where the file says them.
+    let mut videos: Vec<Option<VideoFormat>> = vec![None; streams.len()];
+    if verify {
+        for (seen, video) in streams.iter().zip(&mut videos) {
+            *video = check_synthetic_format(seen)?;
+        }
+    }
     let bar = progress::bytes(std::fs::metadata(path)?.len(), "play", quiet);
     let (mut samples, mut bytes) = (0u64, 0u64);
     for sample in reader {
         let sample = sample?;
+        let at = usize::from(sample.stream) - 1;
         let seen = streams
-            .get_mut(usize::from(sample.stream) - 1)
+            .get_mut(at)
             .ok_or("a sample of a stream the file does not declare")?;
         if verify {
             let index = seen.samples;
-            let size = match seen.kind {
-                StreamKind::Audio => AUDIO_PACKET,
-                _ => sample.data.len(),
+            let (size, time) = match (seen.kind, videos[at]) {
+                (StreamKind::Audio, _) => (AUDIO_PACKET, Some(synthetic::packet_time(index))),
+                (StreamKind::Video, Some(video)) => (
+                    video.frame_bytes(),
+                    Some(synthetic::frame_time(&video, index)),
+                ),
+                _ => (sample.data.len(), None),
             };
-            let timely =
-                seen.kind != StreamKind::Audio || sample.time == synthetic::packet_time(index);
+            let timely = time.is_none_or(|time| time == sample.time);
             if !timely || !synthetic::matches(seen.kind, index, size, &sample.data) {
                 return Err(format!(
                     "sample {index} of stream {} ({:?}) at {:.3} s does not match the synthetic \
@@ -100,6 +115,65 @@ pub fn play(
     })
 }
 
+/// `Err` unless `seen`'s format, if it has one, is the one `record` gives its streams;
+/// the video's frame size and rate, when it says them.
+fn check_synthetic_format(seen: &Seen) -> Result<Option<VideoFormat>, String> {
+    let Some(format) = &seen.format else {
+        return Ok(None);
+    };
+    let (synthetic, video) = match seen.kind {
+        StreamKind::Video => {
+            let video = synthetic::video_format_of(format);
+            (video.is_some(), video)
+        }
+        StreamKind::Audio => (
+            synthetic::audio_stream_format().is_ok_and(|audio| audio == *format),
+            None,
+        ),
+        _ => (false, None),
+    };
+    if !synthetic {
+        return Err(format!(
+            "stream {} ({:?}) is {format}, not a format `pagebuf record` writes: this is not \
+             its synthetic capture",
+            seen.number, seen.kind
+        ));
+    }
+    Ok(video)
+}
+
+/// A stream's format as JSON: `null` without one.
+fn format_json(format: Option<&StreamFormat>) -> Value {
+    let Some(format) = format else {
+        return Value::Null;
+    };
+    let mut value = json!({
+        "codec": format.codec().escape_ascii().to_string(),
+        "codec_data_bytes": format.codec_data().len(),
+        "text": format.to_string(),
+    });
+    match format.media() {
+        MediaFormat::Video {
+            width,
+            height,
+            frame_rate,
+        } => {
+            value["width"] = json!(width);
+            value["height"] = json!(height);
+            value["frame_rate"] = json!([frame_rate.0, frame_rate.1]);
+        }
+        MediaFormat::Audio {
+            sample_rate,
+            channels,
+        } => {
+            value["sample_rate"] = json!(sample_rate);
+            value["channels"] = json!(channels);
+        }
+        _ => {}
+    }
+    value
+}
+
 pub fn run(out: &mut impl Write, path: &Path, verify: bool, as_json: bool) -> CliResult {
     let report = play(path, verify, as_json)?;
     if as_json {
@@ -118,6 +192,7 @@ pub fn run(out: &mut impl Write, path: &Path, verify: bool, as_json: bool) -> Cl
                 "bytes": s.bytes,
                 "first_time": s.first,
                 "last_time": s.last,
+                "format": format_json(s.format.as_ref()),
             })).collect::<Vec<_>>(),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
@@ -145,13 +220,16 @@ pub fn write_report(out: &mut impl Write, path: &Path, report: &PlayReport) -> C
     for s in &report.streams {
         writeln!(
             out,
-            "  stream {} {:<6} {:>6} samples {:>10}  {:.3} s .. {:.3} s",
+            "  stream {} {:<6} {:>6} samples {:>10}  {:.3} s .. {:.3} s  {}",
             s.number,
             format!("{:?}", s.kind).to_lowercase(),
             s.samples,
             format::bytes(s.bytes),
             secs(s.first),
-            secs(s.last)
+            secs(s.last),
+            s.format
+                .as_ref()
+                .map_or_else(|| "(no format)".to_string(), |f| f.to_string())
         )?;
     }
     if report.verified {

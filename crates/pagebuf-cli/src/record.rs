@@ -70,10 +70,10 @@ pub fn record(
         .sum();
     let writer = SampleWriter::create(path)?;
     let video_stream = video
-        .map(|_| writer.add_stream(StreamKind::Video))
+        .map(|v| writer.add_stream_with(StreamKind::Video, synthetic::video_stream_format(&v)?))
         .transpose()?;
     let audio_stream = audio
-        .then(|| writer.add_stream(StreamKind::Audio))
+        .then(|| writer.add_stream_with(StreamKind::Audio, synthetic::audio_stream_format()?))
         .transpose()?;
     writer.begin_writing()?;
     let bar = progress::bytes(total, "record", quiet);

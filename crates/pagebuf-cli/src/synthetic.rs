@@ -4,18 +4,31 @@
 //!
 //! A sample starts with a 16-byte tag (`PBSY`, the kind, the index); the rest repeats a
 //! 4 KiB tile generated from (kind, index), so filling and checking run at memory speed.
+//!
+//! The streams say what they would hold if they were real, in their stream formats:
+//! video as raw YUV 4:2:0 (`I420`) of the frame size and rate, audio as 16-bit
+//! little-endian PCM (`s16l`) at 48 kHz in stereo, with its `WAVEFORMATEX` as codec data.
 
 use std::fmt;
 use std::str::FromStr;
 
-use pagebuf::stream::{StreamKind, TICKS_PER_SECOND};
+use pagebuf::stream::{StreamFormat, StreamKind, TICKS_PER_SECOND};
 
 /// Audio: 48 kHz, stereo, 16-bit, 1024 frames per packet.
 pub const AUDIO_RATE: u64 = 48_000;
+/// Audio channels.
+pub const AUDIO_CHANNELS: u16 = 2;
+/// Bytes per sample of one channel.
+const AUDIO_SAMPLE_BYTES: u16 = 2;
 /// Frames per audio packet.
 pub const AUDIO_FRAMES: u64 = 1024;
 /// Bytes per audio packet.
-pub const AUDIO_PACKET: usize = AUDIO_FRAMES as usize * 4;
+pub const AUDIO_PACKET: usize =
+    AUDIO_FRAMES as usize * (AUDIO_CHANNELS * AUDIO_SAMPLE_BYTES) as usize;
+/// The codec of the video frames: planar YUV 4:2:0, uncompressed.
+pub const VIDEO_CODEC: &[u8; 4] = b"I420";
+/// The codec of the audio packets: signed 16-bit little-endian PCM, interleaved.
+pub const AUDIO_CODEC: &[u8; 4] = b"s16l";
 const TILE: usize = 4096;
 const TAG: usize = 16;
 
@@ -58,6 +71,40 @@ impl FromStr for VideoFormat {
 impl fmt::Display for VideoFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}x{}@{}", self.width, self.height, self.fps)
+    }
+}
+
+/// The stream format of the video: `I420` frames of `format`'s size, at its rate.
+pub fn video_stream_format(format: &VideoFormat) -> pagebuf::Result<StreamFormat> {
+    StreamFormat::video(VIDEO_CODEC, format.width, format.height, (format.fps, 1))
+}
+
+/// The stream format of the audio: `s16l` at 48 kHz in stereo, carrying the
+/// `WAVEFORMATEX` a Windows Media stream of it would carry (`WAVE_FORMAT_PCM`).
+pub fn audio_stream_format() -> pagebuf::Result<StreamFormat> {
+    let block_align = AUDIO_CHANNELS * AUDIO_SAMPLE_BYTES;
+    let rate = AUDIO_RATE as u32;
+    let mut wave_format = Vec::with_capacity(18);
+    wave_format.extend_from_slice(&1u16.to_le_bytes()); // wFormatTag: WAVE_FORMAT_PCM
+    wave_format.extend_from_slice(&AUDIO_CHANNELS.to_le_bytes());
+    wave_format.extend_from_slice(&rate.to_le_bytes());
+    wave_format.extend_from_slice(&(rate * u32::from(block_align)).to_le_bytes());
+    wave_format.extend_from_slice(&block_align.to_le_bytes());
+    wave_format.extend_from_slice(&(AUDIO_SAMPLE_BYTES * 8).to_le_bytes());
+    wave_format.extend_from_slice(&0u16.to_le_bytes()); // cbSize: nothing follows
+    Ok(StreamFormat::audio(AUDIO_CODEC, rate, AUDIO_CHANNELS)?.with_codec_data(wave_format))
+}
+
+/// The video format `record` wrote, read back from a stream's format; `None` for
+/// another codec or a stream without a format.
+pub fn video_format_of(format: &StreamFormat) -> Option<VideoFormat> {
+    match format.media() {
+        pagebuf::stream::MediaFormat::Video {
+            width,
+            height,
+            frame_rate: (fps, 1),
+        } if format.codec() == *VIDEO_CODEC => Some(VideoFormat { width, height, fps }),
+        _ => None,
     }
 }
 
@@ -217,5 +264,25 @@ mod tests {
         assert!(times.windows(2).all(|w| w[0] <= w[1]));
         assert!("1920x1080".parse::<VideoFormat>().is_err());
         assert!("0x0@0".parse::<VideoFormat>().is_err());
+    }
+
+    #[test]
+    fn the_stream_formats_say_what_the_samples_hold() {
+        let format: VideoFormat = "640x360@30".parse().unwrap();
+        let video = video_stream_format(&format).unwrap();
+        assert_eq!(video.to_string(), "I420 640x360 @ 30 fps");
+        assert_eq!(video_format_of(&video), Some(format));
+        let audio = audio_stream_format().unwrap();
+        assert_eq!(
+            audio.to_string(),
+            "s16l 48000 Hz, 2 channels, 18 bytes of codec data"
+        );
+        assert_eq!(video_format_of(&audio), None);
+        // nBlockAlign: one frame of every channel, as AUDIO_PACKET counts them.
+        let block_align = u16::from_le_bytes([audio.codec_data()[12], audio.codec_data()[13]]);
+        assert_eq!(
+            AUDIO_PACKET,
+            AUDIO_FRAMES as usize * usize::from(block_align)
+        );
     }
 }

@@ -70,7 +70,9 @@ pub use log::{LogReader, LogRecord, LogWriter, Lsn};
 pub use memory::page_size;
 pub use pool::{BufferPool, FramePool, Framing, PoolStats};
 pub use ring::{Engine, IoRing, Pending, RingOptions};
-pub use stream::{Sample, SampleFlags, SampleReader, SampleWriter, StreamKind};
+pub use stream::{
+    MediaFormat, Sample, SampleFlags, SampleReader, SampleWriter, StreamFormat, StreamKind,
+};
 
 /// The README's examples, compiled and run as doctests so they cannot rot.
 #[cfg(doctest)]

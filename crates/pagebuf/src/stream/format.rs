@@ -2,26 +2,36 @@
 //! checks a reader makes before it believes a byte.
 //!
 //! * A file is a header of `unit` bytes, a backup of it in the next `unit` bytes
-//!   (version 2: written once, never rewritten, so a header torn while `end_writing`
-//!   rewrote it loses nothing), then records, each at a 64-byte boundary, each
-//!   starting with a 64-byte [`RecordHeader`] whose own CRC32C covers every field,
-//!   including `record_len`, the distance to the next record; a record's payload has a
-//!   second CRC32C. A reader therefore never follows a damaged length, and never yields
-//!   a payload whose checksum fails.
+//!   (from version 2: written once, never rewritten, so a header torn while
+//!   `end_writing` rewrote it loses nothing), then records, each at a 64-byte
+//!   boundary, each starting with a 64-byte [`RecordHeader`] whose own CRC32C covers
+//!   every field, including `record_len`, the distance to the next record; a record's
+//!   payload has a second CRC32C. A reader therefore never follows a damaged length,
+//!   and never yields a payload whose checksum fails.
+//! * The header's stream table (version 3) carries each stream's media format, and
+//!   the streams' codec data follows it; [`CODEC_DATA_BUDGET`] keeps the whole header
+//!   within [`MIN_UNIT`], so it is read whole with the first direct read and its
+//!   backup fits the next unit. Every format field is checked behind the CRC too: a
+//!   header whose CRC holds over impossible values is damage, not a format.
 //! * All integers are little-endian. Every field a writer leaves unused is zero, and a
 //!   reader of this version ignores reserved bytes (they are still covered by the CRC).
 
 use crate::error::{Error, Result};
 
-use super::{SampleFlags, StreamKind, StreamSummary};
+use super::{MediaFormat, SampleFlags, StreamFormat, StreamKind, StreamSummary, CODEC_DATA_BUDGET};
 
 /// The file's first eight bytes.
 pub(crate) const FILE_MAGIC: [u8; 8] = *b"PBSTREAM";
-/// The format version this code writes: 2, with a backup header at `unit` and the
-/// records from `2 * unit`. It also reads version 1 (no backup, records from `unit`).
-pub(crate) const VERSION: u16 = 2;
-/// The oldest version this code reads.
+/// The format version this code writes: 3, whose stream table carries each stream's
+/// media format. It also reads versions 2 and 1.
+pub(crate) const VERSION: u16 = VERSION_3;
+/// The oldest version this code reads: no backup header, records from `unit`.
 const VERSION_1: u16 = 1;
+/// The first version with the backup header at `unit`, and records from `2 * unit`.
+const VERSION_2: u16 = 2;
+/// The first version whose stream table carries media formats (32-byte entries, then
+/// the streams' codec data).
+const VERSION_3: u16 = 3;
 /// The first four bytes of every record.
 pub(crate) const RECORD_MAGIC: [u8; 4] = *b"PBRC";
 /// Size of a record header, and the alignment of every record (and so of every payload).
@@ -31,8 +41,16 @@ pub(crate) const RECORD_HEADER: usize = 64;
 pub(crate) const MIN_UNIT: usize = 4096;
 /// Bytes of the fixed part of the file header, before the stream table.
 const FILE_HEADER_FIXED: usize = 64;
-/// Bytes per stream-table entry in the file header.
-const STREAM_ENTRY: usize = 16;
+/// Bytes per stream-table entry in the file header of versions 1 and 2.
+const STREAM_ENTRY_V1: usize = 16;
+/// Bytes per stream-table entry from version 3: the version-2 entry's first three bytes,
+/// then the media format. With [`CODEC_DATA_BUDGET`] after 63 of them, a header is
+/// at most [`MIN_UNIT`] bytes: any reader gets it whole in its first direct read.
+const STREAM_ENTRY_V3: usize = 32;
+/// A version-3 stream entry's format field: the stream has no format ...
+const NO_FORMAT: u8 = 0;
+/// ... or has one, whose fields are read as the stream's kind says.
+const HAS_FORMAT: u8 = 1;
 /// Bytes of the index payload's fixed part.
 const INDEX_FIXED: usize = 16;
 /// Bytes per stream summary in the index.
@@ -43,14 +61,14 @@ const INDEX_POINT: usize = 16;
 pub(crate) const MAX_STREAMS: usize = 63;
 /// Header flag: `end_writing` completed; the index is valid.
 const FLAG_FINALIZED: u32 = 1;
-/// Header flag (version 2): this is the backup at offset `unit`, written once by
+/// Header flag (from version 2): this is the backup at offset `unit`, written once by
 /// `begin_writing`; never set in the header at offset 0, never with `FLAG_FINALIZED`.
 const FLAG_BACKUP: u32 = 2;
 /// The largest unit a header can state (a power of two in a `u32`).
 pub(crate) const MAX_UNIT: u64 = 1 << 31;
 
 /// Where the first record starts in a file of `version` with alignment `unit`: after
-/// the header (version 1), or after the header and its backup (version 2).
+/// the header (version 1), or after the header and its backup (version 2 on).
 pub(crate) fn data_start(version: u16, unit: u64) -> u64 {
     if version == VERSION_1 {
         unit
@@ -104,12 +122,23 @@ pub(crate) struct FileHeader {
     pub(crate) sync_tolerance: u64,
     /// Stream kinds; stream `n` is `streams[n - 1]`.
     pub(crate) streams: Vec<StreamKind>,
+    /// Stream formats, as many as `streams`; all `None` before version 3.
+    pub(crate) formats: Vec<Option<StreamFormat>>,
 }
 
 impl FileHeader {
     /// Bytes of the header that carry data (the rest of the unit is zero).
     fn used_len(&self) -> usize {
-        FILE_HEADER_FIXED + STREAM_ENTRY * self.streams.len()
+        if self.version < VERSION_3 {
+            return FILE_HEADER_FIXED + STREAM_ENTRY_V1 * self.streams.len();
+        }
+        let codec_data: usize = self
+            .formats
+            .iter()
+            .flatten()
+            .map(|f| f.codec_data().len())
+            .sum();
+        FILE_HEADER_FIXED + STREAM_ENTRY_V3 * self.streams.len() + codec_data
     }
 
     /// Where the first record starts.
@@ -117,16 +146,16 @@ impl FileHeader {
         data_start(self.version, u64::from(self.unit))
     }
 
-    /// Writes the header (the one at offset 0) into `out` (at least `used_len` bytes,
-    /// zeroed by the caller).
+    /// Writes the header (the one at offset 0) into `out` (at least `used_len` bytes, at
+    /// most [`MIN_UNIT`] with formats the writer checked; zeroed by the caller).
     pub(crate) fn encode(&self, out: &mut [u8]) {
         self.encode_flags(out, 0);
     }
 
-    /// Writes the backup header (the one at offset `unit`, version 2) into `out`: the
+    /// Writes the backup header (the one at offset `unit`, from version 2) into `out`: the
     /// same header with the backup flag. Only a header that is not finalized has one.
     pub(crate) fn encode_backup(&self, out: &mut [u8]) {
-        debug_assert!(self.version >= VERSION && !self.finalized);
+        debug_assert!(self.version >= VERSION_2 && !self.finalized);
         self.encode_flags(out, FLAG_BACKUP);
     }
 
@@ -142,10 +171,24 @@ impl FileHeader {
         put(out, 32, &self.samples.to_le_bytes());
         put(out, 40, &self.sync_tolerance.to_le_bytes());
         put(out, 48, &(self.streams.len() as u16).to_le_bytes());
+        let entry = if self.version < VERSION_3 {
+            STREAM_ENTRY_V1
+        } else {
+            STREAM_ENTRY_V3
+        };
+        let mut codec_data_at = FILE_HEADER_FIXED + entry * self.streams.len();
         for (i, kind) in self.streams.iter().enumerate() {
-            let at = FILE_HEADER_FIXED + STREAM_ENTRY * i;
+            let at = FILE_HEADER_FIXED + entry * i;
             put(out, at, &((i + 1) as u16).to_le_bytes());
             out[at + 2] = kind.code();
+            let format = self.formats.get(i).and_then(Option::as_ref);
+            debug_assert!(format.is_none() || self.version >= VERSION_3);
+            if let Some(format) = format.filter(|_| self.version >= VERSION_3) {
+                encode_format(&mut out[at..at + STREAM_ENTRY_V3], format);
+                let data = format.codec_data();
+                put(out, codec_data_at, data);
+                codec_data_at += data.len();
+            }
         }
         put(out, 60, &[0; 4]);
         let sum = crc(&out[..used]);
@@ -159,7 +202,7 @@ impl FileHeader {
 
     /// Reads and checks `b` as the backup header of a file whose unit is `at`, read from
     /// offset `at`: as strictly as the header at 0, and it must say it is a backup
-    /// (version 2, the backup flag, not finalized) of unit `at`.
+    /// (version 2 or later, the backup flag, not finalized) of unit `at`.
     pub(crate) fn decode_backup(b: &[u8], at: u64) -> Result<FileHeader> {
         FileHeader::decode_slot(b, Some(at))
     }
@@ -210,14 +253,26 @@ impl FileHeader {
                  {VERSION}: open it with a newer pagebuf"
             )));
         }
-        if backup.is_some() && version < VERSION {
+        if backup.is_some() && version < VERSION_2 {
             return Err(bad(
                 8,
                 format!("a version {version} file has no backup header"),
             ));
         }
         let count = u16_at(b, 48) as usize;
-        if count > MAX_STREAMS || used != FILE_HEADER_FIXED + STREAM_ENTRY * count {
+        let entry = if version < VERSION_3 {
+            STREAM_ENTRY_V1
+        } else {
+            STREAM_ENTRY_V3
+        };
+        let table_end = FILE_HEADER_FIXED + entry * count;
+        // Before version 3 the table ends the header; from 3 the codec data follows it.
+        let fits = if version < VERSION_3 {
+            used == table_end
+        } else {
+            used >= table_end
+        };
+        if count > MAX_STREAMS || !fits {
             return Err(bad(
                 16,
                 format!("header length {used} with {count} streams is inconsistent"),
@@ -231,21 +286,57 @@ impl FileHeader {
             ));
         }
         let mut streams = Vec::with_capacity(count);
+        let mut formats = Vec::with_capacity(count);
+        let mut codec_data_at = table_end;
         for i in 0..count {
-            let at = FILE_HEADER_FIXED + STREAM_ENTRY * i;
+            let at = FILE_HEADER_FIXED + entry * i;
             let kind = StreamKind::from_code(b[at + 2]).filter(|_| u16_at(b, at) as usize == i + 1);
-            streams.push(kind.ok_or_else(|| {
+            let kind = kind.ok_or_else(|| {
                 bad(
                     at as u64,
                     format!("stream table entry {} is not valid", i + 1),
                 )
-            })?);
+            })?;
+            let format = if version < VERSION_3 {
+                None
+            } else {
+                decode_format(
+                    &b[at..at + STREAM_ENTRY_V3],
+                    kind,
+                    &b[..used],
+                    &mut codec_data_at,
+                )
+                .map_err(|(field, detail)| {
+                    bad((at + field) as u64, format!("stream {}: {detail}", i + 1))
+                })?
+            };
+            streams.push(kind);
+            formats.push(format);
+        }
+        if codec_data_at - table_end > CODEC_DATA_BUDGET {
+            return Err(bad(
+                16,
+                format!(
+                    "the streams' codec data takes {} bytes, more than a writer stores \
+                     ({CODEC_DATA_BUDGET})",
+                    codec_data_at - table_end
+                ),
+            ));
+        }
+        if codec_data_at != used {
+            return Err(bad(
+                16,
+                format!(
+                    "header length {used} does not end where the streams' codec data ends \
+                     ({codec_data_at})"
+                ),
+            ));
         }
         let flags = u32_at(b, 20);
         let finalized = flags & FLAG_FINALIZED != 0;
         // Version 1 knew only the finalized flag (and ignored the others, as it still
         // does); from version 2 the backup flag says which copy this is.
-        if version >= VERSION {
+        if version >= VERSION_2 {
             let is_backup = flags & FLAG_BACKUP != 0;
             if is_backup != backup.is_some() {
                 let detail = if is_backup {
@@ -270,8 +361,103 @@ impl FileHeader {
             samples: u64_at(b, 32),
             sync_tolerance: u64_at(b, 40),
             streams,
+            formats,
         })
     }
+}
+
+/// Writes `format` into a version-3 stream entry (`entry`: its 32 bytes, number and
+/// kind already in place); its codec data goes after the table, by the caller.
+fn encode_format(entry: &mut [u8], format: &StreamFormat) {
+    entry[3] = HAS_FORMAT;
+    put(entry, 4, &format.codec());
+    match format.media() {
+        MediaFormat::Video {
+            width,
+            height,
+            frame_rate: (num, den),
+        } => {
+            put(entry, 8, &width.to_le_bytes());
+            put(entry, 12, &height.to_le_bytes());
+            put(entry, 16, &num.to_le_bytes());
+            put(entry, 20, &den.to_le_bytes());
+        }
+        MediaFormat::Audio {
+            sample_rate,
+            channels,
+        } => {
+            put(entry, 8, &sample_rate.to_le_bytes());
+            put(entry, 12, &channels.to_le_bytes());
+        }
+        MediaFormat::Data => {}
+    }
+    let len = u16::try_from(format.codec_data().len()).expect("within CODEC_DATA_BUDGET");
+    put(entry, 24, &len.to_le_bytes());
+}
+
+/// Reads the format of a version-3 stream entry of `kind`, taking its codec data from
+/// `header` (the header's used bytes) at `*codec_data_at` and moving that past it.
+/// `Err((offset in the entry, what is wrong))`: nothing a writer writes.
+fn decode_format(
+    entry: &[u8],
+    kind: StreamKind,
+    header: &[u8],
+    codec_data_at: &mut usize,
+) -> std::result::Result<Option<StreamFormat>, (usize, String)> {
+    match entry[3] {
+        NO_FORMAT => return Ok(None),
+        HAS_FORMAT => {}
+        other => return Err((3, format!("unknown format code {other}"))),
+    }
+    let codec: [u8; 4] = entry[4..8].try_into().expect("4 bytes");
+    if codec == [0; 4] {
+        return Err((4, "the format names no codec".into()));
+    }
+    let media = match kind {
+        StreamKind::Video => MediaFormat::Video {
+            width: u32_at(entry, 8),
+            height: u32_at(entry, 12),
+            frame_rate: (u32_at(entry, 16), u32_at(entry, 20)),
+        },
+        StreamKind::Audio => MediaFormat::Audio {
+            sample_rate: u32_at(entry, 8),
+            channels: u16_at(entry, 12),
+        },
+        StreamKind::Data => MediaFormat::Data,
+    };
+    let zero = match media {
+        MediaFormat::Video { width: 0, .. } => Some((8, "width")),
+        MediaFormat::Video { height: 0, .. } => Some((12, "height")),
+        MediaFormat::Video {
+            frame_rate: (0, _), ..
+        } => Some((16, "frame rate numerator")),
+        MediaFormat::Video {
+            frame_rate: (_, 0), ..
+        } => Some((20, "frame rate denominator")),
+        MediaFormat::Audio { sample_rate: 0, .. } => Some((8, "sample rate")),
+        MediaFormat::Audio { channels: 0, .. } => Some((12, "channel count")),
+        _ => None,
+    };
+    if let Some((at, field)) = zero {
+        return Err((at, format!("its {kind:?} format has a {field} of 0")));
+    }
+    let len = usize::from(u16_at(entry, 24));
+    let end = codec_data_at
+        .checked_add(len)
+        .filter(|&end| end <= header.len());
+    let Some(end) = end else {
+        return Err((
+            24,
+            format!(
+                "codec data of {len} bytes at header byte {} runs past the header's {} bytes",
+                codec_data_at,
+                header.len()
+            ),
+        ));
+    };
+    let codec_data = header[*codec_data_at..end].to_vec();
+    *codec_data_at = end;
+    Ok(Some(StreamFormat::from_parts(codec, media, codec_data)))
 }
 
 /// What a record holds.
@@ -515,6 +701,19 @@ mod tests {
             samples: 77,
             sync_tolerance: 30_000_000,
             streams: vec![StreamKind::Video, StreamKind::Audio, StreamKind::Data],
+            formats: vec![
+                Some(
+                    StreamFormat::video("avc1", 1920, 1080, (30_000, 1_001))
+                        .unwrap()
+                        .with_codec_data(vec![1, 2, 3, 4, 5]),
+                ),
+                None,
+                Some(
+                    StreamFormat::data("tx3g")
+                        .unwrap()
+                        .with_codec_data(vec![9; 7]),
+                ),
+            ],
         };
         let mut bytes = vec![0u8; 4096];
         header.encode(&mut bytes);
@@ -532,15 +731,81 @@ mod tests {
             FileHeader::decode(&bytes),
             Err(Error::Unsupported(_))
         ));
-        // Version 1 still reads: its data starts at `unit`, version 2's after the backup.
-        let v1 = FileHeader {
-            version: 1,
-            ..header.clone()
-        };
-        v1.encode(&mut bytes);
-        assert_eq!(FileHeader::decode(&bytes).unwrap(), v1);
-        assert_eq!(v1.data_start(), 4096);
+        // Versions 1 and 2 still read: 16-byte entries, no formats; version 1's data
+        // starts at `unit`, the others' after the backup.
+        for version in [VERSION_1, VERSION_2] {
+            let old = FileHeader {
+                version,
+                formats: vec![None; 3],
+                ..header.clone()
+            };
+            bytes.fill(0);
+            old.encode(&mut bytes);
+            assert_eq!(u32_at(&bytes, 16), 64 + 16 * 3);
+            assert_eq!(FileHeader::decode(&bytes).unwrap(), old);
+        }
+        assert_eq!(
+            FileHeader {
+                version: VERSION_1,
+                ..header.clone()
+            }
+            .data_start(),
+            4096
+        );
         assert_eq!(header.data_start(), 8192);
+    }
+
+    #[test]
+    fn a_version_3_header_lays_formats_out_as_format_md_says() {
+        let avcc = vec![0xA5; 5];
+        let header = FileHeader {
+            version: VERSION_3,
+            unit: 4096,
+            finalized: false,
+            index_offset: 0,
+            samples: 0,
+            sync_tolerance: 0,
+            streams: vec![StreamKind::Video, StreamKind::Audio, StreamKind::Data],
+            formats: vec![
+                Some(
+                    StreamFormat::video("avc1", 640, 360, (30, 1))
+                        .unwrap()
+                        .with_codec_data(avcc.clone()),
+                ),
+                Some(StreamFormat::audio("mp4a", 48_000, 2).unwrap()),
+                None,
+            ],
+        };
+        let mut bytes = vec![0u8; 4096];
+        header.encode(&mut bytes);
+        assert_eq!(u32_at(&bytes, 16) as usize, 64 + 3 * 32 + 5);
+        let video = &bytes[64..96];
+        assert_eq!((u16_at(video, 0), video[2], video[3]), (1, 2, HAS_FORMAT));
+        assert_eq!(&video[4..8], b"avc1");
+        assert_eq!(
+            [
+                u32_at(video, 8),
+                u32_at(video, 12),
+                u32_at(video, 16),
+                u32_at(video, 20)
+            ],
+            [640, 360, 30, 1]
+        );
+        assert_eq!(u16_at(video, 24), 5);
+        let audio = &bytes[96..128];
+        assert_eq!((u16_at(audio, 0), audio[2], audio[3]), (2, 1, HAS_FORMAT));
+        assert_eq!(&audio[4..8], b"mp4a");
+        assert_eq!((u32_at(audio, 8), u16_at(audio, 12)), (48_000, 2));
+        assert_eq!(u16_at(audio, 24), 0);
+        let data = &bytes[128..160];
+        assert_eq!((u16_at(data, 0), data[2], data[3]), (3, 3, NO_FORMAT));
+        assert_eq!(&bytes[160..165], &avcc[..]);
+        assert_eq!(FileHeader::decode(&bytes).unwrap(), header);
+        for bit in 0..header.used_len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(FileHeader::decode(&flipped).is_err(), "bit {bit}");
+        }
     }
 
     #[test]
@@ -553,6 +818,7 @@ mod tests {
             samples: 0,
             sync_tolerance: 30_000_000,
             streams: vec![StreamKind::Video, StreamKind::Audio],
+            formats: vec![None, Some(StreamFormat::audio("Opus", 48_000, 2).unwrap())],
         };
         let mut backup = vec![0u8; 4096];
         header.encode_backup(&mut backup);

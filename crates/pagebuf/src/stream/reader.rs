@@ -199,7 +199,7 @@ impl SampleReader {
     /// a depth, window or memory budget of 0 or past its cap ([`caps`]). A damaged
     /// *index* is not an error here: the reader scans instead and yields the damage
     /// after the last sample. Nor is a torn or zeroed header where the backup holds
-    /// (format version 2): the reader then scans, without an index.
+    /// (format version 2 and later): the reader then scans, without an index.
     pub fn with_options(path: impl AsRef<Path>, options: ReaderOptions) -> Result<SampleReader> {
         let depth = caps::check("ReaderOptions::depth", options.depth, caps::MAX_DEPTH)?;
         caps::check("ReaderOptions::window", options.window, caps::MAX_WINDOW)?;
@@ -274,6 +274,7 @@ impl SampleReader {
                 number: (i + 1) as u16,
                 kind,
                 summary: reader.index.as_ref().map(|x| x.streams[i]),
+                format: reader.header.formats.get(i).cloned().flatten(),
             })
             .collect();
         reader.restart(data_start);
@@ -613,12 +614,12 @@ fn read_block(
 
 /// Reads and checks the file header at offset 0 (`block`: the bytes of one direct read,
 /// a multiple of the device's alignment). Where that header fails its checks (torn,
-/// zeroed, damaged), the backup a version-2 writer put at offset `unit` stands in for
-/// it; it is never finalized, so the file is then read by scanning. Only the damaged
-/// header states `unit`, so the backup is looked for at each power of two from 4096 on
-/// (a file holds both headers, so within its first half) whose first bytes are not
-/// blank: the first such place is the backup, or there is none (it never reaches past
-/// the first record).
+/// zeroed, damaged), the backup a writer of version 2 or later put at offset `unit`
+/// stands in for it; it is never finalized, so the file is then read by scanning. Only
+/// the damaged header states `unit`, so the backup is looked for at each power of two
+/// from 4096 on (a file holds both headers, so within its first half) whose first bytes
+/// are not blank: the first such place is the backup, or there is none (it never
+/// reaches past the first record).
 fn read_header(
     ring: &IoRing,
     file: &DirectFile,

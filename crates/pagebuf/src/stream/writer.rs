@@ -41,7 +41,9 @@ use super::format::{
     data_start, payload_crc, FileHeader, Index, IndexPoint, RecordHeader, RecordKind, MAX_STREAMS,
     MIN_UNIT, RECORD_HEADER, VERSION,
 };
-use super::{SampleFlags, StreamKind, StreamSummary, Watermark, WriteSummary, TICKS_PER_SECOND};
+use super::{
+    SampleFlags, StreamFormat, StreamKind, StreamSummary, Watermark, WriteSummary, TICKS_PER_SECOND,
+};
 
 /// Samples at least this long, allocated by `allocate_sample`, are written from their
 /// own buffer; shorter ones are copied into a chunk (a separate write of a few bytes
@@ -145,6 +147,8 @@ enum Phase {
 struct Inner {
     phase: Phase,
     kinds: Vec<StreamKind>,
+    /// As many as `kinds`: what `add_stream_with` gave, for the header.
+    formats: Vec<Option<StreamFormat>>,
     totals: Vec<StreamSummary>,
     /// The chunk being filled with copied records; `None` when sealed.
     chunk: Option<BufferMut>,
@@ -309,6 +313,7 @@ impl SampleWriter {
             inner: Mutex::new(Inner {
                 phase: Phase::Configuring,
                 kinds: Vec::new(),
+                formats: Vec::new(),
                 totals: Vec::new(),
                 chunk: None,
                 chunk_offset: 0,
@@ -366,18 +371,47 @@ impl SampleWriter {
     /// [`Error::InvalidRequest`] once writing has begun; [`Error::InvalidArgument`]
     /// beyond 63 streams.
     pub fn add_stream(&self, kind: StreamKind) -> Result<u16> {
+        self.add("add_stream", kind, None)
+    }
+
+    /// Adds a stream that carries its media `format` (codec, picture or sound
+    /// parameters, codec data), which readers give back in
+    /// [`StreamInfo::format`](super::StreamInfo::format); returns its number as
+    /// [`add_stream`](Self::add_stream) does.
+    ///
+    /// # Errors
+    /// As `add_stream`, and [`Error::InvalidArgument`] for a format of another kind
+    /// than `kind`, or codec data past what the file still holds
+    /// ([`CODEC_DATA_BUDGET`](super::CODEC_DATA_BUDGET), all streams together). A
+    /// refused call adds no stream.
+    pub fn add_stream_with(&self, kind: StreamKind, format: StreamFormat) -> Result<u16> {
+        self.add("add_stream_with", kind, Some(format))
+    }
+
+    /// `add_stream` and `add_stream_with`, called `call` in errors.
+    fn add(&self, call: &str, kind: StreamKind, format: Option<StreamFormat>) -> Result<u16> {
         let mut inner = self.lock();
         if inner.phase != Phase::Configuring {
-            return Err(Error::InvalidRequest(
-                "add_stream after begin_writing: add every stream before writing begins".into(),
-            ));
+            return Err(Error::InvalidRequest(format!(
+                "{call} after begin_writing: add every stream before writing begins"
+            )));
         }
         if inner.kinds.len() == MAX_STREAMS {
             return Err(Error::InvalidArgument(format!(
                 "a sample file holds at most {MAX_STREAMS} streams; combine some"
             )));
         }
+        if let Some(format) = &format {
+            let taken = inner
+                .formats
+                .iter()
+                .flatten()
+                .map(|f| f.codec_data().len())
+                .sum();
+            format.check_for_stream(kind, taken)?;
+        }
         inner.kinds.push(kind);
+        inner.formats.push(format);
         inner.totals.push(StreamSummary::default());
         Ok(inner.kinds.len() as u16)
     }
@@ -420,6 +454,7 @@ impl SampleWriter {
             samples: finished.map_or(0, |f| f.1),
             sync_tolerance: self.tolerance,
             streams: inner.kinds.clone(),
+            formats: inner.formats.clone(),
         };
         let mut block = self.chunks.allocate()?;
         block.set_len(self.unit)?;
