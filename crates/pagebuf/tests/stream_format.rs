@@ -532,3 +532,45 @@ fn versions_1_and_2_still_read_without_formats() {
     assert!(kinds.iter().all(|(_, format)| format.is_none()));
     assert_eq!(reader.count(), 5);
 }
+
+/// A version-2 file whose writer died is resumed as version 2: the resumed writer's
+/// header (written by `end_writing`) keeps the version and its stream table, and the
+/// file reads back whole with its index.
+#[test]
+fn a_version_2_file_is_resumed_as_version_2() {
+    let dir = ScratchDir::new("stream-format", "resume-v2");
+    let path = dir.join("v2.pbs");
+    let streams = vec![(StreamKind::Video, None), (StreamKind::Audio, None)];
+    record(&path, &streams, false);
+    let mut bytes = std::fs::read(&path).unwrap();
+    as_version_2(&mut bytes[..UNIT]);
+    as_version_2(&mut bytes[UNIT..2 * UNIT]);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let writer = SampleWriter::resume(&path).unwrap();
+    assert_eq!(writer.resumed().unwrap().samples(), SAMPLES);
+    for i in SAMPLES..2 * SAMPLES {
+        let (stream, time, size) = sample(i, 2);
+        let mut buf = writer.allocate_sample(size).unwrap();
+        buf.extend_from_slice(&pattern(i, size)).unwrap();
+        writer
+            .write_sample(stream, time, SampleFlags::KEY_FRAME, buf)
+            .unwrap();
+    }
+    assert_eq!(writer.end_writing().unwrap().samples, 2 * SAMPLES);
+    drop(writer);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(u16_at(&bytes, 8), 2, "the header's version changed");
+    let reader = SampleReader::open(&path).unwrap();
+    assert!(reader.has_index());
+    assert!(reader.streams().iter().all(|s| s.format.is_none()));
+    let mut count = 0;
+    for (i, item) in reader.enumerate() {
+        let got = item.unwrap();
+        let (stream, time, size) = sample(i as u64, 2);
+        assert_eq!((got.stream, got.time), (stream, time), "sample {i}");
+        assert!(got.data[..] == pattern(i as u64, size)[..], "sample {i}");
+        count += 1;
+    }
+    assert_eq!(count, 2 * SAMPLES);
+}

@@ -45,6 +45,7 @@
 mod flags;
 pub(crate) mod format;
 mod reader;
+mod resume;
 mod watermark;
 mod writer;
 
@@ -58,6 +59,7 @@ use crate::buffer::Buffer;
 use crate::error::{Error, Result};
 pub use flags::SampleFlags;
 pub use reader::{ReaderOptions, SampleReader};
+pub use resume::{RecordsEnd, ResumeReport};
 pub use watermark::{StreamMark, Watermark};
 pub use writer::{SampleWriter, WriterOptions};
 

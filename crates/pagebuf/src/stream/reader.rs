@@ -168,6 +168,8 @@ pub struct SampleReader {
     from_time: u64,
     done: bool,
     last_offset: Option<u64>,
+    /// One past the sequence number of the last whole record passed (pads included).
+    next_sequence: u64,
 }
 
 impl SampleReader {
@@ -243,6 +245,7 @@ impl SampleReader {
             from_time: 0,
             done: false,
             last_offset: None,
+            next_sequence: 0,
             header,
         };
         if reader.header.finalized {
@@ -305,6 +308,22 @@ impl SampleReader {
     /// The file offset of the record of the sample the iterator yielded last.
     pub fn last_offset(&self) -> Option<u64> {
         self.last_offset
+    }
+
+    /// Where the next record would start: once iteration has ended cleanly, where the
+    /// whole records end (an index record in an unfinished file counts as their end).
+    pub(crate) fn records_end(&self) -> u64 {
+        self.pos
+    }
+
+    /// The sequence number the next record would carry (FORMAT.md: pads included).
+    pub(crate) fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// The file's header, as read (or its backup's).
+    pub(crate) fn header(&self) -> &FileHeader {
+        &self.header
     }
 
     /// Moves so that iteration yields exactly the samples with `time` or later, in file
@@ -559,9 +578,13 @@ impl SampleReader {
             };
             self.pos = record_end;
             match header.kind {
-                RecordKind::Pad => continue,
+                RecordKind::Pad => {
+                    self.next_sequence = header.sequence + 1;
+                    continue;
+                }
                 RecordKind::Index if !self.header.finalized => {
                     // The writer died after its index, before its header: data ends here.
+                    self.pos = pos;
                     return self.finish();
                 }
                 RecordKind::Index => {
@@ -573,6 +596,7 @@ impl SampleReader {
             if stream == 0 || usize::from(stream) > self.streams.len() {
                 return self.corrupt(pos, format!("stream {stream} is not in the stream table"));
             }
+            self.next_sequence = header.sequence + 1;
             if header.time < self.from_time {
                 continue;
             }

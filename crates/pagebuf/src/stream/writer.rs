@@ -41,6 +41,7 @@ use super::format::{
     data_start, payload_crc, FileHeader, Index, IndexPoint, RecordHeader, RecordKind, MAX_STREAMS,
     MIN_UNIT, RECORD_HEADER, VERSION,
 };
+use super::resume::{self, ResumeReport};
 use super::{
     SampleFlags, StreamFormat, StreamKind, StreamSummary, Watermark, WriteSummary, TICKS_PER_SECOND,
 };
@@ -199,6 +200,10 @@ impl Inner {
 /// See the [module example](crate::stream) for a whole recording.
 pub struct SampleWriter {
     file: Arc<DirectFile>,
+    /// The file's format version: [`VERSION`], or an older file's when resumed.
+    version: u16,
+    /// What `resume` kept and cut; `None` for a writer that created its file.
+    resumed: Option<ResumeReport>,
     unit: usize,
     budget: usize,
     tolerance: u64,
@@ -264,21 +269,10 @@ impl SampleWriter {
     /// file system refuses direct I/O.
     pub fn with_options(path: impl AsRef<Path>, options: WriterOptions) -> Result<SampleWriter> {
         let path = path.as_ref();
-        let depth = caps::check("WriterOptions::depth", options.depth, caps::MAX_DEPTH)?;
-        let budget = caps::check(
-            "WriterOptions::memory_budget",
-            options.memory_budget,
-            caps::MAX_MEMORY_BUDGET,
-        )?;
+        let (depth, budget) = checked(&options)?;
         let limits = limits_before_open(path)?;
         let unit = (limits.alignment() as usize).max(MIN_UNIT);
-        let smallest = sample_footprint(1, unit).unwrap_or(usize::MAX);
-        if budget < smallest {
-            return Err(Error::InvalidArgument(format!(
-                "WriterOptions::memory_budget({budget}) cannot hold one sample record \
-                 ({smallest} bytes); give the writer at least a few MiB"
-            )));
-        }
+        check_budget(budget, unit)?;
         let file = DirectFile::options()
             .read(true)
             .write(true)
@@ -292,8 +286,172 @@ impl SampleWriter {
         if file.created() {
             file.sync_directory()?;
         }
-        let chunk_size = (default_block_size(&file) / unit * unit).max(unit);
         let ring = IoRing::given_or_default(options.ring.as_ref())?;
+        let inner = Inner {
+            phase: Phase::Configuring,
+            kinds: Vec::new(),
+            formats: Vec::new(),
+            totals: Vec::new(),
+            chunk: None,
+            chunk_offset: 0,
+            sequence: 0,
+            points: Vec::new(),
+            open_point: None,
+            started: None,
+            zero_copy: 0,
+            copied: 0,
+        };
+        let layout = Layout {
+            version: VERSION,
+            unit,
+            depth,
+            budget,
+        };
+        SampleWriter::assemble(file, ring, layout, &options, inner, None)
+    }
+
+    /// Reopens, with the default [`WriterOptions`], a file whose writer died before
+    /// `end_writing`: see [`resume_with`](Self::resume_with).
+    ///
+    /// # Errors
+    /// As `resume_with`.
+    pub fn resume(path: impl AsRef<Path>) -> Result<SampleWriter> {
+        SampleWriter::resume_with(path, WriterOptions::default())
+    }
+
+    /// Reopens a file whose writer died before `end_writing`, in the writing state.
+    ///
+    /// The file is read as a [`SampleReader`](super::SampleReader) recovers it: every
+    /// whole record is kept (every sample acknowledged by a `flush`, and whatever else
+    /// reached the disk whole), up to the first that is not whole. The unit the kept
+    /// records end in is closed with a pad record, the file is cut there (the torn
+    /// tail, and any stale record of the dead writer beyond it, are gone), and samples
+    /// go on after it: the streams, their numbers and formats, totals, sync-tolerance
+    /// rule and index points are the file's, so `write_sample` goes on where the dead
+    /// writer was and [`end_writing`](Self::end_writing) writes an index of every
+    /// sample, old and new. [`resumed`](Self::resumed) says what was kept and cut. The
+    /// file keeps its format version. The options are as for a new writer (the unit is
+    /// the file's).
+    ///
+    /// ```
+    /// use pagebuf::stream::{SampleFlags, SampleReader, SampleWriter, StreamKind};
+    ///
+    /// # let path = std::env::temp_dir().join(format!("pagebuf-doc-resume-{}.pbs", std::process::id()));
+    /// let writer = SampleWriter::create(&path)?;
+    /// let audio = writer.add_stream(StreamKind::Audio)?;
+    /// writer.begin_writing()?;
+    /// let mut sound = writer.allocate_sample(480)?;
+    /// sound.extend_from_slice(&[1; 480])?;
+    /// writer.write_sample(audio, 0, SampleFlags::empty(), sound)?;
+    /// writer.flush()?;
+    /// drop(writer); // no end_writing: as if the process had died
+    ///
+    /// let writer = SampleWriter::resume(&path)?;
+    /// assert_eq!(writer.resumed().unwrap().samples(), 1);
+    /// let mut sound = writer.allocate_sample(480)?;
+    /// sound.extend_from_slice(&[2; 480])?;
+    /// writer.write_sample(audio, 100_000, SampleFlags::empty(), sound)?;
+    /// assert_eq!(writer.end_writing()?.samples, 2);
+    /// assert!(SampleReader::open(&path)?.has_index());
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), pagebuf::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Before the file is touched: [`Error::InvalidArgument`] for options past their
+    /// caps; [`Error::InvalidRequest`] if another writer holds the file, or if
+    /// `end_writing` finished it (nothing to resume); what
+    /// [`SampleReader::open`](super::SampleReader::open) says of a file that is not a
+    /// sample file, of another version, or whose header and backup are both damaged.
+    /// [`Error::Io`] from the system (a missing file is `NotFound`).
+    pub fn resume_with(path: impl AsRef<Path>, options: WriterOptions) -> Result<SampleWriter> {
+        let (depth, budget) = checked(&options)?;
+        let file = DirectFile::options()
+            .read(true)
+            .write(true)
+            .exclusive(true)
+            .direct(options.direct)
+            .open(path.as_ref())?;
+        let ring = IoRing::given_or_default(options.ring.as_ref())?;
+        let found = resume::recover(&file, &ring, options.direct)?;
+        let header = &found.header;
+        let unit = header.unit as usize;
+        let alignment = file.limits().alignment() as usize;
+        if unit % alignment.max(1) != 0 {
+            return Err(Error::Unsupported(format!(
+                "{} was laid out in units of {unit} bytes, but direct I/O here needs \
+                 multiples of {alignment}: resume it where it was written, or copy it \
+                 there",
+                file.path().display()
+            )));
+        }
+        check_budget(budget, unit)?;
+        let file_len = file.len()?;
+        let (resumed_at, padded) =
+            resume::close_tail(&file, found.data_end, unit as u64, found.next_sequence)?;
+        let mut inner = Inner {
+            phase: Phase::Writing,
+            kinds: header.streams.clone(),
+            formats: header.formats.clone(),
+            totals: vec![StreamSummary::default(); header.streams.len()],
+            chunk: None,
+            chunk_offset: resumed_at,
+            sequence: found.next_sequence + u64::from(padded),
+            points: Vec::new(),
+            open_point: None,
+            started: Some(Instant::now()),
+            zero_copy: 0,
+            copied: 0,
+        };
+        for kept in &found.samples {
+            // Only the writer's zero-copy records start on a unit and are this long.
+            let own_point = kept.offset % unit as u64 == 0 && kept.len >= ZERO_COPY_MIN as u64;
+            inner.index_record(kept.offset, kept.time, own_point);
+            inner.totals[usize::from(kept.stream) - 1].record(kept.time, kept.len);
+            if own_point {
+                inner.zero_copy += 1;
+            } else {
+                inner.copied += 1;
+            }
+        }
+        let report = ResumeReport {
+            streams: inner.totals.clone(),
+            data_end: found.data_end,
+            resumed_at,
+            cut_bytes: file_len.saturating_sub(resumed_at),
+            end: found.end,
+        };
+        let layout = Layout {
+            version: header.version,
+            unit,
+            depth,
+            budget,
+        };
+        SampleWriter::assemble(file, ring, layout, &options, inner, Some(report))
+    }
+
+    /// What [`resume`](Self::resume) kept of the file and what it cut; `None` for a
+    /// writer that created its file.
+    pub fn resumed(&self) -> Option<&ResumeReport> {
+        self.resumed.as_ref()
+    }
+
+    /// The writer over `file` (open, its layout decided), in the state `inner` says.
+    fn assemble(
+        file: DirectFile,
+        ring: IoRing,
+        layout: Layout,
+        options: &WriterOptions,
+        inner: Inner,
+        resumed: Option<ResumeReport>,
+    ) -> Result<SampleWriter> {
+        let Layout {
+            version,
+            unit,
+            depth,
+            budget,
+        } = layout;
+        let chunk_size = (default_block_size(&file) / unit * unit).max(unit);
         let chunks = OwnPool::new(&ring, chunk_size, depth + 2, unit)?;
         let file = Arc::new(file);
         let sink = BlockSink::new(file.clone(), ring, depth);
@@ -304,26 +462,15 @@ impl SampleWriter {
         let tolerance = u64::try_from(options.sync_tolerance.as_nanos() / 100).unwrap_or(u64::MAX);
         Ok(SampleWriter {
             file,
+            version,
+            resumed,
             unit,
             budget,
             tolerance,
             samples: BufferPool::new(budget)?,
             chunks,
             sink,
-            inner: Mutex::new(Inner {
-                phase: Phase::Configuring,
-                kinds: Vec::new(),
-                formats: Vec::new(),
-                totals: Vec::new(),
-                chunk: None,
-                chunk_offset: 0,
-                sequence: 0,
-                points: Vec::new(),
-                open_point: None,
-                started: None,
-                zero_copy: 0,
-                copied: 0,
-            }),
+            inner: Mutex::new(inner),
             #[cfg(feature = "testing")]
             sync_gate: Gate::default(),
         })
@@ -436,7 +583,7 @@ impl SampleWriter {
         }
         self.write_header(&inner, None)?;
         inner.phase = Phase::Writing;
-        inner.chunk_offset = data_start(VERSION, self.unit as u64);
+        inner.chunk_offset = data_start(self.version, self.unit as u64);
         inner.started = Some(Instant::now());
         Ok(())
     }
@@ -447,7 +594,7 @@ impl SampleWriter {
     /// the header's rewrite at `end_writing` cannot reach it.
     fn write_header(&self, inner: &Inner, finished: Option<(u64, u64)>) -> Result<()> {
         let header = FileHeader {
-            version: VERSION,
+            version: self.version,
             unit: self.unit as u32,
             finalized: finished.is_some(),
             index_offset: finished.map_or(0, |f| f.0),
@@ -848,6 +995,37 @@ impl SampleWriter {
         self.sink.sync()?;
         Ok(samples)
     }
+}
+
+/// How a writer's file is laid out and its memory sized.
+struct Layout {
+    version: u16,
+    unit: usize,
+    depth: usize,
+    budget: usize,
+}
+
+/// The depth and memory budget of `options`, checked against their caps.
+fn checked(options: &WriterOptions) -> Result<(usize, usize)> {
+    let depth = caps::check("WriterOptions::depth", options.depth, caps::MAX_DEPTH)?;
+    let budget = caps::check(
+        "WriterOptions::memory_budget",
+        options.memory_budget,
+        caps::MAX_MEMORY_BUDGET,
+    )?;
+    Ok((depth, budget))
+}
+
+/// Refuses a memory budget that cannot hold one sample record in units of `unit`.
+fn check_budget(budget: usize, unit: usize) -> Result<()> {
+    let smallest = sample_footprint(1, unit).unwrap_or(usize::MAX);
+    if budget < smallest {
+        return Err(Error::InvalidArgument(format!(
+            "WriterOptions::memory_budget({budget}) cannot hold one sample record \
+             ({smallest} bytes); give the writer at least a few MiB"
+        )));
+    }
+    Ok(())
 }
 
 /// The bytes of the sample pool's budget a sample of `size` bytes takes: its record
