@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pagebuf::stream::{SampleFlags, SampleWriter, StreamKind};
+use pagebuf::stream::{SampleFlags, SampleWriter, StreamFormat, StreamKind};
 
 /// A fresh directory under cargo's target directory (on the real disk, not /tmp).
 fn scratch(name: &str) -> PathBuf {
@@ -119,10 +119,32 @@ fn record_then_play_verifies_and_reports_the_same_samples() {
     assert_eq!(played["verified"], true);
     assert_eq!(played["indexed"], true);
     assert_eq!(played["streams"][0]["kind"], "video");
+    // The stream formats `record` gave: raw frames of the asked size and rate, and PCM
+    // with its WAVEFORMATEX.
+    let video = &played["streams"][0]["format"];
+    assert_eq!(video["codec"], "I420", "{played}");
+    assert_eq!(
+        (&video["width"], &video["height"]),
+        (&640.into(), &360.into())
+    );
+    assert_eq!(video["frame_rate"], serde_json::json!([30, 1]));
+    let audio = &played["streams"][1]["format"];
+    assert_eq!(audio["codec"], "s16l", "{played}");
+    assert_eq!(
+        (&audio["sample_rate"], &audio["channels"]),
+        (&48_000.into(), &2.into())
+    );
+    assert_eq!(audio["codec_data_bytes"], 18);
 
     let text = stdout(&pagebuf(&dir, &["play", "take.pbs", "--verify"]));
     assert!(text.contains("154 samples"), "{text}");
     assert!(text.contains("verified: every sample"), "{text}");
+    for format in [
+        "I420 640x360 @ 30 fps",
+        "s16l 48000 Hz, 2 channels, 18 bytes of codec data",
+    ] {
+        assert!(text.contains(format), "no `{format}` in:\n{text}");
+    }
     let text = stdout(&pagebuf(
         &dir,
         &[
@@ -212,6 +234,19 @@ fn play_verify_catches_a_corrupted_or_foreign_recording() {
         err.contains("does not match the synthetic capture"),
         "{err}"
     );
+    // A stream format `record` never writes, though the samples would match.
+    let writer = SampleWriter::create(dir.join("mp4a.pbs")).unwrap();
+    let mp4a = StreamFormat::audio("mp4a", 48_000, 2).unwrap();
+    writer.add_stream_with(StreamKind::Audio, mp4a).unwrap();
+    writer.begin_writing().unwrap();
+    writer.end_writing().unwrap();
+    let text = stdout(&pagebuf(&dir, &["play", "mp4a.pbs"]));
+    assert!(text.contains("mp4a 48000 Hz, 2 channels"), "{text}");
+    let err = one_line_error(&pagebuf(&dir, &["play", "mp4a.pbs", "--verify"]));
+    assert!(
+        err.contains("not a format `pagebuf record` writes"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -258,7 +293,7 @@ fn errors_are_one_line_and_a_non_zero_exit() {
 fn help_shows_examples_for_every_subcommand() {
     let dir = scratch("help");
     for sub in [
-        "demo", "probe", "copy", "record", "play", "bench", "randread",
+        "demo", "probe", "copy", "record", "play", "bench", "randread", "repair",
     ] {
         let out = stdout(&pagebuf(&dir, &[sub, "--help"]));
         assert!(
@@ -564,4 +599,166 @@ fn probe_says_which_engine_a_ring_gets() {
     if engine != "io_uring" {
         assert!(report["engine"]["note"].is_string(), "{report}");
     }
+}
+
+#[test]
+fn log_bench_reports_group_commit_and_removes_its_log() {
+    let dir = scratch("log-bench");
+    let args = [
+        "log",
+        "bench",
+        "--threads",
+        "2",
+        "--seconds",
+        "1",
+        "--record",
+        "150",
+        "--json",
+    ];
+    let r = json(&pagebuf_within(&dir, &args, Duration::from_secs(60)));
+    let num = |key: &str| {
+        r[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no number `{key}` in {r}"))
+    };
+    assert_eq!(r["threads"], 2, "{r}");
+    assert_eq!(r["record_bytes"], 150, "{r}");
+    assert!(num("commits") > 0.0, "{r}");
+    // One record per commit in this loop.
+    assert_eq!(num("records"), num("commits"), "{r}");
+    assert!(num("commits_per_s") > 0.0, "{r}");
+    assert!(num("syncs") >= 1.0, "{r}");
+    assert!(num("commits_per_sync") >= 1.0, "{r}");
+    assert!(num("waiting_commits") <= num("commits"), "{r}");
+    let (p50, p99, max) = (num("p50_us"), num("p99_us"), num("max_us"));
+    assert!(p50 > 0.0 && p99 >= p50 && max >= p99, "{r}");
+    // A record's frame (16 bytes of header), plus padding or units written again.
+    let log = num("log_bytes_per_commit");
+    assert!(log >= 166.0 && log <= num("bytes_per_commit"), "{r}");
+    assert!(num("padding_bytes_per_commit") < log, "{r}");
+    assert!(
+        matches!(r["tail_write"].as_str(), Some("pad" | "rewrite_untorn")),
+        "{r}"
+    );
+    assert!(num("cpu_us_per_commit") >= 0.0, "{r}");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "log bench left files behind: {left:?}");
+
+    // The table, at a path of the caller's choosing, removed afterwards too.
+    let text = stdout(&pagebuf_within(
+        &dir,
+        &[
+            "log",
+            "bench",
+            "chosen.wal",
+            "--threads",
+            "1",
+            "--seconds",
+            "0.2",
+        ],
+        Duration::from_secs(60),
+    ));
+    for expected in [
+        "commits/s",
+        "p99",
+        "commits per sync",
+        "bytes per commit",
+        "CPU",
+    ] {
+        assert!(text.contains(expected), "no `{expected}` in:\n{text}");
+    }
+    assert!(!dir.join("chosen.wal").exists(), "{text}");
+    let help = stdout(&pagebuf(&dir, &["log", "bench", "--help"]));
+    assert!(help.contains("Example"), "{help}");
+}
+
+#[test]
+fn log_bench_refuses_bad_input_in_one_line() {
+    let dir = scratch("log-bench-errors");
+    std::fs::write(dir.join("precious.wal"), b"keep me").unwrap();
+    let cases: [(&[&str], &str); 9] = [
+        (&["log", "bench", "--threads", "0"], "threads `0`"),
+        (&["log", "bench", "--threads", "5000"], "threads `5000`"),
+        (&["log", "bench", "--seconds", "0"], "duration `0`"),
+        (&["log", "bench", "--record", "0"], "record size `0`"),
+        (
+            &["log", "bench", "--record", "17MiB"],
+            "record size `17MiB`",
+        ),
+        (&["log", "bench", "--dir", "missing"], "not a directory"),
+        (&["log", "bench", "--dir", "/proc"], "/proc"),
+        (&["log", "bench", "precious.wal"], "exists"),
+        (&["log"], "subcommand"),
+    ];
+    for (args, expected) in cases {
+        let err = one_line_error(&pagebuf_within(&dir, args, Duration::from_secs(60)));
+        assert!(
+            err.contains(expected) && !err.contains("panicked"),
+            "{args:?}: `{expected}` not in `{err}`"
+        );
+    }
+    assert_eq!(std::fs::read(dir.join("precious.wal")).unwrap(), b"keep me");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the existing file: {left:?}");
+}
+
+/// A recording killed with SIGKILL mid-stream has no index; `repair` keeps every whole
+/// sample, says what it kept and cut, and writes the index, after which `play --verify`
+/// checks every sample and finds the index. A second `repair` has nothing to do; a file
+/// that is not a recording is one line of error.
+#[test]
+fn repair_finishes_a_killed_recording_that_then_verifies() {
+    let dir = scratch("repair");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pagebuf"))
+        .args([
+            "record",
+            "take.pbs",
+            "--size",
+            "8GiB",
+            "--video",
+            "320x240@30",
+            "--audio",
+        ])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until it has written a few MiB, then SIGKILL.
+    let started = Instant::now();
+    while std::fs::metadata(dir.join("take.pbs")).map_or(0, |m| m.len()) < 80 << 20 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "record never got going"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = stdout(&pagebuf(&dir, &["play", "take.pbs", "--json"]));
+    let before: serde_json::Value = serde_json::from_str(&before).unwrap();
+    assert_eq!(before["indexed"], false);
+    let report = json(&pagebuf(&dir, &["repair", "take.pbs", "--json"]));
+    assert_eq!(report["repaired"], true);
+    let kept = report["kept_samples"].as_u64().unwrap();
+    assert!(
+        kept > 0 && kept >= before["samples"].as_u64().unwrap(),
+        "{report}"
+    );
+    assert!(report["resumed_at"].as_u64() >= report["data_end"].as_u64());
+    let played = json(&pagebuf(&dir, &["play", "take.pbs", "--verify", "--json"]));
+    assert_eq!(
+        (played["indexed"].clone(), played["verified"].clone()),
+        (true.into(), true.into())
+    );
+    assert_eq!(played["samples"].as_u64(), Some(kept));
+    let again = stdout(&pagebuf(&dir, &["repair", "take.pbs"]));
+    assert!(again.contains("nothing to repair"), "{again}");
+    std::fs::write(dir.join("junk.pbs"), vec![7u8; 10_000]).unwrap();
+    let err = one_line_error(&pagebuf(&dir, &["repair", "junk.pbs"]));
+    assert!(
+        err.contains("junk.pbs") || err.contains("corrupt") || err.contains("header"),
+        "{err}"
+    );
 }
