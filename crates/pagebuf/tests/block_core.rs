@@ -57,8 +57,9 @@ fn pipelines_on(engine: Engine) {
     }
     assert_eq!(out.finish().unwrap(), len as u64);
     let written = ops(&ring) - before;
-    // 13 blocks (the last padded) and a sync, at least.
-    assert!(written >= 14, "{written} transfers on the writer's ring");
+    // 13 blocks (the last padded), at least. (The sync is made on the writer's own
+    // thread, which waits for it anyway: BlockSink::sync_through.)
+    assert!(written >= 13, "{written} transfers on the writer's ring");
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 
     // DirectReader back, depth 2.

@@ -242,14 +242,16 @@ impl BlockSink {
     }
 
     /// Makes every write up to `ticket` durable: waits for those (not for later ones),
-    /// then `fdatasync` on the ring. What a flush or a commit taken under a lock and
-    /// finished outside it uses, while other threads go on submitting.
+    /// then `fdatasync`. What a flush or a commit taken under a lock and finished
+    /// outside it uses, while other threads go on submitting.
+    ///
+    /// The sync is made on the calling thread, which waits for it anyway: through the
+    /// ring, io_uring hands every fsync to a kernel worker thread and its completion to
+    /// the reaper, two thread switches per commit (`pagebuf log bench`, 1 thread:
+    /// BENCHMARKS.md, issue 14).
     pub(crate) fn sync_through(&self, ticket: Ticket) -> Result<()> {
         self.wait_through(ticket)?;
-        self.ring
-            .sync_data(&self.file)
-            .wait()
-            .map_err(|err| self.fail(err))
+        self.file.sync_data().map_err(|err| self.fail(err))
     }
 
     /// Finishes a file whose content is its first `end` bytes: waits for every write,

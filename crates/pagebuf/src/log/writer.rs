@@ -23,6 +23,13 @@ use crate::ring::IoRing;
 /// A commit start is remembered (for [`LogWriter::truncate_before`]) at most this often.
 const MARK_EVERY: u64 = 1 << 20;
 
+/// Zeroes are written this far ahead of the records, this much at a time (see
+/// [`ZeroedAhead`]).
+const ZERO_AHEAD: u64 = 8 << 20;
+const ZERO_STEP: u64 = 4 << 20;
+/// One zero write's length (a clone of one shared buffer of zeroes).
+const ZERO_WRITE: usize = 1 << 20;
+
 /// An append-only log of records, made durable by group commit.
 ///
 /// * [`append`](Self::append) copies a record into the log's staging block and returns
@@ -48,8 +55,12 @@ const MARK_EVERY: u64 = 1 << 20;
 ///     [`truncate_before`](Self::truncate_before) has unit boundaries to cut at.
 /// * Direct I/O on the process's [`IoRing`] (or the one in [`LogOptions`]); where the
 ///   file system refuses `O_DIRECT`, buffered writes and `fdatasync`
-///   ([`DirectFile::fallback_note`] says why). Space is reserved ahead in 64 MiB steps,
-///   so commits do not wait for extent allocation.
+///   ([`DirectFile::fallback_note`] says why). Zeroes are written ahead of the records
+///   (8 MiB ahead, in 4 MiB steps, as PostgreSQL fills its WAL segments), so a commit
+///   overwrites blocks already written: its `fdatasync` has no extent allocation or
+///   conversion to journal (1.7x the commits of writes into merely reserved space, fio
+///   on this disk; BENCHMARKS.md, issue 14). They cost write bandwidth once
+///   ([`LogStats::zeroed_bytes`]), not log space.
 /// * **One writer per file:** a second `LogWriter` on it, here or in another process,
 ///   is [`Error::InvalidRequest`].
 /// * Dropping the writer commits nothing that was not committed: records appended after
@@ -81,6 +92,8 @@ pub struct LogWriter {
     pad_unit: usize,
     tail: TailWrite,
     block_size: usize,
+    /// What zero writes are clones of; `None` on a block device (no extents to fill).
+    zeroes: Option<Buffer>,
     state: Mutex<State>,
     /// A commit finished (successfully or not).
     committed: Condvar,
@@ -118,6 +131,9 @@ pub struct LogStats {
     /// Of those, units written again by an untorn write ([`TailWrite::RewriteUntorn`]):
     /// disk bandwidth, not space.
     pub rewritten_bytes: u64,
+    /// Zeroes written ahead of the records (not in `bytes_written`): the blocks commits
+    /// then overwrite.
+    pub zeroed_bytes: u64,
 }
 
 #[derive(Default)]
@@ -128,6 +144,17 @@ struct Counts {
     bytes_written: AtomicU64,
     padding_bytes: AtomicU64,
     rewritten_bytes: AtomicU64,
+    zeroed_bytes: AtomicU64,
+}
+
+/// The zeroes written ahead of the records: everything below `to` is zeroed, or being
+/// zeroed by writes up to ticket `last`, and nothing below it will be zeroed again.
+/// Records are never written past `done_to` before those writes are done (two writes of
+/// one place in flight land in any order).
+struct ZeroedAhead {
+    to: u64,
+    done_to: u64,
+    last: Ticket,
 }
 
 /// Whether the staging block's first unit is on disk already (written by a commit that
@@ -158,6 +185,7 @@ struct State {
     failure: Option<Error>,
     marks: Marks,
     carried: Carried,
+    zeroed: ZeroedAhead,
 }
 
 /// Where a writer starts: the first staging block's offset, the next `Lsn`, and the
@@ -311,6 +339,14 @@ impl LogWriter {
         };
         let ring = IoRing::given_or_default(options.ring.as_ref())?;
         let blocks = OwnPool::new(&ring, block_size, depth + 2, page_size())?;
+        let zeroes = if file.is_block_device() {
+            None
+        } else {
+            // Fresh anonymous pages: zero already.
+            let mut zeroes = PageAllocator::default().allocate_page_aligned(ZERO_WRITE)?;
+            zeroes.set_len(ZERO_WRITE)?;
+            Some(zeroes.freeze())
+        };
         let sink = BlockSink::new(Arc::new(file), ring, depth);
         Ok(LogWriter {
             sink,
@@ -319,6 +355,7 @@ impl LogWriter {
             pad_unit,
             tail: tail_write,
             block_size,
+            zeroes,
             state: Mutex::new(State {
                 block: None,
                 block_at: tail.block_at,
@@ -327,6 +364,11 @@ impl LogWriter {
                 failure: None,
                 marks: tail.marks,
                 carried: Carried::Nothing,
+                zeroed: ZeroedAhead {
+                    to: tail.block_at,
+                    done_to: tail.block_at,
+                    last: 0,
+                },
             }),
             committed: Condvar::new(),
             durable: AtomicU64::new(tail.next_lsn - 1),
@@ -476,6 +518,7 @@ impl LogWriter {
             bytes_written: load(&self.counts.bytes_written),
             padding_bytes: load(&self.counts.padding_bytes),
             rewritten_bytes: load(&self.counts.rewritten_bytes),
+            zeroed_bytes: load(&self.counts.zeroed_bytes),
         }
     }
 
@@ -492,14 +535,17 @@ impl LogWriter {
         self.sink.enable_trace();
     }
 
-    /// The writes recorded since [`trace_writes`](Self::trace_writes): `(offset, len,
-    /// untorn)`.
+    /// The writes of records recorded since [`trace_writes`](Self::trace_writes):
+    /// `(offset, len, untorn)` (zeroes written ahead are left out: they only ever go
+    /// past everything written before them).
     #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn traced_writes(&self) -> Vec<(u64, usize, bool)> {
+        let zeroes = self.zeroes.as_ref().map(|z| z.as_ptr() as usize);
         self.sink
             .trace()
             .iter()
+            .filter(|w| Some(w.address) != zeroes)
             .map(|w| (w.offset, w.len, w.untorn))
             .collect()
     }
@@ -632,6 +678,7 @@ impl LogWriter {
     /// an untorn write, once the write it replaces is done; the rest as one plain write.
     /// The ticket covers the whole block.
     fn send(&self, state: &mut State, block: Buffer, at: u64) -> Result<Ticket> {
+        self.zero_ahead(state, at + block.len() as u64)?;
         self.counts
             .bytes_written
             .fetch_add(block.len() as u64, Ordering::Relaxed);
@@ -649,6 +696,31 @@ impl LogWriter {
             return Ok(first);
         }
         self.sink.submit(block.slice(unit..)?, at + unit as u64)
+    }
+
+    /// Before records are written up to `end`: keeps zeroes written `ZERO_AHEAD` past it
+    /// (a step at a time, ahead of need, so the wait below is rare), and waits for the
+    /// zero writes below `end` to be done.
+    fn zero_ahead(&self, state: &mut State, end: u64) -> Result<()> {
+        let Some(zeroes) = &self.zeroes else {
+            return Ok(());
+        };
+        let zeroed = &mut state.zeroed;
+        if end + ZERO_AHEAD / 2 > zeroed.to {
+            let stop = (end + ZERO_AHEAD).max(zeroed.to + ZERO_STEP);
+            while zeroed.to < stop {
+                zeroed.last = self.sink.submit(zeroes.clone(), zeroed.to)?;
+                zeroed.to += ZERO_WRITE as u64;
+                self.counts
+                    .zeroed_bytes
+                    .fetch_add(ZERO_WRITE as u64, Ordering::Relaxed);
+            }
+        }
+        if end > zeroed.done_to {
+            self.sink.wait_through(zeroed.last)?;
+            zeroed.done_to = zeroed.to;
+        }
+        Ok(())
     }
 
     /// Ends the staged records for a commit and hands them to the disk; the ticket of

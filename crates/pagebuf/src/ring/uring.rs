@@ -178,8 +178,10 @@ impl UringEngine {
             Kind::Write(Tearing::Impossible) => None,
             _ => shared.fixed.index_of(base, len),
         };
-        let id = shared.completions.insert(Some(op), pieces, on_done);
+        // Counted before the slot exists: a detached op wakes the reaper thread, which
+        // would otherwise find nothing outstanding and spin until the push.
         shared.outstanding.fetch_add(pieces, Ordering::AcqRel);
+        let id = shared.completions.insert(Some(op), pieces, on_done);
         // Completions reaped here while the queue was full, handed out once unlocked.
         let mut after = Vec::new();
         let guard = shared.sq.lock().unwrap_or_else(|p| p.into_inner());
