@@ -8,7 +8,7 @@ use super::Reservation;
 use crate::buffer::Buffer;
 use crate::direct::DirectFile;
 use crate::error::{Error, Result};
-use crate::ring::{IoRing, Tearing};
+use crate::ring::{IoRing, Pending, Tearing};
 
 /// One write handed to a sink: where the bytes came from and where they go (the sample
 /// writer's optional trace, which proves that large samples are not copied).
@@ -149,6 +149,28 @@ impl BlockSink {
     /// earlier write made durable. A refusal is sticky, as any failed write.
     pub(crate) fn submit_untorn(&self, data: Buffer, offset: u64) -> Result<Ticket> {
         self.submit_as(data, offset, Tearing::Impossible)
+    }
+
+    /// Writes `data` at `offset` as a transfer the caller waits for itself (it then
+    /// reaps its own completion on io_uring: one thread switch, not two through the
+    /// reaper thread): for a commit's last write. Space is reserved and the write traced
+    /// as for `submit`, but it is not numbered, not counted against `depth`, and its
+    /// failure is the caller's to record: `sync_through` covers only numbered writes.
+    pub(crate) fn write_waited(&self, data: Buffer, offset: u64) -> Pending<usize> {
+        self.reserve(offset.saturating_add(data.len() as u64));
+        if self.shared.tracing.load(Ordering::Acquire) {
+            self.shared
+                .lock()
+                .trace
+                .get_or_insert_with(Vec::new)
+                .push(WriteTrace {
+                    address: data.as_ptr() as usize,
+                    len: data.len(),
+                    offset,
+                    untorn: false,
+                });
+        }
+        self.ring.write_at(&self.file, data, offset)
     }
 
     fn submit_as(&self, data: Buffer, offset: u64, tearing: Tearing) -> Result<Ticket> {

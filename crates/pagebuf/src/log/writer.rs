@@ -18,7 +18,7 @@ use crate::device::DeviceLimits;
 use crate::direct::{limits_before_open, DirectFile};
 use crate::error::{Error, Result};
 use crate::memory::page_size;
-use crate::ring::IoRing;
+use crate::ring::{IoRing, Pending};
 
 /// A commit start is remembered (for [`LogWriter::truncate_before`]) at most this often.
 const MARK_EVERY: u64 = 1 << 20;
@@ -155,6 +155,16 @@ struct ZeroedAhead {
     to: u64,
     done_to: u64,
     last: Ticket,
+}
+
+/// How a commit's staged records went to the disk.
+enum Sealed {
+    /// Nothing was staged: the full blocks already sent are all there is.
+    Nothing,
+    /// Through the sink, as the write with this ticket.
+    Sent(Ticket),
+    /// As a transfer of its own, which the committing thread waits for.
+    Waited(Pending<usize>),
 }
 
 /// Whether the staging block's first unit is on disk already (written by a commit that
@@ -464,6 +474,8 @@ impl LogWriter {
         // the lock: a write of a unit the next block starts with again must be issued
         // (and done) before that block's.
         let target = state.next_lsn - 1;
+        // Every full block of these records was handed to the sink before this point.
+        let before = self.sink.last_ticket();
         let sealed = match self.seal(&mut state) {
             Ok(sealed) => sealed,
             Err(err) => {
@@ -472,13 +484,15 @@ impl LogWriter {
                 return Err(err);
             }
         };
-        // Every full block of these records was handed to the sink before this point.
-        let ticket = sealed.unwrap_or_else(|| self.sink.last_ticket());
         state.commit = Commit::Running;
         drop(state);
         self.counts.syncs.fetch_add(1, Ordering::Relaxed);
         // Appends go on meanwhile; the sync waits only for what these records need.
-        let written = self.sink.sync_through(ticket);
+        let written = match sealed {
+            Sealed::Nothing => self.sink.sync_through(before),
+            Sealed::Sent(ticket) => self.sink.sync_through(ticket),
+            Sealed::Waited(write) => write.wait().and_then(|_| self.sink.sync_through(before)),
+        };
         let mut state = self.lock();
         state.commit = Commit::Idle;
         match written {
@@ -723,15 +737,16 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Ends the staged records for a commit and hands them to the disk; the ticket of
-    /// that write (`None`: nothing was staged). With [`TailWrite::Pad`] (and with
-    /// `RewriteUntorn` once per `MARK_EVERY`, or when the records end on a unit), the
-    /// tail is padded to the next `pad_unit` boundary, where the next record starts.
-    /// Otherwise the last unit is written as it is (zeroes after the records) and copied
-    /// into the next staging block, to be written again, untorn, with what follows.
-    fn seal(&self, state: &mut State) -> Result<Option<Ticket>> {
+    /// Ends the staged records for a commit and hands them to the disk. With
+    /// [`TailWrite::Pad`] (and with `RewriteUntorn` once per `MARK_EVERY`, or when the
+    /// records end on a unit), the tail is padded to the next `pad_unit` boundary, where
+    /// the next record starts, and written as a transfer the committing thread waits for
+    /// itself (it reaps its own completion: no hop through the reaper thread). Otherwise
+    /// the last unit is written as it is (zeroes after the records) and copied into the
+    /// next staging block, to be written again, untorn, with what follows.
+    fn seal(&self, state: &mut State) -> Result<Sealed> {
         let Some(mut block) = state.block.take().filter(|b| !b.is_empty()) else {
-            return Ok(None);
+            return Ok(Sealed::Nothing);
         };
         let len = block.len();
         let at = state.block_at;
@@ -752,7 +767,14 @@ impl LogWriter {
             state.block_at = at + whole as u64;
             let (next, start) = (state.next_lsn, state.block_at);
             state.marks.mark(next, start);
-            return self.send(state, block.freeze(), at).map(Some);
+            if let Carried::Unit(_) = state.carried {
+                return self.send(state, block.freeze(), at).map(Sealed::Sent);
+            }
+            self.zero_ahead(state, at + whole as u64)?;
+            self.counts
+                .bytes_written
+                .fetch_add(whole as u64, Ordering::Relaxed);
+            return Ok(Sealed::Waited(self.sink.write_waited(block.freeze(), at)));
         }
         block[len..].fill(0); // a clean end for readers until the records go on
         let last = whole - unit;
@@ -762,7 +784,7 @@ impl LogWriter {
         state.block = Some(next);
         state.block_at = at + last as u64;
         state.carried = Carried::Unit(ticket);
-        Ok(Some(ticket))
+        Ok(Sealed::Sent(ticket))
     }
 }
 
