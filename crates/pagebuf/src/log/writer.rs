@@ -20,6 +20,11 @@ use crate::error::{Error, Result};
 use crate::memory::page_size;
 use crate::ring::{IoRing, Pending};
 
+/// How many times a thread about to commit lets the threads woken with it run first
+/// (`yield_now`): once took 4 threads from 2.2 to 3.0 commits per sync and 16 from 7.7
+/// to 8.5 (`pagebuf log bench`, interleaved runs); four times was no better.
+const MAX_YIELDS: u32 = 1;
+
 /// A commit start is remembered (for [`LogWriter::truncate_before`]) at most this often.
 const MARK_EVERY: u64 = 1 << 20;
 
@@ -191,6 +196,8 @@ struct State {
     block_at: u64,
     next_lsn: Lsn,
     commit: Commit,
+    /// Threads waiting for a commit under way.
+    waiting: usize,
     /// The first failure: every later call returns it (the log may have a hole).
     failure: Option<Error>,
     marks: Marks,
@@ -371,6 +378,7 @@ impl LogWriter {
                 block_at: tail.block_at,
                 next_lsn: tail.next_lsn,
                 commit: Commit::Idle,
+                waiting: 0,
                 failure: None,
                 marks: tail.marks,
                 carried: Carried::Nothing,
@@ -454,6 +462,7 @@ impl LogWriter {
         if self.durable_lsn() < lsn {
             self.counts.commits.fetch_add(1, Ordering::Relaxed);
         }
+        let mut yields = 0;
         loop {
             if self.durable_lsn() >= lsn {
                 return Ok(());
@@ -462,10 +471,20 @@ impl LogWriter {
             match state.commit {
                 // Another thread is writing: its commit, or the next, covers ours.
                 Commit::Running => {
+                    state.waiting += 1;
                     state = self
                         .committed
                         .wait(state)
                         .unwrap_or_else(|p| p.into_inner());
+                    state.waiting -= 1;
+                }
+                // Others were woken with this thread by the last commit: let them
+                // append first (once), so this commit takes them along.
+                Commit::Idle if state.waiting > 0 && yields < MAX_YIELDS => {
+                    yields += 1;
+                    drop(state);
+                    std::thread::yield_now();
+                    state = self.lock();
                 }
                 Commit::Idle => break,
             }
