@@ -38,6 +38,14 @@ struct State {
     trace: Option<Vec<WriteTrace>>,
 }
 
+/// Whether a submission waits while `depth` writes are in flight.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Room {
+    Wait,
+    /// The caller waits for room later, outside a lock (`wait_for_room`).
+    Ignore,
+}
+
 /// A write's number in submission order, from 1: what
 /// [`BlockSink::sync_through`] waits for.
 pub(crate) type Ticket = u64;
@@ -141,14 +149,35 @@ impl BlockSink {
     /// flight, and hands it to the ring (one entry on io_uring; pieces of the device's
     /// largest request, side by side, on worker threads).
     pub(crate) fn submit(&self, data: Buffer, offset: u64) -> Result<Ticket> {
-        self.submit_as(data, offset, Tearing::Possible)
+        self.submit_as(data, offset, Tearing::Possible, Room::Wait)
+    }
+
+    /// As [`submit`](Self::submit) without waiting for room: for a caller that submits
+    /// under a lock others need, and waits for room ([`wait_for_room`](Self::wait_for_room))
+    /// once it has let go of it. Writes in flight may then pass `depth` by the number of
+    /// such callers at once; memory stays bounded by their pools.
+    pub(crate) fn submit_unbounded(&self, data: Buffer, offset: u64) -> Result<Ticket> {
+        self.submit_as(data, offset, Tearing::Possible, Room::Ignore)
+    }
+
+    /// Waits while `depth` or more writes are in flight; then reports the sticky failure.
+    pub(crate) fn wait_for_room(&self) -> Result<()> {
+        let mut state = self.shared.lock();
+        while state.failure.is_none() && state.in_flight.len() >= self.depth {
+            state = self
+                .shared
+                .done
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        state.check()
     }
 
     /// As [`submit`](Self::submit), as one untorn write (`RWF_ATOMIC`; the caller has
     /// checked the file's atomic write units): for bytes written again over ones an
     /// earlier write made durable. A refusal is sticky, as any failed write.
     pub(crate) fn submit_untorn(&self, data: Buffer, offset: u64) -> Result<Ticket> {
-        self.submit_as(data, offset, Tearing::Impossible)
+        self.submit_as(data, offset, Tearing::Impossible, Room::Wait)
     }
 
     /// Writes `data` at `offset` as a transfer the caller waits for itself (it then
@@ -173,13 +202,13 @@ impl BlockSink {
         self.ring.write_at(&self.file, data, offset)
     }
 
-    fn submit_as(&self, data: Buffer, offset: u64, tearing: Tearing) -> Result<Ticket> {
+    fn submit_as(&self, data: Buffer, offset: u64, tearing: Tearing, room: Room) -> Result<Ticket> {
         let end = offset.saturating_add(data.len() as u64);
         self.reserve(end);
         let mut state = self.shared.lock();
         loop {
             state.check()?;
-            if state.in_flight.len() < self.depth {
+            if room == Room::Ignore || state.in_flight.len() < self.depth {
                 break;
             }
             state = self

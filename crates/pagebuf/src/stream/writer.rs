@@ -95,7 +95,9 @@ impl WriterOptions {
     /// [`caps::MAX_MEMORY_BUDGET`]): `allocate_sample` waits while they are out. A
     /// sample takes its record's size (64 bytes of header, padding to the file's
     /// unit) rounded to the pool's size class: a sample of 9 MiB needs a budget of
-    /// 10 MiB.
+    /// 10 MiB. Samples under 64 KiB (copied into shared chunks as they are written)
+    /// come from a pool of their own beside it, an eighth of this from 1 to 8 MiB, so
+    /// a sound packet never waits for memory pictures on their way to the disk hold.
     pub fn memory_budget(mut self, bytes: usize) -> Self {
         self.memory_budget = bytes;
         self
@@ -208,6 +210,16 @@ pub struct SampleWriter {
     budget: usize,
     tolerance: u64,
     samples: BufferPool,
+    /// Samples shorter than `ZERO_COPY_MIN` (copied into a chunk by `write_sample`,
+    /// their buffer free again at once): a pool of their own, so a sound packet never
+    /// waits for memory held by pictures on their way to the disk.
+    small_samples: BufferPool,
+    /// The bytes of a partly filled chunk sealed before a zero-copy record (a picture
+    /// after some sound): copied out, so the chunk stays to be filled again. Chunks are
+    /// few (`depth + 2`); one sent half empty before every picture would run them out
+    /// while the disk is slow, and the next sound packet would wait for one under the
+    /// writer's lock.
+    sealed_copies: BufferPool,
     chunks: OwnPool,
     sink: BlockSink,
     inner: Mutex<Inner>,
@@ -468,6 +480,8 @@ impl SampleWriter {
             budget,
             tolerance,
             samples: BufferPool::new(budget)?,
+            small_samples: BufferPool::new(small_budget(budget))?,
+            sealed_copies: BufferPool::new(SEALED_COPIES_BUDGET)?,
             chunks,
             sink,
             inner: Mutex::new(inner),
@@ -639,7 +653,16 @@ impl SampleWriter {
     /// beyond the memory budget; the original [`Error::Io`] after a failed write.
     pub fn allocate_sample(&self, size: usize) -> Result<BufferMut> {
         let span = self.prepare_allocation(size)?;
-        self.finish_allocation(self.samples.allocate(span), size)
+        self.finish_allocation(self.pool_for(size).allocate(span), size)
+    }
+
+    /// The pool a sample of `size` bytes comes from.
+    fn pool_for(&self, size: usize) -> &BufferPool {
+        if size < ZERO_COPY_MIN {
+            &self.small_samples
+        } else {
+            &self.samples
+        }
     }
 
     /// As [`allocate_sample`](Self::allocate_sample) without waiting: `Ok(None)` while
@@ -649,7 +672,7 @@ impl SampleWriter {
     /// As `allocate_sample`.
     pub fn try_allocate_sample(&self, size: usize) -> Result<Option<BufferMut>> {
         let span = self.prepare_allocation(size)?;
-        match self.samples.try_allocate(span) {
+        match self.pool_for(size).try_allocate(span) {
             Ok(Some(buf)) => self.finish_allocation(Ok(buf), size).map(Some),
             Ok(None) => Ok(None),
             Err(err) => self.finish_allocation(Err(err), size).map(Some),
@@ -722,6 +745,26 @@ impl SampleWriter {
         });
         let crc = payload_crc(&block[headroom..headroom + len]);
 
+        let before = self.sink.last_ticket();
+        self.write_record(stream, time, flags, block, (len, headroom, zero_copy, crc))?;
+        // Back-pressure outside the lock: this thread waits for the disk if it sent a
+        // write while `depth` were in flight; a thread whose sample was only copied
+        // (and the writers waiting for the lock) are not held up by it.
+        if self.sink.last_ticket() != before {
+            self.sink.wait_for_room()?;
+        }
+        Ok(())
+    }
+
+    /// `write_sample` under the writer's lock: the record laid out and handed over.
+    fn write_record(
+        &self,
+        stream: u16,
+        time: u64,
+        flags: SampleFlags,
+        mut block: BufferMut,
+        (len, headroom, zero_copy, crc): (usize, usize, Option<u64>, u32),
+    ) -> Result<()> {
         let mut inner = self.lock();
         self.check_writing(&mut inner, "write_sample")?;
         self.check_sample(&inner, stream, time)?;
@@ -744,7 +787,7 @@ impl SampleWriter {
                 let end = span as usize;
                 block.whole_mut()[RECORD_HEADER + len..end].fill(0);
                 block.set_len(end)?;
-                self.sink.submit(block.freeze(), offset)?;
+                self.sink.submit_unbounded(block.freeze(), offset)?;
                 inner.chunk_offset += span;
                 inner.index_record(offset, time, true);
                 inner.zero_copy += 1;
@@ -831,13 +874,27 @@ impl SampleWriter {
 
     /// Writes the chunk (a whole number of units) and moves past it.
     fn submit_chunk(&self, inner: &mut Inner) -> Result<()> {
-        if let Some(chunk) = inner.chunk.take() {
-            let len = chunk.len() as u64;
-            if len > 0 {
-                self.sink.submit(chunk.freeze(), inner.chunk_offset)?;
-                inner.chunk_offset += len;
+        let Some(mut chunk) = inner.chunk.take() else {
+            return Ok(());
+        };
+        let len = chunk.len();
+        if len == 0 {
+            return Ok(());
+        }
+        let offset = inner.chunk_offset;
+        inner.chunk_offset += len as u64;
+        // Less than half full: its bytes are sent in a copy (if one is to be had now)
+        // and the chunk is kept.
+        if len < chunk.max_len() / 2 {
+            if let Some(mut copy) = self.sealed_copies.try_allocate(len)? {
+                copy.extend_from_slice(&chunk)?;
+                chunk.clear();
+                inner.chunk = Some(chunk);
+                self.sink.submit_unbounded(copy.freeze(), offset)?;
+                return Ok(());
             }
         }
+        self.sink.submit_unbounded(chunk.freeze(), offset)?;
         Ok(())
     }
 
@@ -935,6 +992,8 @@ impl SampleWriter {
         let outcome = self.finalize(&mut inner);
         // Wake anyone waiting in allocate_sample: writing is over.
         self.samples.close();
+        self.small_samples.close();
+        self.sealed_copies.close();
         let samples = outcome?;
         let streams = inner.totals.clone();
         let first = streams
@@ -1028,6 +1087,16 @@ fn check_budget(budget: usize, unit: usize) -> Result<()> {
     Ok(())
 }
 
+/// The budget of the pool partly filled chunks are copied into when sealed: 128 seals of
+/// 32 KiB in flight at once.
+const SEALED_COPIES_BUDGET: usize = 4 << 20;
+
+/// The budget of the small samples' pool: an eighth of the large samples', from 1 MiB
+/// to 8 MiB (their buffers are out only between `allocate_sample` and `write_sample`).
+fn small_budget(budget: usize) -> usize {
+    (budget / 8).clamp(1 << 20, 8 << 20)
+}
+
 /// The bytes of the sample pool's budget a sample of `size` bytes takes: its record
 /// (header and padding to `unit`), rounded to the pool's size class; `None` past the
 /// address space.
@@ -1054,6 +1123,8 @@ impl Drop for SampleWriter {
             }
         }
         self.samples.close();
+        self.small_samples.close();
+        self.sealed_copies.close();
     }
 }
 
