@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::format::{
     fill_padding, frame_header, frame_len, skip_before_frame, Header, FRAME_HEADER,
@@ -100,8 +100,6 @@ pub struct LogWriter {
     /// What zero writes are clones of; `None` on a block device (no extents to fill).
     zeroes: Option<Buffer>,
     state: Mutex<State>,
-    /// A commit finished (successfully or not).
-    committed: Condvar,
     durable: AtomicU64,
     header: Mutex<Header>,
     counts: Counts,
@@ -182,6 +180,15 @@ enum Carried {
     Unit(Ticket),
 }
 
+/// A thread waiting in `commit` for its `Lsn` to be durable.
+struct Waiter {
+    lsn: Lsn,
+    thread: std::thread::Thread,
+}
+
+/// How long a waiting committer sleeps before it looks again by itself.
+const PARK_LIMIT: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Whether a thread is writing and syncing a commit now.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Commit {
@@ -196,8 +203,11 @@ struct State {
     block_at: u64,
     next_lsn: Lsn,
     commit: Commit,
-    /// Threads waiting for a commit under way.
-    waiting: usize,
+    /// Threads waiting for a commit under way, each for its `Lsn`: a finished commit
+    /// wakes those it covered and one more to lead the next, not all of them.
+    waiters: Vec<Waiter>,
+    /// Threads woken (covered, or to lead) that have yet to run.
+    woken: usize,
     /// The first failure: every later call returns it (the log may have a hole).
     failure: Option<Error>,
     marks: Marks,
@@ -378,7 +388,8 @@ impl LogWriter {
                 block_at: tail.block_at,
                 next_lsn: tail.next_lsn,
                 commit: Commit::Idle,
-                waiting: 0,
+                waiters: Vec::new(),
+                woken: 0,
                 failure: None,
                 marks: tail.marks,
                 carried: Carried::Nothing,
@@ -388,7 +399,6 @@ impl LogWriter {
                     last: 0,
                 },
             }),
-            committed: Condvar::new(),
             durable: AtomicU64::new(tail.next_lsn - 1),
             header: Mutex::new(header),
             counts: Counts::default(),
@@ -471,16 +481,23 @@ impl LogWriter {
             match state.commit {
                 // Another thread is writing: its commit, or the next, covers ours.
                 Commit::Running => {
-                    state.waiting += 1;
-                    state = self
-                        .committed
-                        .wait(state)
-                        .unwrap_or_else(|p| p.into_inner());
-                    state.waiting -= 1;
+                    let me = std::thread::current();
+                    state.waiters.push(Waiter {
+                        lsn,
+                        thread: me.clone(),
+                    });
+                    drop(state);
+                    // Bounded: a wake missed in a race is made up for by looking again.
+                    std::thread::park_timeout(PARK_LIMIT);
+                    state = self.lock();
+                    match state.waiters.iter().position(|w| w.thread.id() == me.id()) {
+                        Some(i) => drop(state.waiters.swap_remove(i)),
+                        None => state.woken = state.woken.saturating_sub(1),
+                    }
                 }
                 // Others were woken with this thread by the last commit: let them
                 // append first (once), so this commit takes them along.
-                Commit::Idle if state.waiting > 0 && yields < MAX_YIELDS => {
+                Commit::Idle if state.woken > 0 && yields < MAX_YIELDS => {
                     yields += 1;
                     drop(state);
                     std::thread::yield_now();
@@ -499,7 +516,7 @@ impl LogWriter {
             Ok(sealed) => sealed,
             Err(err) => {
                 state.failure.get_or_insert_with(|| err.clone());
-                self.committed.notify_all();
+                self.wake_waiters(&mut state);
                 return Err(err);
             }
         };
@@ -522,12 +539,32 @@ impl LogWriter {
                 state.failure.get_or_insert(err);
             }
         }
-        self.committed.notify_all();
+        self.wake_waiters(&mut state);
         if self.durable_lsn() >= lsn {
             Ok(())
         } else {
             state.check()
         }
+    }
+
+    /// After a commit: wakes the waiters it covered (all of them if the log failed) and
+    /// the first of the others, to lead the next commit.
+    fn wake_waiters(&self, state: &mut State) {
+        let durable = self.durable_lsn();
+        let failed = state.failure.is_some();
+        let mut leader = false;
+        let mut woken = 0;
+        state.waiters.retain(|w| {
+            let covered = failed || w.lsn <= durable;
+            let wake = covered || !leader;
+            if wake {
+                leader |= !covered;
+                woken += 1;
+                w.thread.unpark();
+            }
+            !wake
+        });
+        state.woken += woken;
     }
 
     /// Commits every record appended so far; returns the last one's `Lsn` (0 for an empty
