@@ -224,6 +224,12 @@ fn what_cannot_be_resumed_is_refused_and_left_alone() {
     let outcome = SampleWriter::resume(&junk).map(|_| ());
     assert!(matches!(outcome, Err(Error::Corrupt { .. })), "{outcome:?}");
     assert_eq!(std::fs::read(&junk).unwrap(), vec![0x5A; 64 << 10]);
+    // Empty (a writer that died before begin_writing wrote its header).
+    let empty = dir.join("empty.pbs");
+    std::fs::write(&empty, b"").unwrap();
+    let outcome = SampleWriter::resume(&empty).map(|_| ());
+    assert!(matches!(outcome, Err(Error::Corrupt { .. })), "{outcome:?}");
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
     // Missing.
     match SampleWriter::resume(dir.join("missing.pbs")) {
         Err(Error::Io { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::NotFound),
