@@ -152,8 +152,9 @@ impl BlockSink {
         self.submit_as(data, offset, Tearing::Possible, Room::Wait)
     }
 
-    /// As [`submit`](Self::submit) without waiting for room: for a caller that submits
-    /// under a lock others need, and waits for room ([`wait_for_room`](Self::wait_for_room))
+    /// As [`submit`](Self::submit) without waiting for room and without reserving space:
+    /// for a caller that submits under a lock others need, and reserves
+    /// ([`reserve`](Self::reserve)) and waits for room ([`wait_for_room`](Self::wait_for_room))
     /// once it has let go of it. Writes in flight may then pass `depth` by the number of
     /// such callers at once; memory stays bounded by their pools.
     pub(crate) fn submit_unbounded(&self, data: Buffer, offset: u64) -> Result<Ticket> {
@@ -204,7 +205,9 @@ impl BlockSink {
 
     fn submit_as(&self, data: Buffer, offset: u64, tearing: Tearing, room: Room) -> Result<Ticket> {
         let end = offset.saturating_add(data.len() as u64);
-        self.reserve(end);
+        if room == Room::Wait {
+            self.reserve(end);
+        }
         let mut state = self.shared.lock();
         loop {
             state.check()?;

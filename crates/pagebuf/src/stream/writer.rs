@@ -34,6 +34,7 @@ use crate::buffer::BufferMut;
 use crate::caps;
 use crate::direct::{limits_before_open, DirectFile, DirectIo};
 use crate::error::{Error, Result};
+use crate::memory::{HugePages, RegionOptions};
 use crate::pool::{class_size, BufferPool, BufferPoolStats, PoolStats};
 use crate::ring::IoRing;
 
@@ -479,7 +480,13 @@ impl SampleWriter {
             unit,
             budget,
             tolerance,
-            samples: BufferPool::new(budget)?,
+            // Transparent huge pages: a picture's pages then come in physically
+            // contiguous runs, few segments per request (as the pipelines' own blocks:
+            // `OwnPool`).
+            samples: BufferPool::with_options(
+                budget,
+                RegionOptions::default().huge_pages(HugePages::Transparent),
+            )?,
             small_samples: BufferPool::new(small_budget(budget))?,
             sealed_copies: BufferPool::new(SEALED_COPIES_BUDGET)?,
             chunks,
@@ -746,11 +753,15 @@ impl SampleWriter {
         let crc = payload_crc(&block[headroom..headroom + len]);
 
         let before = self.sink.last_ticket();
-        self.write_record(stream, time, flags, block, (len, headroom, zero_copy, crc))?;
-        // Back-pressure outside the lock: this thread waits for the disk if it sent a
-        // write while `depth` were in flight; a thread whose sample was only copied
-        // (and the writers waiting for the lock) are not held up by it.
+        let tail =
+            self.write_record(stream, time, flags, block, (len, headroom, zero_copy, crc))?;
+        // Outside the lock, by a thread that sent a write: space reserved ahead (an
+        // `fallocate` of 64 MiB can take tens of milliseconds), and back-pressure (it
+        // waits for the disk while `depth` writes are in flight). A thread whose
+        // sample was only copied, and the writers waiting for the lock, are not held
+        // up by either.
         if self.sink.last_ticket() != before {
+            self.sink.reserve(tail + RESERVE_LEAD);
             self.sink.wait_for_room()?;
         }
         Ok(())
@@ -764,7 +775,7 @@ impl SampleWriter {
         flags: SampleFlags,
         mut block: BufferMut,
         (len, headroom, zero_copy, crc): (usize, usize, Option<u64>, u32),
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let mut inner = self.lock();
         self.check_writing(&mut inner, "write_sample")?;
         self.check_sample(&inner, stream, time)?;
@@ -810,7 +821,7 @@ impl SampleWriter {
         }
         inner.sequence += 1;
         inner.totals[usize::from(stream) - 1].record(time, len as u64);
-        Ok(())
+        Ok(inner.tail())
     }
 
     /// The rules a sample must meet before it is accepted.
@@ -1086,6 +1097,9 @@ fn check_budget(budget: usize, unit: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// Space is kept reserved at least this far past the tail (see `write_sample`).
+const RESERVE_LEAD: u64 = 32 << 20;
 
 /// The budget of the pool partly filled chunks are copied into when sealed: 128 seals of
 /// 32 KiB in flight at once.
