@@ -242,7 +242,17 @@ impl LoopMount {
 impl Drop for LoopMount {
     fn drop(&mut self) {
         if self.mounted {
-            let _ = Command::new("umount").arg(&self.mount).status();
+            let unmounted = Command::new("umount")
+                .arg(&self.mount)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !unmounted {
+                // Busy (a failed test's thread or ring still holds a file there): gone
+                // from the tree now, and from the kernel once the last file closes; the
+                // loop device below then detaches itself (`losetup -d` of a busy device
+                // sets autoclear).
+                let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+            }
         }
         for (file, value) in self.restore.drain(..).rev() {
             let _ = std::fs::write(file, value);
