@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use pagebuf::log::{LogOptions, LogReader, LogWriter, TailWrite, MAX_RECORD};
+#[cfg(feature = "testing")]
+use pagebuf::log::TailWrite;
+use pagebuf::log::{LogOptions, LogReader, LogWriter, MAX_RECORD};
 use pagebuf::ring::{Engine, RingOptions};
 use pagebuf::{Error, IoRing, Lsn};
 
