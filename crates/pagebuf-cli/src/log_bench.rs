@@ -18,6 +18,7 @@ use pagebuf::ring::RingOptions;
 use pagebuf::{Engine, IoRing};
 use serde_json::json;
 
+use crate::usage::{io_write_bytes, process_cpu_seconds};
 use crate::{format, CliResult};
 
 /// `--threads` cap: the bench must not start unbounded threads either.
@@ -370,31 +371,6 @@ pub fn run(
     }
     writeln!(out, "  removed {}", r.path.display())?;
     Ok(())
-}
-
-/// User + system CPU seconds of this process so far (`/proc/self/stat`, every thread).
-fn process_cpu_seconds() -> f64 {
-    // /proc counts in USER_HZ, which is 100 on every Linux architecture (the ABI).
-    let ticks = 100.0;
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            // Fields after the command name (which may hold spaces) start at `state`.
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / ticks)
-        })
-        .unwrap_or(0.0)
-}
-
-/// `write_bytes` of `/proc/self/io`: bytes this process caused to be sent to storage.
-fn io_write_bytes() -> Option<u64> {
-    let io = std::fs::read_to_string("/proc/self/io").ok()?;
-    io.lines()
-        .find_map(|line| line.strip_prefix("write_bytes:"))
-        .and_then(|n| n.trim().parse().ok())
 }
 
 #[cfg(test)]

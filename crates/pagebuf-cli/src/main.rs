@@ -15,6 +15,7 @@ mod record;
 mod repair;
 mod scratch;
 mod synthetic;
+mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -16,6 +16,7 @@ use pagebuf::ring::{Engine, RingOptions};
 use pagebuf::{FramePool, Framing, IoRing};
 use serde_json::json;
 
+use crate::usage::process_cpu_seconds;
 use crate::{format, CliResult};
 
 /// What one run measured.
@@ -175,23 +176,6 @@ pub fn run(
         writeln!(out, "  note: {note}")?;
     }
     Ok(())
-}
-
-/// User + system CPU seconds of this process so far (`/proc/self/stat`, every thread).
-fn process_cpu_seconds() -> f64 {
-    // /proc counts in USER_HZ, which is 100 on every Linux architecture (the ABI).
-    let ticks = 100.0;
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            // Fields after the command name (which may hold spaces) start at `state`.
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / ticks)
-        })
-        .unwrap_or(0.0)
 }
 
 /// xorshift64*: offsets spread over the file, the same sequence every run.

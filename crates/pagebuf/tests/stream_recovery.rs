@@ -7,41 +7,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pagebuf::stream::{SampleFlags, SampleReader, SampleWriter, StreamKind};
+use pagebuf::stream::SampleReader;
 use pagebuf::Error;
-use support::{fill_pattern, in_child, read_planned, scratch, LoopMount};
-
-/// Sample `i`: stream, time, flags, size. Every fifth is large (written without a copy).
-fn plan(i: u64) -> (u16, u64, SampleFlags, usize) {
-    let stream = 1 + (i % 2) as u16;
-    let flags = if i % 5 == 0 {
-        SampleFlags::KEY_FRAME
-    } else {
-        SampleFlags::empty()
-    };
-    let size = if i % 5 == 0 {
-        256 << 10
-    } else {
-        1 + (i as usize * 379) % 6000
-    };
-    (stream, i * 1000, flags, size)
-}
-
-fn write_one(writer: &SampleWriter, i: u64) -> pagebuf::Result<()> {
-    let (stream, time, flags, size) = plan(i);
-    let mut buf = writer.allocate_sample(size)?;
-    buf.set_len(size)?;
-    fill_pattern(i, &mut buf);
-    writer.write_sample(stream, time, flags, buf)
-}
-
-fn open_writer(path: &std::path::Path) -> SampleWriter {
-    let writer = SampleWriter::create(path).unwrap();
-    writer.add_stream(StreamKind::Video).unwrap();
-    writer.add_stream(StreamKind::Audio).unwrap();
-    writer.begin_writing().unwrap();
-    writer
-}
+use support::{
+    in_child, read_planned, recording_plan as plan, scratch, two_stream_writer as open_writer,
+    write_planned as write_one, LoopMount,
+};
 
 /// Reads `path` back: every sample it yields must be the planned one, in order; returns
 /// how many it yielded before it ended (cleanly or with `Corrupt`), and the error.

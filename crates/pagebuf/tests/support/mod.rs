@@ -569,3 +569,40 @@ impl Drop for ScratchDir {
         }
     }
 }
+
+/// Sample `i` of the recordings the recovery and resume tests make: stream (1 or 2),
+/// time, flags, size. Every fifth is large (written without a copy) and a key frame.
+pub fn recording_plan(i: u64) -> (u16, u64, pagebuf::stream::SampleFlags, usize) {
+    use pagebuf::stream::SampleFlags;
+    let stream = 1 + (i % 2) as u16;
+    let flags = if i % 5 == 0 {
+        SampleFlags::KEY_FRAME
+    } else {
+        SampleFlags::empty()
+    };
+    let size = if i % 5 == 0 {
+        256 << 10
+    } else {
+        1 + (i as usize * 379) % 6000
+    };
+    (stream, i * 1000, flags, size)
+}
+
+/// Writes sample `i` of [`recording_plan`], its bytes [`fill_pattern`]ed.
+pub fn write_planned(writer: &pagebuf::stream::SampleWriter, i: u64) -> pagebuf::Result<()> {
+    let (stream, time, flags, size) = recording_plan(i);
+    let mut buf = writer.allocate_sample(size)?;
+    buf.set_len(size)?;
+    fill_pattern(i, &mut buf);
+    writer.write_sample(stream, time, flags, buf)
+}
+
+/// A new recording at `path` with a video and an audio stream, writing.
+pub fn two_stream_writer(path: &std::path::Path) -> pagebuf::stream::SampleWriter {
+    use pagebuf::stream::{SampleWriter, StreamKind};
+    let writer = SampleWriter::create(path).unwrap();
+    writer.add_stream(StreamKind::Video).unwrap();
+    writer.add_stream(StreamKind::Audio).unwrap();
+    writer.begin_writing().unwrap();
+    writer
+}
