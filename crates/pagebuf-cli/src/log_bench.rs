@@ -41,7 +41,8 @@ pub struct Report {
     pub p99: Duration,
     pub max: Duration,
     /// What the log counted over the run.
-    pub stats: Counts,
+    /// The log's own counters over the run.
+    pub stats: LogStats,
     /// User + system CPU seconds of the whole process during the run (every thread,
     /// the ring's included).
     pub cpu: f64,
@@ -67,36 +68,6 @@ impl Report {
 
     fn commits_per_sync(&self) -> f64 {
         self.commits as f64 / self.stats.syncs.max(1) as f64
-    }
-}
-
-/// `LogStats` over the run (the log's own counters, the difference of two readings).
-pub struct Counts {
-    pub appended: u64,
-    /// Commits that had to wait for the disk (the others found their record durable).
-    pub commits: u64,
-    pub syncs: u64,
-    pub bytes_written: u64,
-    pub padding_bytes: u64,
-    pub rewritten_bytes: u64,
-}
-
-impl Counts {
-    fn between(before: &LogStats, after: &LogStats) -> Counts {
-        Counts {
-            appended: after.appended - before.appended,
-            commits: after.commits - before.commits,
-            syncs: after.syncs - before.syncs,
-            bytes_written: after.bytes_written - before.bytes_written,
-            padding_bytes: after.padding_bytes - before.padding_bytes,
-            rewritten_bytes: after.rewritten_bytes - before.rewritten_bytes,
-        }
-    }
-
-    /// Bytes of the file the run's records took: what was written less the units
-    /// written again.
-    fn log_bytes(&self) -> u64 {
-        self.bytes_written - self.rewritten_bytes
     }
 }
 
@@ -238,7 +209,7 @@ pub fn measure(
         p50: at(0.50),
         p99: at(0.99),
         max: at(1.0),
-        stats: Counts::between(&before, &after),
+        stats: after.since(&before),
         cpu,
         io_write_bytes: io_written,
         tail: log.tail_write(),
@@ -293,7 +264,7 @@ pub fn run(
             "padding_bytes": r.stats.padding_bytes,
             "rewritten_bytes": r.stats.rewritten_bytes,
             "bytes_per_commit": r.per_commit(r.stats.bytes_written as f64),
-            "log_bytes_per_commit": r.per_commit(r.stats.log_bytes() as f64),
+            "log_bytes_per_commit": r.per_commit((r.stats.bytes_written - r.stats.rewritten_bytes) as f64),
             "padding_bytes_per_commit": r.per_commit(r.stats.padding_bytes as f64),
             "rewritten_bytes_per_commit": r.per_commit(r.stats.rewritten_bytes as f64),
             "io_write_bytes_per_commit": r.io_write_bytes.map(|b| r.per_commit(b as f64)),
@@ -349,7 +320,7 @@ pub fn run(
                  written again untorn (tail: {tail})",
                 r.per_commit(r.stats.bytes_written as f64),
                 r.record,
-                r.per_commit(r.stats.log_bytes() as f64),
+                r.per_commit((r.stats.bytes_written - r.stats.rewritten_bytes) as f64),
                 r.per_commit(r.stats.padding_bytes as f64),
                 r.per_commit(r.stats.rewritten_bytes as f64),
             ),

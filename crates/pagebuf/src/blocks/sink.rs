@@ -163,15 +163,21 @@ impl BlockSink {
 
     /// Waits while `depth` or more writes are in flight; then reports the sticky failure.
     pub(crate) fn wait_for_room(&self) -> Result<()> {
+        self.wait_until(|state| state.failure.is_some() || state.in_flight.len() < self.depth)
+            .check()
+    }
+
+    /// Waits, as completions come in, until `ready` holds; the state, locked.
+    fn wait_until(&self, ready: impl Fn(&State) -> bool) -> MutexGuard<'_, State> {
         let mut state = self.shared.lock();
-        while state.failure.is_none() && state.in_flight.len() >= self.depth {
+        while !ready(&state) {
             state = self
                 .shared
                 .done
                 .wait(state)
                 .unwrap_or_else(|p| p.into_inner());
         }
-        state.check()
+        state
     }
 
     /// As [`submit`](Self::submit), as one untorn write (`RWF_ATOMIC`; the caller has
@@ -208,18 +214,10 @@ impl BlockSink {
         if room == Room::Wait {
             self.reserve(end);
         }
-        let mut state = self.shared.lock();
-        loop {
-            state.check()?;
-            if room == Room::Ignore || state.in_flight.len() < self.depth {
-                break;
-            }
-            state = self
-                .shared
-                .done
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
-        }
+        let mut state = self.wait_until(|state| {
+            room == Room::Ignore || state.failure.is_some() || state.in_flight.len() < self.depth
+        });
+        state.check()?;
         state.last_ticket += 1;
         let ticket = state.last_ticket;
         state.in_flight.insert(ticket);
@@ -278,15 +276,7 @@ impl BlockSink {
     /// flight: a writer that goes on submitting never holds this up); then reports the
     /// sticky failure.
     pub(crate) fn wait_through(&self, ticket: Ticket) -> Result<()> {
-        let mut state = self.shared.lock();
-        while !state.done_through(ticket) {
-            state = self
-                .shared
-                .done
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        state.check()
+        self.wait_until(|state| state.done_through(ticket)).check()
     }
 
     /// A durability barrier: every write submitted before the call is on disk

@@ -139,6 +139,37 @@ pub struct LogStats {
     pub zeroed_bytes: u64,
 }
 
+impl LogStats {
+    /// What was done between `earlier` (a reading of the same writer) and this reading.
+    ///
+    /// ```
+    /// use pagebuf::log::LogWriter;
+    ///
+    /// # let path = std::env::temp_dir().join("pagebuf-doc-log-since.wal");
+    /// let log = LogWriter::create(&path)?;
+    /// log.commit(log.append(b"warm-up")?)?;
+    /// let before = log.stats();
+    /// for _ in 0..3 {
+    ///     log.commit(log.append(b"measured")?)?;
+    /// }
+    /// let run = log.stats().since(&before);
+    /// assert_eq!((run.appended, run.syncs), (3, 3));
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), pagebuf::Error>(())
+    /// ```
+    pub fn since(&self, earlier: &LogStats) -> LogStats {
+        LogStats {
+            appended: self.appended.saturating_sub(earlier.appended),
+            commits: self.commits.saturating_sub(earlier.commits),
+            syncs: self.syncs.saturating_sub(earlier.syncs),
+            bytes_written: self.bytes_written.saturating_sub(earlier.bytes_written),
+            padding_bytes: self.padding_bytes.saturating_sub(earlier.padding_bytes),
+            rewritten_bytes: self.rewritten_bytes.saturating_sub(earlier.rewritten_bytes),
+            zeroed_bytes: self.zeroed_bytes.saturating_sub(earlier.zeroed_bytes),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Counts {
     appended: AtomicU64,
