@@ -14,6 +14,16 @@ use std::time::Instant;
 use pagebuf::direct::DirectFile;
 use pagebuf::direct::{DirectReader, DirectReaderOptions, DirectWriter, DirectWriterOptions};
 
+/// A new file at `path` written in blocks of `block` bytes, `depth` in flight.
+fn writer(path: &str, block: usize, depth: usize) -> pagebuf::Result<DirectWriter> {
+    DirectWriter::with_options(
+        DirectFile::create(path)?,
+        DirectWriterOptions::default()
+            .block_size(block)
+            .depth(depth),
+    )
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, path, size, block, rest @ ..] = &args[..] else {
@@ -29,12 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let bytes = match mode.as_str() {
         "write" => {
-            let mut out = DirectWriter::with_options(
-                DirectFile::create(path)?,
-                DirectWriterOptions::default()
-                    .block_size(block)
-                    .depth(depth),
-            )?;
+            let mut out = writer(path, block, depth)?;
             let mut left = size;
             while left > 0 {
                 let n = left.min(block);
@@ -44,12 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             out.finish()? as usize
         }
         "write-blocks" => {
-            let mut out = DirectWriter::with_options(
-                DirectFile::create(path)?,
-                DirectWriterOptions::default()
-                    .block_size(block)
-                    .depth(depth),
-            )?;
+            let mut out = writer(path, block, depth)?;
             let mut filled = out.allocate_block()?;
             filled.extend_from_slice(&chunk)?;
             let filled = filled.freeze();

@@ -752,15 +752,14 @@ impl SampleWriter {
         });
         let crc = payload_crc(&block[headroom..headroom + len]);
 
-        let before = self.sink.last_ticket();
-        let tail =
+        let sent =
             self.write_record(stream, time, flags, block, (len, headroom, zero_copy, crc))?;
         // Outside the lock, by a thread that sent a write: space reserved ahead (an
         // `fallocate` of 64 MiB can take tens of milliseconds), and back-pressure (it
         // waits for the disk while `depth` writes are in flight). A thread whose
         // sample was only copied, and the writers waiting for the lock, are not held
         // up by either.
-        if self.sink.last_ticket() != before {
+        if let Some(tail) = sent {
             self.sink.reserve(tail + RESERVE_LEAD);
             self.sink.wait_for_room()?;
         }
@@ -768,6 +767,8 @@ impl SampleWriter {
     }
 
     /// `write_sample` under the writer's lock: the record laid out and handed over.
+    /// The tail after it if this record sent a write (the tail moves past every
+    /// write sent, and only then), `None` if it was only copied into the chunk.
     fn write_record(
         &self,
         stream: u16,
@@ -775,8 +776,9 @@ impl SampleWriter {
         flags: SampleFlags,
         mut block: BufferMut,
         (len, headroom, zero_copy, crc): (usize, usize, Option<u64>, u32),
-    ) -> Result<u64> {
+    ) -> Result<Option<u64>> {
         let mut inner = self.lock();
+        let sent_before = inner.chunk_offset;
         self.check_writing(&mut inner, "write_sample")?;
         self.check_sample(&inner, stream, time)?;
         let mut header = RecordHeader {
@@ -821,7 +823,7 @@ impl SampleWriter {
         }
         inner.sequence += 1;
         inner.totals[usize::from(stream) - 1].record(time, len as u64);
-        Ok(inner.tail())
+        Ok((inner.chunk_offset != sent_before).then(|| inner.tail()))
     }
 
     /// The rules a sample must meet before it is accepted.
