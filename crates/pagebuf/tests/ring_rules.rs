@@ -69,6 +69,7 @@ on_both_engines!(
     a_pending_says_when_it_is_ready_without_a_wait,
     sync_data_after_writes,
     concurrent_reads_from_plain_threads,
+    blocking_reads_beside_queued_and_abandoned_ones,
     concurrent_reads_under_tokio_multi_thread,
     concurrent_reads_under_tokio_current_thread,
     pendings_need_no_runtime,
@@ -280,6 +281,26 @@ fn misaligned_transfers_are_refused_before_the_kernel(engine: Engine) {
             Misalignment::Length,
             "read, length",
         );
+        expect_misaligned(
+            ring.read_at_blocking(&file, aligned(page_size()), 1)
+                .map(drop),
+            Misalignment::Offset,
+            "blocking read, offset",
+        );
+        expect_misaligned(
+            ring.read_at_blocking(&file, aligned(page_size() + 1), 0)
+                .map(drop),
+            Misalignment::Length,
+            "blocking read, length",
+        );
+    }
+    if mem > 1 {
+        expect_misaligned(
+            ring.read_at_blocking(&file, shifted(1, 2 * page_size()), 0)
+                .map(drop),
+            Misalignment::Address,
+            "blocking read, address",
+        );
     }
     // Writes: address, offset, length; the file must stay as it was.
     let junk = aligned_with(&vec![0xEE; 2 * page_size()]);
@@ -340,7 +361,19 @@ fn reads_past_the_end_are_short_then_empty(engine: Engine) {
                 .wait()
                 .unwrap();
             assert_eq!(buf.len(), 0, "read at {at} of a {len}-byte file");
+            let buf = ring
+                .read_at_blocking(&file, aligned(page), at as u64)
+                .unwrap();
+            assert_eq!(buf.len(), 0, "blocking read at {at} of a {len}-byte file");
         }
+        let buf = ring
+            .read_at_blocking(&file, aligned(2 * page), 2 * page as u64)
+            .unwrap();
+        assert_eq!(buf.len(), page + 100);
+        assert!(
+            buf[..] == bytes[2 * page..],
+            "short blocking read: bytes differ"
+        );
     });
 }
 
@@ -1345,6 +1378,60 @@ fn concurrent_reads_from_plain_threads(engine: Engine) {
                 });
             }
         });
+        assert_eq!(ring.stats().in_flight, 0);
+    });
+}
+
+/// `read_at_blocking` enters the kernel with its wait when its thread can reap, and as
+/// `read_at` does when another thread holds the completion queue: threads doing blocking
+/// reads beside threads with many reads queued and reads whose `Pending` was dropped
+/// (which the reaper thread reaps) each get their own bytes, and nothing is left in
+/// flight.
+fn blocking_reads_beside_queued_and_abandoned_ones(engine: Engine) {
+    let Some(ring) = ring(engine) else { return };
+    let work = Arc::new(Workload::new("blocking", engine));
+    within(LIMIT, "blocking, queued and abandoned reads", move || {
+        std::thread::scope(|scope| {
+            for reader in 0..READERS {
+                let (ring, work) = (ring.clone(), work.clone());
+                scope.spawn(move || {
+                    let offsets = work.offsets(reader);
+                    match reader % 3 {
+                        0 => {
+                            for at in offsets {
+                                let buf = ring.read_at_blocking(&work.file, aligned(BLOCK), at);
+                                work.check(reader, at, &buf.unwrap());
+                            }
+                        }
+                        1 => {
+                            let pendings: Vec<_> = offsets
+                                .iter()
+                                .map(|&at| ring.read_at(&work.file, aligned(BLOCK), at))
+                                .collect();
+                            for (at, pending) in offsets.into_iter().zip(pendings) {
+                                work.check(reader, at, &pending.wait().unwrap());
+                            }
+                        }
+                        _ => {
+                            for (i, at) in offsets.into_iter().enumerate() {
+                                let pending = ring.read_at(&work.file, aligned(BLOCK), at);
+                                if i % 2 == 0 {
+                                    drop(pending);
+                                } else {
+                                    let buf = ring.read_at_blocking(&work.file, aligned(BLOCK), at);
+                                    work.check(reader, at, &buf.unwrap());
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let deadline = Instant::now() + LIMIT;
+        while ring.stats().running > 0 {
+            assert!(Instant::now() < deadline, "dropped reads never completed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(ring.stats().in_flight, 0);
     });
 }

@@ -27,7 +27,7 @@ use super::options::{Engine, RingOptions, MAX_ENTRIES};
 use super::pending::{Drive, Pending};
 use super::registration::PoolRegistration;
 use super::threads::ThreadEngine;
-use super::uring::{Road, UringEngine};
+use super::uring::{Entering, Road, UringEngine};
 use crate::buffer::{Buffer, BufferMut};
 use crate::caps;
 use crate::direct::DirectFile;
@@ -297,17 +297,64 @@ impl IoRing {
     /// pool). A read above the device's largest request goes as one io_uring entry (the
     /// block layer splits it), or as pieces of that size on worker threads.
     pub fn read_at(&self, file: &DirectFile, buf: BufferMut, offset: u64) -> Pending<BufferMut> {
-        if let Err(err) = check(file, buf.as_ptr(), offset, buf.max_len()) {
-            return Pending::ready(Err(err));
+        match self.read_op(file, buf, offset) {
+            Ok(op) => self.submit(op, finish_read, Entering::Now),
+            Err(err) => Pending::ready(Err(err)),
         }
+    }
+
+    /// [`read_at`](Self::read_at) and [`wait`](Pending::wait) in one: the read a thread
+    /// makes when it has nothing else to do until the bytes are in (a page cache's miss,
+    /// an index lookup). On io_uring the read enters the kernel in the same system call
+    /// that waits for it (`read_at(..).wait()` takes two: one to submit, one to wait),
+    /// unless another thread is reaping this ring's completions just then; on worker
+    /// threads it is `read_at(..).wait()`. Ownership as for `read_at`: `buf` comes back
+    /// filled, or is dropped (back to its pool) with the error.
+    ///
+    /// ```
+    /// use pagebuf::direct::DirectFile;
+    /// use pagebuf::{BufferAllocator, IoRing, PageAllocator};
+    ///
+    /// # let path = std::env::temp_dir().join("pagebuf-doc-read-at-blocking.bin");
+    /// let page = pagebuf::page_size();
+    /// std::fs::write(&path, vec![7u8; 2 * page])?;
+    /// let ring = IoRing::new()?;
+    /// let file = DirectFile::open(&path)?;
+    /// let page_buf = PageAllocator::default().allocate_page_aligned(page)?;
+    /// let page_buf = ring.read_at_blocking(&file, page_buf, page as u64)?;
+    /// assert_eq!(page_buf.len(), page);
+    /// assert!(page_buf.iter().all(|&b| b == 7));
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As `read_at`'s `Pending`: [`Error::Misaligned`] without a system call,
+    /// [`Error::Io`] from the kernel.
+    pub fn read_at_blocking(
+        &self,
+        file: &DirectFile,
+        buf: BufferMut,
+        offset: u64,
+    ) -> Result<BufferMut> {
+        self.submit(
+            self.read_op(file, buf, offset)?,
+            finish_read,
+            Entering::WithWait,
+        )
+        .wait()
+    }
+
+    /// A whole-buffer read, checked (refused: `buf` is dropped).
+    fn read_op(&self, file: &DirectFile, buf: BufferMut, offset: u64) -> Result<Op> {
+        check(file, buf.as_ptr(), offset, buf.max_len())?;
         let chunk = self.piece_size(file, buf.as_ptr());
-        let op = Op::Read {
+        Ok(Op::Read {
             file: file.shared(),
             buf,
             offset,
             chunk,
-        };
-        self.submit(op, finish_read)
+        })
     }
 
     /// Reads into part of `buf`: up to `range.len()` bytes from `offset` of `file` into
@@ -384,7 +431,7 @@ impl IoRing {
             offset,
             chunk: self.piece_size(file, address),
         };
-        self.submit(op, finish_read_part)
+        self.submit(op, finish_read_part, Entering::Now)
     }
 
     /// Reads into the caller's own memory: up to `dst.len()` bytes from `offset` of
@@ -458,14 +505,22 @@ impl IoRing {
             // Reserved first: pushing below neither reallocates nor fails.
             pendings: Vec::with_capacity(reads.len()),
         };
-        for (offset, dst) in reads.iter_mut() {
+        let last = reads.len().saturating_sub(1);
+        for (i, (offset, dst)) in reads.iter_mut().enumerate() {
             let handing_over = AbortOnUnwind;
+            // The last read enters the kernel with the wait that follows at once.
+            let entering = if i == last {
+                Entering::WithWait
+            } else {
+                Entering::Now
+            };
             // SAFETY: `dst` is memory valid for writes of `dst.len()` bytes, borrowed
             // mutably (so nothing else touches it) for this whole call, and this call
             // neither returns nor unwinds before the transfer completes: `lent` waits for
             // its `Pending` (on unwinding too), and a panic before the `Pending` is in
             // `lent` aborts (`handing_over`).
-            let pending = unsafe { self.read_into_raw(file, dst.as_mut_ptr(), dst.len(), *offset) };
+            let pending =
+                unsafe { self.read_raw(file, dst.as_mut_ptr(), dst.len(), *offset, entering) };
             lent.pendings.push(pending);
             std::mem::forget(handing_over);
         }
@@ -513,6 +568,22 @@ impl IoRing {
         len: usize,
         offset: u64,
     ) -> Pending<usize> {
+        // SAFETY: forwarded: the caller keeps this function's contract.
+        unsafe { self.read_raw(file, dst, len, offset, Entering::Now) }
+    }
+
+    /// [`read_into_raw`](Self::read_into_raw), entering the kernel as `entering` says.
+    ///
+    /// # Safety
+    /// As `read_into_raw`.
+    unsafe fn read_raw(
+        &self,
+        file: &DirectFile,
+        dst: *mut u8,
+        len: usize,
+        offset: u64,
+        entering: Entering,
+    ) -> Pending<usize> {
         if len == 0 {
             return Pending::ready(Ok(0));
         }
@@ -532,7 +603,7 @@ impl IoRing {
             offset,
             chunk: self.piece_size(file, dst),
         };
-        self.submit(op, finish_read_raw)
+        self.submit(op, finish_read_raw, entering)
     }
 
     /// Writes all of `data` at `offset` of `file`; the `Pending` gives its length. The
@@ -542,7 +613,7 @@ impl IoRing {
     pub fn write_at(&self, file: &DirectFile, data: Buffer, offset: u64) -> Pending<usize> {
         let chunk = self.piece_size(file, data.as_ptr());
         match write_op(file, data, offset, chunk, Tearing::Possible) {
-            Ok(op) => self.submit(op, finish_write),
+            Ok(op) => self.submit(op, finish_write, Entering::Now),
             Err(err) => Pending::ready(Err(err)),
         }
     }
@@ -564,7 +635,7 @@ impl IoRing {
     pub fn write_untorn_at(&self, file: &DirectFile, data: Buffer, offset: u64) -> Pending<usize> {
         let chunk = self.piece_size(file, data.as_ptr());
         match write_op(file, data, offset, chunk, Tearing::Impossible) {
-            Ok(op) => self.submit(op, finish_write),
+            Ok(op) => self.submit(op, finish_write, Entering::Now),
             Err(err) => Pending::ready(Err(err)),
         }
     }
@@ -577,6 +648,7 @@ impl IoRing {
                 file: file.shared(),
             },
             finish_sync,
+            Entering::Now,
         )
     }
 
@@ -593,11 +665,11 @@ impl IoRing {
         }
     }
 
-    fn submit<T>(&self, op: Op, finish: Finish<T>) -> Pending<T> {
+    fn submit<T>(&self, op: Op, finish: Finish<T>, entering: Entering) -> Pending<T> {
         if self.inner.completions.forked() {
             return Pending::ready(Err(Completions::forked_error()));
         }
-        let (id, driver) = self.issue(op, None);
+        let (id, driver) = self.issue(op, None, entering);
         Pending::in_flight(driver, id, finish)
     }
 
@@ -623,17 +695,22 @@ impl IoRing {
         };
         // `finish_write` consumes the op: the buffer is home before `then` runs.
         let on_done: OnDone = Box::new(move |op, results| then(finish_write(op, results)));
-        self.issue(op, Some(on_done));
+        self.issue(op, Some(on_done), Entering::Now);
     }
 
     /// Hands `op` to the engine: its completion slot, and what a `Pending` for it waits
     /// through.
-    fn issue(&self, op: Op, on_done: Option<OnDone>) -> (usize, Arc<dyn Drive>) {
+    fn issue(
+        &self,
+        op: Op,
+        on_done: Option<OnDone>,
+        entering: Entering,
+    ) -> (usize, Arc<dyn Drive>) {
         let inner = &*self.inner;
         let completions = inner.completions.clone();
         match &inner.engine {
             EngineImpl::Uring(engine) => {
-                let (id, road) = engine.submit(op, on_done);
+                let (id, road) = engine.submit(op, on_done, entering);
                 match road {
                     Road::Fixed => &inner.fixed_ops,
                     Road::Plain => &inner.plain_ops,

@@ -61,6 +61,18 @@ pub(crate) struct UringEngine {
     reaper: Option<JoinHandle<()>>,
 }
 
+/// When a submission's entries enter the kernel.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entering {
+    /// At once: the call returns with the transfer started (eager submission).
+    Now,
+    /// In the same `io_uring_enter` that then waits for a completion, when the calling
+    /// thread, which is about to block for this transfer anyway, can reap (nobody else
+    /// holds the completion queue); at once otherwise. One system call instead of two
+    /// for a read waited for as soon as it is made (psync's cost at queue depth 1).
+    WithWait,
+}
+
 /// How a transfer went to the kernel.
 pub(crate) enum Road {
     Fixed,
@@ -154,8 +166,14 @@ impl UringEngine {
     }
 
     /// Submits `op` (detached with `on_done`) into a slot of the completion table, which
-    /// takes the op; the slot, and how it went (fixed or plain).
-    pub(crate) fn submit(&self, op: Op, on_done: Option<OnDone>) -> (usize, Road) {
+    /// takes the op; the slot, and how it went (fixed or plain). With
+    /// [`Entering::WithWait`] this may return only once some completion is in.
+    pub(crate) fn submit(
+        &self,
+        op: Op,
+        on_done: Option<OnDone>,
+        entering: Entering,
+    ) -> (usize, Road) {
         let shared = &*self.shared;
         // At most MAX_PIECES: IoRing refuses larger transfers before they get here.
         let pieces = op.piece_count().min(MAX_PIECES);
@@ -218,18 +236,29 @@ impl UringEngine {
                 return (id, Road::Plain);
             }
         }
+        let road = match fixed {
+            Some(_) => Road::Fixed,
+            None => Road::Plain,
+        };
+        if entering == Entering::WithWait {
+            if let Ok(cq) = shared.cq.try_lock() {
+                drop(guard);
+                // The wait's enter submits what is queued, this transfer among them; a
+                // failed one leaves them queued for the next enter (`Pending::wait`'s).
+                shared.wait_for_one(std::time::Duration::from_secs(1));
+                shared.drain(&mut after);
+                drop(cq);
+                run(after);
+                shared.pass_on();
+                return (id, road);
+            }
+        }
         // A refused submit leaves the entries queued: the reaper's next enter submits
         // them, and their completions (or errors) come back through it.
         let _ = shared.ring.submit();
         drop(guard);
         run(after);
-        (
-            id,
-            match fixed {
-                Some(_) => Road::Fixed,
-                None => Road::Plain,
-            },
-        )
+        (id, road)
     }
 }
 
