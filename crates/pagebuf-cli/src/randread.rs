@@ -5,7 +5,7 @@
 //! The reads are waited for in the order they were issued, and each is replaced as soon
 //! as it is in: the queue stays at `depth` except while the oldest read is the slowest.
 //! A read's latency runs from its submission to the moment it is taken. At depth 1 each
-//! read is `IoRing::read_at_blocking` (submitted and waited for in one system call).
+//! read is `IoRing::read_at_blocking` (a `pread` on this thread: one system call).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -85,8 +85,8 @@ pub fn measure(
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(seconds);
     if depth == 1 {
-        // Nothing else to do while the one read is out: the blocking form, which on
-        // io_uring submits and waits in one system call.
+        // Nothing else to do while the one read is out: the blocking form (a `pread` on
+        // this thread).
         loop {
             let issued = Instant::now();
             if issued >= until {

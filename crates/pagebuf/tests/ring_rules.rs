@@ -663,7 +663,10 @@ fn a_forked_child_gets_an_error_not_a_crash(engine: Engine) {
             Ok(buf) => buf[..] == bytes[4096..8192],
             Err(e) => refused(&e),
         };
-        let ok = matches!(&new, Err(e) if refused(e)) && old;
+        let blocking = ring.read_at_blocking(&file, aligned(4096), 0);
+        let ok = matches!(&new, Err(e) if refused(e))
+            && matches!(&blocking, Err(e) if refused(e))
+            && old;
         drop(ring);
         // SAFETY: ends the forked child without running the parent's exit handlers.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };

@@ -297,19 +297,28 @@ impl IoRing {
     /// pool). A read above the device's largest request goes as one io_uring entry (the
     /// block layer splits it), or as pieces of that size on worker threads.
     pub fn read_at(&self, file: &DirectFile, buf: BufferMut, offset: u64) -> Pending<BufferMut> {
-        match self.read_op(file, buf, offset) {
-            Ok(op) => self.submit(op, finish_read, Entering::Now),
-            Err(err) => Pending::ready(Err(err)),
+        if let Err(err) = check(file, buf.as_ptr(), offset, buf.max_len()) {
+            return Pending::ready(Err(err));
         }
+        let chunk = self.piece_size(file, buf.as_ptr());
+        let op = Op::Read {
+            file: file.shared(),
+            buf,
+            offset,
+            chunk,
+        };
+        self.submit(op, finish_read, Entering::Now)
     }
 
     /// [`read_at`](Self::read_at) and [`wait`](Pending::wait) in one: the read a thread
     /// makes when it has nothing else to do until the bytes are in (a page cache's miss,
-    /// an index lookup). On io_uring the read enters the kernel in the same system call
-    /// that waits for it (`read_at(..).wait()` takes two: one to submit, one to wait),
-    /// unless another thread is reaping this ring's completions just then; on worker
-    /// threads it is `read_at(..).wait()`. Ownership as for `read_at`: `buf` comes back
-    /// filled, or is dropped (back to its pool) with the error.
+    /// an index lookup). A thread that waits for one read gains nothing from a queue, so
+    /// on either engine this is a positioned read (`pread`) on the calling thread: one
+    /// system call and no thread switch, where `read_at(..).wait()` takes two system
+    /// calls on io_uring (submit, then wait) and a switch to a worker and back on
+    /// threads. Checked as `read_at` (alignment, split at the device's largest request);
+    /// counted in [`stats`](Self::stats) as a plain op. `buf` comes back filled (short
+    /// only at end of file), or is dropped (back to its pool) with the error.
     ///
     /// ```
     /// use pagebuf::direct::DirectFile;
@@ -330,31 +339,20 @@ impl IoRing {
     ///
     /// # Errors
     /// As `read_at`'s `Pending`: [`Error::Misaligned`] without a system call,
-    /// [`Error::Io`] from the kernel.
+    /// [`Error::Io`] from the kernel; in a forked child, as every use of a ring made
+    /// before the fork, [`Error::InvalidRequest`].
     pub fn read_at_blocking(
         &self,
         file: &DirectFile,
-        buf: BufferMut,
+        mut buf: BufferMut,
         offset: u64,
     ) -> Result<BufferMut> {
-        self.submit(
-            self.read_op(file, buf, offset)?,
-            finish_read,
-            Entering::WithWait,
-        )
-        .wait()
-    }
-
-    /// A whole-buffer read, checked (refused: `buf` is dropped).
-    fn read_op(&self, file: &DirectFile, buf: BufferMut, offset: u64) -> Result<Op> {
-        check(file, buf.as_ptr(), offset, buf.max_len())?;
-        let chunk = self.piece_size(file, buf.as_ptr());
-        Ok(Op::Read {
-            file: file.shared(),
-            buf,
-            offset,
-            chunk,
-        })
+        if self.inner.completions.forked() {
+            return Err(Completions::forked_error());
+        }
+        file.read_at(&mut buf, offset)?;
+        self.inner.plain_ops.fetch_add(1, Ordering::Relaxed);
+        Ok(buf)
     }
 
     /// Reads into part of `buf`: up to `range.len()` bytes from `offset` of `file` into
