@@ -70,6 +70,7 @@ on_both_engines!(
     sync_data_after_writes,
     concurrent_reads_from_plain_threads,
     blocking_reads_beside_queued_and_abandoned_ones,
+    batched_reads_in_order_with_refusals_in_place,
     concurrent_reads_under_tokio_multi_thread,
     concurrent_reads_under_tokio_current_thread,
     pendings_need_no_runtime,
@@ -664,8 +665,13 @@ fn a_forked_child_gets_an_error_not_a_crash(engine: Engine) {
             Err(e) => refused(&e),
         };
         let blocking = ring.read_at_blocking(&file, aligned(4096), 0);
+        let batched = ring
+            .read_at_batch(&file, vec![(aligned(4096), 0)])
+            .into_iter()
+            .all(|pending| matches!(pending.wait(), Err(e) if refused(&e)));
         let ok = matches!(&new, Err(e) if refused(e))
             && matches!(&blocking, Err(e) if refused(e))
+            && batched
             && old;
         drop(ring);
         // SAFETY: ends the forked child without running the parent's exit handlers.
@@ -1437,6 +1443,46 @@ fn blocking_reads_beside_queued_and_abandoned_ones(engine: Engine) {
         }
         assert_eq!(ring.stats().in_flight, 0);
     });
+}
+
+/// `read_at_batch`: one `Pending` per read, in the order given, each with its own
+/// bytes; a misaligned read refused in its place before the kernel while the others go
+/// on; an empty batch is empty; a batch larger than the ring's queue still goes whole
+/// (a one-entry ring).
+fn batched_reads_in_order_with_refusals_in_place(engine: Engine) {
+    let Some(small) = ring_with(engine, RingOptions::default().entries(1)) else {
+        return;
+    };
+    let ring = small.clone();
+    let work = Arc::new(Workload::new("batched", engine));
+    within(LIMIT, "batched reads", move || {
+        assert!(ring.read_at_batch(&work.file, Vec::new()).is_empty());
+        let offsets = work.offsets(3);
+        let off_align = work.file.limits().dio_offset_align;
+        let refused_at = 5;
+        let reads = offsets.iter().enumerate().map(|(i, &at)| {
+            // One read at an offset the device cannot take (direct I/O only).
+            let at = if i == refused_at && work.file.is_direct() && off_align > 1 {
+                at + 1
+            } else {
+                at
+            };
+            (aligned(BLOCK), at)
+        });
+        let pendings = ring.read_at_batch(&work.file, reads);
+        assert_eq!(pendings.len(), offsets.len());
+        for (i, (at, pending)) in offsets.into_iter().zip(pendings).enumerate() {
+            match pending.wait() {
+                Ok(buf) => work.check(i, at, &buf),
+                Err(Error::Misaligned { what, .. }) if i == refused_at => {
+                    assert_eq!(what, Misalignment::Offset)
+                }
+                Err(err) => panic!("read {i} at {at}: {err}"),
+            }
+        }
+        assert_eq!(ring.stats().in_flight, 0);
+    });
+    drop(small);
 }
 
 fn on_tokio(engine: Engine, runtime: tokio::runtime::Runtime, name: &str) {

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use super::framing::{FrameLayout, FrameMemory, Framing};
 use super::free_list::{FreeList, Push, NIL};
 use super::poison;
-use super::thread_cache::Registry;
+use super::thread_cache::{Parking, Registry, Taken};
 use super::wait_queue::{Standing, WaitQueue, Wake};
 use crate::alloc::BufferAllocator;
 use crate::buffer::header::{Header, MemoryOrigin};
@@ -341,9 +341,9 @@ impl FramePool {
     fn take_frame(&self) -> Option<BufferMut> {
         let shared = self.shared();
         let has_slot = match shared.threads.take_parked() {
-            Ok(Some(index)) => return Some(shared.hand_out(index, None)),
-            Ok(None) => true,
-            Err(()) => false,
+            Taken::Frame(index) => return Some(shared.hand_out(index, None)),
+            Taken::Empty => true,
+            Taken::NoSlot => false,
         };
         let (index, left) = match shared.free.pop() {
             Some(popped) => popped,
@@ -742,9 +742,9 @@ unsafe fn release_frame(header: NonNull<Header>) {
     // unless a waiter needs it. A thread that never allocates here returns it to the
     // returned list, off the allocators' cache line.
     let home = match pool.threads.park(slot.index, || pool.free.is_waiting()) {
-        Some(true) => return,
-        Some(false) => Home::List,
-        None => Home::Returned,
+        Parking::Parked => return,
+        Parking::Declined => Home::List,
+        Parking::NoSlot => Home::Returned,
     };
     // SAFETY: the frame is given up here and `pool` is not used after.
     unsafe { pool.give_back(slot.index, home) };

@@ -88,6 +88,28 @@ impl ThreadSlot {
     }
 }
 
+/// What an allocation found in this thread's slot.
+pub(crate) enum Taken {
+    /// The frame parked there, now the caller's.
+    Frame(u32),
+    /// Nothing parked (or a reclaimer holds the slot).
+    Empty,
+    /// This thread has no slot for the pool: it never allocated from it.
+    NoSlot,
+}
+
+/// Where a released frame went.
+pub(crate) enum Parking {
+    /// Into this thread's slot.
+    Parked,
+    /// Not into the slot (it is full, a reclaimer holds it, or a waiter needs frames):
+    /// the frame goes to the free list.
+    Declined,
+    /// This thread has no slot (it never allocates from the pool): the frame goes to
+    /// the returned list.
+    NoSlot,
+}
+
 /// Gives a frame back to a pool (type-erased, for thread exit).
 pub(crate) type GiveBack = unsafe fn(pool: *const (), frame: u32);
 
@@ -187,22 +209,25 @@ impl Registry {
             .flatten()
     }
 
-    /// Takes the frame parked on this thread: `Err(())` if this thread has no slot for
-    /// the pool yet, `Ok(None)` if nothing is parked (or a reclaimer holds the slot).
+    /// Takes the frame parked on this thread, if there is one (and no reclaimer holds
+    /// the slot).
     #[inline]
-    pub(crate) fn take_parked(&self) -> Result<Option<u32>, ()> {
+    pub(crate) fn take_parked(&self) -> Taken {
         self.with_own_slot(|slot| {
-            slot.as_owner(|frame| {
+            let parked = slot.as_owner(|frame| {
                 let parked = frame.load(Ordering::Relaxed);
                 if parked != NIL {
                     frame.store(NIL, Ordering::Relaxed);
                     slot.count_allocation();
                 }
                 parked
-            })
-            .filter(|&f| f != NIL)
+            });
+            match parked {
+                Some(frame) if frame != NIL => Taken::Frame(frame),
+                _ => Taken::Empty,
+            }
         })
-        .ok_or(())
+        .unwrap_or(Taken::NoSlot)
     }
 
     /// Counts an allocation in the calling thread's slot; false if it has none (the
@@ -260,21 +285,25 @@ impl Registry {
     }
 
     /// Parks `frame` on this thread if it has an empty slot, no reclaimer is at work and
-    /// `waiting()` (the free list's WAITING bit) is false. Returns whether it parked, or
-    /// `None` if this thread has no slot (it never allocated from the pool).
+    /// `waiting()` (the free list's WAITING bit) is false.
     #[inline]
-    pub(crate) fn park(&self, frame: u32, waiting: impl FnOnce() -> bool) -> Option<bool> {
+    pub(crate) fn park(&self, frame: u32, waiting: impl FnOnce() -> bool) -> Parking {
         self.with_own_slot(|slot| {
-            slot.as_owner(|parked| {
+            let parked = slot.as_owner(|parked| {
                 if parked.load(Ordering::Relaxed) == NIL && !waiting() {
                     parked.store(frame, Ordering::Relaxed);
                     true
                 } else {
                     false
                 }
-            })
-            .unwrap_or(false)
+            });
+            if parked == Some(true) {
+                Parking::Parked
+            } else {
+                Parking::Declined
+            }
         })
+        .unwrap_or(Parking::NoSlot)
     }
 
     fn lock(&self) -> crate::sync::MutexGuard<'_, Vec<Arc<ThreadSlot>>> {

@@ -310,6 +310,75 @@ impl IoRing {
         self.submit(op, finish_read, Entering::Now)
     }
 
+    /// [`read_at`](Self::read_at) for many buffers at once: each `(buf, offset)` read as
+    /// `read_at` reads one, all submitted with one system call on io_uring (where
+    /// `read_at` makes one per read): what a thread with many reads in flight does when
+    /// it replaces those that finished (take every `Pending` that
+    /// [`is_ready`](Pending::is_ready), then submit their successors together), or a page
+    /// cache reading ahead. The `Pending`s come back in the order of `reads`; a refused
+    /// read (misaligned) is resolved in its place without a system call, as for
+    /// `read_at`, and the others go on. Ownership as for `read_at`.
+    ///
+    /// ```
+    /// use pagebuf::direct::DirectFile;
+    /// use pagebuf::{BufferAllocator, IoRing, PageAllocator};
+    ///
+    /// # let path = std::env::temp_dir().join("pagebuf-doc-read-at-batch.bin");
+    /// let page = pagebuf::page_size();
+    /// let data: Vec<u8> = (0..4 * page).map(|i| (i / page) as u8).collect();
+    /// std::fs::write(&path, &data)?;
+    /// let ring = IoRing::new()?;
+    /// let file = DirectFile::open(&path)?;
+    /// let pages = PageAllocator::default();
+    /// let reads = (0..4).rev().map(|k| Ok((pages.allocate_page_aligned(page)?, (k * page) as u64)));
+    /// let reads = reads.collect::<pagebuf::Result<Vec<_>>>()?;
+    /// for (pending, k) in ring.read_at_batch(&file, reads).into_iter().zip((0..4).rev()) {
+    ///     assert!(pending.wait()?.iter().all(|&b| b == k as u8));
+    /// }
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_at_batch(
+        &self,
+        file: &DirectFile,
+        reads: impl IntoIterator<Item = (BufferMut, u64)>,
+    ) -> Vec<Pending<BufferMut>> {
+        // Per read: its outcome if refused before the kernel, `None` if it goes to it.
+        let mut refused = Vec::new();
+        let mut ops = Vec::new();
+        for (buf, offset) in reads {
+            let checked = if self.inner.completions.forked() {
+                Err(Completions::forked_error())
+            } else {
+                check(file, buf.as_ptr(), offset, buf.max_len())
+            };
+            if let Err(err) = checked {
+                refused.push(Some(Pending::ready(Err(err))));
+                continue;
+            }
+            let chunk = self.piece_size(file, buf.as_ptr());
+            ops.push(Op::Read {
+                file: file.shared(),
+                buf,
+                offset,
+                chunk,
+            });
+            refused.push(None);
+        }
+        let mut issued = self.issue_all(ops).into_iter();
+        refused
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| match issued.next() {
+                    Some((id, driver)) => Pending::in_flight(driver, id, finish_read),
+                    None => Pending::ready(Err(Error::InvalidRequest(
+                        "a batched read was not issued".into(),
+                    ))),
+                })
+            })
+            .collect()
+    }
+
     /// [`read_at`](Self::read_at) and [`wait`](Pending::wait) in one: the read a thread
     /// makes when it has nothing else to do until the bytes are in (a page cache's miss,
     /// an index lookup). A thread that waits for one read gains nothing from a queue, so
@@ -725,6 +794,33 @@ impl IoRing {
                 }
                 (id, completions)
             }
+        }
+    }
+
+    /// [`issue`](Self::issue) for many ops at once: on io_uring, one system call for all.
+    fn issue_all(&self, ops: Vec<Op>) -> Vec<(usize, Arc<dyn Drive>)> {
+        if ops.is_empty() {
+            // Nothing to enter the kernel for (and, in a forked child, no queue to touch).
+            return Vec::new();
+        }
+        let inner = &*self.inner;
+        match &inner.engine {
+            EngineImpl::Uring(engine) => engine
+                .submit_all(ops)
+                .into_iter()
+                .map(|(id, road)| {
+                    match road {
+                        Road::Fixed => &inner.fixed_ops,
+                        Road::Plain => &inner.plain_ops,
+                    }
+                    .fetch_add(1, Ordering::Relaxed);
+                    (id, engine.driver())
+                })
+                .collect(),
+            EngineImpl::Threads(_) => ops
+                .into_iter()
+                .map(|op| self.issue(op, None, Entering::Now))
+                .collect(),
         }
     }
 }

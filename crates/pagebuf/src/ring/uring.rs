@@ -30,7 +30,7 @@ use io_uring::{opcode, squeue, types, IoUring, Probe};
 
 use super::completion::{Aftermath, Completions, OnDone};
 use super::fixed::FixedTable;
-use super::op::{Op, Tearing, MAX_PIECES, RWF_ATOMIC};
+use super::op::{Layout, Op, Tearing, MAX_PIECES, RWF_ATOMIC};
 use super::pending::Drive;
 use crate::pool::FramePool;
 
@@ -174,6 +174,26 @@ impl UringEngine {
         on_done: Option<OnDone>,
         entering: Entering,
     ) -> (usize, Road) {
+        let entries = self.prepare(op, on_done);
+        let mut road = Road::Plain;
+        self.push_and_enter(std::slice::from_ref(&entries), entering, |_, how| {
+            road = how
+        });
+        (entries.id, road)
+    }
+
+    /// Submits every op of `ops` with one system call: their slots, in order, and how
+    /// each went.
+    pub(crate) fn submit_all(&self, ops: Vec<Op>) -> Vec<(usize, Road)> {
+        let prepared: Vec<Entries> = ops.into_iter().map(|op| self.prepare(op, None)).collect();
+        let mut out = Vec::with_capacity(prepared.len());
+        self.push_and_enter(&prepared, Entering::Now, |id, road| out.push((id, road)));
+        out
+    }
+
+    /// Puts `op` into a slot of the completion table and works out its entries (the op
+    /// moves into the slot; its memory does not).
+    fn prepare(&self, op: Op, on_done: Option<OnDone>) -> Entries {
         let shared = &*self.shared;
         // At most MAX_PIECES: IoRing refuses larger transfers before they get here.
         let pieces = op.piece_count().min(MAX_PIECES);
@@ -200,14 +220,75 @@ impl UringEngine {
         // would otherwise find nothing outstanding and spin until the push.
         shared.outstanding.fetch_add(pieces, Ordering::AcqRel);
         let id = shared.completions.insert(Some(op), pieces, on_done);
-        // Completions reaped here while the queue was full, handed out once unlocked.
+        Entries {
+            id,
+            pieces,
+            fd,
+            base,
+            layout,
+            kind,
+            fixed,
+        }
+    }
+
+    /// Pushes the entries of every prepared op, then enters the kernel once (as
+    /// `entering` says); `each` learns how every op went, in order.
+    fn push_and_enter(
+        &self,
+        prepared: &[Entries],
+        entering: Entering,
+        mut each: impl FnMut(usize, Road),
+    ) {
+        let shared = &*self.shared;
+        // Completions reaped here while the queue was full, and the failures of entries
+        // the kernel refused, handed out once unlocked.
         let mut after = Vec::new();
         let guard = shared.sq.lock().unwrap_or_else(|p| p.into_inner());
-        for i in 0..pieces {
-            let piece = layout.piece(i);
-            let ptr = (base + piece.at) as *mut u8;
+        for entries in prepared {
+            each(entries.id, entries.push(shared, &mut after));
+        }
+        if entering == Entering::WithWait {
+            if let Ok(cq) = shared.cq.try_lock() {
+                drop(guard);
+                // The wait's enter submits what is queued, these transfers among them; a
+                // failed one leaves them queued for the next enter (`Pending::wait`'s).
+                shared.wait_for_one(std::time::Duration::from_secs(1));
+                shared.drain(&mut after);
+                drop(cq);
+                run(after);
+                shared.pass_on();
+                return;
+            }
+        }
+        // A refused submit leaves the entries queued: the reaper's next enter submits
+        // them, and their completions (or errors) come back through it.
+        let _ = shared.ring.submit();
+        drop(guard);
+        run(after);
+    }
+}
+
+/// One op's entries, worked out before the op moved into its completion slot.
+struct Entries {
+    id: usize,
+    pieces: usize,
+    fd: types::Fd,
+    base: usize,
+    layout: Layout,
+    kind: Kind,
+    fixed: Option<u16>,
+}
+
+impl Entries {
+    /// Pushes every piece (the caller holds the submission lock). A piece the kernel
+    /// refuses fails here with the rest of the op (their outcomes go to `after`).
+    fn push(&self, shared: &Shared, after: &mut Vec<Aftermath>) -> Road {
+        for i in 0..self.pieces {
+            let piece = self.layout.piece(i);
+            let ptr = (self.base + piece.at) as *mut u8;
             let len = u32::try_from(piece.len).unwrap_or(u32::MAX);
-            let entry = match (kind, fixed) {
+            let fd = self.fd;
+            let entry = match (self.kind, self.fixed) {
                 (Kind::Read, Some(index)) => opcode::ReadFixed::new(fd, ptr, len, index)
                     .offset(piece.offset)
                     .build(),
@@ -224,41 +305,20 @@ impl UringEngine {
                     .flags(types::FsyncFlags::DATASYNC)
                     .build(),
             };
-            let entry = entry.user_data((id as u64) << PIECE_BITS | i as u64);
-            if let Err(errno) = push(shared, &entry, &mut after) {
+            let entry = entry.user_data((self.id as u64) << PIECE_BITS | i as u64);
+            if let Err(errno) = push(shared, &entry, after) {
                 // Not in the kernel: this piece and the rest fail here.
-                drop(guard);
-                run(after);
-                for j in i..pieces {
+                for j in i..self.pieces {
                     shared.outstanding.fetch_sub(1, Ordering::AcqRel);
-                    shared.completions.finish_piece(id, j, -errno).run();
+                    after.push(shared.completions.finish_piece(self.id, j, -errno));
                 }
-                return (id, Road::Plain);
+                return Road::Plain;
             }
         }
-        let road = match fixed {
+        match self.fixed {
             Some(_) => Road::Fixed,
             None => Road::Plain,
-        };
-        if entering == Entering::WithWait {
-            if let Ok(cq) = shared.cq.try_lock() {
-                drop(guard);
-                // The wait's enter submits what is queued, this transfer among them; a
-                // failed one leaves them queued for the next enter (`Pending::wait`'s).
-                shared.wait_for_one(std::time::Duration::from_secs(1));
-                shared.drain(&mut after);
-                drop(cq);
-                run(after);
-                shared.pass_on();
-                return (id, road);
-            }
         }
-        // A refused submit leaves the entries queued: the reaper's next enter submits
-        // them, and their completions (or errors) come back through it.
-        let _ = shared.ring.submit();
-        drop(guard);
-        run(after);
-        (id, road)
     }
 }
 
