@@ -7,7 +7,8 @@
 #   scripts/bench-randread.sh [SECONDS=5] [ROUNDS=3] [DEPTHS="1 32 128"] [DIR=target/bench-randread] [SIZE_MIB=1024]
 #
 # This VM's disk drifts between runs: every tool runs once per round, rounds alternate,
-# and the table shows medians.
+# and the table shows medians, the ratio of medians to the best fio's, and the median over
+# rounds of each round's ratio to that round's best fio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}
@@ -72,13 +73,20 @@ rows = {}
 for line in open(sys.argv[1]):
     tool, depth, iops, cpu = line.split()
     rows.setdefault((int(depth), tool), []).append((float(iops), float(cpu)))
-print("| depth | tool | IOPS (median) | CPU s per GiB | vs best fio |")
-print("|---|---|---|---|---|")
+print("| depth | tool | IOPS (median) | CPU s per GiB | vs best fio | per-round ratio |")
+print("|---|---|---|---|---|---|")
 for depth in sorted({d for d, _ in rows}):
+    tools = {t: v for (d, t), v in rows.items() if d == depth}
     med = {t: (statistics.median(i for i, _ in v), statistics.median(c for _, c in v))
-           for (d, t), v in rows.items() if d == depth}
+           for t, v in tools.items()}
     best = max(v[0] for t, v in med.items() if t.startswith("fio"))
+    rounds = min(len(v) for v in tools.values())
+    # Each round against that round's best fio: the disk drifts between rounds, so the
+    # ratio of medians can pair a slow round of one tool with a fast one of another.
+    best_of_round = [max(v[r][0] for t, v in tools.items() if t.startswith("fio"))
+                     for r in range(rounds)]
     for tool in sorted(med, key=lambda t: -med[t][0]):
         iops, cpu = med[tool]
-        print(f"| {depth} | {tool} | {iops:,.0f} | {cpu:.2f} | {iops / best:.3f}x |")
+        paired = statistics.median(tools[tool][r][0] / best_of_round[r] for r in range(rounds))
+        print(f"| {depth} | {tool} | {iops:,.0f} | {cpu:.2f} | {iops / best:.3f}x | {paired:.3f}x |")
 PY

@@ -1,11 +1,15 @@
 //! The rules of `BufferPool`: exact sizes, page alignment, reuse per size class, a
 //! budget that is never exceeded, waiting / timeout / try forms, eviction, close.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use pagebuf::{page_size, BufferAllocator, BufferPool, Error};
+
+mod support;
+use support::{block_on, in_child, run_child};
 
 const MIB: usize = 1 << 20;
 
@@ -104,7 +108,10 @@ fn close_wakes_waiters_and_frees_cached_buffers() {
     }
     pool.close();
     assert!(matches!(waiter.join().unwrap(), Err(Error::Closed)));
-    assert!(matches!(pool.try_allocate(1), Err(Error::Closed)));
+    assert!(pool.is_closed());
+    assert!(matches!(pool.try_allocate(1), Ok(None)), "a closed pool's try form finds nothing, as a FramePool's");
+    assert!(matches!(pool.allocate_timeout(1, Duration::ZERO), Err(Error::Closed)));
+    assert!(matches!(block_on(pool.allocate_async(1)), Err(Error::Closed)));
     drop(held);
     let stats = pool.stats();
     assert_eq!(
@@ -180,4 +187,112 @@ fn concurrent_use_stays_within_budget() {
     let stats = pool.stats();
     assert_eq!(stats.bytes_out, 0);
     assert_eq!(stats.classes.iter().map(|c| c.out).sum::<usize>(), 0);
+}
+
+#[test]
+fn stats_count_buffers_as_a_frame_pool_counts_frames() {
+    let pool = BufferPool::new(4 * MIB).unwrap();
+    let a = pool.allocate(MIB).unwrap();
+    let b = pool.allocate(MIB).unwrap();
+    let c = pool.allocate(page_size()).unwrap();
+    drop(b);
+    assert!(pool.try_allocate(4 * MIB).unwrap().is_none());
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.in_use, stats.high_water, stats.allocations, stats.exhausted),
+        (2, 3, 3, 1)
+    );
+    assert_eq!((stats.waits, stats.waiting, stats.closed), (0, 0, false));
+    drop((a, c));
+    let stats = pool.stats();
+    assert_eq!((stats.in_use, stats.high_water), (0, 3));
+}
+
+#[test]
+fn allocate_async_waits_for_the_budget_and_gives_up_its_place_when_dropped() {
+    let pool = BufferPool::new(MIB).unwrap();
+    let held = pool.allocate(MIB).unwrap();
+    // A future dropped while waiting leaves nothing behind.
+    {
+        let mut waiting = Box::pin(pool.allocate_async(MIB));
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(pool.stats().waiting, 1);
+    }
+    assert_eq!(pool.stats().waiting, 0, "a dropped future still counted as waiting");
+    let waiter = {
+        let pool = pool.clone();
+        thread::spawn(move || block_on(pool.allocate_async(MIB / 2)))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool.stats().waiting == 0 {
+        assert!(Instant::now() < deadline, "the task never waited");
+        thread::yield_now();
+    }
+    assert!(!waiter.is_finished());
+    drop(held);
+    let buf = waiter.join().unwrap().unwrap();
+    assert_eq!(buf.max_len(), MIB / 2);
+    let stats = pool.stats();
+    assert_eq!((stats.waits, stats.waiting, stats.in_use), (2, 0, 1));
+    assert!(matches!(
+        block_on(pool.allocate_async(0)),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn close_wakes_waiting_tasks_with_closed() {
+    let pool = BufferPool::new(MIB).unwrap();
+    let held = pool.allocate(MIB).unwrap();
+    let waiter = {
+        let pool = pool.clone();
+        thread::spawn(move || block_on(pool.allocate_async(MIB)))
+    };
+    while pool.stats().waiting == 0 {
+        thread::yield_now();
+    }
+    pool.close();
+    assert!(matches!(waiter.join().unwrap(), Err(Error::Closed)));
+    drop(held);
+}
+
+#[test]
+fn a_refused_mapping_gives_its_reservation_back() {
+    const NAME: &str = "a_refused_mapping_gives_its_reservation_back";
+    if !in_child(NAME) {
+        let (status, text) = run_child(NAME, &[]);
+        assert!(status.success() && text.contains("child: survived"), "{text}");
+        return;
+    }
+    // Cap the address space a little above what the process uses, then ask the pool
+    // for more than that: the mapping (done outside the pool's lock) is refused.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let vm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let limit = rustix::process::Rlimit {
+        current: Some(vm_kib * 1024 + (256 << 20)),
+        maximum: None,
+    };
+    rustix::process::setrlimit(rustix::process::Resource::As, limit).unwrap();
+    let pool = BufferPool::new(8 << 30).unwrap();
+    let err = pool.allocate(4 << 30).unwrap_err();
+    assert!(matches!(err, Error::OutOfMemory(_)), "{err}");
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.bytes_out, stats.in_use, stats.allocations),
+        (0, 0, 0),
+        "the refused buffer is still counted: {stats:?}"
+    );
+    assert!(stats.classes.iter().all(|c| c.out == 0 && c.mapped == 0));
+    // The whole budget is there for what fits in memory.
+    let small = pool.allocate(MIB).unwrap();
+    assert_eq!(small.max_len(), MIB);
+    assert_eq!(pool.stats().bytes_out, MIB);
+    println!("child: survived");
 }

@@ -23,6 +23,9 @@
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::alloc::BufferAllocator;
@@ -49,7 +52,10 @@ pub struct ClassStats {
     pub evicted: u64,
 }
 
-/// Statistics of a [`BufferPool`].
+/// Statistics of a [`BufferPool`]. The fields it shares with
+/// [`PoolStats`](crate::pool::PoolStats) mean the same: `in_use`, `high_water`,
+/// `allocations`, `exhausted`, `waits`, `waiting`, `closed` count buffers where a
+/// `FramePool` counts frames.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BufferPoolStats {
@@ -59,10 +65,19 @@ pub struct BufferPoolStats {
     pub bytes_out: usize,
     /// Bytes in cached buffers.
     pub bytes_cached: usize,
-    /// Requests that found the budget spent (try forms that failed, and waits).
+    /// Buffers out now.
+    pub in_use: usize,
+    /// The most buffers that were out at once.
+    pub high_water: usize,
+    /// Buffers handed out so far.
+    pub allocations: u64,
+    /// Times an allocation found the budget spent (try forms that found nothing, and
+    /// waits).
     pub exhausted: u64,
-    /// Requests that waited for buffers to come back.
+    /// Allocations that had to wait for buffers to come back.
     pub waits: u64,
+    /// Threads and tasks waiting now.
+    pub waiting: usize,
     /// Whether the pool was closed.
     pub closed: bool,
     /// Each size class, smallest first.
@@ -102,11 +117,27 @@ struct Class {
 #[derive(Default)]
 struct State {
     classes: BTreeMap<usize, Class>,
+    /// Bytes out, and bytes reserved for blocks being mapped outside the lock.
     bytes_out: usize,
     bytes_cached: usize,
+    in_use: usize,
+    high_water: usize,
+    allocations: u64,
     exhausted: u64,
     waits: u64,
+    /// Threads blocked in `allocate`/`allocate_timeout` now.
+    sleepers: usize,
+    /// Tasks waiting in `allocate_async`, woken (all) when buffers come back.
+    tasks: Vec<(u64, Waker)>,
+    next_task: u64,
     closed: bool,
+}
+
+impl State {
+    /// Wakes every waiting task (they retry; the condvar wakes the threads).
+    fn wake_tasks(&mut self) -> Vec<Waker> {
+        self.tasks.drain(..).map(|(_, waker)| waker).collect()
+    }
 }
 
 struct Shared {
@@ -114,6 +145,19 @@ struct Shared {
     options: RegionOptions,
     state: Mutex<State>,
     returned: Condvar,
+}
+
+/// How the lock decided to serve a request; the slow part (mapping, unmapping) is done
+/// after it is released.
+enum Grant {
+    /// A cached block of the class.
+    Cached(Box<PooledBlock>),
+    /// Room reserved in the budget for a new block, to map outside the lock; `evicted`
+    /// are cached blocks of other classes given up to make that room, to unmap outside
+    /// it too.
+    Reserved {
+        evicted: Vec<Box<PooledBlock>>,
+    },
 }
 
 /// Recycles page-aligned buffers in size classes under a byte budget; the default
@@ -205,28 +249,35 @@ impl BufferPool {
         })
     }
 
-    /// A buffer of `size` bytes if the budget allows one now; `Ok(None)` if not.
+    /// A buffer of `size` bytes if the budget allows one now; `Ok(None)` if not, or if the
+    /// pool is closed (as [`FramePool::try_allocate`](crate::FramePool::try_allocate):
+    /// nothing now; [`is_closed`](Self::is_closed) says which). Never waits.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for 0 or a size whose class exceeds the whole budget;
-    /// [`Error::Closed`] after [`close`](Self::close); [`Error::OutOfMemory`] if the
-    /// kernel refuses a mapping.
+    /// [`Error::OutOfMemory`] if the kernel refuses a mapping.
     pub fn try_allocate(&self, size: usize) -> Result<Option<BufferMut>> {
         let class = self.class_for(size)?;
-        let mut state = self.shared.lock();
-        let taken = self.take(&mut state, size, class)?;
-        if taken.is_none() {
-            state.exhausted += 1;
-        }
-        Ok(taken)
+        let grant = {
+            let mut state = self.shared.lock();
+            if state.closed {
+                return Ok(None);
+            }
+            let grant = self.grant(&mut state, class);
+            if grant.is_none() {
+                state.exhausted += 1;
+            }
+            grant
+        };
+        grant.map(|grant| self.hand_out(grant, size, class)).transpose()
     }
 
     /// A buffer of `size` bytes, waiting for buffers to come back while the budget is
     /// spent.
     ///
     /// # Errors
-    /// As [`try_allocate`](Self::try_allocate); `Closed` also when the pool is closed
-    /// while waiting.
+    /// As [`try_allocate`](Self::try_allocate); [`Error::Closed`] if the pool is or gets
+    /// closed before the buffer is had.
     pub fn allocate(&self, size: usize) -> Result<BufferMut> {
         self.allocate_until(size, None)
     }
@@ -239,41 +290,92 @@ impl BufferPool {
         self.allocate_until(size, Some((Instant::now(), timeout)))
     }
 
+    /// A future that resolves to a buffer of `size` bytes once the budget allows (or to
+    /// [`Error::Closed`]), with any executor. Waiting tasks are all woken when buffers
+    /// come back and try again (no order among them); dropping the future gives up its
+    /// place without holding anything.
+    ///
+    /// ```
+    /// use pagebuf::BufferPool;
+    ///
+    /// let pool = BufferPool::new(1 << 20)?;
+    /// let held = pool.allocate(1 << 20)?;
+    /// let later = pool.allocate_async(4096);   // nothing happens until polled
+    /// drop(held);                               // the budget is free again
+    /// # let buf = futures_lite_block_on(later)?;
+    /// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let waker = std::task::Waker::noop();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v } }
+    /// # }
+    /// assert_eq!(buf.max_len(), 4096);
+    /// # Ok::<(), pagebuf::Error>(())
+    /// ```
+    pub fn allocate_async(&self, size: usize) -> BufferFuture {
+        BufferFuture {
+            pool: self.clone(),
+            size,
+            task: None,
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+
     fn allocate_until(&self, size: usize, limit: Option<(Instant, Duration)>) -> Result<BufferMut> {
         let class = self.class_for(size)?;
         let mut state = self.shared.lock();
         let mut counted = false;
-        loop {
-            if let Some(buf) = self.take(&mut state, size, class)? {
-                return Ok(buf);
+        let grant = loop {
+            if state.closed {
+                return Err(Error::Closed);
+            }
+            if let Some(grant) = self.grant(&mut state, class) {
+                break grant;
             }
             if !counted {
                 state.exhausted += 1;
                 state.waits += 1;
                 counted = true;
             }
-            state = match limit {
-                None => self
+            state.sleepers += 1;
+            let woken = match limit {
+                None => Ok(self
                     .shared
                     .returned
                     .wait(state)
-                    .unwrap_or_else(|p| p.into_inner()),
+                    .unwrap_or_else(|p| p.into_inner())),
                 Some((start, timeout)) => {
                     let left = timeout.saturating_sub(start.elapsed());
                     if left.is_zero() {
-                        return Err(Error::Timeout {
-                            what: format!("{class} bytes of the buffer pool's budget"),
-                            waited: timeout,
-                        });
+                        Err(state)
+                    } else {
+                        Ok(self
+                            .shared
+                            .returned
+                            .wait_timeout(state, left)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0)
                     }
-                    self.shared
-                        .returned
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
                 }
             };
-        }
+            state = match woken {
+                Ok(state) => state,
+                Err(mut state) => {
+                    state.sleepers -= 1;
+                    return Err(Error::Timeout {
+                        what: format!("{class} bytes of the buffer pool's budget"),
+                        waited: limit.map_or(Duration::ZERO, |(_, timeout)| timeout),
+                    });
+                }
+            };
+            state.sleepers -= 1;
+        };
+        drop(state);
+        self.hand_out(grant, size, class)
     }
 
     /// Closes the pool: waiters wake with [`Error::Closed`], later requests fail, and
@@ -281,9 +383,12 @@ impl BufferPool {
     pub fn close(&self) {
         let mut state = self.shared.lock();
         state.closed = true;
-        Self::evict(&mut state, usize::MAX, None);
+        let evicted = Self::evict(&mut state, usize::MAX, None);
+        let tasks = state.wake_tasks();
         drop(state);
+        drop(evicted); // unmapped outside the lock
         self.shared.returned.notify_all();
+        tasks.into_iter().for_each(Waker::wake);
     }
 
     /// Unmaps every cached buffer, giving the memory back to the system; returns the
@@ -291,7 +396,9 @@ impl BufferPool {
     pub fn trim(&self) -> usize {
         let mut state = self.shared.lock();
         let before = state.bytes_cached;
-        Self::evict(&mut state, usize::MAX, None);
+        let evicted = Self::evict(&mut state, usize::MAX, None);
+        drop(state);
+        drop(evicted); // unmapped outside the lock
         before
     }
 
@@ -307,8 +414,12 @@ impl BufferPool {
             budget: self.shared.budget,
             bytes_out: state.bytes_out,
             bytes_cached: state.bytes_cached,
+            in_use: state.in_use,
+            high_water: state.high_water,
+            allocations: state.allocations,
             exhausted: state.exhausted,
             waits: state.waits,
+            waiting: state.sleepers + state.tasks.len(),
             closed: state.closed,
             classes: state
                 .classes
@@ -335,67 +446,98 @@ impl BufferPool {
         }
     }
 
-    /// Serves `size` from class `class` if the budget allows now.
-    fn take(&self, state: &mut State, size: usize, class: usize) -> Result<Option<BufferMut>> {
-        if state.closed {
-            return Err(Error::Closed);
-        }
-        let cached = state
-            .classes
-            .get_mut(&class)
-            .and_then(|c| c.cached.pop().map(|block| (block, &mut c.stats)));
-        let block = match cached {
-            Some((block, stats)) => {
-                stats.reused += 1;
+    /// Decides, under the lock, how a request of class `class` is served: a cached
+    /// block, or room reserved for a new one (evicting cached blocks of other classes if
+    /// need be), or `None`: the budget is spent. The buffer is counted out from here.
+    fn grant(&self, state: &mut State, class: usize) -> Option<Grant> {
+        let cached = state.classes.get_mut(&class).and_then(|c| c.cached.pop());
+        let grant = match cached {
+            Some(block) => {
                 state.bytes_cached -= class;
-                block
+                Grant::Cached(block)
             }
             None => {
                 let room = self.shared.budget - state.bytes_out - state.bytes_cached;
-                if room < class {
+                let evicted = if room < class {
                     let free_after_eviction = self.shared.budget - state.bytes_out;
                     if free_after_eviction < class {
-                        return Ok(None);
+                        return None;
                     }
-                    Self::evict(state, class - room, Some(class));
-                }
-                let region = Region::map(class, self.shared.options)?;
-                let header = Header::new(
-                    release_pooled,
-                    region.non_null(),
-                    class,
-                    region.granule(),
-                    MemoryOrigin::BufferPool,
-                    true,
-                );
-                state.classes.entry(class).or_default().stats.mapped += 1;
-                Box::new(PooledBlock {
-                    header,
-                    region,
-                    class,
-                    pool: None,
-                })
+                    Self::evict(state, class - room, Some(class))
+                } else {
+                    Vec::new()
+                };
+                Grant::Reserved { evicted }
             }
         };
-        let mut block = block;
-        block.pool = Some(Arc::clone(&self.shared));
         state.bytes_out += class;
+        state.in_use += 1;
+        state.high_water = state.high_water.max(state.in_use);
+        state.allocations += 1;
         let entry = state.classes.entry(class).or_default();
         entry.stats.size = class;
         entry.stats.out += 1;
+        match &grant {
+            Grant::Cached(_) => entry.stats.reused += 1,
+            Grant::Reserved { .. } => entry.stats.mapped += 1,
+        }
+        Some(grant)
+    }
+
+    /// Turns a grant into a buffer of `size` bytes, outside the lock: evicted blocks
+    /// unmapped, a reserved block mapped (a refused mapping gives its reservation back).
+    fn hand_out(&self, grant: Grant, size: usize, class: usize) -> Result<BufferMut> {
+        let mut block = match grant {
+            Grant::Cached(block) => block,
+            Grant::Reserved { evicted } => {
+                drop(evicted);
+                match Region::map(class, self.shared.options) {
+                    Ok(region) => Box::new(PooledBlock {
+                        header: Header::new(
+                            release_pooled,
+                            region.non_null(),
+                            class,
+                            region.granule(),
+                            MemoryOrigin::BufferPool,
+                            true,
+                        ),
+                        region,
+                        class,
+                        pool: None,
+                    }),
+                    Err(err) => {
+                        let mut state = self.shared.lock();
+                        state.bytes_out -= class;
+                        state.in_use -= 1;
+                        state.allocations -= 1;
+                        let entry = state.classes.entry(class).or_default();
+                        entry.stats.out -= 1;
+                        entry.stats.mapped -= 1;
+                        let tasks = state.wake_tasks();
+                        drop(state);
+                        self.shared.returned.notify_all();
+                        tasks.into_iter().for_each(Waker::wake);
+                        return Err(err);
+                    }
+                }
+            }
+        };
+        block.pool = Some(Arc::clone(&self.shared));
         let header = NonNull::from(Box::leak(block)).cast::<Header>();
         // SAFETY: the block's header has refs == 1 (new, or reset on return), describes
         // `class` initialized bytes of its own region, and the block is now owned only
         // by the buffer we return.
         let mut buf = unsafe { BufferMut::from_header(header) };
         buf.limit_max_len(size);
-        Ok(Some(buf))
+        Ok(buf)
     }
 
-    /// Unmaps cached buffers, largest first, until `needed` bytes are free, sparing
-    /// class `keep`.
-    fn evict(state: &mut State, needed: usize, keep: Option<usize>) {
+    /// Takes cached buffers out of the cache, largest first, until `needed` bytes are
+    /// free, sparing class `keep`; the caller unmaps them (drops them) once it has let
+    /// go of the lock.
+    fn evict(state: &mut State, needed: usize, keep: Option<usize>) -> Vec<Box<PooledBlock>> {
         let mut freed = 0;
+        let mut evicted = Vec::new();
         let State {
             classes,
             bytes_cached,
@@ -409,12 +551,13 @@ impl BufferPool {
                 let Some(block) = class.cached.pop() else {
                     break;
                 };
-                drop(block);
+                evicted.push(block);
                 class.stats.evicted += 1;
                 *bytes_cached -= size;
                 freed += size;
             }
         }
+        evicted
     }
 }
 
@@ -439,11 +582,12 @@ unsafe fn release_pooled(header: NonNull<Header>) {
     let Some(pool) = block.pool.take() else {
         return; // unreachable: a block out always knows its pool
     };
-    {
+    let tasks = {
         let mut state = pool.lock();
         let class = block.class;
         let closed = state.closed;
         state.bytes_out -= class;
+        state.in_use -= 1;
         if !closed {
             state.bytes_cached += class;
         }
@@ -452,9 +596,70 @@ unsafe fn release_pooled(header: NonNull<Header>) {
         if !closed {
             entry.cached.push(block);
         }
-    }
+        state.wake_tasks()
+    };
+    // A block of a closed pool (not cached) is unmapped here, outside the lock.
     pool.returned.notify_all();
+    tasks.into_iter().for_each(Waker::wake);
     // `pool` may be the last reference: dropping it here frees the cached blocks.
+}
+
+/// The future of [`BufferPool::allocate_async`].
+#[must_use = "futures do nothing unless polled"]
+pub struct BufferFuture {
+    pool: BufferPool,
+    size: usize,
+    /// Its entry among the pool's waiting tasks, once it has waited.
+    task: Option<u64>,
+}
+
+impl Future for BufferFuture {
+    type Output = Result<BufferMut>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let class = match this.pool.class_for(this.size) {
+            Ok(class) => class,
+            Err(err) => return Poll::Ready(Err(err)),
+        };
+        let grant = {
+            let mut state = this.pool.shared.lock();
+            if let Some(task) = this.task {
+                state.tasks.retain(|(id, _)| *id != task);
+            }
+            if state.closed {
+                this.task = None;
+                return Poll::Ready(Err(Error::Closed));
+            }
+            match this.pool.grant(&mut state, class) {
+                None => {
+                    let task = match this.task {
+                        Some(task) => task,
+                        None => {
+                            state.exhausted += 1;
+                            state.waits += 1;
+                            state.next_task += 1;
+                            state.next_task
+                        }
+                    };
+                    state.tasks.push((task, cx.waker().clone()));
+                    this.task = Some(task);
+                    return Poll::Pending;
+                }
+                Some(grant) => grant,
+            }
+        };
+        this.task = None;
+        Poll::Ready(this.pool.hand_out(grant, this.size, class))
+    }
+}
+
+impl Drop for BufferFuture {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            self.pool.shared.lock().tasks.retain(|(id, _)| *id != task);
+        }
+    }
 }
 
 impl BufferAllocator for BufferPool {

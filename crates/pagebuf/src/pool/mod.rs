@@ -24,6 +24,6 @@ mod thread_cache;
 mod wait_queue;
 
 pub(crate) use buffer_pool::class_size;
-pub use buffer_pool::{BufferPool, BufferPoolStats, ClassStats};
+pub use buffer_pool::{BufferFuture, BufferPool, BufferPoolStats, ClassStats};
 pub use frame_pool::{AllocateFuture, FramePool, PoolStats};
 pub use framing::{FrameMemory, Framing, MAX_FRAMES};
