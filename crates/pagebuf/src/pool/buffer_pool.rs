@@ -156,7 +156,7 @@ enum Grant {
     /// are cached blocks of other classes given up to make that room, to unmap outside
     /// it too.
     Reserved {
-        evicted: Vec<Box<PooledBlock>>,
+        evicted: Vec<PooledBlock>,
     },
 }
 
@@ -535,7 +535,7 @@ impl BufferPool {
     /// Takes cached buffers out of the cache, largest first, until `needed` bytes are
     /// free, sparing class `keep`; the caller unmaps them (drops them) once it has let
     /// go of the lock.
-    fn evict(state: &mut State, needed: usize, keep: Option<usize>) -> Vec<Box<PooledBlock>> {
+    fn evict(state: &mut State, needed: usize, keep: Option<usize>) -> Vec<PooledBlock> {
         let mut freed = 0;
         let mut evicted = Vec::new();
         let State {
@@ -551,7 +551,7 @@ impl BufferPool {
                 let Some(block) = class.cached.pop() else {
                     break;
                 };
-                evicted.push(block);
+                evicted.push(*block);
                 class.stats.evicted += 1;
                 *bytes_cached -= size;
                 freed += size;
