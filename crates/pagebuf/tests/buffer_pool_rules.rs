@@ -109,9 +109,18 @@ fn close_wakes_waiters_and_frees_cached_buffers() {
     pool.close();
     assert!(matches!(waiter.join().unwrap(), Err(Error::Closed)));
     assert!(pool.is_closed());
-    assert!(matches!(pool.try_allocate(1), Ok(None)), "a closed pool's try form finds nothing, as a FramePool's");
-    assert!(matches!(pool.allocate_timeout(1, Duration::ZERO), Err(Error::Closed)));
-    assert!(matches!(block_on(pool.allocate_async(1)), Err(Error::Closed)));
+    assert!(
+        matches!(pool.try_allocate(1), Ok(None)),
+        "a closed pool's try form finds nothing, as a FramePool's"
+    );
+    assert!(matches!(
+        pool.allocate_timeout(1, Duration::ZERO),
+        Err(Error::Closed)
+    ));
+    assert!(matches!(
+        block_on(pool.allocate_async(1)),
+        Err(Error::Closed)
+    ));
     drop(held);
     let stats = pool.stats();
     assert_eq!(
@@ -199,7 +208,12 @@ fn stats_count_buffers_as_a_frame_pool_counts_frames() {
     assert!(pool.try_allocate(4 * MIB).unwrap().is_none());
     let stats = pool.stats();
     assert_eq!(
-        (stats.in_use, stats.high_water, stats.allocations, stats.exhausted),
+        (
+            stats.in_use,
+            stats.high_water,
+            stats.allocations,
+            stats.exhausted
+        ),
         (2, 3, 3, 1)
     );
     assert_eq!((stats.waits, stats.waiting, stats.closed), (0, 0, false));
@@ -220,7 +234,11 @@ fn allocate_async_waits_for_the_budget_and_gives_up_its_place_when_dropped() {
         assert!(waiting.as_mut().poll(&mut cx).is_pending());
         assert_eq!(pool.stats().waiting, 1);
     }
-    assert_eq!(pool.stats().waiting, 0, "a dropped future still counted as waiting");
+    assert_eq!(
+        pool.stats().waiting,
+        0,
+        "a dropped future still counted as waiting"
+    );
     let waiter = {
         let pool = pool.clone();
         thread::spawn(move || block_on(pool.allocate_async(MIB / 2)))
@@ -263,7 +281,10 @@ fn a_refused_mapping_gives_its_reservation_back() {
     const NAME: &str = "a_refused_mapping_gives_its_reservation_back";
     if !in_child(NAME) {
         let (status, text) = run_child(NAME, &[]);
-        assert!(status.success() && text.contains("child: survived"), "{text}");
+        assert!(
+            status.success() && text.contains("child: survived"),
+            "{text}"
+        );
         return;
     }
     // Cap the address space a little above what the process uses, then ask the pool

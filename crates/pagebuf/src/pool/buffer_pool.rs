@@ -21,10 +21,10 @@
 #![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::collections::BTreeMap;
-use std::ptr::NonNull;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::future::Future;
 use std::pin::Pin;
+use std::ptr::NonNull;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -155,9 +155,7 @@ enum Grant {
     /// Room reserved in the budget for a new block, to map outside the lock; `evicted`
     /// are cached blocks of other classes given up to make that room, to unmap outside
     /// it too.
-    Reserved {
-        evicted: Vec<PooledBlock>,
-    },
+    Reserved { evicted: Vec<PooledBlock> },
 }
 
 /// Recycles page-aligned buffers in size classes under a byte budget; the default
@@ -269,7 +267,9 @@ impl BufferPool {
             }
             grant
         };
-        grant.map(|grant| self.hand_out(grant, size, class)).transpose()
+        grant
+            .map(|grant| self.hand_out(grant, size, class))
+            .transpose()
     }
 
     /// A buffer of `size` bytes, waiting for buffers to come back while the budget is

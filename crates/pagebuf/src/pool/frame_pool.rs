@@ -316,7 +316,15 @@ impl FramePool {
         if let Some(buf) = self.take_frame() {
             return Some(buf);
         }
-        // The list is empty; frames parked on other threads still count as free.
+        self.try_reclaim()
+    }
+
+    /// `try_allocate` once the free list is empty: frames parked on other threads still
+    /// count as free.
+    #[cold]
+    #[inline(never)]
+    fn try_reclaim(&self) -> Option<BufferMut> {
+        let shared = self.shared();
         let mut reclaimed = shared.threads.reclaim(false).into_iter();
         match reclaimed.next() {
             Some(index) => {
@@ -345,6 +353,15 @@ impl FramePool {
             Taken::Empty => true,
             Taken::NoSlot => false,
         };
+        self.take_from_lists(has_slot)
+    }
+
+    /// A frame from the free list (or the returned list); this thread gets a slot to
+    /// park its drops in if it has none. Out of line: the parked frame is the path
+    /// that must stay short.
+    #[inline(never)]
+    fn take_from_lists(&self, has_slot: bool) -> Option<BufferMut> {
+        let shared = self.shared();
         let (index, left) = match shared.free.pop() {
             Some(popped) => popped,
             None => shared.adopt()?,
@@ -548,7 +565,10 @@ impl PoolShared {
                 }
             }
         }
-        let slot = &self.slots[index as usize];
+        debug_assert!((index as usize) < self.slots.len());
+        // SAFETY: every index handed out comes from this pool's free list or thread
+        // slots, which hold only indices below `frames` (`FreeList::full`).
+        let slot = unsafe { self.slots.get_unchecked(index as usize) };
         let data = slot.header.base().as_ptr();
         let len = slot.header.capacity();
         // SAFETY: the frame is ours alone until its buffer drops.
@@ -741,13 +761,34 @@ unsafe fn release_frame(header: NonNull<Header>) {
     // The fast path: park it on this thread (a thread that allocates from this pool),
     // unless a waiter needs it. A thread that never allocates here returns it to the
     // returned list, off the allocators' cache line.
-    let home = match pool.threads.park(slot.index, || pool.free.is_waiting()) {
+    match pool.threads.park(slot.index, || pool.free.is_waiting()) {
+        Parking::Parked => {}
+        // SAFETY: forwarded: the frame is released once, here.
+        parking => unsafe { release_frame_slow(slot, pool, parking) },
+    }
+}
+
+/// The rest of [`release_frame`] when the frame was not parked on the spot (`parking`
+/// says why): its thread's slot looked up, else the frame given back. Out of line, so
+/// the fast path saves no registers.
+///
+/// # Safety
+/// `slot` is a frame of `pool` released once, and neither is used by the caller after.
+#[cold]
+#[inline(never)]
+unsafe fn release_frame_slow(slot: &FrameSlot, pool: &PoolShared, mut parking: Parking) {
+    if let Parking::LookUp = parking {
+        parking = pool
+            .threads
+            .park_looked_up(slot.index, || pool.free.is_waiting());
+    }
+    let home = match parking {
         Parking::Parked => return,
         Parking::Declined => Home::List,
-        Parking::NoSlot => Home::Returned,
+        Parking::NoSlot | Parking::LookUp => Home::Returned,
     };
     // SAFETY: the frame is given up here and `pool` is not used after.
-    unsafe { pool.give_back(slot.index, home) };
+    unsafe { pool.give_back(slot.index, home) }
 }
 
 /// `give_back` for a thread's exit, which knows the pool only as an erased pointer.

@@ -72,6 +72,24 @@ impl ThreadSlot {
         self.allocations.store(n + 1, Ordering::Relaxed);
     }
 
+    /// Owner-only: parks `frame` here if the slot is empty and `waiting()` is false.
+    #[inline]
+    fn park(&self, frame: u32, waiting: impl FnOnce() -> bool) -> Parking {
+        let parked = self.as_owner(|parked| {
+            if parked.load(Ordering::Relaxed) == NIL && !waiting() {
+                parked.store(frame, Ordering::Relaxed);
+                true
+            } else {
+                false
+            }
+        });
+        if parked == Some(true) {
+            Parking::Parked
+        } else {
+            Parking::Declined
+        }
+    }
+
     /// Runs `critical` on the owner's side of the protocol; `None` if a reclaimer holds
     /// the slot. Only the owner thread calls this.
     #[inline]
@@ -108,6 +126,8 @@ pub(crate) enum Parking {
     /// This thread has no slot (it never allocates from the pool): the frame goes to
     /// the returned list.
     NoSlot,
+    /// Not known yet: the slot this thread used last is another pool's.
+    LookUp,
 }
 
 /// Gives a frame back to a pool (type-erased, for thread exit).
@@ -197,13 +217,26 @@ impl Registry {
                 return Some(f(unsafe { &*slot }));
             }
         }
+        self.find_own_slot().map(|slot| {
+            // SAFETY: as for `LAST` above: the slot's `SLOTS` entry keeps it alive for
+            // as long as the pool (which the caller holds) and this thread live.
+            f(unsafe { &*slot })
+        })
+    }
+
+    /// The calling thread's slot for this pool, looked up in its list (remembered in
+    /// `LAST` for the next call): out of the fast path's way.
+    #[cold]
+    #[inline(never)]
+    fn find_own_slot(&self) -> Option<*const ThreadSlot> {
         SLOTS
             .try_with(|slots| {
                 let slots = slots.try_borrow().ok()?;
                 let entry = slots.0.iter().find(|e| e.pool_id == self.id)?;
+                let slot = Arc::as_ptr(&entry.slot);
                 #[cfg(not(loom))]
-                LAST.set((self.id, Arc::as_ptr(&entry.slot)));
-                Some(f(&entry.slot))
+                LAST.set((self.id, slot));
+                Some(slot)
             })
             .ok()
             .flatten()
@@ -285,25 +318,33 @@ impl Registry {
     }
 
     /// Parks `frame` on this thread if it has an empty slot, no reclaimer is at work and
-    /// `waiting()` (the free list's WAITING bit) is false.
+    /// `waiting()` (the free list's WAITING bit) is false: the fast half, through the
+    /// slot this thread used last. [`Parking::LookUp`] when that slot is not this
+    /// pool's: the caller then asks [`park_looked_up`](Self::park_looked_up), out of
+    /// line.
     #[inline]
     pub(crate) fn park(&self, frame: u32, waiting: impl FnOnce() -> bool) -> Parking {
-        self.with_own_slot(|slot| {
-            let parked = slot.as_owner(|parked| {
-                if parked.load(Ordering::Relaxed) == NIL && !waiting() {
-                    parked.store(frame, Ordering::Relaxed);
-                    true
-                } else {
-                    false
-                }
-            });
-            if parked == Some(true) {
-                Parking::Parked
-            } else {
-                Parking::Declined
+        #[cfg(not(loom))]
+        {
+            let (id, slot) = LAST.get();
+            if id == self.id {
+                // SAFETY: as in `with_own_slot`.
+                return unsafe { &*slot }.park(frame, waiting);
             }
-        })
-        .unwrap_or(Parking::NoSlot)
+        }
+        let _ = (frame, waiting);
+        Parking::LookUp
+    }
+
+    /// [`park`](Self::park) through this thread's list of slots.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn park_looked_up(&self, frame: u32, waiting: impl FnOnce() -> bool) -> Parking {
+        match self.find_own_slot() {
+            // SAFETY: as in `with_own_slot`.
+            Some(slot) => unsafe { &*slot }.park(frame, waiting),
+            None => Parking::NoSlot,
+        }
     }
 
     fn lock(&self) -> crate::sync::MutexGuard<'_, Vec<Arc<ThreadSlot>>> {
