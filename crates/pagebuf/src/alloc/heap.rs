@@ -101,14 +101,8 @@ impl HeapAllocator {
                 Layout::from_size_align(total, alignment.max(mem::align_of::<HeapTail>())).ok()
             })
             .ok_or_else(|| Error::size_overflow("max_size", max_size, alignment))?;
-        // SAFETY: the layout has a non-zero size (it includes the tail).
-        let block = unsafe { alloc::alloc_zeroed(layout) };
-        let Some(base) = NonNull::new(block) else {
-            return Err(Error::OutOfMemory(format!(
-                "the global allocator could not provide {max_size} bytes aligned to \
-                 {alignment}; free memory, ask for less, or raise RLIMIT_AS"
-            )));
-        };
+        // The block is the tail's to free from here (`release_heap`).
+        let (base, layout) = HeapBlock::zeroed(layout, "a heap buffer")?.into_raw();
         let header = Header::new(
             release_heap,
             base,
@@ -135,6 +129,72 @@ impl HeapAllocator {
     }
 }
 
+/// A zero-filled block of the global allocator, freed when dropped: the heap
+/// allocator's buffers (header and data in one block) and a heap-backed frame pool's
+/// frames come from here.
+pub(crate) struct HeapBlock {
+    base: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: a block of the global allocator, owned: nothing in it is tied to a thread.
+unsafe impl Send for HeapBlock {}
+// SAFETY: `&HeapBlock` only reads the address and layout.
+unsafe impl Sync for HeapBlock {}
+
+impl HeapBlock {
+    /// `layout.size()` zeroed bytes aligned to `layout.align()`; `what` names them in
+    /// the error when the allocator has none (`OutOfMemory`, never an abort).
+    pub(crate) fn zeroed(layout: Layout, what: &str) -> Result<HeapBlock> {
+        if layout.size() == 0 {
+            return Err(Error::zero_size("size"));
+        }
+        // SAFETY: the layout has a non-zero size (checked above).
+        let block = unsafe { alloc::alloc_zeroed(layout) };
+        let base = NonNull::new(block).ok_or_else(|| {
+            Error::OutOfMemory(format!(
+                "the global allocator could not provide {} bytes aligned to {} for {what}; \
+                 free memory, ask for less, or raise RLIMIT_AS",
+                layout.size(),
+                layout.align()
+            ))
+        })?;
+        Ok(HeapBlock { base, layout })
+    }
+
+    /// The first byte.
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    /// Bytes in the block.
+    pub(crate) fn len(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// Gives the block up without freeing it: whoever holds `base` and the layout frees
+    /// it later with [`from_raw`](Self::from_raw).
+    fn into_raw(self) -> (NonNull<u8>, Layout) {
+        let this = mem::ManuallyDrop::new(self);
+        (this.base, this.layout)
+    }
+
+    /// Takes back a block given up with [`into_raw`](Self::into_raw).
+    ///
+    /// # Safety
+    /// `base` and `layout` came from `into_raw`, and this is called once for them.
+    unsafe fn from_raw(base: NonNull<u8>, layout: Layout) -> HeapBlock {
+        HeapBlock { base, layout }
+    }
+}
+
+impl Drop for HeapBlock {
+    fn drop(&mut self) {
+        // SAFETY: `base` was returned by `alloc_zeroed(layout)` and is freed once, here.
+        unsafe { alloc::dealloc(self.base.as_ptr(), self.layout) };
+    }
+}
+
 /// Release for a heap block: moves the tail out, then frees the block.
 ///
 /// # Safety
@@ -144,9 +204,10 @@ unsafe fn release_heap(header: NonNull<Header>) {
     // the tail (and its Arc) out of the block exactly once.
     let tail = unsafe { header.cast::<HeapTail>().read() };
     tail.counters.on_release(tail.header.capacity());
-    // SAFETY: `base` was returned by `alloc_zeroed(layout)` and nothing refers to the
-    // block any more (no views; the tail was moved out above).
-    unsafe { alloc::dealloc(tail.header.base().as_ptr(), tail.layout) };
+    // SAFETY: `base` and `layout` are the block `allocate_aligned` gave up with
+    // `into_raw`, and nothing refers to it any more (no views; the tail was moved out
+    // above).
+    drop(unsafe { HeapBlock::from_raw(tail.header.base(), tail.layout) });
 }
 
 impl BufferAllocator for HeapAllocator {

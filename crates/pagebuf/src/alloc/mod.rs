@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub use heap::HeapAllocator;
+pub(crate) use heap::HeapBlock;
 pub use page::PageAllocator;
 
 use crate::buffer::BufferMut;

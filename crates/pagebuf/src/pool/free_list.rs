@@ -32,6 +32,8 @@
 //! while a waiter sleeps; `orphan` marks both. Between the take and the splice the
 //! frames are in the taker's hands (as a frame being released is in its releaser's).
 
+use crossbeam_utils::CachePadded;
+
 use crate::sync::{AtomicU64, Ordering::SeqCst};
 
 const INDEX_BITS: u32 = 30;
@@ -53,17 +55,13 @@ pub(crate) enum Push {
     Orphaned,
 }
 
-/// A word on a cache line of its own.
-#[repr(align(128))]
-struct Padded(AtomicU64);
-
 pub(crate) struct FreeList {
-    head: Padded,
+    head: CachePadded<AtomicU64>,
     /// Frames released by threads that do not allocate: `[count: 32 | WAITING |
     /// ORPHANED | index: 30]`, the count of frames in the list where `head` has its tag
     /// (no ABA to guard: nothing pops from this list one frame at a time), so a push
     /// reads no node and the count costs one load.
-    returned: Padded,
+    returned: CachePadded<AtomicU64>,
     nodes: Box<[AtomicU64]>,
 }
 
@@ -92,8 +90,8 @@ impl FreeList {
             .collect();
         let top = if frames == 0 { NIL as u64 } else { 0 };
         FreeList {
-            head: Padded(AtomicU64::new(top)),
-            returned: Padded(AtomicU64::new(NIL as u64)),
+            head: CachePadded::new(AtomicU64::new(top)),
+            returned: CachePadded::new(AtomicU64::new(NIL as u64)),
             nodes,
         }
     }
@@ -107,7 +105,7 @@ impl FreeList {
 
     /// Takes a frame; on success also returns how many frames the list still holds.
     pub(crate) fn pop(&self) -> Option<(u32, usize)> {
-        let mut head = self.head.0.load(SeqCst);
+        let mut head = self.head.load(SeqCst);
         loop {
             let i = index(head);
             if i == NIL || head & ORPHANED != 0 {
@@ -116,7 +114,7 @@ impl FreeList {
             let node = self.nodes[i as usize].load(SeqCst);
             let next = node & INDEX_MASK;
             let new = (head & !INDEX_MASK).wrapping_add(TAG_ONE) | next;
-            match self.head.0.compare_exchange_weak(head, new, SeqCst, SeqCst) {
+            match self.head.compare_exchange_weak(head, new, SeqCst, SeqCst) {
                 // The CAS saw the same tag, so `node` was i's link when i was on top.
                 Ok(_) => return Some((i, (node >> 32) as usize - 1)),
                 Err(now) => head = now,
@@ -128,7 +126,7 @@ impl FreeList {
     /// list, unless waiters or orphaning say otherwise.
     pub(crate) fn push_returned(&self, i: u32) -> Push {
         // The node links to the old top; the word counts one more frame.
-        self.push_onto(&self.returned.0, i, |top| {
+        self.push_onto(&self.returned, i, |top| {
             let new = (top & !INDEX_MASK).wrapping_add(TAG_ONE) | i as u64;
             (top & INDEX_MASK, new)
         })
@@ -138,7 +136,7 @@ impl FreeList {
     pub(crate) fn push(&self, i: u32) -> Push {
         // The node links to the old top and carries the new depth; the tag stays (only
         // pops bump it).
-        self.push_onto(&self.head.0, i, |top| {
+        self.push_onto(&self.head, i, |top| {
             let depth = self.depth_of(top) as u64 + 1;
             (
                 depth << 32 | (top & INDEX_MASK),
@@ -171,7 +169,7 @@ impl FreeList {
     /// Takes the whole returned list: its top frame, linked to the rest. The frames are
     /// the caller's until it splices them onto the list (or gives them away).
     pub(crate) fn take_returned(&self) -> Option<u32> {
-        let word = &self.returned.0;
+        let word = &self.returned;
         let mut top = word.load(SeqCst);
         loop {
             // A read, not a write, in the common case of nothing returned.
@@ -202,7 +200,7 @@ impl FreeList {
             len += 1;
             i = self.next_of(i);
         }
-        let mut head = self.head.0.load(SeqCst);
+        let mut head = self.head.load(SeqCst);
         loop {
             if head & (WAITING | ORPHANED) != 0 {
                 return false;
@@ -222,7 +220,7 @@ impl FreeList {
                 i = next;
             }
             let new = (head & !INDEX_MASK) | top as u64;
-            match self.head.0.compare_exchange_weak(head, new, SeqCst, SeqCst) {
+            match self.head.compare_exchange_weak(head, new, SeqCst, SeqCst) {
                 Ok(_) => return true,
                 Err(now) => head = now,
             }
@@ -234,29 +232,27 @@ impl FreeList {
     pub(crate) fn set_waiting(&self) -> bool {
         // `returned` first: once it carries WAITING, releasers that do not allocate
         // hand their frames over instead of pushing.
-        let mut top = self.returned.0.load(SeqCst);
+        let mut top = self.returned.load(SeqCst);
         loop {
             if index(top) != NIL {
                 return false;
             }
             match self
                 .returned
-                .0
                 .compare_exchange_weak(top, top | WAITING, SeqCst, SeqCst)
             {
                 Ok(_) => break,
                 Err(now) => top = now,
             }
         }
-        let mut head = self.head.0.load(SeqCst);
+        let mut head = self.head.load(SeqCst);
         loop {
             if index(head) != NIL {
-                self.returned.0.fetch_and(!WAITING, SeqCst);
+                self.returned.fetch_and(!WAITING, SeqCst);
                 return false;
             }
             match self
                 .head
-                .0
                 .compare_exchange_weak(head, head | WAITING, SeqCst, SeqCst)
             {
                 Ok(_) => return true,
@@ -267,31 +263,31 @@ impl FreeList {
 
     /// No waiter needs a frame any more: pushes go to the lists again.
     pub(crate) fn clear_waiting(&self) {
-        self.head.0.fetch_and(!WAITING, SeqCst);
-        self.returned.0.fetch_and(!WAITING, SeqCst);
+        self.head.fetch_and(!WAITING, SeqCst);
+        self.returned.fetch_and(!WAITING, SeqCst);
     }
 
     /// Marks both lists orphaned and returns how many frames they held when marked.
     pub(crate) fn orphan(&self) -> usize {
-        let head = self.head.0.fetch_or(ORPHANED, SeqCst);
-        let returned = self.returned.0.fetch_or(ORPHANED, SeqCst);
+        let head = self.head.fetch_or(ORPHANED, SeqCst);
+        let returned = self.returned.fetch_or(ORPHANED, SeqCst);
         debug_assert!(head & WAITING == 0, "orphaned with waiters queued");
         self.depth_of(head) + count(returned)
     }
 
     /// Whether a waiter has asked for the next released frame.
     pub(crate) fn is_waiting(&self) -> bool {
-        self.head.0.load(SeqCst) & WAITING != 0
+        self.head.load(SeqCst) & WAITING != 0
     }
 
     /// Frames in the free list proper now (a snapshot).
     pub(crate) fn head_len(&self) -> usize {
-        self.depth_of(self.head.0.load(SeqCst))
+        self.depth_of(self.head.load(SeqCst))
     }
 
     /// Frames in the returned list now (a snapshot).
     pub(crate) fn returned_len(&self) -> usize {
-        count(self.returned.0.load(SeqCst))
+        count(self.returned.load(SeqCst))
     }
 
     /// Frames in both lists now (a snapshot).

@@ -14,16 +14,24 @@
 //! `try_allocate` is `None` only when every frame is out; a frame returns exactly once,
 //! from any thread; a waiter is woken only with a frame in hand (or by `close`).
 
+mod allocate_future;
 mod barrier;
 mod buffer_pool;
+mod core;
+mod frame_block;
 mod frame_pool;
 mod framing;
 mod free_list;
+mod lifetime;
 mod poison;
+mod stats;
 mod thread_cache;
 mod wait_queue;
+mod waiting;
 
+pub use allocate_future::AllocateFuture;
 pub(crate) use buffer_pool::class_size;
 pub use buffer_pool::{BufferFuture, BufferPool, BufferPoolStats, ClassStats};
-pub use frame_pool::{AllocateFuture, FramePool, PoolStats};
+pub use frame_pool::FramePool;
 pub use framing::{FrameMemory, Framing, MAX_FRAMES};
+pub use stats::PoolStats;

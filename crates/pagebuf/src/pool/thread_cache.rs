@@ -31,6 +31,8 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use crossbeam_utils::CachePadded;
+
 use super::barrier;
 use super::free_list::NIL;
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
@@ -40,9 +42,8 @@ use loom::sync::atomic::AtomicU32;
 #[cfg(not(loom))]
 use std::sync::atomic::AtomicU32;
 
-/// One thread's parking place for one pool. Aligned to two cache lines so that two
-/// threads' slots never share one.
-#[repr(align(128))]
+/// One thread's parking place for one pool. Kept `CachePadded` (in its `Arc`) so that
+/// two threads' slots never share a cache line.
 pub(crate) struct ThreadSlot {
     frame: AtomicU32,
     busy: AtomicBool,
@@ -136,14 +137,14 @@ pub(crate) type GiveBack = unsafe fn(pool: *const (), frame: u32);
 /// The slots of one pool's threads.
 pub(crate) struct Registry {
     id: u64,
-    slots: Mutex<Vec<Arc<ThreadSlot>>>,
+    slots: Mutex<Vec<Arc<CachePadded<ThreadSlot>>>>,
     /// Allocations counted by slots the registry has since forgotten (threads gone).
     retired_allocations: AtomicU64,
 }
 
 struct Entry {
     pool_id: u64,
-    slot: Arc<ThreadSlot>,
+    slot: Arc<CachePadded<ThreadSlot>>,
     pool: *const (),
     give_back: GiveBack,
 }
@@ -233,7 +234,7 @@ impl Registry {
             .try_with(|slots| {
                 let slots = slots.try_borrow().ok()?;
                 let entry = slots.0.iter().find(|e| e.pool_id == self.id)?;
-                let slot = Arc::as_ptr(&entry.slot);
+                let slot: *const ThreadSlot = &**entry.slot;
                 #[cfg(not(loom))]
                 LAST.set((self.id, slot));
                 Some(slot)
@@ -286,7 +287,7 @@ impl Registry {
         if self.with_own_slot(|_| ()).is_some() {
             return;
         }
-        let slot = Arc::new(ThreadSlot::new());
+        let slot = Arc::new(CachePadded::new(ThreadSlot::new()));
         let registered = SLOTS.try_with(|slots| {
             let Ok(mut slots) = slots.try_borrow_mut() else {
                 return false;
@@ -347,7 +348,7 @@ impl Registry {
         }
     }
 
-    fn lock(&self) -> crate::sync::MutexGuard<'_, Vec<Arc<ThreadSlot>>> {
+    fn lock(&self) -> crate::sync::MutexGuard<'_, Vec<Arc<CachePadded<ThreadSlot>>>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -362,9 +363,10 @@ impl Registry {
             .with_own_slot(|slot| slot as *const ThreadSlot)
             .unwrap_or(std::ptr::null());
         let mut frames = Vec::new();
-        let (mine, others): (Vec<_>, Vec<_>) = slots
-            .iter()
-            .partition(|s| std::ptr::eq(Arc::as_ptr(s), own));
+        let (mine, others): (Vec<_>, Vec<_>) = slots.iter().partition(|s| {
+            let slot: &ThreadSlot = s;
+            std::ptr::eq(slot, own)
+        });
         for slot in mine {
             // Our own slot, our own thread: no one else parks or takes here.
             let parked = slot.frame.load(Ordering::Relaxed);
