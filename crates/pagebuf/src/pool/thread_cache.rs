@@ -180,6 +180,8 @@ std::thread_local! {
     /// destructor, so the fast path costs one thread-local read and a compare. The slot
     /// is kept alive by its entry in `SLOTS`; an entry is dropped only once its pool is
     /// gone (and pool ids are never reused), and `ThreadSlots::drop` clears this first.
+    /// A null slot remembers that this thread has none for that pool (a consumer that
+    /// only releases): its releases then go to the returned list without a look-up.
     static LAST: std::cell::Cell<(u64, *const ThreadSlot)> =
         const { std::cell::Cell::new((0, std::ptr::null())) };
 }
@@ -212,6 +214,9 @@ impl Registry {
         {
             let (id, slot) = LAST.get();
             if id == self.id {
+                if slot.is_null() {
+                    return None; // remembered: no slot for this pool
+                }
                 // SAFETY: `LAST` names a slot whose `SLOTS` entry (an `Arc`) is alive:
                 // entries go only with their pool (whose id then never matches again)
                 // or at thread exit, which clears `LAST` first.
@@ -225,19 +230,22 @@ impl Registry {
         })
     }
 
-    /// The calling thread's slot for this pool, looked up in its list (remembered in
-    /// `LAST` for the next call): out of the fast path's way.
+    /// The calling thread's slot for this pool, looked up in its list and remembered
+    /// in `LAST` for the next call (its absence too): out of the fast path's way.
     #[cold]
     #[inline(never)]
     fn find_own_slot(&self) -> Option<*const ThreadSlot> {
         SLOTS
             .try_with(|slots| {
                 let slots = slots.try_borrow().ok()?;
-                let entry = slots.0.iter().find(|e| e.pool_id == self.id)?;
-                let slot: *const ThreadSlot = &**entry.slot;
+                let slot = slots
+                    .0
+                    .iter()
+                    .find(|e| e.pool_id == self.id)
+                    .map(|entry| &**entry.slot as *const ThreadSlot);
                 #[cfg(not(loom))]
-                LAST.set((self.id, slot));
-                Some(slot)
+                LAST.set((self.id, slot.unwrap_or(std::ptr::null())));
+                slot
             })
             .ok()
             .flatten()
@@ -301,6 +309,9 @@ impl Registry {
                 pool,
                 give_back,
             });
+            // `LAST` may remember that there was none.
+            #[cfg(not(loom))]
+            LAST.set((self.id, &**slot as *const ThreadSlot));
             true
         });
         if matches!(registered, Ok(true)) {
@@ -329,6 +340,9 @@ impl Registry {
         {
             let (id, slot) = LAST.get();
             if id == self.id {
+                if slot.is_null() {
+                    return Parking::NoSlot; // remembered: no slot for this pool
+                }
                 // SAFETY: as in `with_own_slot`.
                 return unsafe { &*slot }.park(frame, waiting);
             }
