@@ -289,18 +289,7 @@ fn a_refused_mapping_gives_its_reservation_back() {
     }
     // Cap the address space a little above what the process uses, then ask the pool
     // for more than that: the mapping (done outside the pool's lock) is refused.
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let vm_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmSize:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    let limit = rustix::process::Rlimit {
-        current: Some(vm_kib * 1024 + (256 << 20)),
-        maximum: None,
-    };
-    rustix::process::setrlimit(rustix::process::Resource::As, limit).unwrap();
+    support::cap_address_space(256 << 20);
     let pool = BufferPool::new(8 << 30).unwrap();
     let err = pool.allocate(4 << 30).unwrap_err();
     assert!(matches!(err, Error::OutOfMemory(_)), "{err}");

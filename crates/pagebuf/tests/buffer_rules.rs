@@ -444,19 +444,7 @@ fn kernel_refusal_is_out_of_memory_not_an_abort() {
     }
     // Cap the address space a little above what the process already uses, then ask
     // each allocator for far more.
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let vm_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmSize:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    let cap = vm_kib * 1024 + (256 << 20);
-    let limit = rustix::process::Rlimit {
-        current: Some(cap),
-        maximum: None,
-    };
-    rustix::process::setrlimit(rustix::process::Resource::As, limit).unwrap();
+    support::cap_address_space(256 << 20);
 
     let huge = 4usize << 30;
     let heap = HeapAllocator::default();

@@ -1354,6 +1354,18 @@ impl Workload {
         );
     }
 
+    /// One reader on a plain thread: submit all, then wait for each.
+    fn read_queued(&self, ring: &IoRing, reader: usize) {
+        let offsets = self.offsets(reader);
+        let pendings: Vec<_> = offsets
+            .iter()
+            .map(|&at| ring.read_at(&self.file, aligned(BLOCK), at))
+            .collect();
+        for (at, pending) in offsets.into_iter().zip(pendings) {
+            self.check(reader, at, &pending.wait().unwrap());
+        }
+    }
+
     /// One reader as a future: submit all, then await each.
     async fn read(self: Arc<Self>, ring: IoRing, reader: usize) {
         let offsets = self.offsets(reader);
@@ -1375,27 +1387,16 @@ fn concurrent_reads_from_plain_threads(engine: Engine) {
         std::thread::scope(|scope| {
             for reader in 0..READERS {
                 let (ring, work) = (ring.clone(), work.clone());
-                scope.spawn(move || {
-                    let offsets = work.offsets(reader);
-                    let pendings: Vec<_> = offsets
-                        .iter()
-                        .map(|&at| ring.read_at(&work.file, aligned(BLOCK), at))
-                        .collect();
-                    for (at, pending) in offsets.into_iter().zip(pendings) {
-                        work.check(reader, at, &pending.wait().unwrap());
-                    }
-                });
+                scope.spawn(move || work.read_queued(&ring, reader));
             }
         });
         assert_eq!(ring.stats().in_flight, 0);
     });
 }
 
-/// `read_at_blocking` enters the kernel with its wait when its thread can reap, and as
-/// `read_at` does when another thread holds the completion queue: threads doing blocking
-/// reads beside threads with many reads queued and reads whose `Pending` was dropped
-/// (which the reaper thread reaps) each get their own bytes, and nothing is left in
-/// flight.
+/// `read_at_blocking` (a `pread` on the calling thread) beside threads with many reads
+/// queued on the ring and reads whose `Pending` was dropped (which the reaper thread
+/// reaps): each gets its own bytes, and nothing is left in flight.
 fn blocking_reads_beside_queued_and_abandoned_ones(engine: Engine) {
     let Some(ring) = ring(engine) else { return };
     let work = Arc::new(Workload::new("blocking", engine));
@@ -1412,15 +1413,7 @@ fn blocking_reads_beside_queued_and_abandoned_ones(engine: Engine) {
                                 work.check(reader, at, &buf.unwrap());
                             }
                         }
-                        1 => {
-                            let pendings: Vec<_> = offsets
-                                .iter()
-                                .map(|&at| ring.read_at(&work.file, aligned(BLOCK), at))
-                                .collect();
-                            for (at, pending) in offsets.into_iter().zip(pendings) {
-                                work.check(reader, at, &pending.wait().unwrap());
-                            }
-                        }
+                        1 => work.read_queued(&ring, reader),
                         _ => {
                             for (i, at) in offsets.into_iter().enumerate() {
                                 let pending = ring.read_at(&work.file, aligned(BLOCK), at);

@@ -158,22 +158,35 @@ impl PoolShared {
                     return;
                 }
                 Push::Waiting => {
-                    // The frame we hold keeps the pool alive while we hand it over.
-                    let wake = {
-                        let mut queue = self.lock_queue();
-                        let wake = queue.hand_off(index);
-                        if !queue.needs_frames() {
-                            self.free.clear_waiting();
-                        }
-                        wake
-                    };
-                    match wake {
-                        Some(wake) => return wake.wake(),
-                        // Nobody needed it after all: WAITING is clear now; push again.
-                        None => continue,
+                    if self.hand_to_waiter(index) {
+                        return;
                     }
+                    // Nobody needed it after all: WAITING is clear now; push again.
                 }
             }
+        }
+    }
+
+    /// Hands frame `index` to the oldest waiter; false if none needs it any more (the
+    /// WAITING bit is then clear). Out of line: `give_back`'s common case is a push.
+    /// The frame the caller holds keeps the pool alive meanwhile.
+    #[cold]
+    #[inline(never)]
+    fn hand_to_waiter(&self, index: u32) -> bool {
+        let wake = {
+            let mut queue = self.lock_queue();
+            let wake = queue.hand_off(index);
+            if !queue.needs_frames() {
+                self.free.clear_waiting();
+            }
+            wake
+        };
+        match wake {
+            Some(wake) => {
+                wake.wake();
+                true
+            }
+            None => false,
         }
     }
 }

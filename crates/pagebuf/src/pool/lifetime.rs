@@ -21,6 +21,8 @@ impl PoolShared {
     ///
     /// # Safety
     /// Called once per such frame; `self` is not used by the caller afterwards.
+    #[cold]
+    #[inline(never)]
     pub(super) unsafe fn frame_came_home_to_orphan(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             // SAFETY: `remaining` reached zero: no handle, no frame out, no one else

@@ -291,6 +291,7 @@ impl Registry {
 
     /// Gives the calling thread a slot for this pool (once): threads that allocate are
     /// the ones whose drops are worth parking.
+    #[cold]
     pub(crate) fn ensure_slot(&self, pool: *const (), give_back: GiveBack) {
         if self.with_own_slot(|_| ()).is_some() {
             return;

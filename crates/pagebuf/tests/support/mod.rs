@@ -606,3 +606,21 @@ pub fn two_stream_writer(path: &std::path::Path) -> pagebuf::stream::SampleWrite
     writer.begin_writing().unwrap();
     writer
 }
+
+/// Caps this process's address space (`RLIMIT_AS`) `extra` bytes above what it maps now,
+/// so that a larger mapping or allocation is refused: for a child process (see
+/// [`run_child`]), never the test runner itself.
+pub fn cap_address_space(extra: u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let vm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let limit = rustix::process::Rlimit {
+        current: Some(vm_kib * 1024 + extra),
+        maximum: None,
+    };
+    rustix::process::setrlimit(rustix::process::Resource::As, limit).unwrap();
+}
