@@ -601,10 +601,12 @@ fn truncate_before_gives_space_back_and_keeps_the_rest() {
     assert_eq!(again.last().unwrap(), &(421, b"after".to_vec()));
 }
 
-/// Records that outrun the zeroes written ahead of them (large ones, committed often,
-/// small staging blocks) wait for those writes: a zero write never lands over a record
-/// (two writes of one place in flight could land in either order), so every record
-/// reads back exact, here and after a reopen.
+/// Records that outrun the zeroes written ahead of them (a burst of appends with no
+/// commit) wait for those writes: a zero write never lands over a record (two writes of
+/// one place in flight could land in either order). Zeroing pauses while commits are
+/// large (the zeroes would double the bytes written) and resumes at the records' end,
+/// never behind it, when they are small again. Every record reads back exact, here and
+/// after a reopen.
 #[test]
 fn records_outrunning_the_zeroes_ahead_are_never_zeroed() {
     // On worker threads a small record write and a large zero write of the same place
@@ -626,31 +628,67 @@ fn records_outrun_the_zeroes_on(ring: IoRing, name: &str) {
         .depth(32)
         .ring(ring.clone());
     let log = LogWriter::create_with(&path, options).unwrap();
-    let len = |i: u64| 300_000 + (i as usize * 7_919) % 500_000;
-    for i in 1..=80u64 {
-        let lsn = log.append(&record(i, len(i))).unwrap();
-        if i % 3 == 0 {
-            log.commit(lsn).unwrap();
-        }
+    // Record lsn's length is lens[lsn].
+    let mut lens = vec![0usize];
+    let append = |log: &LogWriter, lens: &mut Vec<usize>, len: usize| {
+        lens.push(len);
+        log.append(&record(lens.len() as u64 - 1, len)).unwrap()
+    };
+    // Small commits: zeroes go ahead.
+    for i in 0..40 {
+        let lsn = append(&log, &mut lens, 100 + i);
+        log.commit(lsn).unwrap();
+    }
+    let small = log.stats();
+    assert!(
+        small.zeroed_bytes >= 8 << 20,
+        "small commits, no zeroes ahead: {small:?}"
+    );
+    // A burst with no commit runs past the zeroes (and waits for the ones it meets).
+    for i in 0..40 {
+        append(&log, &mut lens, 300_000 + (i * 7_919) % 100_000);
     }
     log.sync().unwrap();
-    let stats = log.stats();
-    assert!(stats.zeroed_bytes >= stats.bytes_written, "{stats:?}");
+    // Large commits: zeroing pauses, the records pass the zeroes.
+    let before = log.stats();
+    for i in 0..40 {
+        let lsn = append(&log, &mut lens, 200_000 + (i * 7_919) % 300_000);
+        log.commit(lsn).unwrap();
+    }
+    let large = log.stats().since(&before);
+    assert!(
+        large.zeroed_bytes < large.bytes_written / 2,
+        "zeroes doubled the bytes of large commits: {large:?}"
+    );
+    // Small commits again: zeroing resumes ahead of the records.
+    let before = log.stats();
+    for i in 0..200 {
+        let lsn = append(&log, &mut lens, 50 + i % 100);
+        log.commit(lsn).unwrap();
+    }
+    let resumed = log.stats().since(&before);
+    assert!(
+        resumed.zeroed_bytes > 0,
+        "zeroing never resumed: {resumed:?}"
+    );
     drop(log);
-    let check = |expected: u64| {
+    let check = |lens: &[usize]| {
         let (records, err) = read_all(&path);
         assert!(err.is_none(), "{err:?}");
-        assert_eq!(records.len() as u64, expected);
+        assert_eq!(records.len(), lens.len() - 1);
         for (lsn, data) in records {
-            assert!(data == record(lsn, len(lsn)), "record {lsn} damaged");
+            assert!(
+                data == record(lsn, lens[lsn as usize]),
+                "record {lsn} damaged"
+            );
         }
     };
-    check(80);
+    check(&lens);
     let log = LogWriter::open_with(&path, LogOptions::default().ring(ring)).unwrap();
-    for i in 81..=100u64 {
-        log.append(&record(i, len(i))).unwrap();
+    for i in 0..20 {
+        let lsn = append(&log, &mut lens, 1000 + i);
+        log.commit(lsn).unwrap();
     }
-    log.sync().unwrap();
     drop(log);
-    check(100);
+    check(&lens);
 }

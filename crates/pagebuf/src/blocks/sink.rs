@@ -8,7 +8,7 @@ use super::Reservation;
 use crate::buffer::Buffer;
 use crate::direct::DirectFile;
 use crate::error::{Error, Result};
-use crate::ring::{IoRing, Pending, Tearing};
+use crate::ring::{IoRing, Tearing};
 
 /// One write handed to a sink: where the bytes came from and where they go (the sample
 /// writer's optional trace, which proves that large samples are not copied).
@@ -187,12 +187,13 @@ impl BlockSink {
         self.submit_as(data, offset, Tearing::Impossible, Room::Wait)
     }
 
-    /// Writes `data` at `offset` as a transfer the caller waits for itself (it then
-    /// reaps its own completion on io_uring: one thread switch, not two through the
-    /// reaper thread): for a commit's last write. Space is reserved and the write traced
-    /// as for `submit`, but it is not numbered, not counted against `depth`, and its
-    /// failure is the caller's to record: `sync_through` covers only numbered writes.
-    pub(crate) fn write_waited(&self, data: Buffer, offset: u64) -> Pending<usize> {
+    /// Writes `data` at `offset` on the calling thread and returns when it is done
+    /// (`IoRing::write_at_blocking`: one `pwrite`, no queue, no thread switch): for a
+    /// commit's last write, which its thread waits for at once. Space is reserved and
+    /// the write traced as for `submit`, but it is not numbered, not counted against
+    /// `depth`, and its failure is the caller's to record: `sync_through` covers only
+    /// numbered writes.
+    pub(crate) fn write_waited(&self, data: Buffer, offset: u64) -> Result<usize> {
         self.reserve(offset.saturating_add(data.len() as u64));
         if self.shared.tracing.load(Ordering::Acquire) {
             self.shared
@@ -206,7 +207,7 @@ impl BlockSink {
                     untorn: false,
                 });
         }
-        self.ring.write_at(&self.file, data, offset)
+        self.ring.write_at_blocking(&self.file, data, offset)
     }
 
     fn submit_as(&self, data: Buffer, offset: u64, tearing: Tearing, room: Room) -> Result<Ticket> {

@@ -18,7 +18,7 @@ use crate::device::DeviceLimits;
 use crate::direct::{limits_before_open, DirectFile};
 use crate::error::{Error, Result};
 use crate::memory::page_size;
-use crate::ring::{IoRing, Pending};
+use crate::ring::IoRing;
 
 /// How many times a thread about to commit lets the threads woken with it run first
 /// (`yield_now`): once took 4 threads from 2.2 to 3.0 commits per sync and 16 from 7.7
@@ -34,6 +34,12 @@ const ZERO_AHEAD: u64 = 8 << 20;
 const ZERO_STEP: u64 = 4 << 20;
 /// One zero write's length (a clone of one shared buffer of zeroes).
 const ZERO_WRITE: usize = 1 << 20;
+/// Zeroes are written ahead only while commits average less than this many bytes. A
+/// commit into zeroed blocks spares ext4 the conversion of unwritten extents (a journal
+/// commit in every `fdatasync`), which is most of a small commit's cost; for large
+/// commits the zeroes double the bytes written and cost more than they save (64 KiB
+/// records, `pagebuf log bench`: 0.63-0.69x the peers with zeroes; see BENCHMARKS.md).
+const ZERO_AHEAD_BELOW: u64 = 32 << 10;
 
 /// An append-only log of records, made durable by group commit.
 ///
@@ -189,6 +195,34 @@ struct ZeroedAhead {
     to: u64,
     done_to: u64,
     last: Ticket,
+    /// Where the last commit's records ended, and the bytes per commit, averaged (a
+    /// moving average over about eight commits): whether zeroing ahead pays.
+    commit_end: u64,
+    commit_bytes: u64,
+}
+
+impl ZeroedAhead {
+    fn new(at: u64) -> ZeroedAhead {
+        ZeroedAhead {
+            to: at,
+            done_to: at,
+            last: 0,
+            commit_end: at,
+            commit_bytes: 0,
+        }
+    }
+
+    /// A commit's records end at `end`.
+    fn note_commit(&mut self, end: u64) {
+        let bytes = end.saturating_sub(self.commit_end);
+        self.commit_end = end;
+        self.commit_bytes = (self.commit_bytes * 7 + bytes) / 8;
+    }
+
+    /// Whether commits are small enough for zeroes ahead to pay.
+    fn pays(&self) -> bool {
+        self.commit_bytes < ZERO_AHEAD_BELOW
+    }
 }
 
 /// How a commit's staged records went to the disk.
@@ -197,8 +231,9 @@ enum Sealed {
     Nothing,
     /// Through the sink, as the write with this ticket.
     Sent(Ticket),
-    /// As a transfer of its own, which the committing thread waits for.
-    Waited(Pending<usize>),
+    /// The padded tail, for the committing thread to write itself once it has let go of
+    /// the lock (the next block starts past it: nothing orders the two).
+    Waited(Buffer, u64),
 }
 
 /// Whether the staging block's first unit is on disk already (written by a commit that
@@ -424,11 +459,7 @@ impl LogWriter {
                 failure: None,
                 marks: tail.marks,
                 carried: Carried::Nothing,
-                zeroed: ZeroedAhead {
-                    to: tail.block_at,
-                    done_to: tail.block_at,
-                    last: 0,
-                },
+                zeroed: ZeroedAhead::new(tail.block_at),
             }),
             durable: AtomicU64::new(tail.next_lsn - 1),
             header: Mutex::new(header),
@@ -537,9 +568,10 @@ impl LogWriter {
                 Commit::Idle => break,
             }
         }
-        // This thread commits everything appended so far. The tail goes to the disk under
-        // the lock: a write of a unit the next block starts with again must be issued
-        // (and done) before that block's.
+        // This thread commits everything appended so far. The tail is sealed under the
+        // lock: a unit the next block starts with again (carried) is written before that
+        // block's; a padded tail, which nothing overlaps, this thread writes itself once
+        // the lock is let go.
         let target = state.next_lsn - 1;
         // Every full block of these records was handed to the sink before this point.
         let before = self.sink.last_ticket();
@@ -558,7 +590,10 @@ impl LogWriter {
         let written = match sealed {
             Sealed::Nothing => self.sink.sync_through(before),
             Sealed::Sent(ticket) => self.sink.sync_through(ticket),
-            Sealed::Waited(write) => write.wait().and_then(|_| self.sink.sync_through(before)),
+            Sealed::Waited(tail, at) => self
+                .sink
+                .write_waited(tail, at)
+                .and_then(|_| self.sink.sync_through(before)),
         };
         let mut state = self.lock();
         state.commit = Commit::Idle;
@@ -807,7 +842,10 @@ impl LogWriter {
             return Ok(());
         };
         let zeroed = &mut state.zeroed;
-        if end + ZERO_AHEAD / 2 > zeroed.to {
+        if zeroed.pays() && end + ZERO_AHEAD / 2 > zeroed.to {
+            // After a pause (large commits) the records may have passed the zeroes:
+            // zeroing resumes at their end, never behind it.
+            zeroed.to = zeroed.to.max(end);
             let stop = (end + ZERO_AHEAD).max(zeroed.to + ZERO_STEP);
             while zeroed.to < stop {
                 zeroed.last = self.sink.submit(zeroes.clone(), zeroed.to)?;
@@ -819,7 +857,8 @@ impl LogWriter {
         }
         if end > zeroed.done_to {
             self.sink.wait_through(zeroed.last)?;
-            zeroed.done_to = zeroed.to;
+            // Every zero write is below `to`, and done; none is between `to` and `end`.
+            zeroed.done_to = zeroed.to.max(end);
         }
         Ok(())
     }
@@ -857,11 +896,12 @@ impl LogWriter {
             if let Carried::Unit(_) = state.carried {
                 return self.send(state, block.freeze(), at).map(Sealed::Sent);
             }
+            state.zeroed.note_commit(at + whole as u64);
             self.zero_ahead(state, at + whole as u64)?;
             self.counts
                 .bytes_written
                 .fetch_add(whole as u64, Ordering::Relaxed);
-            return Ok(Sealed::Waited(self.sink.write_waited(block.freeze(), at)));
+            return Ok(Sealed::Waited(block.freeze(), at));
         }
         block[len..].fill(0); // a clean end for readers until the records go on
         let last = whole - unit;

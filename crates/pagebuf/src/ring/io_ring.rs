@@ -685,6 +685,25 @@ impl IoRing {
         }
     }
 
+    /// [`write_at`](Self::write_at) and [`wait`](Pending::wait) in one, as
+    /// [`read_at_blocking`](Self::read_at_blocking) is for reads: a positioned write
+    /// (`pwrite`) on the calling thread, on either engine, for a write its thread waits
+    /// for at once (a log's commit). Checked as `write_at`; `data` is dropped (back to
+    /// its pool) when this returns; counted as a plain op.
+    ///
+    /// # Errors
+    /// As `write_at`'s `Pending`: [`Error::Misaligned`] without a system call,
+    /// [`Error::Io`] from the kernel (a full disk is `ENOSPC`); in a forked child,
+    /// [`Error::InvalidRequest`].
+    pub fn write_at_blocking(&self, file: &DirectFile, data: Buffer, offset: u64) -> Result<usize> {
+        if self.inner.completions.forked() {
+            return Err(Completions::forked_error());
+        }
+        let written = file.write_at(&data, offset)?;
+        self.inner.plain_ops.fetch_add(1, Ordering::Relaxed);
+        Ok(written)
+    }
+
     /// Writes all of `data` at `offset` so that a crash leaves all of it or none of it
     /// on disk, never a torn mix (`RWF_ATOMIC`): how a block that already holds
     /// acknowledged bytes can be written again without risking them (a database page, a
