@@ -71,7 +71,9 @@ const ZERO_AHEAD_BELOW: u64 = 32 << 10;
 ///   overwrites blocks already written: its `fdatasync` has no extent allocation or
 ///   conversion to journal (1.7x the commits of writes into merely reserved space, fio
 ///   on this disk; BENCHMARKS.md, issue 14). They cost write bandwidth once
-///   ([`LogStats::zeroed_bytes`]), not log space.
+///   ([`LogStats::zeroed_bytes`]), not log space, and are written only while commits
+///   average under 32 KiB: for larger ones the doubled bytes cost more than the
+///   conversion they spare.
 /// * **One writer per file:** a second `LogWriter` on it, here or in another process,
 ///   is [`Error::InvalidRequest`].
 /// * Dropping the writer commits nothing that was not committed: records appended after
