@@ -122,10 +122,11 @@ impl PoolShared {
     /// top frame for the caller, the rest onto the free list, or, if waiters appeared
     /// meanwhile, to them. Returns the frame and how many frames are free besides.
     pub(super) fn adopt(&self) -> Option<(u32, usize)> {
-        let top = self.free.take_returned()?;
-        let rest = self.free.next_of(top);
-        if rest != NIL && !self.free.splice(rest) {
-            let mut i = rest;
+        let chain = self.free.take_returned()?;
+        let top = chain.top;
+        let rest = chain.rest(&self.free);
+        if let Some(rest) = rest.filter(|&rest| !self.free.splice(rest)) {
+            let mut i = rest.top;
             while i != NIL {
                 let next = self.free.next_of(i);
                 // SAFETY: the taken frames are ours alone; the caller's handle keeps the

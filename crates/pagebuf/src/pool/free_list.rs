@@ -44,6 +44,23 @@ const ORPHANED: u64 = 1 << INDEX_BITS;
 const WAITING: u64 = 1 << (INDEX_BITS + 1);
 const TAG_ONE: u64 = 1 << 32;
 
+/// Frames linked from `top` through their nodes, `len` of them, held by one caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Chain {
+    pub(crate) top: u32,
+    pub(crate) len: usize,
+}
+
+impl Chain {
+    /// The chain without its top frame (`None` if that was all of it).
+    pub(crate) fn rest(self, list: &FreeList) -> Option<Chain> {
+        (self.len > 1).then(|| Chain {
+            top: list.next_of(self.top),
+            len: self.len - 1,
+        })
+    }
+}
+
 /// What a push found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Push {
@@ -166,9 +183,10 @@ impl FreeList {
         }
     }
 
-    /// Takes the whole returned list: its top frame, linked to the rest. The frames are
-    /// the caller's until it splices them onto the list (or gives them away).
-    pub(crate) fn take_returned(&self) -> Option<u32> {
+    /// Takes the whole returned list: its top frame, linked to the rest, and how many
+    /// frames it holds. The frames are the caller's until it splices them onto the list
+    /// (or gives them away).
+    pub(crate) fn take_returned(&self) -> Option<Chain> {
         let word = &self.returned;
         let mut top = word.load(SeqCst);
         loop {
@@ -179,7 +197,12 @@ impl FreeList {
             // Count 0, no frames; WAITING and ORPHANED as they are.
             let empty = (top & (WAITING | ORPHANED)) | NIL as u64;
             match word.compare_exchange_weak(top, empty, SeqCst, SeqCst) {
-                Ok(_) => return Some(index(top)),
+                Ok(_) => {
+                    return Some(Chain {
+                        top: index(top),
+                        len: count(top),
+                    })
+                }
                 Err(now) => top = now,
             }
         }
@@ -190,16 +213,12 @@ impl FreeList {
         index(self.nodes[i as usize].load(SeqCst))
     }
 
-    /// Puts a chain the caller holds (from `take_returned`), starting at `top`, onto the
-    /// list. Returns false, changing nothing, if a waiter or orphaning refuses pushes:
-    /// the caller then gives the frames back one by one.
-    pub(crate) fn splice(&self, top: u32) -> bool {
-        let mut len = 0u64;
-        let mut i = top;
-        while i != NIL {
-            len += 1;
-            i = self.next_of(i);
-        }
+    /// Puts a chain the caller holds (from `take_returned`, less its top frame perhaps)
+    /// onto the list. Returns false, changing nothing, if a waiter or orphaning refuses
+    /// pushes: the caller then gives the frames back one by one.
+    pub(crate) fn splice(&self, chain: Chain) -> bool {
+        let Chain { top, len } = chain;
+        let len = len as u64;
         let mut head = self.head.load(SeqCst);
         loop {
             if head & (WAITING | ORPHANED) != 0 {
@@ -338,10 +357,11 @@ mod tests {
         assert_eq!(list.push(taken[2]), Push::Done);
         assert_eq!(list.len(), 3);
         assert!(!list.set_waiting(), "frames are free");
-        let top = list.take_returned().unwrap();
-        assert_eq!((top, list.next_of(top)), (taken[1], taken[0]));
+        let chain = list.take_returned().unwrap();
+        assert_eq!(chain.len, 2);
+        assert_eq!((chain.top, list.next_of(chain.top)), (taken[1], taken[0]));
         assert_eq!(list.take_returned(), None);
-        assert!(list.splice(top));
+        assert!(list.splice(chain));
         assert_eq!(list.len(), 3);
         let order: Vec<u32> = (0..3).map(|_| list.pop().unwrap().0).collect();
         assert_eq!(order, vec![taken[1], taken[0], taken[2]]);
@@ -355,13 +375,13 @@ mod tests {
         let (b, _) = list.pop().unwrap();
         assert_eq!(list.push_returned(a), Push::Done);
         assert!(!list.set_waiting(), "the returned list holds a frame");
-        let top = list.take_returned().unwrap();
+        let chain = list.take_returned().unwrap();
         assert!(list.set_waiting());
         assert_eq!(list.push_returned(b), Push::Waiting);
         assert_eq!(list.push(b), Push::Waiting);
-        assert!(!list.splice(top), "a waiter gets them one by one instead");
+        assert!(!list.splice(chain), "a waiter gets them one by one instead");
         list.clear_waiting();
-        assert!(list.splice(top));
+        assert!(list.splice(chain));
         assert_eq!(list.push_returned(b), Push::Done);
         assert_eq!(list.orphan(), 2);
     }
