@@ -29,9 +29,6 @@ use std::thread;
 
 use pagebuf::pool::{FrameMemory, FramePool, Framing};
 
-/// What debug builds fill a returned frame with (pool/poison.rs documents 0xDB).
-const POISON_BYTE: u8 = 0xDB;
-
 fn pool(memory: FrameMemory) -> FramePool {
     FramePool::new(Framing::new(4096, 2).memory(memory)).unwrap()
 }
@@ -65,7 +62,6 @@ fn read_returned(at: *const u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-#[cfg(pagebuf_asan)]
 mod support;
 
 #[cfg(pagebuf_asan)]
@@ -176,7 +172,7 @@ fn a_returned_frame_reads_the_poison_byte() {
             let at = returned_frame(&pool, shared);
             let bytes = read_returned(at, 4096);
             assert!(
-                bytes.iter().all(|&b| b == POISON_BYTE),
+                bytes.iter().all(|&b| b == support::POISON_BYTE),
                 "{memory:?}, shared {shared}: a returned frame still holds old bytes"
             );
             // The pool is still whole: both frames come back, the returned one among them.

@@ -40,10 +40,10 @@ use std::time::Duration;
 
 use pagebuf::pool::{AllocateFuture, FrameMemory, FramePool, Framing};
 
-/// What debug builds fill a returned frame with (pool/poison.rs documents 0xDB).
-const POISON_BYTE: u8 = 0xDB;
 use pagebuf::{page_size, Buffer, BufferMut, Error, MemoryOrigin};
 use proptest::prelude::*;
+
+mod support;
 
 /// Picks one of `n` things, as a fraction of the way through them (like
 /// `proptest::sample::Index`, which cannot be built by hand for the fixed walk): shrinks
@@ -323,7 +323,7 @@ impl PoolState {
 /// The bytes a frame holds once returned: debug builds poison them.
 fn returned(bytes: Vec<u8>) -> Vec<u8> {
     if cfg!(debug_assertions) {
-        vec![POISON_BYTE; bytes.len()]
+        vec![support::POISON_BYTE; bytes.len()]
     } else {
         bytes
     }

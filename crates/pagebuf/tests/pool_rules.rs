@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use pagebuf::pool::{FrameMemory, FramePool, Framing};
 
-/// What debug builds fill a returned frame with (pool/poison.rs documents 0xDB).
-const POISON_BYTE: u8 = 0xDB;
 use pagebuf::{page_size, BufferAllocator, Error, MemoryOrigin};
+
+mod support;
 
 fn pool(frame_size: usize, frames: usize) -> FramePool {
     FramePool::new(Framing::new(frame_size, frames)).unwrap()
@@ -209,7 +209,7 @@ fn zero_on_reuse_clears_a_recycled_frame() {
             assert!(whole.iter().all(|&b| b == 0), "zero_on_reuse must clear");
         } else if cfg!(debug_assertions) {
             assert!(
-                whole.iter().all(|&b| b == POISON_BYTE),
+                whole.iter().all(|&b| b == support::POISON_BYTE),
                 "debug builds poison returns"
             );
         } else {

@@ -624,3 +624,6 @@ pub fn cap_address_space(extra: u64) {
     };
     rustix::process::setrlimit(rustix::process::Resource::As, limit).unwrap();
 }
+
+/// What debug builds fill a returned pool frame with (`pool/poison.rs` documents 0xDB).
+pub const POISON_BYTE: u8 = 0xDB;
