@@ -243,11 +243,7 @@ fn allocate_async_waits_for_the_budget_and_gives_up_its_place_when_dropped() {
         let pool = pool.clone();
         thread::spawn(move || block_on(pool.allocate_async(MIB / 2)))
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pool.stats().waiting == 0 {
-        assert!(Instant::now() < deadline, "the task never waited");
-        thread::yield_now();
-    }
+    until_a_task_waits(&pool);
     assert!(!waiter.is_finished());
     drop(held);
     let buf = waiter.join().unwrap().unwrap();
@@ -268,9 +264,7 @@ fn close_wakes_waiting_tasks_with_closed() {
         let pool = pool.clone();
         thread::spawn(move || block_on(pool.allocate_async(MIB)))
     };
-    while pool.stats().waiting == 0 {
-        thread::yield_now();
-    }
+    until_a_task_waits(&pool);
     pool.close();
     assert!(matches!(waiter.join().unwrap(), Err(Error::Closed)));
     drop(held);
@@ -305,4 +299,13 @@ fn a_refused_mapping_gives_its_reservation_back() {
     assert_eq!(small.max_len(), MIB);
     assert_eq!(pool.stats().bytes_out, MIB);
     println!("child: survived");
+}
+
+/// Returns once some task waits on `pool` (a failure, not a hang, if none ever does).
+fn until_a_task_waits(pool: &BufferPool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool.stats().waiting == 0 {
+        assert!(Instant::now() < deadline, "the task never waited");
+        thread::yield_now();
+    }
 }

@@ -214,7 +214,7 @@ impl ZeroedAhead {
         }
     }
 
-    /// A commit's records end at `end`.
+    /// A commit's records end at `end` (padding not counted).
     fn note_commit(&mut self, end: u64) {
         let bytes = end.saturating_sub(self.commit_end);
         self.commit_end = end;
@@ -878,6 +878,8 @@ impl LogWriter {
         };
         let len = block.len();
         let at = state.block_at;
+        // Every commit that seals records counts, whichever way its tail goes below.
+        state.zeroed.note_commit(at + len as u64);
         let unit = self.pad_unit;
         let carry = self.tail == TailWrite::RewriteUntorn
             && len % unit != 0
@@ -898,7 +900,6 @@ impl LogWriter {
             if let Carried::Unit(_) = state.carried {
                 return self.send(state, block.freeze(), at).map(Sealed::Sent);
             }
-            state.zeroed.note_commit(at + whole as u64);
             self.zero_ahead(state, at + whole as u64)?;
             self.counts
                 .bytes_written
