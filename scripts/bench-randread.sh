@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Random 4 KiB direct reads from one thread, side by side in one run: pagebuf's IoRing
-# (`pagebuf randread`, io_uring and the thread engine) against fio at the same queue
+# (`pagebuf randread`: io_uring with cooperative posting, its default, and with
+# interrupts, and the thread engine) against fio at the same queue
 # depth: io_uring plain and with --fixedbufs --registerfiles, libaio, and psync at
 # depth 1. Each figure is IOPS with CPU seconds (user + system) per GiB read beside it.
 #
@@ -35,8 +36,9 @@ results="$dir/results.txt"
 : > "$results"
 
 # One line per run: TOOL DEPTH IOPS CPU_PER_GIB
-pb() { # engine depth
-  "$pagebuf" randread "$file" --depth "$2" --seconds "$seconds" --engine "$1" --json |
+pb() { # engine depth [extra...]
+  local engine=$1 depth=$2; shift 2
+  "$pagebuf" randread "$file" --depth "$depth" --seconds "$seconds" --engine "$engine" --json "$@" |
     python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["iops"], r["cpu_seconds_per_gib"])'
 }
 fio_run() { # engine depth [extra...]
@@ -53,17 +55,32 @@ gib = j["read"]["io_bytes"] / 2**30
 print(j["read"]["iops"], cpu / gib)'
 }
 
+# The tools of a round run forward in odd rounds and backward in even ones, so a disk
+# drifting steadily through a round favours neither end of the list over two rounds.
+tools_at() { # depth
+  echo pagebuf-uring fio-io_uring pagebuf-threads fio-io_uring-fixed fio-libaio
+  # At depth 1 pagebuf reads with pread: nothing is posted.
+  if [ "$1" = 1 ]; then echo fio-psync; else echo pagebuf-uring-interrupt; fi
+}
+run_tool() { # tool depth
+  case $1 in
+    pagebuf-uring) pb uring "$2" ;;
+    pagebuf-uring-interrupt) pb uring "$2" --posting interrupt ;;
+    pagebuf-threads) pb threads "$2" ;;
+    fio-io_uring) fio_run io_uring "$2" ;;
+    fio-io_uring-fixed) fio_run io_uring "$2" --fixedbufs --registerfiles ;;
+    fio-libaio) fio_run libaio "$2" ;;
+    fio-psync) fio_run psync 1 ;;
+  esac
+}
 for round in $(seq 1 "$rounds"); do
   for depth in $depths; do
     echo "round $round, depth $depth" >&2
-    echo "pagebuf-uring $depth $(pb uring "$depth")" >> "$results"
-    echo "fio-io_uring $depth $(fio_run io_uring "$depth")" >> "$results"
-    echo "pagebuf-threads $depth $(pb threads "$depth")" >> "$results"
-    echo "fio-io_uring-fixed $depth $(fio_run io_uring "$depth" --fixedbufs --registerfiles)" >> "$results"
-    echo "fio-libaio $depth $(fio_run libaio "$depth")" >> "$results"
-    if [ "$depth" = 1 ]; then
-      echo "fio-psync $depth $(fio_run psync 1)" >> "$results"
-    fi
+    tools=$(tools_at "$depth")
+    if [ $((round % 2)) = 0 ]; then tools=$(echo $tools | tr ' ' '\n' | tac); fi
+    for tool in $tools; do
+      echo "$tool $depth $(run_tool "$tool" "$depth")" >> "$results"
+    done
   done
 done
 

@@ -134,6 +134,24 @@ impl From<EngineChoice> for pagebuf::Engine {
     }
 }
 
+/// `--posting`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PostingChoice {
+    /// When the submitting thread next enters the kernel (IORING_SETUP_COOP_TASKRUN).
+    Cooperative,
+    /// At once, interrupting the submitting thread.
+    Interrupt,
+}
+
+impl From<PostingChoice> for pagebuf::ring::Posting {
+    fn from(choice: PostingChoice) -> pagebuf::ring::Posting {
+        match choice {
+            PostingChoice::Cooperative => pagebuf::ring::Posting::Cooperative,
+            PostingChoice::Interrupt => pagebuf::ring::Posting::Interrupt,
+        }
+    }
+}
+
 fn seconds(text: &str) -> Result<f64, String> {
     let number = text.strip_suffix('s').unwrap_or(text);
     match number.parse::<f64>() {
@@ -268,6 +286,10 @@ enum Command {
         /// Which engine the ring uses.
         #[arg(long, value_enum, default_value = "auto")]
         engine: EngineChoice,
+        /// When io_uring posts completions: when this thread next enters the kernel
+        /// (cooperative: it submits and waits in a loop), or at once, interrupting it.
+        #[arg(long, value_enum, default_value = "cooperative")]
+        posting: PostingChoice,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -384,8 +406,18 @@ fn main() -> ExitCode {
             block,
             seconds,
             engine,
+            posting,
             json,
-        } => randread::run(out, &file, depth, block, seconds, engine.into(), json),
+        } => {
+            let plan = randread::Plan {
+                depth,
+                block,
+                seconds,
+                engine: engine.into(),
+                posting: posting.into(),
+            };
+            randread::run(out, &file, &plan, json)
+        }
         Command::Log {
             command:
                 LogCommand::Bench {

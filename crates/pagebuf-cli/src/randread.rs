@@ -6,6 +6,8 @@
 //! every read behind it that is done, and their successors go in groups
 //! (`IoRing::read_at_batch`: one system call a group): the queue stays at `depth` except
 //! while the oldest read is the slowest.
+//! The ring posts completions cooperatively by default (`--posting`): this one thread
+//! submits and waits in a loop, so the kernel need not interrupt it.
 //! A read's latency runs from its submission to the moment it is taken. At depth 1 each
 //! read is `IoRing::read_at_blocking` (a `pread` on this thread: one system call).
 
@@ -15,16 +17,29 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pagebuf::direct::DirectFile;
-use pagebuf::ring::{Engine, RingOptions};
+use pagebuf::ring::{Engine, Posting, RingOptions};
 use pagebuf::{FramePool, Framing, IoRing};
 use serde_json::json;
 
 use crate::usage::process_cpu_seconds;
 use crate::{format, CliResult};
 
+/// What to read, how.
+pub struct Plan {
+    /// Reads in flight.
+    pub depth: usize,
+    /// Bytes per read.
+    pub block: usize,
+    pub seconds: f64,
+    pub engine: Engine,
+    pub posting: Posting,
+}
+
 /// What one run measured.
 pub struct Report {
     pub engine: Engine,
+    /// The posting the ring got (the kernel may refuse the one asked for).
+    pub posting: Posting,
     pub note: Option<String>,
     pub depth: usize,
     pub block: usize,
@@ -47,14 +62,16 @@ impl Report {
     }
 }
 
-/// Runs `depth` random reads of `block` bytes in flight on `path` for `seconds`.
-pub fn measure(
-    path: &Path,
-    depth: usize,
-    block: usize,
-    seconds: f64,
-    engine: Engine,
-) -> pagebuf::Result<Report> {
+/// Runs `plan.depth` random reads of `plan.block` bytes in flight on `path` for
+/// `plan.seconds`.
+pub fn measure(path: &Path, plan: &Plan) -> pagebuf::Result<Report> {
+    let &Plan {
+        depth,
+        block,
+        seconds,
+        engine,
+        posting,
+    } = plan;
     let file = DirectFile::open(path)?;
     let blocks = file.len()? / block as u64;
     if blocks == 0 {
@@ -69,6 +86,7 @@ pub fn measure(
         .engine(engine)
         .entries(u32::try_from(depth).unwrap_or(u32::MAX).max(8))
         .workers(depth.min(pagebuf::caps::MAX_DEPTH))
+        .posting(posting)
         .register(&pool);
     let ring = IoRing::with_options(options)?;
     let mut random = Xorshift(0x9E37_79B9_7F4A_7C15 ^ blocks);
@@ -147,6 +165,7 @@ pub fn measure(
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
     Ok(Report {
         engine: ring.engine(),
+        posting: ring.posting(),
         note: ring.note().map(str::to_string),
         depth,
         block,
@@ -160,24 +179,18 @@ pub fn measure(
 }
 
 /// The subcommand.
-pub fn run(
-    out: &mut impl Write,
-    path: &Path,
-    depth: usize,
-    block: usize,
-    seconds: f64,
-    engine: Engine,
-    json: bool,
-) -> CliResult {
-    let r = measure(path, depth, block, seconds, engine)?;
+pub fn run(out: &mut impl Write, path: &Path, plan: &Plan, json: bool) -> CliResult {
+    let r = measure(path, plan)?;
     let engine = match r.engine {
         Engine::Uring => "io_uring",
         _ => "threads",
     };
+    let cooperative = r.posting == Posting::Cooperative;
     if json {
         let value = json!({
             "file": path.display().to_string(),
             "engine": engine,
+            "cooperative": cooperative,
             "note": r.note,
             "registered_buffers": r.fixed,
             "depth": r.depth,
@@ -199,7 +212,11 @@ pub fn run(
         format::bytes(r.block as u64),
         path.display(),
         r.depth,
-        engine,
+        if cooperative {
+            "io_uring, cooperative posting"
+        } else {
+            engine
+        },
         r.iops(),
         format::bytes((r.iops() * r.block as f64) as u64)
     )?;

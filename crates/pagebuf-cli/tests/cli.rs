@@ -567,7 +567,31 @@ fn randread_reports_iops_latency_and_cpu_on_both_engines() {
         if engine == "threads" {
             assert_eq!(report["engine"], "threads");
         }
+        // One thread submits and waits: posting is cooperative unless asked otherwise
+        // (or the kernel is older than 5.19, which the note then says).
+        let refused = report["note"]
+            .as_str()
+            .is_some_and(|note| note.contains("COOP_TASKRUN"));
+        let cooperative = report["engine"] == "io_uring" && !refused;
+        assert_eq!(report["cooperative"], cooperative, "{report}");
     }
+    let interrupt = json(&pagebuf_within(
+        &dir,
+        &[
+            "randread",
+            "data",
+            "--depth",
+            "4",
+            "--seconds",
+            "0.2",
+            "--posting",
+            "interrupt",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    ));
+    assert_eq!(interrupt["cooperative"], false, "{interrupt}");
+    assert!(interrupt["reads"].as_u64().unwrap() > 0, "{interrupt}");
     let text = stdout(&pagebuf_within(
         &dir,
         &["randread", "data", "--depth", "1", "--seconds", "0.2"],
@@ -582,6 +606,7 @@ fn randread_reports_iops_latency_and_cpu_on_both_engines() {
         &["randread", "missing"],
         &["randread", "tiny"],
         &["randread", "data", "--block", "1000"],
+        &["randread", "data", "--posting", "sometimes"],
     ] {
         let err = one_line_error(&pagebuf_within(&dir, args, Duration::from_secs(60)));
         assert!(!err.contains("panicked"), "{args:?}: {err}");

@@ -1,12 +1,13 @@
 //! The rules of DESIGN.md's "I/O engine" section (and issue 13's "Bad input"), each run
 //! on both engines: `Engine::Uring` (skipped, with the reason printed, where io_uring
-//! is refused) and `Engine::Threads`.
+//! is refused), once more on io_uring with `Posting::Cooperative`, and on
+//! `Engine::Threads`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pagebuf::pool::{FramePool, Framing};
-use pagebuf::ring::{Engine, RingOptions};
+use pagebuf::ring::{Engine, Posting, RingOptions};
 use pagebuf::{
     page_size, Buffer, BufferAllocator, BufferMut, DirectFile, Error, IoRing, Misalignment,
     PageAllocator,
@@ -18,32 +19,57 @@ use support::{
     ScratchDir,
 };
 
-/// Runs rule `$rule` (a `fn(Engine)`) as two tests, `$rule::uring` and `$rule::threads`,
+/// Runs rule `$rule` (a `fn(Engine)`) as three tests, `$rule::uring`,
+/// `$rule::cooperative` (io_uring with `Posting::Cooperative`) and `$rule::threads`,
 /// each whole under the watchdog: a ring whose last handle hangs when dropped (even
 /// while a failed assertion unwinds) fails the test instead of hanging the suite.
 macro_rules! on_both_engines {
     ($($rule:ident),* $(,)?) => {$(
         mod $rule {
-            use pagebuf::ring::Engine;
+            use pagebuf::ring::{Engine, Posting};
 
             #[test]
             fn uring() {
-                super::rule(stringify!($rule), Engine::Uring, super::$rule);
+                super::rule(stringify!($rule), Engine::Uring, Posting::Interrupt, super::$rule);
+            }
+
+            #[test]
+            fn cooperative() {
+                super::rule(stringify!($rule), Engine::Uring, Posting::Cooperative, super::$rule);
             }
 
             #[test]
             fn threads() {
-                super::rule(stringify!($rule), Engine::Threads, super::$rule);
+                super::rule(stringify!($rule), Engine::Threads, Posting::Interrupt, super::$rule);
             }
         }
     )*};
 }
 
-/// Runs `rule` on `engine` under the watchdog (see [`on_both_engines`]).
-fn rule(name: &str, engine: Engine, rule: fn(Engine)) {
-    within(WHOLE_TEST, &format!("{name} on {engine:?}"), move || {
-        rule(engine)
-    });
+thread_local! {
+    /// The posting every ring of the running rule is built with (see [`ring_with`]).
+    static POSTING: std::cell::Cell<Posting> = const { std::cell::Cell::new(Posting::Interrupt) };
+}
+
+/// Runs `rule` on `engine`, its rings built with `posting`, under the watchdog (see
+/// [`on_both_engines`]).
+fn rule(name: &str, engine: Engine, posting: Posting, rule: fn(Engine)) {
+    within(
+        WHOLE_TEST,
+        &format!("{name} on {engine:?}, {posting:?}"),
+        move || {
+            POSTING.set(posting);
+            rule(engine)
+        },
+    );
+}
+
+/// The name of the running variant of a rule: its test's last path segment.
+fn variant(engine: Engine) -> String {
+    match POSTING.get() {
+        Posting::Cooperative => "cooperative".into(),
+        _ => format!("{engine:?}").to_lowercase(),
+    }
 }
 
 on_both_engines!(
@@ -99,9 +125,21 @@ const WHOLE_TEST: Duration = Duration::from_secs(180);
 /// A ring on `engine` built from `options`; `None`, with the reason printed, where
 /// `engine` is `Uring` and io_uring is refused here.
 fn ring_with(engine: Engine, options: RingOptions) -> Option<IoRing> {
-    match IoRing::with_options(options.engine(engine)) {
+    let posting = POSTING.get();
+    match IoRing::with_options(options.engine(engine).posting(posting)) {
         Ok(ring) => {
             assert_eq!(ring.engine(), engine, "asked for {engine:?}");
+            if engine == Engine::Uring {
+                // This kernel (5.19 or later) takes Cooperative; an older one must say
+                // why it did not.
+                assert!(
+                    ring.posting() == posting || ring.note().is_some_and(|n| n.contains("5.19")),
+                    "asked for {posting:?}, got {:?} without a note",
+                    ring.posting()
+                );
+            } else {
+                assert_eq!(ring.posting(), Posting::Interrupt, "threads post nothing");
+            }
             Some(ring)
         }
         Err(Error::Unsupported(why)) if engine == Engine::Uring => {
@@ -119,7 +157,8 @@ fn ring(engine: Engine) -> Option<IoRing> {
 
 /// A scratch directory for test `name` on `engine`.
 fn dir(name: &str, engine: Engine) -> ScratchDir {
-    ScratchDir::new("ring_rules", &format!("{name}/{engine:?}"))
+    // Per variant: the io_uring rules run twice (two postings), at the same time.
+    ScratchDir::new("ring_rules", &format!("{name}/{}", variant(engine)))
 }
 
 /// A page-aligned buffer of `len` bytes (empty).
@@ -182,7 +221,7 @@ fn in_child_process(test: &str, engine: Engine) -> bool {
 
 /// As [`in_child_process`], with extra environment for the child.
 fn in_child_process_with(test: &str, engine: Engine, env: &[(&str, &str)]) -> bool {
-    let name = format!("{test}::{}", format!("{engine:?}").to_lowercase());
+    let name = format!("{test}::{}", variant(engine));
     if in_child(&name) {
         std::panic::set_hook(Box::new(|info| {
             eprintln!("child: a thread panicked: {info}");
@@ -1169,6 +1208,21 @@ fn a_pending_says_when_it_is_ready_without_a_wait(engine: Engine) {
             let buf = read.wait().unwrap();
             assert!(buf[..] == bytes[i * block..(i + 1) * block], "read {i}");
         }
+        // Polled without a system call between looks. With `Posting::Cooperative` the
+        // kernel posts a completion only when the submitting thread enters it, which
+        // `is_ready` then does (the ring's TASKRUN flag says when). Without that, a read
+        // polled so came in at the next timer tick, 4 ms later, unless the disk's
+        // interrupt happened to land on this thread's CPU: no bound here would fail
+        // reliably, so this checks that spinning ends, with the right bytes.
+        for i in 0..21 {
+            let at = i % 8 * block;
+            let read = ring.read_at(&file, aligned(block), at as u64);
+            while !read.is_ready() {
+                std::hint::spin_loop();
+            }
+            let buf = read.wait().unwrap();
+            assert!(buf[..] == bytes[at..at + block], "spun-for read {i}");
+        }
         if file.is_direct() {
             let refused = ring.read_at(&file, shifted(1, block), 0);
             assert!(refused.is_ready(), "a refused transfer is ready at once");
@@ -2073,7 +2127,7 @@ fn read_into_part_futures_under_tokio(engine: Engine) {
 fn a_write_cut_short_reports_the_real_cause(engine: Engine) {
     let name = format!(
         "a_write_cut_short_reports_the_real_cause::{}",
-        format!("{engine:?}").to_lowercase()
+        variant(engine)
     );
     if !in_child(&name) {
         let (status, text) = run_child_with_file_size_limit(&name, 1 << 20);

@@ -95,6 +95,29 @@ pub(crate) struct Completions {
     demand_rose: Condvar,
 }
 
+/// The completion table, locked for handing out completions.
+pub(crate) struct Finisher<'c> {
+    completions: &'c Completions,
+    table: MutexGuard<'c, Table>,
+}
+
+impl Finisher<'_> {
+    /// Piece `piece` of transfer `id` finished with `result`.
+    pub(crate) fn piece(&mut self, id: usize, piece: usize, result: i32) -> Aftermath {
+        let Some(slot) = self.table.slots.get_mut(id) else {
+            return Aftermath::none();
+        };
+        if let Some(r) = slot.results.get_mut(piece) {
+            *r = result;
+        }
+        slot.left = slot.left.saturating_sub(1);
+        if slot.left > 0 {
+            return Aftermath::none();
+        }
+        self.completions.complete(&mut self.table, id)
+    }
+}
+
 /// What `finish_piece` and friends leave to do outside the lock.
 #[must_use]
 pub(crate) struct Aftermath {
@@ -104,6 +127,12 @@ pub(crate) struct Aftermath {
 }
 
 impl Aftermath {
+    /// Whether there is nothing to do (a transfer completed with nobody waiting yet:
+    /// its `Pending` finds the outcome when it looks).
+    pub(crate) fn is_nothing(&self) -> bool {
+        matches!(self.waiter, Waiter::Nobody) && self.dropped.is_none() && self.detached.is_none()
+    }
+
     /// Wakes the waiter, drops an abandoned op, and hands a detached transfer to its
     /// callback, in that order.
     pub(crate) fn run(self) {
@@ -203,18 +232,16 @@ impl Completions {
 
     /// Piece `piece` of transfer `id` finished with `result`.
     pub(crate) fn finish_piece(&self, id: usize, piece: usize, result: i32) -> Aftermath {
-        let mut table = self.lock();
-        let Some(slot) = table.slots.get_mut(id) else {
-            return Aftermath::none();
-        };
-        if let Some(r) = slot.results.get_mut(piece) {
-            *r = result;
+        self.finisher().piece(id, piece, result)
+    }
+
+    /// The table, held while a batch of completions is handed out (one lock for the
+    /// whole completion queue rather than one per entry).
+    pub(crate) fn finisher(&self) -> Finisher<'_> {
+        Finisher {
+            completions: self,
+            table: self.lock(),
         }
-        slot.left = slot.left.saturating_sub(1);
-        if slot.left > 0 {
-            return Aftermath::none();
-        }
-        self.complete(&mut table, id)
     }
 
     /// Transfer `id` finished whole: its op comes back with every piece's result.

@@ -23,7 +23,7 @@ use super::op::{
     finish_read, finish_read_part, finish_read_raw, finish_sync, finish_write, Finish, Op, Tearing,
     MAX_PIECES,
 };
-use super::options::{Engine, RingOptions, MAX_ENTRIES};
+use super::options::{Engine, Posting, RingOptions, MAX_ENTRIES};
 use super::pending::{Drive, Pending};
 use super::registration::PoolRegistration;
 use super::threads::ThreadEngine;
@@ -141,7 +141,7 @@ impl IoRing {
         let uring = match options.engine {
             Engine::Threads => Err(None),
             Engine::Auto | Engine::Uring => {
-                UringEngine::new(options.entries, &options.pools, completions.clone()).map_err(Some)
+                UringEngine::new(&options, completions.clone()).map_err(Some)
             }
         };
         let (engine, note) = match uring {
@@ -214,6 +214,16 @@ impl IoRing {
         match self.inner.engine {
             EngineImpl::Uring(_) => Engine::Uring,
             EngineImpl::Threads(_) => Engine::Threads,
+        }
+    }
+
+    /// When the kernel posts this ring's completions: as asked in
+    /// [`RingOptions::posting`], unless the kernel refused [`Posting::Cooperative`] (the
+    /// [`note`](Self::note) says so); [`Posting::Interrupt`] on the thread engine.
+    pub fn posting(&self) -> Posting {
+        match &self.inner.engine {
+            EngineImpl::Uring(engine) => engine.posting(),
+            EngineImpl::Threads(_) => Posting::Interrupt,
         }
     }
 
@@ -344,8 +354,9 @@ impl IoRing {
         reads: impl IntoIterator<Item = (BufferMut, u64)>,
     ) -> Vec<Pending<BufferMut>> {
         // Per read: its outcome if refused before the kernel, `None` if it goes to it.
-        let mut refused = Vec::new();
-        let mut ops = Vec::new();
+        let reads = reads.into_iter();
+        let mut refused = Vec::with_capacity(reads.size_hint().0);
+        let mut ops = Vec::with_capacity(reads.size_hint().0);
         for (buf, offset) in reads {
             let checked = if self.inner.completions.forked() {
                 Err(Completions::forked_error())

@@ -61,6 +61,6 @@ mod threads;
 mod uring;
 
 pub use io_ring::{IoRing, RingStats};
-pub use options::{Engine, RingOptions, MAX_ENTRIES};
+pub use options::{Engine, Posting, RingOptions, MAX_ENTRIES};
 pub use pending::Pending;
 pub use registration::PoolRegistration;

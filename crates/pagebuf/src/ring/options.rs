@@ -16,6 +16,29 @@ pub enum Engine {
     Threads,
 }
 
+/// When the kernel posts an io_uring transfer's completion where the ring's threads see
+/// it. The kernel finishes a read or write in the context of the thread that submitted
+/// it; this says whether it may interrupt that thread to do so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Posting {
+    /// At once: a submitting thread that is running is interrupted (an inter-processor
+    /// interrupt) to post its completions. Right for rings whose threads submit and then
+    /// compute for long stretches without system calls while others wait for those
+    /// transfers.
+    #[default]
+    Interrupt,
+    /// When the submitting thread next enters the kernel (any system call, a wait, or at
+    /// the latest the next timer tick), without interrupts
+    /// (`IORING_SETUP_COOP_TASKRUN`): less CPU per transfer and more transfers per
+    /// second from a thread that submits and waits in a loop, as a page cache's reader
+    /// or a benchmark does (BENCHMARKS.md). [`Pending::is_ready`](super::Pending::is_ready)
+    /// enters the kernel when the ring says completions wait to be posted, so polling
+    /// still sees them. Kernels before 5.19 lack it: the ring then interrupts, and its
+    /// [`note`](super::IoRing::note) says so.
+    Cooperative,
+}
+
 /// The most submission entries a ring takes (the kernel's own cap).
 pub const MAX_ENTRIES: u32 = 32768;
 
@@ -36,6 +59,7 @@ pub struct RingOptions {
     pub(crate) engine: Engine,
     pub(crate) pools: Vec<FramePool>,
     pub(crate) workers: usize,
+    pub(crate) posting: Posting,
 }
 
 impl Default for RingOptions {
@@ -45,6 +69,7 @@ impl Default for RingOptions {
             engine: Engine::Auto,
             pools: Vec::new(),
             workers: 4,
+            posting: Posting::Interrupt,
         }
     }
 }
@@ -81,6 +106,13 @@ impl RingOptions {
         self
     }
 
+    /// When io_uring completions are posted (default [`Posting::Interrupt`]; the thread
+    /// engine has nothing to post).
+    pub fn posting(mut self, posting: Posting) -> Self {
+        self.posting = posting;
+        self
+    }
+
     /// The entries asked for.
     pub fn entries_value(&self) -> u32 {
         self.entries
@@ -89,5 +121,10 @@ impl RingOptions {
     /// The engine asked for.
     pub fn engine_value(&self) -> Engine {
         self.engine
+    }
+
+    /// The posting asked for.
+    pub fn posting_value(&self) -> Posting {
+        self.posting
     }
 }

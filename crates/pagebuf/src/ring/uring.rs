@@ -15,6 +15,14 @@
 //! * Registered pools ([`FixedTable`]): a transfer whose memory lies inside a registered
 //!   pool goes as `READ_FIXED`/`WRITE_FIXED`. The table keeps the pools alive, and the
 //!   ring is closed (unregistering them) before they are dropped.
+//! * **Posting** ([`Posting`]): the kernel finishes a transfer in the context of the
+//!   thread that submitted it. `Interrupt` lets it interrupt that thread at once;
+//!   `Cooperative` (`IORING_SETUP_COOP_TASKRUN` with `TASKRUN_FLAG`) waits until that
+//!   thread enters the kernel, which a waiting thread does anyway, and which
+//!   `reap_ready` does when the flag says completions wait (a thread polling
+//!   `is_ready` makes no other system call). A thread parked in `block` is woken for
+//!   it by the kernel (an interruptible sleep), so nobody waits for a post that needs
+//!   their own enter.
 //! * Shutdown (the last `IoRing` handle): a `NOP` wakes the reaper, which keeps reaping
 //!   until every entry pushed has completed, so no buffer goes back to its pool while
 //!   the kernel may still write into it.
@@ -31,6 +39,7 @@ use io_uring::{opcode, squeue, types, IoUring, Probe};
 use super::completion::{Aftermath, Completions, OnDone};
 use super::fixed::FixedTable;
 use super::op::{Layout, Op, Tearing, MAX_PIECES, RWF_ATOMIC};
+use super::options::{Posting, RingOptions};
 use super::pending::Drive;
 use crate::pool::FramePool;
 
@@ -53,6 +62,8 @@ struct Shared {
     outstanding: AtomicUsize,
     closing: AtomicBool,
     fixed: FixedTable,
+    /// What the ring was built with (the kernel may have refused `Cooperative`).
+    posting: Posting,
 }
 
 /// The io_uring engine.
@@ -83,14 +94,11 @@ impl UringEngine {
     /// A ring of `entries`, with `pools` registered; `Err` says why io_uring cannot be
     /// used here. The note, if any, says why registration was refused.
     pub(crate) fn new(
-        entries: u32,
-        pools: &[FramePool],
+        options: &RingOptions,
         completions: Arc<Completions>,
     ) -> Result<(UringEngine, Option<String>), String> {
-        let ring = IoUring::builder()
-            .dontfork()
-            .build(entries)
-            .map_err(|e| refusal(&e))?;
+        let (ring, posting, posting_note) = build(options.entries, options.posting)?;
+        let pools = &options.pools[..];
         let mut probe = Probe::new();
         ring.submitter()
             .register_probe(&mut probe)
@@ -112,7 +120,11 @@ impl UringEngine {
                 kernel_release()
             ));
         }
-        let (fixed, note) = FixedTable::new(&ring, pools);
+        let (fixed, registration_note) = FixedTable::new(&ring, pools);
+        let note = match (posting_note, registration_note) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        };
         let shared = Arc::new(Shared {
             ring,
             sq: Mutex::new(()),
@@ -122,6 +134,7 @@ impl UringEngine {
             outstanding: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             fixed,
+            posting,
         });
         let reaper = {
             let shared = shared.clone();
@@ -137,6 +150,11 @@ impl UringEngine {
             },
             note,
         ))
+    }
+
+    /// When the kernel posts completions.
+    pub(crate) fn posting(&self) -> Posting {
+        self.shared.posting
     }
 
     /// What a `Pending` of this engine waits through.
@@ -425,6 +443,10 @@ impl Shared {
         // SAFETY: the caller holds `cq`, so this is the only completion queue view.
         let mut cq = unsafe { self.ring.completion_shared() };
         cq.sync();
+        if cq.is_empty() {
+            return;
+        }
+        let mut finisher = self.completions.finisher();
         for cqe in &mut cq {
             self.outstanding.fetch_sub(1, Ordering::AcqRel);
             let data = cqe.user_data();
@@ -433,7 +455,12 @@ impl Shared {
             }
             let id = (data >> PIECE_BITS) as usize;
             let piece = (data & ((1 << PIECE_BITS) - 1)) as usize;
-            after.push(self.completions.finish_piece(id, piece, cqe.result()));
+            let aftermath = finisher.piece(id, piece, cqe.result());
+            // Most completions of a busy queue have nobody to wake yet: keep `after` to
+            // those that do something.
+            if !aftermath.is_nothing() {
+                after.push(aftermath);
+            }
         }
     }
 
@@ -443,6 +470,18 @@ impl Shared {
         if self.followers.load(Ordering::Acquire) > 0 {
             self.completions.unpark_a_waiter();
         }
+    }
+
+    /// Whether completions wait for a submitting thread to enter the kernel
+    /// (`Posting::Cooperative`).
+    fn posting_waits(&self) -> bool {
+        let Ok(_sq) = self.sq.try_lock() else {
+            // A thread holding it is about to enter the kernel itself.
+            return false;
+        };
+        // SAFETY: `sq` is held, so this is the only submission queue view; only its
+        // flags are read.
+        unsafe { self.ring.submission_shared().taskrun() }
     }
 
     fn closed(&self) -> bool {
@@ -467,6 +506,10 @@ impl Drive for Shared {
         let Ok(cq) = self.cq.try_lock() else {
             return;
         };
+        if self.posting == Posting::Cooperative && self.posting_waits() {
+            // Posts what waits for this thread's enter (another thread's waits for its).
+            let _ = self.ring.submit();
+        }
         let mut after = Vec::new();
         self.drain(&mut after);
         drop(cq);
@@ -558,6 +601,33 @@ impl Drop for UringEngine {
             }
         }
     }
+}
+
+/// The ring, with the posting the kernel took and a note if it refused the one asked for.
+fn build(entries: u32, posting: Posting) -> Result<(IoUring, Posting, Option<String>), String> {
+    let mut builder = IoUring::builder();
+    builder.dontfork();
+    if posting == Posting::Cooperative {
+        let mut cooperative = builder.clone();
+        // The flag in the submission ring says when posting waits for an enter.
+        cooperative.setup_coop_taskrun().setup_taskrun_flag();
+        match cooperative.build(entries) {
+            Ok(ring) => return Ok((ring, Posting::Cooperative, None)),
+            // Before Linux 5.19: unknown setup flags.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let ring = builder.build(entries).map_err(|e| refusal(&e))?;
+                let note = format!(
+                    "Posting::Cooperative needs IORING_SETUP_COOP_TASKRUN (Linux 5.19; kernel \
+                     {}): completions interrupt the submitting thread instead",
+                    kernel_release()
+                );
+                return Ok((ring, Posting::Interrupt, Some(note)));
+            }
+            Err(e) => return Err(refusal(&e)),
+        }
+    }
+    let ring = builder.build(entries).map_err(|e| refusal(&e))?;
+    Ok((ring, Posting::Interrupt, None))
 }
 
 /// Why `io_uring_setup` failed, and what to do about it.
