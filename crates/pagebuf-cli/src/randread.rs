@@ -2,23 +2,21 @@
 //! fixed number in flight (an `IoRing` at a queue depth), for as long as asked; IOPS,
 //! latency percentiles and CPU time per GiB read, as fio reports them.
 //!
-//! The reads are waited for in the order they were issued; once the oldest is in, so is
-//! every read behind it that is done, and their successors go in groups
-//! (`IoRing::read_at_batch`: one system call a group): the queue stays at `depth` except
-//! while the oldest read is the slowest.
+//! Whichever reads are in are taken (`Pending::wait_some`, as fio reaps), and their
+//! successors go in groups (`IoRing::read_at_batch`: one system call a group): the queue
+//! stays at `depth`.
 //! The ring posts completions cooperatively by default (`--posting`): this one thread
 //! submits and waits in a loop, so the kernel need not interrupt it.
 //! A read's latency runs from its submission to the moment it is taken. At depth 1 each
 //! read is `IoRing::read_at_blocking` (a `pread` on this thread: one system call).
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pagebuf::direct::DirectFile;
-use pagebuf::ring::{Engine, Posting, RingOptions};
-use pagebuf::{FramePool, Framing, IoRing};
+use pagebuf::ring::{Engine, Pending, Posting, RingOptions};
+use pagebuf::{BufferMut, FramePool, Framing, IoRing};
 use serde_json::json;
 
 use crate::usage::process_cpu_seconds;
@@ -91,9 +89,14 @@ pub fn measure(path: &Path, plan: &Plan) -> pagebuf::Result<Report> {
     let ring = IoRing::with_options(options)?;
     let mut random = Xorshift(0x9E37_79B9_7F4A_7C15 ^ blocks);
     let mut latencies = Vec::with_capacity(1 << 20);
-    let mut in_flight = VecDeque::with_capacity(depth);
+    // The reads in flight, and when each was issued (one index for both).
+    let mut in_flight: Vec<Pending<BufferMut>> = Vec::with_capacity(depth);
+    let mut issued_at: Vec<Instant> = Vec::with_capacity(depth);
     // Submits `count` reads at random blocks, together (one system call on io_uring).
-    let submit = |random: &mut Xorshift, in_flight: &mut VecDeque<_>, count: usize| {
+    let submit = |random: &mut Xorshift,
+                  in_flight: &mut Vec<Pending<BufferMut>>,
+                  issued_at: &mut Vec<Instant>,
+                  count: usize| {
         let mut reads = Vec::with_capacity(count);
         for _ in 0..count {
             // A frame per read in flight: one is always free when a read was just taken.
@@ -104,7 +107,8 @@ pub fn measure(path: &Path, plan: &Plan) -> pagebuf::Result<Report> {
         }
         let issued = Instant::now();
         for read in ring.read_at_batch(&file, reads) {
-            in_flight.push_back((issued, read));
+            in_flight.push(read);
+            issued_at.push(issued);
         }
         Ok::<(), pagebuf::Error>(())
     };
@@ -133,27 +137,23 @@ pub fn measure(path: &Path, plan: &Plan) -> pagebuf::Result<Report> {
         // system calls where the one thread is the bottleneck (depth 128: 160-170k in
         // eights, 129-145k one by one; BENCHMARKS.md).
         let batch = (depth / 16).max(1);
-        submit(&mut random, &mut in_flight, depth)?;
-        while let Some((issued, read)) = in_flight.pop_front() {
-            drop(read.wait()?);
+        submit(&mut random, &mut in_flight, &mut issued_at, depth)?;
+        let mut ready = Vec::with_capacity(depth);
+        while !in_flight.is_empty() {
+            // Whichever reads are in, as fio reaps: none waits behind a slow one.
+            Pending::wait_some(&in_flight, &mut ready);
             let mut now = Instant::now();
-            latencies.push(now - issued);
-            // Every read behind it that is in too (no system call), then their successors
-            // together, as fio reaps and submits.
-            let mut done = 1;
-            while in_flight.front().is_some_and(|(_, read)| read.is_ready()) {
-                let Some((issued, read)) = in_flight.pop_front() else {
-                    break;
-                };
-                drop(read.wait()?);
+            // Highest index first: the indices still to take stay where they are.
+            for &i in ready.iter().rev() {
+                drop(in_flight.swap_remove(i).wait()?);
                 now = Instant::now();
-                latencies.push(now - issued);
-                done += 1;
+                latencies.push(now - issued_at.swap_remove(i));
             }
             if now < until {
+                let mut done = ready.len();
                 while done > 0 {
                     let n = done.min(batch);
-                    submit(&mut random, &mut in_flight, n)?;
+                    submit(&mut random, &mut in_flight, &mut issued_at, n)?;
                     done -= n;
                 }
             }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pagebuf::pool::{FramePool, Framing};
-use pagebuf::ring::{Engine, Posting, RingOptions};
+use pagebuf::ring::{Engine, Pending, Posting, RingOptions};
 use pagebuf::{
     page_size, Buffer, BufferAllocator, BufferMut, DirectFile, Error, IoRing, Misalignment,
     PageAllocator,
@@ -97,6 +97,7 @@ on_both_engines!(
     concurrent_reads_from_plain_threads,
     blocking_reads_beside_queued_and_abandoned_ones,
     batched_reads_in_order_with_refusals_in_place,
+    wait_some_takes_whichever_are_done,
     concurrent_reads_under_tokio_multi_thread,
     concurrent_reads_under_tokio_current_thread,
     pendings_need_no_runtime,
@@ -1530,6 +1531,70 @@ fn batched_reads_in_order_with_refusals_in_place(engine: Engine) {
         assert_eq!(ring.stats().in_flight, 0);
     });
     drop(small);
+}
+
+/// `Pending::wait_some`: nothing to wait for returns at once; a refused read is ready
+/// at once; every index it gives is of a read that is done (its `wait` does not block),
+/// each once, in order; reads on two rings at once are all taken (none waits for ever
+/// on the other ring); every byte is right.
+fn wait_some_takes_whichever_are_done(engine: Engine) {
+    let (Some(ring), Some(other)) = (ring(engine), ring(engine)) else {
+        return;
+    };
+    let work = Arc::new(Workload::new("wait_some", engine));
+    within(LIMIT, "wait_some", move || {
+        let mut ready = vec![7];
+        Pending::<BufferMut>::wait_some(&[], &mut ready);
+        assert!(ready.is_empty(), "nothing to wait for: {ready:?}");
+        let offsets = work.offsets(4);
+        let refused_at = 3;
+        let off_align = work.file.limits().dio_offset_align;
+        let refusable = work.file.is_direct() && off_align > 1;
+        let mut pendings: Vec<_> = offsets
+            .iter()
+            .enumerate()
+            .map(|(i, &at)| {
+                let on = if i % 3 == 0 { &other } else { &ring };
+                let at = if i == refused_at && refusable {
+                    at + 1
+                } else {
+                    at
+                };
+                (i, on.read_at(&work.file, aligned(BLOCK), at))
+            })
+            .collect();
+        let mut taken = vec![false; offsets.len()];
+        let mut first = true;
+        while !pendings.is_empty() {
+            // `wait_some` takes a slice of `Pending`s: move them out and back.
+            let (numbers, list): (Vec<usize>, Vec<Pending<BufferMut>>) = pendings.drain(..).unzip();
+            Pending::wait_some(&list, &mut ready);
+            assert!(!ready.is_empty(), "wait_some returned with none ready");
+            assert!(ready.windows(2).all(|w| w[0] < w[1]), "{ready:?}");
+            if first && refusable {
+                let at = numbers.iter().position(|&n| n == refused_at).unwrap();
+                assert!(ready.contains(&at), "the refused read is ready at once");
+                first = false;
+            }
+            for &i in &ready {
+                assert!(list[i].is_ready(), "index {i} is not done");
+            }
+            let mut list: Vec<_> = numbers.into_iter().zip(list).map(Some).collect();
+            for &i in &ready {
+                let (n, pending) = list[i].take().unwrap();
+                assert!(!taken[n], "read {n} given twice");
+                taken[n] = true;
+                match pending.wait() {
+                    Ok(buf) => work.check(n, offsets[n], &buf),
+                    Err(Error::Misaligned { .. }) if n == refused_at && refusable => {}
+                    Err(err) => panic!("read {n}: {err}"),
+                }
+            }
+            pendings = list.into_iter().flatten().collect();
+        }
+        assert!(taken.iter().all(|&t| t), "every read taken");
+        assert_eq!(ring.stats().in_flight + other.stats().in_flight, 0);
+    });
 }
 
 fn on_tokio(engine: Engine, runtime: tokio::runtime::Runtime, name: &str) {

@@ -326,6 +326,35 @@ impl Completions {
             .is_some_and(|slot| slot.stage != Stage::InFlight)
     }
 
+    /// Of the transfers `(index, id)`, pushes the indices of those done onto `ready`;
+    /// if none is, makes this thread the waiter of each (one lock for all of them).
+    pub(crate) fn done_or_wait(
+        &self,
+        transfers: impl Iterator<Item = (usize, usize)> + Clone,
+        ready: &mut Vec<usize>,
+    ) {
+        let before = ready.len();
+        let mut table = self.lock();
+        for (index, id) in transfers.clone() {
+            if table
+                .slots
+                .get(id)
+                .is_some_and(|s| s.stage != Stage::InFlight)
+            {
+                ready.push(index);
+            }
+        }
+        if ready.len() > before {
+            return;
+        }
+        let me = std::thread::current();
+        for (_, id) in transfers {
+            if let Some(slot) = table.slots.get_mut(id) {
+                slot.waiter = Waiter::Thread(me.clone());
+            }
+        }
+    }
+
     /// Transfers that want the reaper thread (see `demand`).
     pub(crate) fn demand(&self) -> usize {
         self.demand.load(Ordering::Acquire)

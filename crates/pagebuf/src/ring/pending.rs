@@ -104,6 +104,100 @@ impl<T> Pending<T> {
         }
     }
 
+    /// Blocks until some of `pendings` are ready; `ready` then holds their indices, in
+    /// order (at least one, unless `pendings` is empty). What a thread with many
+    /// transfers in flight calls to take whichever are done first, as fio reaps, instead
+    /// of waiting for the oldest while those behind it are in.
+    ///
+    /// Transfers of one ring are waited for together (on io_uring this thread reaps:
+    /// it waits in the kernel for any completion). Where `pendings` span several rings,
+    /// the wait is on the ring of the first one in flight, and the others are looked at
+    /// each time it returns (at the latest every second).
+    ///
+    /// ```
+    /// use pagebuf::direct::DirectFile;
+    /// use pagebuf::ring::Pending;
+    /// use pagebuf::{BufferAllocator, IoRing, PageAllocator};
+    ///
+    /// # let path = std::env::temp_dir().join("pagebuf-doc-wait-some.bin");
+    /// std::fs::write(&path, vec![5u8; 4 * 4096])?;
+    /// let ring = IoRing::new()?;
+    /// let file = DirectFile::open(&path)?;
+    /// let mut reads: Vec<_> = (0..4u64)
+    ///     .map(|i| {
+    ///         let buf = PageAllocator::default().allocate_page_aligned(4096)?;
+    ///         Ok(ring.read_at(&file, buf, i * 4096))
+    ///     })
+    ///     .collect::<pagebuf::Result<_>>()?;
+    /// let mut ready = Vec::new();
+    /// let mut bytes = 0;
+    /// while !reads.is_empty() {
+    ///     Pending::wait_some(&reads, &mut ready);
+    ///     // Highest index first, so the indices left stay valid.
+    ///     for &i in ready.iter().rev() {
+    ///         bytes += reads.swap_remove(i).wait()?.len();
+    ///     }
+    /// }
+    /// assert_eq!(bytes, 4 * 4096);
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_some(pendings: &[Pending<T>], ready: &mut Vec<usize>) {
+        ready.clear();
+        loop {
+            // The ring waited on: that of the first transfer in flight.
+            let mut first: Option<(&Arc<dyn Drive>, usize)> = None;
+            for (index, pending) in pendings.iter().enumerate() {
+                match &pending.state {
+                    State::Ready(_) => ready.push(index),
+                    State::InFlight { driver, id, .. } if first.is_none() => {
+                        first = Some((driver, *id));
+                    }
+                    State::InFlight { .. } => {}
+                }
+            }
+            let Some((driver, first_id)) = first else {
+                return; // every one is ready (or there are none)
+            };
+            let completions = driver.completions();
+            if completions.forked() {
+                // `wait` gives each its error.
+                ready.clear();
+                ready.extend(0..pendings.len());
+                return;
+            }
+            driver.reap_ready();
+            let same_ring = |pending: &Pending<T>| match &pending.state {
+                State::InFlight { driver: d, .. } => same_driver(d, driver),
+                State::Ready(_) => false,
+            };
+            let on_this_ring =
+                pendings
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, pending)| match &pending.state {
+                        State::InFlight { driver: d, id, .. } if same_driver(d, driver) => {
+                            Some((index, *id))
+                        }
+                        _ => None,
+                    });
+            completions.done_or_wait(on_this_ring, ready);
+            for (index, pending) in pendings.iter().enumerate() {
+                if matches!(pending.state, State::InFlight { .. })
+                    && !same_ring(pending)
+                    && pending.is_ready()
+                {
+                    ready.push(index);
+                }
+            }
+            if !ready.is_empty() {
+                ready.sort_unstable();
+                return;
+            }
+            driver.block(first_id);
+        }
+    }
+
     /// Whether the outcome is in (a `wait` would not block): the transfer was refused
     /// before the kernel, or its completion has been handed out. No system call; what
     /// a thread with many transfers in flight checks to take whichever is done first.
@@ -121,6 +215,11 @@ impl<T> Pending<T> {
             }
         }
     }
+}
+
+/// Whether two transfers are on one ring (their drivers are one object).
+fn same_driver(a: &Arc<dyn Drive>, b: &Arc<dyn Drive>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }
 
 fn taken<T>() -> Result<T> {
