@@ -353,9 +353,10 @@ impl IoRing {
         file: &DirectFile,
         reads: impl IntoIterator<Item = (BufferMut, u64)>,
     ) -> Vec<Pending<BufferMut>> {
-        // Per read: its outcome if refused before the kernel, `None` if it goes to it.
         let reads = reads.into_iter();
-        let mut refused = Vec::with_capacity(reads.size_hint().0);
+        // Per read, in order: its outcome if refused before the kernel, or a stand-in
+        // that the read replaces once it is issued.
+        let mut out = Vec::with_capacity(reads.size_hint().0);
         let mut ops = Vec::with_capacity(reads.size_hint().0);
         for (buf, offset) in reads {
             let checked = if self.inner.completions.forked() {
@@ -364,7 +365,7 @@ impl IoRing {
                 check(file, buf.as_ptr(), offset, buf.max_len())
             };
             if let Err(err) = checked {
-                refused.push(Some(Pending::ready(Err(err))));
+                out.push(Pending::ready(Err(err)));
                 continue;
             }
             let chunk = self.piece_size(file, buf.as_ptr());
@@ -374,20 +375,19 @@ impl IoRing {
                 offset,
                 chunk,
             });
-            refused.push(None);
+            out.push(Pending::stand_in());
         }
-        let mut issued = self.issue_all(ops).into_iter();
-        refused
-            .into_iter()
-            .map(|outcome| {
-                outcome.unwrap_or_else(|| match issued.next() {
-                    Some((id, driver)) => Pending::in_flight(driver, id, finish_read),
-                    None => Pending::ready(Err(Error::InvalidRequest(
-                        "a batched read was not issued".into(),
-                    ))),
-                })
-            })
-            .collect()
+        // Every op is issued, in order, so the n-th issued fills the n-th stand-in.
+        let mut place = 0;
+        self.issue_all(ops, |id, driver| {
+            while out.get(place).is_some_and(|p| !p.is_stand_in()) {
+                place += 1;
+            }
+            if let Some(stand_in) = out.get_mut(place) {
+                *stand_in = Pending::in_flight(driver, id, finish_read);
+            }
+        });
+        out
     }
 
     /// [`read_at`](Self::read_at) and [`wait`](Pending::wait) in one: the read a thread
@@ -827,30 +827,29 @@ impl IoRing {
         }
     }
 
-    /// [`issue`](Self::issue) for many ops at once: on io_uring, one system call for all.
-    fn issue_all(&self, ops: Vec<Op>) -> Vec<(usize, Arc<dyn Drive>)> {
+    /// [`issue`](Self::issue) for many ops at once (on io_uring, one system call for
+    /// all); `each` gets every op's slot and driver, in order.
+    fn issue_all(&self, ops: Vec<Op>, mut each: impl FnMut(usize, Arc<dyn Drive>)) {
         if ops.is_empty() {
             // Nothing to enter the kernel for (and, in a forked child, no queue to touch).
-            return Vec::new();
+            return;
         }
         let inner = &*self.inner;
         match &inner.engine {
-            EngineImpl::Uring(engine) => engine
-                .submit_all(ops)
-                .into_iter()
-                .map(|(id, road)| {
-                    match road {
-                        Road::Fixed => &inner.fixed_ops,
-                        Road::Plain => &inner.plain_ops,
-                    }
-                    .fetch_add(1, Ordering::Relaxed);
-                    (id, engine.driver())
-                })
-                .collect(),
-            EngineImpl::Threads(_) => ops
-                .into_iter()
-                .map(|op| self.issue(op, None, Entering::Now))
-                .collect(),
+            EngineImpl::Uring(engine) => engine.submit_all(ops, |id, road| {
+                match road {
+                    Road::Fixed => &inner.fixed_ops,
+                    Road::Plain => &inner.plain_ops,
+                }
+                .fetch_add(1, Ordering::Relaxed);
+                each(id, engine.driver());
+            }),
+            EngineImpl::Threads(_) => {
+                for op in ops {
+                    let (id, driver) = self.issue(op, None, Entering::Now);
+                    each(id, driver);
+                }
+            }
         }
     }
 }

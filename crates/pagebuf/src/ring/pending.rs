@@ -64,6 +64,19 @@ impl<T> Pending<T> {
         }
     }
 
+    /// A place for a transfer about to be issued (`IoRing::read_at_batch` fills it in);
+    /// one left unfilled reads as already taken.
+    pub(crate) fn stand_in() -> Pending<T> {
+        Pending {
+            state: State::Ready(None),
+        }
+    }
+
+    /// Whether this is a [`stand_in`](Self::stand_in) not filled in yet.
+    pub(crate) fn is_stand_in(&self) -> bool {
+        matches!(self.state, State::Ready(None))
+    }
+
     /// A transfer in slot `id`.
     pub(crate) fn in_flight(driver: Arc<dyn Drive>, id: usize, finish: Finish<T>) -> Self {
         Pending {

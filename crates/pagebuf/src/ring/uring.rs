@@ -200,13 +200,11 @@ impl UringEngine {
         (entries.id, road)
     }
 
-    /// Submits every op of `ops` with one system call: their slots, in order, and how
-    /// each went.
-    pub(crate) fn submit_all(&self, ops: Vec<Op>) -> Vec<(usize, Road)> {
+    /// Submits every op of `ops` with one system call; `each` learns every op's slot
+    /// and how it went, in order.
+    pub(crate) fn submit_all(&self, ops: Vec<Op>, each: impl FnMut(usize, Road)) {
         let prepared: Vec<Entries> = ops.into_iter().map(|op| self.prepare(op, None)).collect();
-        let mut out = Vec::with_capacity(prepared.len());
-        self.push_and_enter(&prepared, Entering::Now, |id, road| out.push((id, road)));
-        out
+        self.push_and_enter(&prepared, Entering::Now, each);
     }
 
     /// Puts `op` into a slot of the completion table and works out its entries (the op
