@@ -4,8 +4,11 @@ use crate::caps;
 use crate::error::{Error, Result};
 use crate::ring::IoRing;
 
-/// Staging block size unless configured.
-pub const DEFAULT_LOG_BLOCK: usize = 256 << 10;
+/// Staging block size unless configured: 1 MiB, so that a group commit of up to 1 MiB
+/// is one write by the committing thread, and the staging blocks (`DEFAULT_LOG_DEPTH +
+/// 2` of them) span whole transparent huge pages, physically contiguous memory that a
+/// direct write takes in few segments (BENCHMARKS.md, issue 14, has the figures).
+pub const DEFAULT_LOG_BLOCK: usize = 1 << 20;
 /// Staging blocks on their way to the disk at once, unless configured.
 pub const DEFAULT_LOG_DEPTH: usize = 4;
 
