@@ -133,7 +133,7 @@ mod asan {
         const NAME: &str = "asan::a_frame_handed_out_again_is_not_poisoned";
         if in_child(NAME) {
             for memory in [FrameMemory::default(), FrameMemory::Heap] {
-                let pool = pool(memory);
+                let pool = pool(memory.clone());
                 let at = returned_frame(&pool, true);
                 let mut both = [pool.try_allocate().unwrap(), pool.try_allocate().unwrap()];
                 assert!(both.iter().any(|f| f.as_ptr() == at), "the frame came back");
@@ -168,7 +168,7 @@ fn a_returned_frame_reads_the_poison_byte() {
     }
     for memory in [FrameMemory::default(), FrameMemory::Heap] {
         for shared in [false, true] {
-            let pool = pool(memory);
+            let pool = pool(memory.clone());
             let at = returned_frame(&pool, shared);
             let bytes = read_returned(at, 4096);
             assert!(

@@ -1,11 +1,13 @@
 //! `FrameBlock`: the one block of memory a frame pool's frames live in: a `Region`
-//! (anonymous pages, huge pages) or a block of the global allocator
-//! (`alloc::HeapBlock`, the heap allocator's code).
+//! (anonymous pages, huge pages), a block of the global allocator
+//! (`alloc::HeapBlock`, the heap allocator's code), or the host's memory (held by a
+//! `HostClaim` while the pool lives).
 #![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::ptr::NonNull;
 
 use super::framing::{FrameLayout, FrameMemory};
+use super::host_memory::HostClaim;
 use super::poison;
 use crate::alloc::HeapBlock;
 use crate::error::{Error, Result};
@@ -19,6 +21,7 @@ pub(super) enum FrameBlock {
         offset: usize,
     },
     Heap(HeapBlock),
+    Host(HostClaim),
 }
 
 impl FrameBlock {
@@ -52,6 +55,9 @@ impl FrameBlock {
                     "the pool's frames",
                 )?))
             }
+            FrameMemory::Host(memory) => Ok(FrameBlock::Host(
+                memory.claim(layout.total, layout.alignment)?,
+            )),
         }
     }
 
@@ -61,13 +67,15 @@ impl FrameBlock {
             // SAFETY: `offset` < alignment <= the slack mapped beyond the frames.
             FrameBlock::Region { region, offset } => unsafe { region.non_null().add(*offset) },
             FrameBlock::Heap(block) => block.base(),
+            // Checked aligned when claimed.
+            FrameBlock::Host(claim) => claim.memory().base(),
         }
     }
 
     pub(super) fn origin_note(&self) -> Option<&str> {
         match self {
             FrameBlock::Region { region, .. } => region.fallback_note(),
-            FrameBlock::Heap(_) => None,
+            FrameBlock::Heap(_) | FrameBlock::Host(_) => None,
         }
     }
 }
@@ -78,6 +86,7 @@ impl FrameBlock {
         match self {
             FrameBlock::Region { region, .. } => (region.as_ptr().cast_mut(), region.len()),
             FrameBlock::Heap(block) => (block.base().as_ptr(), block.len()),
+            FrameBlock::Host(claim) => (claim.memory().base().as_ptr(), claim.memory().len()),
         }
     }
 }
@@ -89,6 +98,7 @@ impl Drop for FrameBlock {
         let (start, len) = self.extent();
         // SAFETY: the pool is being freed: no frame is out, so these bytes are ours.
         unsafe { poison::unpoison(start, len) };
-        // The block itself (a `Region` or a `HeapBlock`) is freed by its own drop.
+        // The block itself (a `Region` or a `HeapBlock`) is freed by its own drop; the
+        // host's memory goes back to the host when its last `HostMemory` is dropped.
     }
 }

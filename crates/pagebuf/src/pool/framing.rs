@@ -8,7 +8,7 @@ use crate::memory::{page_size, round_up, RegionOptions};
 pub const MAX_FRAMES: usize = (1 << 30) - 2;
 
 /// Where a pool's frames live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FrameMemory {
     /// One anonymous mapping (the default, pre-faulted so no frame takes a page fault
@@ -16,6 +16,9 @@ pub enum FrameMemory {
     Pages(RegionOptions),
     /// One zero-filled block from the global allocator.
     Heap,
+    /// Memory the host supplies (a driver's or another library's mapping): see
+    /// [`HostMemory`](super::HostMemory), whose constructor states the contract.
+    Host(super::HostMemory),
 }
 
 impl Default for FrameMemory {
@@ -130,7 +133,7 @@ impl Framing {
 
     /// The memory source.
     pub fn memory_source(&self) -> FrameMemory {
-        self.memory
+        self.memory.clone()
     }
 
     /// Checks the framing and computes where frame `i` lives.

@@ -8,6 +8,9 @@
 //!   allocation, without a single atomic read-modify-write).
 //! * [`BufferPool`]: page-aligned buffers of any size, recycled in size classes under a
 //!   byte budget; the default allocator of the sample writer and reader.
+//! * [`FrameMemory`] says where a pool's frames live: anonymous pages (the default),
+//!   the heap, or memory the host supplies ([`HostMemory`], the KS allocator's
+//!   driver-supplied frames).
 //!
 //! Invariants (tested in `tests/pool_*.rs` and modelled with loom): frames never
 //! overlap; every frame honours the alignment; no more than `frames` are out at once;
@@ -22,6 +25,7 @@ mod frame_block;
 mod frame_pool;
 mod framing;
 mod free_list;
+mod host_memory;
 mod lifetime;
 mod poison;
 mod stats;
@@ -34,4 +38,5 @@ pub(crate) use buffer_pool::class_size;
 pub use buffer_pool::{BufferFuture, BufferPool, BufferPoolStats, ClassStats};
 pub use frame_pool::FramePool;
 pub use framing::{FrameMemory, Framing, MAX_FRAMES};
+pub use host_memory::HostMemory;
 pub use stats::PoolStats;
