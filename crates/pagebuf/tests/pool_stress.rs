@@ -615,25 +615,35 @@ fn the_free_list_keeps_every_frame_under_a_storm_of_pops_and_pushes() {
     let got = AtomicU64::new(FRAMES as u64);
     let end = started + RUN;
     thread::scope(|s| {
-        for t in 0..THREADS {
-            let (pool, ledger, got) = (&pool, &ledger, &got);
-            s.spawn(move || {
-                let mut mine = 0;
-                for i in 0.. {
-                    if i % 1024 == 0 && Instant::now() >= end {
-                        break;
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (pool, ledger, got) = (&pool, &ledger, &got);
+                s.spawn(move || {
+                    let mut mine = 0;
+                    for i in 0.. {
+                        if i % 1024 == 0 && Instant::now() >= end {
+                            break;
+                        }
+                        let Some(frame) = pool.try_allocate() else {
+                            continue;
+                        };
+                        mine += 1;
+                        let stamp = (t + 1) << 40 | i;
+                        ledger.claim(frame.as_ptr(), stamp);
+                        ledger.release(frame.as_ptr(), stamp);
+                        drop(frame);
                     }
-                    let Some(frame) = pool.try_allocate() else {
-                        continue;
-                    };
-                    mine += 1;
-                    let stamp = (t + 1) << 40 | i;
-                    ledger.claim(frame.as_ptr(), stamp);
-                    ledger.release(frame.as_ptr(), stamp);
-                    drop(frame);
-                }
-                got.fetch_add(mine, Ordering::Relaxed);
-            });
+                    got.fetch_add(mine, Ordering::Relaxed);
+                })
+            })
+            .collect();
+        // Joined one by one: a join waits for a thread's whole exit, its thread-local
+        // destructor included, which may hand a parked frame back. The scope's own wait
+        // ends before that: a frame counted free while still parked on an exiting
+        // thread could then be in transit (out) while the frames are taken below, and
+        // the fourth `try_allocate` found none (seen once in CI under ASan).
+        for thread in threads {
+            thread.join().unwrap();
         }
     });
     let stats = settled_stats(&pool);
