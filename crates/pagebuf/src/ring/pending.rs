@@ -125,7 +125,8 @@ impl<T> Pending<T> {
     /// Transfers of one ring are waited for together (on io_uring this thread reaps:
     /// it waits in the kernel for any completion). Where `pendings` span several rings,
     /// the wait is on the ring of the first one in flight, and the others are looked at
-    /// each time it returns (at the latest every second).
+    /// each time it returns: when one of that ring's transfers completes (or, on
+    /// io_uring, after a second at most).
     ///
     /// ```
     /// use pagebuf::direct::DirectFile;
