@@ -1409,26 +1409,24 @@ impl Workload {
         );
     }
 
+    /// Every read of reader `reader`, submitted: each with its offset.
+    fn submit(&self, ring: &IoRing, reader: usize) -> Vec<(u64, Pending<BufferMut>)> {
+        self.offsets(reader)
+            .into_iter()
+            .map(|at| (at, ring.read_at(&self.file, aligned(BLOCK), at)))
+            .collect()
+    }
+
     /// One reader on a plain thread: submit all, then wait for each.
     fn read_queued(&self, ring: &IoRing, reader: usize) {
-        let offsets = self.offsets(reader);
-        let pendings: Vec<_> = offsets
-            .iter()
-            .map(|&at| ring.read_at(&self.file, aligned(BLOCK), at))
-            .collect();
-        for (at, pending) in offsets.into_iter().zip(pendings) {
+        for (at, pending) in self.submit(ring, reader) {
             self.check(reader, at, &pending.wait().unwrap());
         }
     }
 
     /// One reader as a future: submit all, then await each.
     async fn read(self: Arc<Self>, ring: IoRing, reader: usize) {
-        let offsets = self.offsets(reader);
-        let pendings: Vec<_> = offsets
-            .iter()
-            .map(|&at| ring.read_at(&self.file, aligned(BLOCK), at))
-            .collect();
-        for (at, pending) in offsets.into_iter().zip(pendings) {
+        for (at, pending) in self.submit(&ring, reader) {
             let buf = pending.await.unwrap();
             self.check(reader, at, &buf);
         }
