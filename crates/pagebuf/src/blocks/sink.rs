@@ -29,6 +29,9 @@ pub struct WriteTrace {
 struct State {
     /// Writes handed to the ring whose outcome has not come back, by ticket.
     in_flight: BTreeSet<Ticket>,
+    /// Of those, the ones set aside ([`BlockSink::submit_aside`]): not counted against
+    /// the depth, and waited for only by `wait_aside_through` and `wait_idle`.
+    aside: BTreeSet<Ticket>,
     /// The ticket of the last write submitted (0: none yet).
     last_ticket: Ticket,
     /// The first failure, kept for good: later writes are refused, every caller sees it.
@@ -50,10 +53,24 @@ enum Room {
 /// [`BlockSink::sync_through`] waits for.
 pub(crate) type Ticket = u64;
 
+/// Whether ordered waits wait for a write.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// `wait_through`, `sync_through` and the depth count it.
+    Ordered,
+    /// Only `wait_aside_through` and `wait_idle` wait for it.
+    Aside,
+}
+
 impl State {
-    /// Whether every write up to `ticket` has come back.
+    /// Whether every ordered write up to `ticket` has come back.
     fn done_through(&self, ticket: Ticket) -> bool {
         self.in_flight.first().is_none_or(|&oldest| oldest > ticket)
+    }
+
+    /// Whether every write set aside up to `ticket` has come back.
+    fn aside_done_through(&self, ticket: Ticket) -> bool {
+        self.aside.first().is_none_or(|&oldest| oldest > ticket)
     }
 
     fn check(&self) -> Result<()> {
@@ -149,7 +166,23 @@ impl BlockSink {
     /// flight, and hands it to the ring (one entry on io_uring; pieces of the device's
     /// largest request, side by side, on worker threads).
     pub(crate) fn submit(&self, data: Buffer, offset: u64) -> Result<Ticket> {
-        self.submit_as(data, offset, Tearing::Possible, Room::Wait)
+        self.submit_as(data, offset, Tearing::Possible, Room::Wait, Wait::Ordered)
+    }
+
+    /// As [`submit`](Self::submit), for a write no later one needs done or durable
+    /// (zeroes written ahead of a log's records): `wait_through`, `sync_through` and the
+    /// depth leave it out, so a commit never waits for it;
+    /// [`wait_aside_through`](Self::wait_aside_through) and `wait_idle` wait for it. The
+    /// caller bounds how many it keeps in flight.
+    pub(crate) fn submit_aside(&self, data: Buffer, offset: u64) -> Result<Ticket> {
+        self.submit_as(data, offset, Tearing::Possible, Room::Ignore, Wait::Aside)
+    }
+
+    /// Waits until every write set aside up to `ticket` has completed; then reports the
+    /// sticky failure.
+    pub(crate) fn wait_aside_through(&self, ticket: Ticket) -> Result<()> {
+        self.wait_until(|state| state.aside_done_through(ticket))
+            .check()
     }
 
     /// As [`submit`](Self::submit) without waiting for room and without reserving space:
@@ -158,7 +191,7 @@ impl BlockSink {
     /// once it has let go of it. Writes in flight may then pass `depth` by the number of
     /// such callers at once; memory stays bounded by their pools.
     pub(crate) fn submit_unbounded(&self, data: Buffer, offset: u64) -> Result<Ticket> {
-        self.submit_as(data, offset, Tearing::Possible, Room::Ignore)
+        self.submit_as(data, offset, Tearing::Possible, Room::Ignore, Wait::Ordered)
     }
 
     /// Waits while `depth` or more writes are in flight; then reports the sticky failure.
@@ -184,7 +217,7 @@ impl BlockSink {
     /// checked the file's atomic write units): for bytes written again over ones an
     /// earlier write made durable. A refusal is sticky, as any failed write.
     pub(crate) fn submit_untorn(&self, data: Buffer, offset: u64) -> Result<Ticket> {
-        self.submit_as(data, offset, Tearing::Impossible, Room::Wait)
+        self.submit_as(data, offset, Tearing::Impossible, Room::Wait, Wait::Ordered)
     }
 
     /// Writes `data` at `offset` on the calling thread and returns when it is done
@@ -210,9 +243,16 @@ impl BlockSink {
         self.ring.write_at_blocking(&self.file, data, offset)
     }
 
-    fn submit_as(&self, data: Buffer, offset: u64, tearing: Tearing, room: Room) -> Result<Ticket> {
+    fn submit_as(
+        &self,
+        data: Buffer,
+        offset: u64,
+        tearing: Tearing,
+        room: Room,
+        wait: Wait,
+    ) -> Result<Ticket> {
         let end = offset.saturating_add(data.len() as u64);
-        if room == Room::Wait {
+        if room == Room::Wait || wait == Wait::Aside {
             self.reserve(end);
         }
         let mut state = self.wait_until(|state| {
@@ -221,7 +261,10 @@ impl BlockSink {
         state.check()?;
         state.last_ticket += 1;
         let ticket = state.last_ticket;
-        state.in_flight.insert(ticket);
+        match wait {
+            Wait::Ordered => state.in_flight.insert(ticket),
+            Wait::Aside => state.aside.insert(ticket),
+        };
         state.written_end = state.written_end.max(end);
         if self.shared.tracing.load(Ordering::Acquire) {
             state.trace.get_or_insert_with(Vec::new).push(WriteTrace {
@@ -239,7 +282,10 @@ impl BlockSink {
                 if let Err(err) = outcome {
                     state.failure.get_or_insert(err);
                 }
-                state.in_flight.remove(&ticket);
+                match wait {
+                    Wait::Ordered => state.in_flight.remove(&ticket),
+                    Wait::Aside => state.aside.remove(&ticket),
+                };
                 drop(state);
                 shared.done.notify_all();
             });
@@ -265,7 +311,8 @@ impl BlockSink {
     /// Waits until every write submitted has completed; then reports the sticky failure.
     pub(crate) fn wait_idle(&self) -> Result<()> {
         let last = self.last_ticket();
-        self.wait_through(last)
+        self.wait_until(|state| state.done_through(last) && state.aside_done_through(last))
+            .check()
     }
 
     /// The ticket of the last write submitted so far (0: none).

@@ -121,13 +121,44 @@ pub(crate) fn frame_header(lsn: Lsn, len: u32, data_crc: u32) -> [u8; FRAME_HEAD
 /// Fills `gap`, the rest of a commit's last unit after its last frame, as padding: one
 /// padding frame over zeros, or only zeros where the gap is 8 bytes (the skip rule
 /// covers those: a frame never starts in the last 8 bytes of a unit).
-pub(crate) fn fill_padding(gap: &mut [u8]) {
+pub(crate) fn fill_padding(gap: &mut [u8], zeros: &ZeroCrcs) {
     debug_assert!(gap.len() % FRAME_ALIGN == 0, "frames keep 8-byte alignment");
     gap.fill(0);
     if gap.len() >= FRAME_HEADER {
-        let len = u32::try_from(gap.len() - FRAME_HEADER).expect("padding is at most a unit");
-        let crc = crc32c::crc32c(&gap[FRAME_HEADER..]);
-        gap[..FRAME_HEADER].copy_from_slice(&frame_header(0, len, crc));
+        let n = gap.len() - FRAME_HEADER;
+        let len = u32::try_from(n).expect("padding is at most a unit");
+        gap[..FRAME_HEADER].copy_from_slice(&frame_header(0, len, zeros.crc_of(n)));
+    }
+}
+
+/// The CRC32C of runs of zero bytes, looked up rather than computed: a commit's padding
+/// is up to a unit of zeros, whose checksum would otherwise be most of the commit's
+/// work in user space.
+pub(crate) struct ZeroCrcs {
+    /// `by_words[i]`: the CRC32C of `8 * i` zero bytes (padding is a multiple of 8).
+    by_words: Vec<u32>,
+}
+
+impl ZeroCrcs {
+    /// The table for runs up to `max` bytes (longer ones are computed when asked).
+    pub(crate) fn up_to(max: usize) -> ZeroCrcs {
+        let words = max / FRAME_ALIGN;
+        let mut by_words = Vec::with_capacity(words + 1);
+        let mut crc = crc32c::crc32c(&[]);
+        by_words.push(crc);
+        for _ in 0..words {
+            crc = crc32c::crc32c_append(crc, &[0; FRAME_ALIGN]);
+            by_words.push(crc);
+        }
+        ZeroCrcs { by_words }
+    }
+
+    /// The CRC32C of `n` zero bytes.
+    pub(crate) fn crc_of(&self, n: usize) -> u32 {
+        match self.by_words.get(n / FRAME_ALIGN) {
+            Some(&crc) if n % FRAME_ALIGN == 0 => crc,
+            _ => crc32c::crc32c(&vec![0; n]),
+        }
     }
 }
 
@@ -266,5 +297,23 @@ mod tests {
         assert_eq!(skip_before_frame(4096 - 8, 4096), 8);
         assert_eq!(skip_before_frame(4096 - 16, 4096), 0);
         assert_eq!(skip_before_frame(4096, 4096), 0);
+    }
+
+    #[test]
+    fn padding_checksums_looked_up_match_computed_ones() {
+        let zeros = ZeroCrcs::up_to(4096);
+        for n in (0..=4096).step_by(8).chain([4104, 8192, 13]) {
+            assert_eq!(zeros.crc_of(n), crc32c::crc32c(&vec![0; n]), "{n} zeros");
+        }
+        let mut gap = vec![0xAB; 4096];
+        fill_padding(&mut gap, &zeros);
+        assert_eq!(
+            FrameHead::decode(gap[..16].try_into().unwrap()),
+            FrameHead::Padding {
+                len: 4080,
+                crc: frame_crc(0, 4080, &[0; 4080])
+            }
+        );
+        assert!(gap[16..].iter().all(|&b| b == 0));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::format::{
-    fill_padding, frame_header, frame_len, skip_before_frame, Header, FRAME_HEADER,
+    fill_padding, frame_header, frame_len, skip_before_frame, Header, ZeroCrcs, FRAME_HEADER,
 };
 use super::options::LogOptions;
 use super::scan::{read_header, Scanner, Step};
@@ -107,6 +107,8 @@ pub struct LogWriter {
     block_size: usize,
     /// What zero writes are clones of; `None` on a block device (no extents to fill).
     zeroes: Option<Buffer>,
+    /// The padding's checksums, up to a unit of it.
+    zero_crcs: ZeroCrcs,
     state: Mutex<State>,
     durable: AtomicU64,
     header: Mutex<Header>,
@@ -190,13 +192,14 @@ struct Counts {
 }
 
 /// The zeroes written ahead of the records: everything below `to` is zeroed, or being
-/// zeroed by writes up to ticket `last`, and nothing below it will be zeroed again.
-/// Records are never written past `done_to` before those writes are done (two writes of
-/// one place in flight land in any order).
+/// zeroed by the writes in `unfinished`, and nothing below it will be zeroed again.
+/// Records are never written over a zero write before it is done (two writes of one
+/// place in flight land in any order); they wait for that one only, not for the zeroes
+/// further ahead.
 struct ZeroedAhead {
     to: u64,
-    done_to: u64,
-    last: Ticket,
+    /// Zero writes not yet seen done, by offset: their tickets and where each starts.
+    unfinished: VecDeque<(Ticket, u64)>,
     /// Where the last commit's records ended, and the bytes per commit, averaged (a
     /// moving average over about eight commits): whether zeroing ahead pays.
     commit_end: u64,
@@ -207,8 +210,7 @@ impl ZeroedAhead {
     fn new(at: u64) -> ZeroedAhead {
         ZeroedAhead {
             to: at,
-            done_to: at,
-            last: 0,
+            unfinished: VecDeque::new(),
             commit_end: at,
             commit_bytes: 0,
         }
@@ -451,6 +453,8 @@ impl LogWriter {
             tail: tail_write,
             block_size,
             zeroes,
+            // A table of 32 KiB at most: units past 64 KiB compute theirs.
+            zero_crcs: ZeroCrcs::up_to(pad_unit.min(64 << 10)),
             state: Mutex::new(State {
                 block: None,
                 block_at: tail.block_at,
@@ -850,17 +854,22 @@ impl LogWriter {
             zeroed.to = zeroed.to.max(end);
             let stop = (end + ZERO_AHEAD).max(zeroed.to + ZERO_STEP);
             while zeroed.to < stop {
-                zeroed.last = self.sink.submit(zeroes.clone(), zeroed.to)?;
+                let ticket = self.sink.submit_aside(zeroes.clone(), zeroed.to)?;
+                zeroed.unfinished.push_back((ticket, zeroed.to));
                 zeroed.to += ZERO_WRITE as u64;
                 self.counts
                     .zeroed_bytes
                     .fetch_add(ZERO_WRITE as u64, Ordering::Relaxed);
             }
         }
-        if end > zeroed.done_to {
-            self.sink.wait_through(zeroed.last)?;
-            // Every zero write is below `to`, and done; none is between `to` and `end`.
-            zeroed.done_to = zeroed.to.max(end);
+        // Zero writes that start below `end` may overlap the records: those must land
+        // first. The ones past it are left to run.
+        while let Some(&(ticket, start)) = zeroed.unfinished.front() {
+            if start >= end {
+                break;
+            }
+            self.sink.wait_aside_through(ticket)?;
+            zeroed.unfinished.pop_front();
         }
         Ok(())
     }
@@ -890,7 +899,7 @@ impl LogWriter {
             .set_len(whole)
             .expect("blocks are multiples of the unit");
         if !carry {
-            fill_padding(&mut block[len..]);
+            fill_padding(&mut block[len..], &self.zero_crcs);
             self.counts
                 .padding_bytes
                 .fetch_add((whole - len) as u64, Ordering::Relaxed);
@@ -954,7 +963,7 @@ fn close_tail(file: &DirectFile, end: u64, unit: u64, pad_unit: usize) -> Result
         file.read_at(&mut block, from)?;
         let kept = (end - from) as usize;
         block.set_len(len)?;
-        fill_padding(&mut block[kept..]);
+        fill_padding(&mut block[kept..], &ZeroCrcs::up_to(0));
         file.write_at(&block, from)?;
     }
     file.set_len(start)?;
