@@ -1,0 +1,212 @@
+//! `SharedPool`: the public handle of a pool whose frames and bookkeeping live in one
+//! sealed memfd that several processes map.
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::frames;
+use super::process::Attached;
+use crate::buffer::BufferMut;
+use crate::error::{Error, Result};
+use crate::pool::{Framing, PoolStats};
+
+/// How long a waiter sleeps before it looks for dead processes' frames again: frames
+/// of a process that died come back without anyone releasing them, so nobody wakes
+/// the waiter for them.
+const RESCAN: Duration = Duration::from_millis(50);
+
+/// A pool of equal frames shared between processes: the frames *and* their
+/// bookkeeping (free list, waiter count, which process holds which frame) live in one
+/// sealed memfd, so every process that attaches allocates from, and returns to, the
+/// same frames, without a copy.
+///
+/// * [`SharedPool::create`] makes the memfd (sealed against resizing, so a peer's
+///   `ftruncate` can never turn our access into `SIGBUS`); [`SharedPool::as_fd`] is what
+///   another process needs (inherit it, or pass it over a Unix socket with
+///   `SCM_RIGHTS`); [`SharedPool::attach`] joins it after checking the seals, the size
+///   and the layout version.
+/// * The last drop of a buffer, in whichever process, returns its frame; `allocate`
+///   waits (a futex on the shared memory, so any process's release wakes it) while
+///   every frame is out, in whichever process holds them.
+/// * A process that dies holding frames (even by `SIGKILL`) does not lose them: a
+///   waiting `allocate` (and every `attach`) finds processes that are gone (a pidfd
+///   and the start time in `/proc`, so a reused pid is not mistaken for the dead one)
+///   and returns their frames. Processes must share a pid namespace.
+/// * The shared memory is untrusted: a peer that writes garbage into the bookkeeping
+///   gets this process [`Error::Corrupt`] from `allocate*` (and `None` from
+///   `try_allocate`) for good, never an access out of bounds or a frame handed out
+///   twice in this process. A peer *can* still write into the bytes of a frame this
+///   process holds (the pages are shared); what it cannot do is make us read or write
+///   outside the pool's memory.
+///
+/// `Framing`'s memory source is ignored (the frames are always the memfd's pages);
+/// alignment may be at most the page size (each process maps the memfd at its own
+/// page-aligned address).
+///
+/// ```
+/// use pagebuf::{Framing, SharedPool};
+/// use std::os::fd::AsFd;
+///
+/// let pool = SharedPool::create(Framing::new(4096, 2))?;
+/// // Another process would receive this fd; a second attachment here shows the same.
+/// let peer = SharedPool::attach(pool.as_fd().try_clone_to_owned()?)?;
+///
+/// let mut frame = pool.allocate()?;
+/// frame.extend_from_slice(b"hello")?;
+/// let _second = peer.try_allocate().expect("one frame is still free");
+/// assert!(peer.try_allocate().is_none()); // both frames are out, across attachments
+/// drop(frame);
+/// assert_eq!(peer.stats().free, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct SharedPool {
+    attached: Arc<Attached>,
+}
+
+impl std::fmt::Debug for SharedPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedPool")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedPool {
+    /// Makes a pool of `framing`'s frames in a new sealed memfd and attaches this
+    /// process to it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a framing that cannot work (as for
+    /// [`FramePool::new`](crate::FramePool::new), and an alignment above the page
+    /// size); [`Error::OutOfMemory`] or [`Error::Io`] when the memfd cannot be made,
+    /// sized, sealed or mapped.
+    pub fn create(framing: Framing) -> Result<SharedPool> {
+        Ok(SharedPool {
+            attached: Attached::create(&framing)?,
+        })
+    }
+
+    /// Attaches this process to the pool behind `fd` (another process's
+    /// [`SharedPool::as_fd`]). Nothing is mapped before the fd is known to be a memfd
+    /// sealed against resizing; then the header (magic, layout version, geometry,
+    /// checksum) is checked against the memfd's size. Frames of processes found dead
+    /// are returned to the pool.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an fd that is not a pagebuf shared pool (not a
+    /// memfd, unsealed, resized, another magic or another layout version);
+    /// [`Error::Corrupt`] for a header that does not add up, or a pool a process
+    /// already found corrupt; [`Error::InvalidRequest`] when every process slot (64)
+    /// is held by a live process.
+    pub fn attach(fd: OwnedFd) -> Result<SharedPool> {
+        Ok(SharedPool {
+            attached: Attached::attach(fd)?,
+        })
+    }
+
+    /// The memfd, for another process to [`attach`](SharedPool::attach) to.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.attached.fd()
+    }
+
+    /// A frame if one is free now, else `None` (also `None` once the pool is known
+    /// corrupt; `allocate` then says why). Never blocks and never scans for dead
+    /// processes.
+    pub fn try_allocate(&self) -> Option<BufferMut> {
+        self.take().ok().flatten()
+    }
+
+    /// A frame, waiting as long as it takes for one to come back, from this process
+    /// or another (back-pressure).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the shared bookkeeping is (or was earlier) found
+    /// corrupt.
+    pub fn allocate(&self) -> Result<BufferMut> {
+        self.allocate_until(None)
+    }
+
+    /// As [`allocate`](SharedPool::allocate), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when no frame came back in time; [`Error::Corrupt`] as for
+    /// `allocate`.
+    pub fn allocate_timeout(&self, timeout: Duration) -> Result<BufferMut> {
+        let deadline = Instant::now().checked_add(timeout);
+        let buffer = self.allocate_until(Some(deadline.ok_or(timeout)));
+        buffer.map_err(|e| match e {
+            Error::Timeout { .. } => Error::Timeout {
+                what: format!(
+                    "a frame of a SharedPool (all {} frames are out, in this process or \
+                     others)",
+                    self.attached.frames()
+                ),
+                waited: timeout,
+            },
+            other => other,
+        })
+    }
+
+    /// What the pool says about itself, across every process attached: the fields
+    /// mean what they mean for a [`FramePool`](crate::FramePool); `closed` is true once
+    /// the pool is poisoned (corrupt).
+    pub fn stats(&self) -> PoolStats {
+        self.attached.stats()
+    }
+
+    fn take(&self) -> Result<Option<BufferMut>> {
+        self.attached.check()?;
+        match self.attached.take()? {
+            None => Ok(None),
+            Some(index) => frames::hand_out(&self.attached, index)
+                .map(Some)
+                .map_err(|e| self.attached.poison(e)),
+        }
+    }
+
+    /// Waits until `deadline`: `None` is forever, `Some(Err(d))` a deadline past what
+    /// `Instant` can hold (also forever, in practice).
+    fn allocate_until(
+        &self,
+        deadline: Option<std::result::Result<Instant, Duration>>,
+    ) -> Result<BufferMut> {
+        if let Some(buffer) = self.take()? {
+            return Ok(buffer);
+        }
+        self.attached.count_wait();
+        loop {
+            // Frames of dead processes come back only if someone looks.
+            if self.attached.reclaim_dead() > 0 {
+                if let Some(buffer) = self.take()? {
+                    return Ok(buffer);
+                }
+            }
+            let seen = self.attached.begin_wait();
+            let taken = self.take();
+            let slice = match deadline {
+                Some(Ok(deadline)) => {
+                    RESCAN.min(deadline.saturating_duration_since(Instant::now()))
+                }
+                _ => RESCAN,
+            };
+            match taken {
+                Ok(None) if !slice.is_zero() => self.attached.sleep(seen, slice),
+                _ => {}
+            }
+            self.attached.end_wait();
+            match taken {
+                Ok(Some(buffer)) => return Ok(buffer),
+                Err(e) => return Err(e),
+                Ok(None) if slice.is_zero() => {
+                    return Err(Error::Timeout {
+                        what: "a frame".into(),
+                        waited: Duration::ZERO,
+                    })
+                }
+                Ok(None) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! `SharedPool`: the attach checks (each bad fd refused with a message naming what is
+//! wrong), exhaustion, timeouts and wake-ups, garbage in the shared bookkeeping, and
+//! two real processes (this test binary re-run as the child): frames written in one
+//! are seen in the other, back-pressure crosses the boundary, and the frames of a
+//! child killed with SIGKILL come back.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use pagebuf::{Error, Framing, SharedPool};
+use rustix::fs::{self, MemfdFlags, SealFlags};
+use support::in_child;
+
+/// Byte offset of the free-list head word in layout version 1 (after the 12 header
+/// words, on its own 64-byte line).
+const FREE_HEAD_OFFSET: u64 = 128;
+/// Byte offset of the layout version word.
+const VERSION_OFFSET: u64 = 8;
+
+fn invalid(result: pagebuf::Result<SharedPool>, needle: &str) {
+    match result {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains(needle), "{m}"),
+        other => panic!("expected InvalidArgument containing {needle:?}, got {other:?}"),
+    }
+}
+
+/// A memfd holding a copy of `pool`'s bytes, resized to `len` and then changed by
+/// `edit`, sealed as a pool is.
+fn forged_copy(pool: &SharedPool, len: u64, edit: impl FnOnce(&OwnedFd)) -> OwnedFd {
+    let size = fs::fstat(pool.as_fd()).unwrap().st_size as usize;
+    let mut bytes = vec![0u8; size];
+    let read = rustix::io::pread(pool.as_fd(), &mut bytes, 0).unwrap();
+    assert_eq!(read, size);
+    let fd = fs::memfd_create("forged", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+    fs::ftruncate(&fd, len).unwrap();
+    let keep = size.min(len as usize);
+    rustix::io::pwrite(&fd, &bytes[..keep], 0).unwrap();
+    edit(&fd);
+    fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL).unwrap();
+    fd
+}
+
+#[test]
+fn attach_refuses_a_regular_file() {
+    let path = std::env::temp_dir().join(format!("pagebuf-shared-{}", std::process::id()));
+    std::fs::write(&path, vec![0u8; 65536]).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    invalid(SharedPool::attach(file.into()), "not a memfd");
+}
+
+#[test]
+fn attach_refuses_an_unsealed_memfd() {
+    let fd = fs::memfd_create("unsealed", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+    fs::ftruncate(&fd, 1 << 20).unwrap();
+    invalid(SharedPool::attach(fd), "not sealed");
+    // Sealing only some of what is needed is not enough either.
+    let fd = fs::memfd_create("half", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+    fs::ftruncate(&fd, 1 << 20).unwrap();
+    fs::fcntl_add_seals(&fd, SealFlags::SHRINK).unwrap();
+    invalid(SharedPool::attach(fd), "not sealed");
+}
+
+#[test]
+fn attach_refuses_a_memfd_that_is_not_a_pool() {
+    let fd = fs::memfd_create("zeros", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+    fs::ftruncate(&fd, 1 << 20).unwrap();
+    fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL).unwrap();
+    invalid(SharedPool::attach(fd), "not a pagebuf shared pool");
+    let fd = fs::memfd_create("tiny", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+    fs::ftruncate(&fd, 16).unwrap();
+    fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL).unwrap();
+    invalid(
+        SharedPool::attach(fd),
+        "smaller than a shared pool's header",
+    );
+}
+
+#[test]
+fn attach_refuses_a_resized_pool() {
+    let pool = SharedPool::create(Framing::new(4096, 4)).unwrap();
+    let size = fs::fstat(pool.as_fd()).unwrap().st_size as u64;
+    for len in [size - 4096, size + 4096] {
+        let fd = forged_copy(&pool, len, |_| {});
+        invalid(SharedPool::attach(fd), "resized");
+    }
+    // The same bytes at the right size attach fine: the check is the size.
+    let fd = forged_copy(&pool, size, |_| {});
+    assert_eq!(SharedPool::attach(fd).unwrap().stats().frames, 4);
+}
+
+#[test]
+fn attach_refuses_another_layout_version() {
+    let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
+    let size = fs::fstat(pool.as_fd()).unwrap().st_size as u64;
+    let fd = forged_copy(&pool, size, |fd| {
+        rustix::io::pwrite(fd, &2u64.to_le_bytes(), VERSION_OFFSET).unwrap();
+    });
+    invalid(SharedPool::attach(fd), "layout version 2");
+}
+
+#[test]
+fn attach_refuses_a_header_with_a_bad_checksum() {
+    let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
+    let size = fs::fstat(pool.as_fd()).unwrap().st_size as u64;
+    // Frame size 4096 -> 4097: still a valid geometry, but not what the checksum covers.
+    let fd = forged_copy(&pool, size, |fd| {
+        rustix::io::pwrite(fd, &4097u64.to_le_bytes(), 16).unwrap();
+    });
+    match SharedPool::attach(fd) {
+        Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("checksum"), "{detail}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn create_refuses_what_it_cannot_promise() {
+    let page = pagebuf::page_size();
+    let err = SharedPool::create(Framing::new(4096, 2).alignment(page * 2)).unwrap_err();
+    assert!(err.to_string().contains("at most"), "{err}");
+    assert!(matches!(
+        SharedPool::create(Framing::new(0, 2)),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn frames_are_aligned_exclusive_and_shared_between_attachments() {
+    let pool = SharedPool::create(Framing::new(10_000, 3)).unwrap();
+    let peer = SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap()).unwrap();
+    let mut frames: Vec<_> = (0..3).map(|_| pool.try_allocate().unwrap()).collect();
+    assert!(pool.try_allocate().is_none());
+    assert!(peer.try_allocate().is_none());
+    for (i, frame) in frames.iter_mut().enumerate() {
+        assert_eq!(frame.max_len(), 10_000);
+        assert_eq!(frame.as_ptr() as usize % pagebuf::page_size(), 0);
+        frame.whole_mut().fill(0x40 + i as u8);
+    }
+    let stats = peer.stats();
+    assert_eq!((stats.frames, stats.free, stats.in_use), (3, 0, 3));
+    assert_eq!(stats.high_water, 3);
+    assert_eq!(stats.allocations, 3);
+    assert!(stats.exhausted >= 2);
+    drop(frames);
+    assert_eq!(pool.stats().free, 3);
+    // The peer's mapping shows the bytes written through the creator's (all frames
+    // held at once, so each is a different frame).
+    let mut again: Vec<_> = (0..3).map(|_| peer.try_allocate().unwrap()).collect();
+    let mut seen: Vec<u8> = again
+        .iter_mut()
+        .map(|frame| {
+            let bytes = frame.whole_mut();
+            assert!(bytes.iter().all(|&b| b == bytes[0]));
+            bytes[0]
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [0x40, 0x41, 0x42]);
+}
+
+#[test]
+fn zero_on_reuse_holds_for_every_attachment() {
+    let pool = SharedPool::create(Framing::new(4096, 1).zero_on_reuse(true)).unwrap();
+    let peer = SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap()).unwrap();
+    let mut frame = pool.allocate().unwrap();
+    frame.whole_mut().fill(0xEE);
+    drop(frame);
+    let mut again = peer.allocate().unwrap();
+    assert!(again.whole_mut().iter().all(|&b| b == 0));
+}
+
+#[test]
+fn allocate_timeout_says_every_frame_is_out() {
+    let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
+    let _held = (pool.allocate().unwrap(), pool.allocate().unwrap());
+    let started = Instant::now();
+    let err = pool
+        .allocate_timeout(Duration::from_millis(120))
+        .unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(120));
+    match &err {
+        Error::Timeout { what, waited } => {
+            assert!(what.contains("all 2 frames are out"), "{what}");
+            assert_eq!(*waited, Duration::from_millis(120));
+        }
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert_eq!(pool.stats().waiting, 0);
+    assert!(pool.stats().waits >= 1);
+}
+
+#[test]
+fn a_release_on_another_thread_wakes_a_blocked_allocate() {
+    let pool = SharedPool::create(Framing::new(4096, 1)).unwrap();
+    let held = pool.allocate().unwrap();
+    let waiter = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let frame = pool.allocate_timeout(Duration::from_secs(20));
+            (frame.map(|f| f.max_len()), started.elapsed())
+        })
+    };
+    // Wait until it sleeps, then release.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pool.stats().waiting == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the waiter never started waiting"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    drop(held);
+    let (frame, waited) = waiter.join().unwrap();
+    assert_eq!(frame.unwrap(), 4096);
+    assert!(waited >= Duration::from_millis(100), "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+}
+
+#[test]
+fn garbage_in_the_free_list_word_is_corrupt_not_a_crash() {
+    let pool = SharedPool::create(Framing::new(4096, 4)).unwrap();
+    let peer = SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap()).unwrap();
+    let held = pool.allocate().unwrap();
+    // A "peer" writes a frame index far past the end into the head word.
+    let garbage: u64 = (7 << 32) | 0xdead_beef;
+    rustix::io::pwrite(pool.as_fd(), &garbage.to_le_bytes(), FREE_HEAD_OFFSET).unwrap();
+    assert!(pool.try_allocate().is_none());
+    match pool.allocate() {
+        Err(Error::Corrupt { detail, .. }) => {
+            assert!(detail.contains("top is frame 3735928559"), "{detail}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Sticky, and seen by the other attachment and by a new one.
+    assert!(matches!(
+        pool.allocate_timeout(Duration::from_secs(1)),
+        Err(Error::Corrupt { .. })
+    ));
+    assert!(matches!(peer.allocate(), Err(Error::Corrupt { .. })));
+    assert!(peer.stats().closed);
+    let late = SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap());
+    assert!(matches!(late, Err(Error::Corrupt { .. })), "{late:?}");
+    drop(held); // returning a frame to a poisoned pool is harmless
+}
+
+#[test]
+fn a_garbage_link_is_corrupt_not_a_crash() {
+    let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
+    // The frame table starts on the 64-byte boundary after the control block; find
+    // frame 0's link by its known value (1, the next frame) right after the header page.
+    let size = fs::fstat(pool.as_fd()).unwrap().st_size as usize;
+    let mut bytes = vec![0u8; size.min(1 << 16)];
+    rustix::io::pread(pool.as_fd(), &mut bytes, 0).unwrap();
+    // Frame 1's link is NIL (u32::MAX), the first such word in the table; frame 0's is
+    // 16 bytes before it.
+    let nil = (u32::MAX as u64).to_le_bytes();
+    let at = (FREE_HEAD_OFFSET as usize..bytes.len() - 8)
+        .step_by(8)
+        .find(|&i| bytes[i..i + 8] == nil && bytes[i - 16..i - 8] == 1u64.to_le_bytes())
+        .expect("frame table");
+    rustix::io::pwrite(
+        pool.as_fd(),
+        &0x1234_5678u64.to_le_bytes(),
+        (at - 16) as u64,
+    )
+    .unwrap();
+    match pool.allocate() {
+        Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("link"), "{detail}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+// ---- two processes --------------------------------------------------------------
+
+const CHILD: &str = "shared_child";
+
+/// A child process that is killed (and reaped) if the test fails before it exits.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs this test binary as the child in `role`, with `pool`'s memfd inherited.
+fn spawn_child(pool: &SharedPool, role: &str) -> (ChildGuard, mpsc::Receiver<String>) {
+    // `dup` clears close-on-exec on the copy, so the child inherits it.
+    let inherited = rustix::io::dup(pool.as_fd()).unwrap();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([CHILD, "--exact", "--nocapture", "--test-threads=1"])
+        .env("PAGEBUF_TEST_CHILD", CHILD)
+        .env("PAGEBUF_SHARED_ROLE", role)
+        .env("PAGEBUF_SHARED_FD", inherited.as_raw_fd().to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(inherited);
+    let mut guard = ChildGuard(child);
+    let stdout = guard.0.stdout.take().unwrap();
+    let (send, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (guard, lines)
+}
+
+/// Waits (at most 30 s: the watchdog) for the child to print a line containing `word`.
+fn expect_line(lines: &mpsc::Receiver<String>, word: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(word) => return,
+            Ok(_) => {}
+            Err(e) => panic!("the child never said {word:?} ({e})"),
+        }
+    }
+}
+
+fn wait_child(mut child: ChildGuard) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the child did not exit in 30 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The child side: attaches to the inherited memfd and plays `PAGEBUF_SHARED_ROLE`.
+#[test]
+fn shared_child() {
+    if !in_child(CHILD) {
+        return;
+    }
+    let fd: i32 = std::env::var("PAGEBUF_SHARED_FD").unwrap().parse().unwrap();
+    // Opening /proc/self/fd/N gives an fd of the same memfd without unsafe code.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{fd}"))
+        .unwrap();
+    let pool = SharedPool::attach(file.into()).unwrap();
+    match std::env::var("PAGEBUF_SHARED_ROLE").unwrap().as_str() {
+        "write" => {
+            let frames = pool.stats().frames;
+            let mut held = Vec::new();
+            for k in 0..frames {
+                let mut frame = pool.allocate_timeout(Duration::from_secs(10)).unwrap();
+                frame.whole_mut().fill(0xA0 + k as u8);
+                held.push(frame);
+            }
+            drop(held);
+            println!("written");
+        }
+        "hold" => {
+            let frames = pool.stats().frames;
+            let mut held: Vec<_> = (0..frames)
+                .map(|_| pool.allocate_timeout(Duration::from_secs(10)).unwrap())
+                .collect();
+            println!("holding");
+            std::thread::sleep(Duration::from_millis(300));
+            held.pop();
+            println!("dropped one");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        "die" => {
+            let _held: Vec<_> = (0..3)
+                .map(|_| pool.allocate_timeout(Duration::from_secs(10)).unwrap())
+                .collect();
+            println!("holding");
+            // The parent kills us with SIGKILL long before this ends.
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn frames_written_in_a_child_are_seen_by_the_parent() {
+    let pool = SharedPool::create(Framing::new(64 * 1024, 2)).unwrap();
+    let (child, lines) = spawn_child(&pool, "write");
+    expect_line(&lines, "written");
+    assert!(wait_child(child).success());
+    let stats = pool.stats();
+    assert_eq!((stats.free, stats.allocations), (2, 2));
+    let mut frames: Vec<_> = (0..2).map(|_| pool.try_allocate().unwrap()).collect();
+    let mut firsts: Vec<u8> = frames
+        .iter_mut()
+        .map(|frame| {
+            let bytes = frame.whole_mut();
+            assert!(bytes.iter().all(|&b| b == bytes[0]));
+            bytes[0]
+        })
+        .collect();
+    firsts.sort_unstable();
+    assert_eq!(firsts, [0xA0, 0xA1]);
+}
+
+#[test]
+fn back_pressure_crosses_the_process_boundary() {
+    let pool = SharedPool::create(Framing::new(4096, 3)).unwrap();
+    let (child, lines) = spawn_child(&pool, "hold");
+    expect_line(&lines, "holding");
+    assert!(pool.try_allocate().is_none(), "the child holds every frame");
+    let started = Instant::now();
+    let frame = pool.allocate_timeout(Duration::from_secs(20)).unwrap();
+    let waited = started.elapsed();
+    assert_eq!(frame.max_len(), 4096);
+    // The child drops one frame 300 ms after saying it holds them all.
+    assert!(waited >= Duration::from_millis(150), "{waited:?}");
+    assert!(pool.try_allocate().is_none());
+    assert!(wait_child(child).success());
+    drop(frame);
+    assert_eq!(pool.stats().free, 3, "the exiting child returned the rest");
+}
+
+#[test]
+fn frames_of_a_killed_child_come_back() {
+    let pool = SharedPool::create(Framing::new(4096, 4)).unwrap();
+    let (mut child, lines) = spawn_child(&pool, "die");
+    expect_line(&lines, "holding");
+    assert_eq!(pool.stats().in_use, 3);
+    child.0.kill().unwrap(); // SIGKILL; not reaped yet: a zombie is dead too
+    let mut frames = Vec::new();
+    for _ in 0..4 {
+        frames.push(pool.allocate_timeout(Duration::from_secs(20)).unwrap());
+    }
+    assert!(pool.try_allocate().is_none());
+    drop(frames);
+    let stats = pool.stats();
+    assert_eq!((stats.free, stats.in_use), (4, 0));
+}
