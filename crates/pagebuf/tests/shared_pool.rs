@@ -6,8 +6,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -277,6 +278,37 @@ fn a_garbage_link_is_corrupt_not_a_crash() {
     }
 }
 
+#[test]
+fn a_pool_passed_over_a_socket_pair_is_the_same_pool() {
+    let (here, there) = UnixStream::pair().unwrap();
+    let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
+    pool.send_to(&here).unwrap();
+    let received = SharedPool::receive_from(&there).unwrap();
+    let _held = pool.allocate().unwrap();
+    assert_eq!(received.stats().in_use, 1);
+    let _second = received.try_allocate().expect("one frame left");
+    assert!(pool.try_allocate().is_none());
+}
+
+#[test]
+fn receive_refuses_what_is_not_a_pool() {
+    let (here, there) = UnixStream::pair().unwrap();
+    drop(here);
+    let err = SharedPool::receive_from(&there).unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest(_)), "{err:?}");
+    assert!(err.to_string().contains("closed before"), "{err}");
+
+    let (mut here, there) = UnixStream::pair().unwrap();
+    here.write_all(b"P").unwrap();
+    let err = SharedPool::receive_from(&there).unwrap_err();
+    assert!(err.to_string().contains("carries no fd"), "{err}");
+
+    let (mut here, there) = UnixStream::pair().unwrap();
+    here.write_all(b"x").unwrap();
+    let err = SharedPool::receive_from(&there).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+}
+
 // ---- two processes --------------------------------------------------------------
 
 const CHILD: &str = "shared_child";
@@ -346,6 +378,15 @@ fn wait_child(mut child: ChildGuard) -> std::process::ExitStatus {
 #[test]
 fn shared_child() {
     if !in_child(CHILD) {
+        return;
+    }
+    if let Ok(path) = std::env::var("PAGEBUF_SHARED_SOCKET") {
+        let socket = UnixStream::connect(path).unwrap();
+        let pool = SharedPool::receive_from(&socket).unwrap();
+        let mut frame = pool.allocate_timeout(Duration::from_secs(10)).unwrap();
+        frame.whole_mut().fill(0x5A);
+        drop(frame);
+        println!("received");
         return;
     }
     let fd: i32 = std::env::var("PAGEBUF_SHARED_FD").unwrap().parse().unwrap();
@@ -445,4 +486,51 @@ fn frames_of_a_killed_child_come_back() {
     drop(frames);
     let stats = pool.stats();
     assert_eq!((stats.free, stats.in_use), (4, 0));
+}
+
+#[test]
+fn a_pool_sent_over_a_named_socket_reaches_another_process() {
+    let dir = std::env::temp_dir().join(format!("pagebuf-shared-sock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("pool.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let pool = SharedPool::create(Framing::new(8192, 1)).unwrap();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([CHILD, "--exact", "--nocapture", "--test-threads=1"])
+        .env("PAGEBUF_TEST_CHILD", CHILD)
+        .env("PAGEBUF_SHARED_SOCKET", &path)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = ChildGuard(child);
+    // Watchdog: a child that never connects fails the test instead of hanging it.
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let socket = loop {
+        match listener.accept() {
+            Ok((socket, _)) => break socket,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "the child never connected");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    socket.set_nonblocking(false).unwrap();
+    pool.send_to(&socket).unwrap();
+    assert!(wait_child(child).success());
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(pool.stats().allocations, 1);
+    let mut frame = pool.try_allocate().unwrap();
+    assert!(frame.whole_mut().iter().all(|&b| b == 0x5A));
+}
+
+#[test]
+fn handles_are_send_sync_clone_and_debug() {
+    fn check<T: Send + Sync + Clone + std::fmt::Debug>() {}
+    check::<SharedPool>();
+    let pool = SharedPool::create(Framing::new(4096, 1)).unwrap();
+    let text = format!("{pool:?}");
+    assert!(text.contains("frames: 1"), "{text}");
 }

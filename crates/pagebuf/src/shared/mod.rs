@@ -14,5 +14,6 @@ mod liveness;
 mod memfd;
 mod pool;
 mod process;
+mod socket;
 
 pub use pool::SharedPool;
