@@ -389,6 +389,10 @@ fn shared_child() {
         println!("received");
         return;
     }
+    if std::env::var("PAGEBUF_SHARED_ROLE").is_ok_and(|r| r == "fork") {
+        fork_after_attach();
+        return;
+    }
     let fd: i32 = std::env::var("PAGEBUF_SHARED_FD").unwrap().parse().unwrap();
     // Opening /proc/self/fd/N gives an fd of the same memfd without unsafe code.
     let file = std::fs::OpenOptions::new()
@@ -533,4 +537,109 @@ fn handles_are_send_sync_clone_and_debug() {
     let pool = SharedPool::create(Framing::new(4096, 1)).unwrap();
     let text = format!("{pool:?}");
     assert!(text.contains("frames: 1"), "{text}");
+}
+
+/// In a child process of its own (so the fork happens in a process with no busy
+/// threads): a pool with one frame out, forked; the forked copy may neither allocate in
+/// the parent's name nor return the parent's frame by dropping its copy.
+fn fork_after_attach() {
+    let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
+    let held = pool.allocate().unwrap();
+    // SAFETY: the forked child only checks results and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let refused =
+            matches!(pool.allocate(), Err(Error::InvalidRequest(m)) if m.contains("fork"));
+        let none = pool.try_allocate().is_none();
+        drop(held);
+        drop(pool);
+        // SAFETY: ends the forked child without running the parent's exit handlers.
+        unsafe { libc::_exit(if refused && none { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed: {status}"
+    );
+    assert_eq!(
+        pool.stats().in_use,
+        1,
+        "the forked copy's drop returned our frame"
+    );
+    drop(held);
+    assert_eq!(pool.stats().in_use, 0);
+    println!("fork ok");
+}
+
+#[test]
+fn a_forked_child_neither_allocates_for_nor_returns_the_parents_frames() {
+    let (status, output) = support::run_child(CHILD, &[("PAGEBUF_SHARED_ROLE", "fork")]);
+    assert!(status.success() && output.contains("fork ok"), "{output}");
+}
+
+#[test]
+fn attach_alone_returns_the_frames_of_a_killed_child() {
+    let pool = SharedPool::create(Framing::new(4096, 4)).unwrap();
+    let (mut child, lines) = spawn_child(&pool, "die");
+    expect_line(&lines, "holding");
+    assert_eq!(pool.stats().in_use, 3);
+    child.0.kill().unwrap();
+    child.0.wait().unwrap(); // reaped: no such process any more
+    let late = SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap()).unwrap();
+    let stats = late.stats();
+    assert_eq!((stats.free, stats.in_use), (4, 0));
+}
+
+#[test]
+fn the_process_table_has_a_stated_limit() {
+    let pool = SharedPool::create(Framing::new(4096, 1)).unwrap();
+    // The creator holds one of the 64 entries; each attachment takes another.
+    let mut peers = Vec::new();
+    for _ in 1..64 {
+        peers.push(SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap()).unwrap());
+    }
+    match SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap()) {
+        Err(Error::InvalidRequest(m)) => assert!(m.contains("all 64 process slots"), "{m}"),
+        other => panic!("expected InvalidRequest, got {other:?}"),
+    }
+    // A handle dropped gives its entry back.
+    peers.pop();
+    SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap()).unwrap();
+}
+
+#[test]
+fn threads_of_two_attachments_never_share_a_frame() {
+    let pool = SharedPool::create(Framing::new(256, 3)).unwrap();
+    let peer = SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap()).unwrap();
+    let handles: Vec<_> = (0..4u8)
+        .map(|t| {
+            let pool = if t % 2 == 0 {
+                pool.clone()
+            } else {
+                peer.clone()
+            };
+            std::thread::spawn(move || {
+                for round in 0..2000u32 {
+                    let mut frame = pool.allocate_timeout(Duration::from_secs(20)).unwrap();
+                    let mark = t.wrapping_mul(61).wrapping_add(round as u8);
+                    frame.whole_mut().fill(mark);
+                    std::thread::yield_now();
+                    assert!(
+                        frame.whole_mut().iter().all(|&b| b == mark),
+                        "another thread wrote into a frame this one holds"
+                    );
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    let stats = pool.stats();
+    assert_eq!((stats.free, stats.in_use, stats.allocations), (3, 0, 8000));
+    assert!(stats.high_water <= 3);
 }

@@ -24,6 +24,7 @@ use super::liveness;
 use super::memfd::{self, Mapping};
 use crate::error::{Error, Result};
 use crate::pool::{Framing, PoolStats};
+use crate::ring::fork;
 
 /// One process's attachment to a shared pool. Dropped (and its table entry freed) when
 /// the last handle and the last buffer of this process are gone.
@@ -31,6 +32,10 @@ pub(super) struct Attached {
     headers: Box<[FrameHeader]>,
     geometry: Geometry,
     owner: Owner,
+    /// `fork::generation()` when this process attached: a forked child inherits the
+    /// handle and the mapping but not the table entry, so it must neither take frames
+    /// in the parent's name nor return the parent's frames.
+    forks: u64,
     /// The first corruption this process saw (or was told of), for every later caller.
     problem: Mutex<Option<Error>>,
     // After the headers: nothing points into the mapping once they are gone.
@@ -119,6 +124,7 @@ impl Attached {
                 headers,
                 geometry,
                 owner,
+                forks: fork::generation(),
                 problem: Mutex::new(None),
                 mapping,
                 fd,
@@ -176,8 +182,19 @@ impl Attached {
         slot.get_or_insert(problem).clone()
     }
 
+    /// Whether this is the process that attached (not a child forked since).
+    fn in_own_process(&self) -> bool {
+        fork::generation() == self.forks
+    }
+
     /// Takes a free frame for this process: `Ok(None)` when none is free.
     pub(super) fn take(&self) -> Result<Option<u32>> {
+        if !self.in_own_process() {
+            return Err(Error::InvalidRequest(
+                "this SharedPool handle was attached before a fork; a forked child must                  attach on its own (SharedPool::attach of the pool's fd)"
+                    .into(),
+            ));
+        }
         let shared = self.shared();
         let index = match shared.free_list().pop() {
             Ok(Some(index)) => index,
@@ -209,6 +226,11 @@ impl Attached {
     /// Returns frame `index`, held by this process, to the shared list, and wakes a
     /// sleeper if there is one.
     pub(super) fn give_back(&self, index: u32) {
+        if !self.in_own_process() {
+            // A forked child's copy of a parent's buffer: the frame is the parent's to
+            // return, and still in use there.
+            return;
+        }
         let shared = self.shared();
         let Some(entry) = shared.entries.get(index as usize) else {
             return;
@@ -299,7 +321,11 @@ impl Attached {
 impl Drop for Attached {
     fn drop(&mut self) {
         // Every buffer of this process is gone (each held the Arc), so its frames are
-        // all back: the table entry can go to the next process.
+        // all back: the table entry can go to the next process. (A forked child's copy
+        // of the handle does not own the entry.)
+        if !self.in_own_process() {
+            return;
+        }
         liveness::leave(&self.mapping.control().processes, self.owner);
     }
 }
