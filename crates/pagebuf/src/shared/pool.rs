@@ -115,7 +115,14 @@ impl SharedPool {
     /// corrupt; `allocate` then says why). Never blocks and never scans for dead
     /// processes.
     pub fn try_allocate(&self) -> Option<BufferMut> {
-        self.take().ok().flatten()
+        match self.take() {
+            Ok(Some(buffer)) => Some(buffer),
+            Ok(None) => {
+                self.attached.count_exhausted();
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// A frame, waiting as long as it takes for one to come back, from this process
@@ -175,6 +182,7 @@ impl SharedPool {
         if let Some(buffer) = self.take()? {
             return Ok(buffer);
         }
+        self.attached.count_exhausted();
         self.attached.count_wait();
         loop {
             // Frames of dead processes come back only if someone looks.

@@ -198,14 +198,7 @@ impl Attached {
         let shared = self.shared();
         let index = match shared.free_list().pop() {
             Ok(Some(index)) => index,
-            Ok(None) => {
-                self.control()
-                    .counters
-                    .0
-                    .exhausted
-                    .fetch_add(1, Ordering::Relaxed);
-                return Ok(None);
-            }
+            Ok(None) => return Ok(None),
             Err(e) => return Err(self.poison(e)),
         };
         // `pop` checked the index against the table.
@@ -284,6 +277,15 @@ impl Attached {
         let _ = wait
             .waiters
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// Counts an allocation that found no frame free (once per allocation).
+    pub(super) fn count_exhausted(&self) {
+        self.control()
+            .counters
+            .0
+            .exhausted
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an allocation that had to wait.
