@@ -432,6 +432,21 @@ fn shared_child() {
             println!("dropped one");
             std::thread::sleep(Duration::from_millis(500));
         }
+        "wait" => {
+            let _held: Vec<_> = (0..pool.stats().frames)
+                .map(|_| pool.allocate_timeout(Duration::from_secs(10)).unwrap())
+                .collect();
+            let waiter = {
+                let pool = pool.clone();
+                std::thread::spawn(move || pool.allocate())
+            };
+            while pool.stats().waiting == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            println!("waiting");
+            // The parent kills us with SIGKILL while the thread sleeps in the futex.
+            let _ = waiter.join();
+        }
         "die" => {
             let _held: Vec<_> = (0..3)
                 .map(|_| pool.allocate_timeout(Duration::from_secs(10)).unwrap())
@@ -650,4 +665,23 @@ fn threads_of_two_attachments_never_share_a_frame() {
     let stats = pool.stats();
     assert_eq!((stats.free, stats.in_use, stats.allocations), (3, 0, 8000));
     assert!(stats.high_water <= 3);
+}
+
+#[test]
+fn a_waiter_killed_in_its_sleep_is_no_longer_counted() {
+    let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
+    let (mut child, lines) = spawn_child(&pool, "wait");
+    expect_line(&lines, "waiting");
+    assert_eq!(pool.stats().waiting, 1);
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    // The next allocation that runs out reclaims the dead child's frames and its
+    // count of waiters.
+    let frames = (
+        pool.allocate_timeout(Duration::from_secs(20)).unwrap(),
+        pool.allocate_timeout(Duration::from_secs(20)).unwrap(),
+    );
+    let stats = pool.stats();
+    assert_eq!((stats.waiting, stats.in_use), (0, 2));
+    drop(frames);
 }

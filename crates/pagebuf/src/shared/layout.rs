@@ -103,7 +103,10 @@ pub(super) struct ProcessEntry {
     pub(super) state: AtomicU64,
     pub(super) pid: AtomicU64,
     pub(super) start_time: AtomicU64,
-    pub(super) spare: AtomicU64,
+    /// This process's threads counted in `WaitWords::waiters`: a survivor that reclaims
+    /// a dead entry takes them off the shared count, so a waiter killed in its sleep
+    /// does not make every later release pay for a wake syscall.
+    pub(super) waiting: AtomicU64,
 }
 
 /// The fixed part at offset 0.

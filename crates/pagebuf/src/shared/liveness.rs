@@ -106,6 +106,7 @@ pub(super) fn claim(table: &[ProcessEntry], start_time: u64) -> Option<Owner> {
             .pid
             .store(u64::from(std::process::id()), Ordering::Relaxed);
         entry.start_time.store(start_time, Ordering::Relaxed);
+        entry.waiting.store(0, Ordering::Relaxed);
         // Release: a survivor that sees Live sees the pid and start time with it.
         entry
             .state

@@ -257,6 +257,9 @@ impl Attached {
     /// The value a waiter compares against, after counting itself in.
     pub(super) fn begin_wait(&self) -> u32 {
         let wait = &self.control().wait.0;
+        if let Some(entry) = self.control().processes.get(self.owner.slot) {
+            entry.waiting.fetch_add(1, Ordering::Relaxed);
+        }
         wait.waiters.fetch_add(1, Ordering::SeqCst);
         wait.released.load(Ordering::SeqCst)
     }
@@ -274,6 +277,11 @@ impl Attached {
 
     pub(super) fn end_wait(&self) {
         let wait = &self.control().wait.0;
+        if let Some(entry) = self.control().processes.get(self.owner.slot) {
+            let _ = entry
+                .waiting
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
         let _ = wait
             .waiters
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
@@ -392,6 +400,15 @@ impl<'a> Shared<'a> {
         let mut returned = 0;
         for dead in liveness::claim_dead(table) {
             let word = dead.word();
+            if let Some(entry) = table.get(dead.slot) {
+                let stale = entry.waiting.swap(0, Ordering::Relaxed);
+                let stale = u32::try_from(stale).unwrap_or(u32::MAX);
+                let _ = self.control.wait.0.waiters.fetch_update(
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                    |n| Some(n.saturating_sub(stale)),
+                );
+            }
             for (index, entry) in self.entries.iter().enumerate() {
                 if entry
                     .owner
