@@ -24,7 +24,8 @@ const RESCAN: Duration = Duration::from_millis(50);
 /// * [`SharedPool::create`] makes the memfd (sealed against resizing, so a peer's
 ///   `ftruncate` can never turn our access into `SIGBUS`); [`SharedPool::as_fd`] is what
 ///   another process needs (inherit it, or pass it over a Unix socket with
-///   `SCM_RIGHTS`); [`SharedPool::attach`] joins it after checking the seals, the size
+///   [`SharedPool::send_to`] / [`SharedPool::receive_from`]); [`SharedPool::attach`]
+///   joins it after checking the seals, the size
 ///   and the layout version.
 /// * The last drop of a buffer, in whichever process, returns its frame; `allocate`
 ///   waits (a futex on the shared memory, so any process's release wakes it) while
@@ -39,6 +40,12 @@ const RESCAN: Duration = Duration::from_millis(50);
 ///   twice in this process. A peer *can* still write into the bytes of a frame this
 ///   process holds (the pages are shared); what it cannot do is make us read or write
 ///   outside the pool's memory.
+///
+/// A handle copied into a forked child is refused there ([`Error::InvalidRequest`]);
+/// the child attaches on its own. Known gaps: a process killed in the few instructions
+/// between taking a frame off the shared list and recording itself as its owner (or
+/// between clearing its ownership and pushing the frame back) loses that one frame; a
+/// dead process's in-flight direct-I/O read into a frame is not waited for.
 ///
 /// `Framing`'s memory source is ignored (the frames are always the memfd's pages);
 /// alignment may be at most the page size (each process maps the memfd at its own
