@@ -20,6 +20,12 @@ use support::in_child;
 /// Byte offset of the free-list head word in layout version 1 (after the 12 header
 /// words, on its own 64-byte line).
 const FREE_HEAD_OFFSET: u64 = 128;
+/// Byte offset of the frame table in layout version 1 (the control block's size).
+const TABLE_OFFSET: u64 = 2496;
+/// Byte offset of hand-over ring cell `i` of a pool of `frames` frames.
+fn ring_cell_offset(frames: u64, i: u64) -> u64 {
+    TABLE_OFFSET + frames * 16 + i * 8
+}
 /// Byte offset of the layout version word.
 const VERSION_OFFSET: u64 = 8;
 
@@ -452,6 +458,18 @@ fn shared_child() {
             // The parent kills us with SIGKILL while the thread sleeps in the futex.
             let _ = waiter.join();
         }
+        "receive" => {
+            // Three frames of growing size, each byte-exact, then held until killed.
+            let mut held = Vec::new();
+            for len in [1usize, 4096 + 1, 8 << 20] {
+                let frame = pool.receive_timeout(Duration::from_secs(20)).unwrap();
+                assert_eq!(frame.len(), len);
+                assert!(frame.iter().enumerate().all(|(i, &b)| b == pattern(len, i)));
+                held.push(frame);
+            }
+            println!("received all");
+            std::thread::sleep(Duration::from_secs(60));
+        }
         "die" => {
             let _held: Vec<_> = (0..3)
                 .map(|_| pool.allocate_timeout(Duration::from_secs(10)).unwrap())
@@ -689,4 +707,161 @@ fn a_waiter_killed_in_its_sleep_is_no_longer_counted() {
     let stats = pool.stats();
     assert_eq!((stats.waiting, stats.in_use), (0, 2));
     drop(frames);
+}
+
+fn pattern(len: usize, i: usize) -> u8 {
+    (i.wrapping_mul(31) ^ len) as u8
+}
+
+#[test]
+fn a_frame_handed_over_arrives_byte_exact_in_another_attachment() {
+    let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
+    let peer = SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap()).unwrap();
+    let mut frame = pool.allocate().unwrap();
+    frame.extend_from_slice(b"hello, peer").unwrap();
+    pool.hand_over(frame).unwrap();
+    assert_eq!(pool.stats().in_use, 1, "a frame in transit is out");
+    let got = peer
+        .try_receive()
+        .unwrap()
+        .expect("a frame was handed over");
+    assert_eq!(&got[..], b"hello, peer");
+    assert!(peer.try_receive().unwrap().is_none());
+    let copy = got.clone();
+    drop(got);
+    assert_eq!(pool.stats().in_use, 1, "a view is still alive");
+    drop(copy);
+    assert_eq!(pool.stats().free, 2);
+}
+
+#[test]
+fn receive_timeout_says_nothing_was_handed_over() {
+    let pool = SharedPool::create(Framing::new(4096, 1)).unwrap();
+    let err = pool.receive_timeout(Duration::from_millis(50)).unwrap_err();
+    match err {
+        Error::Timeout { what, .. } => assert!(what.contains("handed over"), "{what}"),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert_eq!(pool.stats().free, 1);
+}
+
+#[test]
+fn a_hand_over_wakes_a_blocked_receiver() {
+    let pool = SharedPool::create(Framing::new(4096, 1)).unwrap();
+    let receiver = {
+        let pool = SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap()).unwrap();
+        std::thread::spawn(move || {
+            pool.receive_timeout(Duration::from_secs(20))
+                .map(|b| b.to_vec())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let mut frame = pool.allocate().unwrap();
+    frame.extend_from_slice(&[9, 8, 7]).unwrap();
+    pool.hand_over(frame).unwrap();
+    assert_eq!(receiver.join().unwrap().unwrap(), [9, 8, 7]);
+    assert_eq!(pool.stats().free, 1);
+}
+
+#[test]
+fn handing_over_a_foreign_buffer_is_refused() {
+    use pagebuf::BufferAllocator;
+    let pool = SharedPool::create(Framing::new(4096, 1)).unwrap();
+    let other = SharedPool::create(Framing::new(4096, 1)).unwrap();
+    let heap = pagebuf::HeapAllocator::default().allocate(100).unwrap();
+    match pool.hand_over(heap) {
+        Err(Error::InvalidArgument(m)) => {
+            assert!(m.contains("not a frame of this SharedPool"), "{m}")
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    let foreign = other.allocate().unwrap();
+    assert!(matches!(
+        pool.hand_over(foreign),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(
+        other.stats().free,
+        1,
+        "the refused frame was dropped back to its pool"
+    );
+    assert!(pool.try_receive().unwrap().is_none());
+}
+
+#[test]
+fn a_token_out_of_range_is_corrupt() {
+    let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
+    // Cell 0, lap 0, token for frame 1000 (stored as index + 1).
+    rustix::io::pwrite(pool.as_fd(), &1001u64.to_le_bytes(), ring_cell_offset(2, 0)).unwrap();
+    match pool.try_receive() {
+        Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("frame 1000"), "{detail}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(pool.try_allocate().is_none(), "the pool is poisoned");
+}
+
+#[test]
+fn a_token_for_a_frame_not_handed_over_is_corrupt() {
+    let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
+    let _held = pool.allocate().unwrap();
+    // Frame 1 is free (in the list), frame 0 held: neither was handed over.
+    for index in [1u64, 0] {
+        let fresh = SharedPool::create(Framing::new(4096, 2)).unwrap();
+        let _held = fresh.allocate().unwrap();
+        rustix::io::pwrite(
+            fresh.as_fd(),
+            &(index + 1).to_le_bytes(),
+            ring_cell_offset(2, 0),
+        )
+        .unwrap();
+        match fresh.try_receive() {
+            Err(Error::Corrupt { detail, .. }) => {
+                assert!(detail.contains("not handed over"), "{detail}")
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_token_handed_twice_is_corrupt() {
+    let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
+    let frame = pool.allocate().unwrap();
+    pool.hand_over(frame).unwrap();
+    // The token as it sits in cell 0 (lap 0), copied before it is taken.
+    let mut token = [0u8; 8];
+    rustix::io::pread(pool.as_fd(), &mut token, ring_cell_offset(2, 0)).unwrap();
+    assert_ne!(u64::from_le_bytes(token), 0);
+    let got = pool.try_receive().unwrap().unwrap();
+    // A hostile peer replays it in the next cell (also lap 0).
+    rustix::io::pwrite(pool.as_fd(), &token, ring_cell_offset(2, 1)).unwrap();
+    match pool.try_receive() {
+        Err(Error::Corrupt { detail, .. }) => {
+            assert!(detail.contains("not handed over"), "{detail}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // The frame received first is still this process's one view of it.
+    assert_eq!(got.ref_count(), 1);
+}
+
+#[test]
+fn frames_handed_to_another_process_arrive_byte_exact_and_come_back_when_it_is_killed() {
+    let pool = SharedPool::create(Framing::new(8 << 20, 3)).unwrap();
+    let (mut child, lines) = spawn_child(&pool, "receive");
+    for len in [1usize, 4096 + 1, 8 << 20] {
+        let mut frame = pool.allocate_timeout(Duration::from_secs(20)).unwrap();
+        let bytes: Vec<u8> = (0..len).map(|i| pattern(len, i)).collect();
+        frame.extend_from_slice(&bytes).unwrap();
+        pool.hand_over(frame).unwrap();
+    }
+    expect_line(&lines, "received all");
+    assert_eq!(pool.stats().in_use, 3);
+    assert!(pool.try_allocate().is_none(), "the child holds every frame");
+    child.0.kill().unwrap();
+    let back: Vec<_> = (0..3)
+        .map(|_| pool.allocate_timeout(Duration::from_secs(20)).unwrap())
+        .collect();
+    drop(back);
+    assert_eq!(pool.stats().free, 3);
 }

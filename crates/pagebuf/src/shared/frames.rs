@@ -60,9 +60,19 @@ impl FrameHeader {
     }
 }
 
+/// Why a frame is handed out: zeroing on reuse applies to allocations, never to a frame
+/// received with its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fresh {
+    /// Taken off the free list.
+    Allocated,
+    /// Received through the hand-over ring, content and all.
+    Received,
+}
+
 /// The buffer over frame `index`, which the caller just took off the shared free list
 /// for this process.
-pub(super) fn hand_out(attached: &Arc<Attached>, index: u32) -> Result<BufferMut> {
+pub(super) fn hand_out(attached: &Arc<Attached>, index: u32, fresh: Fresh) -> Result<BufferMut> {
     let frame = attached.header(index).ok_or_else(|| Error::Corrupt {
         offset: 0,
         detail: format!("the shared free list gave out frame {index}, past the last frame"),
@@ -76,7 +86,7 @@ pub(super) fn hand_out(attached: &Arc<Attached>, index: u32) -> Result<BufferMut
             ),
         });
     }
-    if attached.zero_on_reuse() {
+    if fresh == Fresh::Allocated && attached.zero_on_reuse() {
         // SAFETY: the frame's bytes lie in our mapping (checked when the headers were
         // built) and are ours until the buffer drops: no view of them exists here.
         unsafe {
@@ -94,6 +104,41 @@ pub(super) fn hand_out(attached: &Arc<Attached>, index: u32) -> Result<BufferMut
     // frame's initialized (memfd pages start zeroed) bytes in our mapping, which lives
     // as long as the count just taken; `out` proves no other view exists here.
     Ok(unsafe { BufferMut::from_header(NonNull::from(&frame.header)) })
+}
+
+/// Takes `buffer` back from the caller without returning its frame to the free list:
+/// the frame's index and how many bytes, from the frame's start, its content reaches.
+/// `Err` (and the buffer dropped normally) for a buffer that is not one of this
+/// attachment's frames.
+pub(super) fn take_back(attached: &Arc<Attached>, buffer: BufferMut) -> Result<(u32, usize)> {
+    let header = buffer.header_address();
+    let index = attached.index_of_header(header).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "the buffer handed over is not a frame of this SharedPool (its memory is {}); \
+             hand over buffers allocated from this handle's pool",
+            buffer.origin()
+        ))
+    })?;
+    let frame = &attached.headers_slice()[index as usize];
+    // Content from the frame's start: the view may start after it.
+    let end = (buffer.as_ptr() as usize)
+        .checked_sub(frame.header.base().as_ptr() as usize)
+        .and_then(|start| start.checked_add(buffer.len()))
+        .filter(|&end| end <= frame.header.capacity())
+        .ok_or_else(|| {
+            Error::InvalidArgument(
+                "the buffer handed over reaches outside its frame's data (into the \
+                 headroom); hand over the frame's data only"
+                    .into(),
+            )
+        })?;
+    let (header, _, _) = buffer.into_raw_parts();
+    debug_assert_eq!(header, NonNull::from(&frame.header));
+    frame.out.store(false, Ordering::Release);
+    // SAFETY: `hand_out` took this strong count for the buffer, which is gone now
+    // (`into_raw_parts`); `attached` (the caller's) keeps the pool alive meanwhile.
+    unsafe { Arc::decrement_strong_count(Arc::as_ptr(attached)) };
+    Ok((index, end))
 }
 
 /// The release function of every shared frame's header.

@@ -5,6 +5,7 @@
 //! 0              Control: header words (magic, version, geometry, checksum), then the
 //!                free-list word, the futex words, counters, the process table
 //! table_offset   one FrameEntry per frame: `next` link of the free list, `owner`
+//! ring_offset    the hand-over ring: one cell per frame, rounded up to a power of two
 //! frames_offset  the frames, `stride` bytes apart, data at `headroom` inside each;
 //!                page-aligned
 //! total_len      = the memfd's size (sealed: it can never change)
@@ -109,6 +110,22 @@ pub(super) struct ProcessEntry {
     pub(super) waiting: AtomicU64,
 }
 
+/// The hand-over ring's positions (`ring.rs`): tokens are taken at `head` and put at
+/// `tail`, each a count of cells ever used (the cell is `position % cells`).
+#[repr(C)]
+pub(super) struct RingWords {
+    pub(super) head: AtomicU64,
+    pub(super) tail: AtomicU64,
+}
+
+/// The receivers' futex, as `WaitWords` is the allocators': `delivered` counts tokens
+/// put in the ring, `receivers` the threads inside a receive wait.
+#[repr(C)]
+pub(super) struct RingWaitWords {
+    pub(super) delivered: AtomicU32,
+    pub(super) receivers: AtomicU32,
+}
+
 /// The fixed part at offset 0.
 #[repr(C)]
 pub(super) struct Control {
@@ -117,6 +134,8 @@ pub(super) struct Control {
     pub(super) wait: Line<WaitWords>,
     pub(super) counters: Line<Counters>,
     pub(super) processes: [ProcessEntry; MAX_PROCESSES],
+    pub(super) ring: Line<RingWords>,
+    pub(super) ring_wait: Line<RingWaitWords>,
 }
 
 /// One frame's shared state. `owner` is 0 while the frame is free (or between a pop
@@ -174,6 +193,10 @@ impl Owner {
     }
 }
 
+/// The owner word of a frame handed over and not yet received: no process owns it, its
+/// token is in the ring, and its `next` word holds its length.
+pub(super) const IN_TRANSIT: u64 = 0xff;
+
 /// A validated geometry: where everything is, in bytes from the start of the memfd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Geometry {
@@ -183,6 +206,9 @@ pub(super) struct Geometry {
     pub(super) headroom: usize,
     pub(super) stride: usize,
     pub(super) table_offset: usize,
+    /// Derived (not stored): the ring's cells follow the frame table.
+    pub(super) ring_offset: usize,
+    pub(super) ring_cells: usize,
     pub(super) frames_offset: usize,
     pub(super) total_len: usize,
     pub(super) flags: u64,
@@ -223,7 +249,15 @@ impl Geometry {
             .checked_mul(size_of::<FrameEntry>())
             .and_then(|t| t.checked_add(table_offset))
             .ok_or_else(too_big)?;
-        let frames_offset = round_up(table_end, page_size()).ok_or_else(too_big)?;
+        let ring_cells = framing
+            .frames()
+            .checked_next_power_of_two()
+            .ok_or_else(too_big)?;
+        let ring_end = ring_cells
+            .checked_mul(size_of::<u64>())
+            .and_then(|r| r.checked_add(table_end))
+            .ok_or_else(too_big)?;
+        let frames_offset = round_up(ring_end, page_size()).ok_or_else(too_big)?;
         let total_len = frames_offset
             .checked_add(layout.total)
             .and_then(|t| round_up(t, page_size()))
@@ -235,6 +269,8 @@ impl Geometry {
             headroom: layout.headroom,
             stride: layout.stride,
             table_offset,
+            ring_offset: table_end,
+            ring_cells,
             frames_offset,
             total_len,
             flags: if framing.is_zero_on_reuse() {
@@ -328,6 +364,8 @@ impl Geometry {
             headroom: field(5, "headroom")?,
             stride: field(6, "stride")?,
             table_offset: field(7, "table offset")?,
+            ring_offset: expected.ring_offset,
+            ring_cells: expected.ring_cells,
             frames_offset: field(8, "frames offset")?,
             total_len: field(9, "total length")?,
             flags,
@@ -391,6 +429,20 @@ mod tests {
         assert_eq!(g.frames_offset % page_size(), 0);
         assert_eq!(g.total_len % page_size(), 0);
         assert!(g.total_len >= g.frames_offset + 3 * g.stride);
+    }
+
+    #[test]
+    fn layout_version_1_is_frozen() {
+        // Changing any of these changes the bytes another build reads: bump VERSION.
+        assert_eq!(size_of::<HeaderWords>(), 96);
+        assert_eq!(std::mem::offset_of!(Control, free), 128);
+        assert_eq!(std::mem::offset_of!(Control, processes), 320);
+        assert_eq!(size_of::<Control>(), 2496);
+        let g = Geometry::for_framing(&Framing::new(4096, 3)).unwrap();
+        assert_eq!(
+            (g.table_offset, g.ring_offset, g.ring_cells),
+            (2496, 2544, 4)
+        );
     }
 
     #[test]

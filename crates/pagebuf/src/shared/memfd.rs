@@ -10,6 +10,7 @@
 use std::mem::{align_of, size_of};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
 
 use rustix::fs::{self, MemfdFlags, SealFlags};
 use rustix::io::Errno;
@@ -161,6 +162,21 @@ impl Mapping {
         // valid for any bit pattern; lives as long as `self`.
         Some(unsafe {
             std::slice::from_raw_parts(self.base.as_ptr().add(offset).cast::<FrameEntry>(), count)
+        })
+    }
+
+    /// `count` ring cells at byte `offset`; `None` if they do not fit the mapping.
+    pub(super) fn ring_cells(&self, offset: usize, count: usize) -> Option<&[AtomicU64]> {
+        let end = count
+            .checked_mul(size_of::<AtomicU64>())?
+            .checked_add(offset)?;
+        if end > self.len || offset % align_of::<AtomicU64>() != 0 {
+            return None;
+        }
+        // SAFETY: in bounds and aligned (checked above); atomics are valid for any bit
+        // pattern and meant to be shared; they live as long as `self`.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.base.as_ptr().add(offset).cast::<AtomicU64>(), count)
         })
     }
 

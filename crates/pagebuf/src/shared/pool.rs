@@ -5,9 +5,9 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::frames;
+use super::frames::{self, Fresh};
 use super::process::Attached;
-use crate::buffer::BufferMut;
+use crate::buffer::{Buffer, BufferMut};
 use crate::error::{Error, Result};
 use crate::pool::{Framing, PoolStats};
 
@@ -27,6 +27,10 @@ const RESCAN: Duration = Duration::from_millis(50);
 ///   [`SharedPool::send_to`] / [`SharedPool::receive_from`]); [`SharedPool::attach`]
 ///   joins it after checking the seals, the size
 ///   and the layout version.
+/// * A frame filled in one process reaches another without a copy:
+///   [`hand_over`](SharedPool::hand_over) puts its token in a ring in the shared
+///   memory, [`receive`](SharedPool::receive) there gives a [`Buffer`] over the same
+///   pages (a futex wake only when a receiver sleeps; every token checked).
 /// * The last drop of a buffer, in whichever process, returns its frame; `allocate`
 ///   waits (a futex on the shared memory, so any process's release wakes it) while
 ///   every frame is out, in whichever process holds them.
@@ -170,11 +174,97 @@ impl SharedPool {
         self.attached.stats()
     }
 
+    /// Hands `frame` (allocated from this pool, in this process) to whichever process
+    /// receives next, without a copy and, unless a receiver sleeps, without a syscall:
+    /// its token goes into a ring in the shared memory. The receiver gets a [`Buffer`]
+    /// of the same pages and length; the frame returns to the pool when the last view
+    /// of it drops, there. A frame handed over must not be written again by the
+    /// sender (it no longer holds a view, so safe code cannot).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a buffer that is not a frame of this pool (it is
+    /// dropped as usual); [`Error::Corrupt`] when the bookkeeping is found corrupt (the
+    /// pool is then poisoned and the frame lost); [`Error::InvalidRequest`] in a forked
+    /// child.
+    pub fn hand_over(&self, frame: BufferMut) -> Result<()> {
+        let (index, len) = frames::take_back(&self.attached, frame)?;
+        self.attached.hand_over(index, len)
+    }
+
+    /// The next frame handed over (by any attached process, this one included), if one
+    /// is waiting. Every token is checked before it is used: a frame out of range, not
+    /// handed over, or handed twice is [`Error::Corrupt`], never a second view.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] as said; [`Error::InvalidRequest`] in a forked child.
+    pub fn try_receive(&self) -> Result<Option<Buffer>> {
+        let Some((index, len)) = self.attached.receive()? else {
+            return Ok(None);
+        };
+        let mut frame = frames::hand_out(&self.attached, index, Fresh::Received)
+            .map_err(|e| self.attached.poison(e))?;
+        // `receive` checked len <= the frame size, which is the buffer's max_len.
+        frame.set_len(len)?;
+        Ok(Some(frame.freeze()))
+    }
+
+    /// The next frame handed over, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// As [`try_receive`](SharedPool::try_receive).
+    pub fn receive(&self) -> Result<Buffer> {
+        self.receive_until(None)
+    }
+
+    /// The next frame handed over, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when none arrived in time; else as
+    /// [`try_receive`](SharedPool::try_receive).
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<Buffer> {
+        let deadline = Instant::now().checked_add(timeout);
+        self.receive_until(deadline).map_err(|e| match e {
+            Error::Timeout { .. } => Error::Timeout {
+                what: "a frame handed over to this SharedPool (no process handed one over)".into(),
+                waited: timeout,
+            },
+            other => other,
+        })
+    }
+
+    fn receive_until(&self, deadline: Option<Instant>) -> Result<Buffer> {
+        loop {
+            if let Some(frame) = self.try_receive()? {
+                return Ok(frame);
+            }
+            let seen = self.attached.begin_receive_wait();
+            let received = self.try_receive();
+            let slice = deadline.map_or(RESCAN, |deadline| {
+                RESCAN.min(deadline.saturating_duration_since(Instant::now()))
+            });
+            if matches!(received, Ok(None)) && !slice.is_zero() {
+                self.attached.sleep_receive(seen, slice);
+            }
+            self.attached.end_receive_wait();
+            match received {
+                Ok(Some(frame)) => return Ok(frame),
+                Err(e) => return Err(e),
+                Ok(None) if slice.is_zero() => {
+                    return Err(Error::Timeout {
+                        what: "a frame handed over".into(),
+                        waited: Duration::ZERO,
+                    })
+                }
+                Ok(None) => {}
+            }
+        }
+    }
+
     fn take(&self) -> Result<Option<BufferMut>> {
         self.attached.check()?;
         match self.attached.take()? {
             None => Ok(None),
-            Some(index) => frames::hand_out(&self.attached, index)
+            Some(index) => frames::hand_out(&self.attached, index, Fresh::Allocated)
                 .map(Some)
                 .map_err(|e| self.attached.poison(e)),
         }

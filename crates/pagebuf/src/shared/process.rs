@@ -19,9 +19,12 @@ use rustix::thread::futex;
 
 use super::frames::FrameHeader;
 use super::free_list::FreeList;
-use super::layout::{Control, FrameEntry, Geometry, Owner, FLAG_ZERO_ON_REUSE, MAX_PROCESSES};
+use super::layout::{
+    Control, FrameEntry, Geometry, Owner, FLAG_ZERO_ON_REUSE, IN_TRANSIT, MAX_PROCESSES,
+};
 use super::liveness;
 use super::memfd::{self, Mapping};
+use super::ring::TokenRing;
 use crate::error::{Error, Result};
 use crate::pool::{Framing, PoolStats};
 use crate::ring::fork;
@@ -140,6 +143,18 @@ impl Attached {
         self.headers.get(index as usize)
     }
 
+    pub(super) fn headers_slice(&self) -> &[FrameHeader] {
+        &self.headers
+    }
+
+    /// Which of this process's frame headers lies at `address`, if any.
+    pub(super) fn index_of_header(&self, address: usize) -> Option<u32> {
+        let start = self.headers.as_ptr() as usize;
+        let size = std::mem::size_of::<FrameHeader>();
+        let offset = address.checked_sub(start)?;
+        (offset % size == 0 && offset / size < self.headers.len()).then(|| (offset / size) as u32)
+    }
+
     pub(super) fn zero_on_reuse(&self) -> bool {
         self.geometry.flags & FLAG_ZERO_ON_REUSE != 0
     }
@@ -154,6 +169,7 @@ impl Attached {
         Shared::new(&self.mapping, &self.geometry).unwrap_or(Shared {
             control: self.mapping.control(),
             entries: &[],
+            cells: &[],
             geometry: &self.geometry,
         })
     }
@@ -190,10 +206,7 @@ impl Attached {
     /// Takes a free frame for this process: `Ok(None)` when none is free.
     pub(super) fn take(&self) -> Result<Option<u32>> {
         if !self.in_own_process() {
-            return Err(Error::InvalidRequest(
-                "this SharedPool handle was attached before a fork; a forked child must                  attach on its own (SharedPool::attach of the pool's fd)"
-                    .into(),
-            ));
+            return Err(forked());
         }
         let shared = self.shared();
         let index = match shared.free_list().pop() {
@@ -247,6 +260,116 @@ impl Attached {
         }
         shared.put_back(index);
         shared.wake(1);
+    }
+
+    /// Hands frame `index`, held by this process (its buffer already given up), with
+    /// `len` bytes of content to whichever process receives next.
+    pub(super) fn hand_over(&self, index: u32, len: usize) -> Result<()> {
+        if !self.in_own_process() {
+            return Err(forked());
+        }
+        self.check()?;
+        let shared = self.shared();
+        let entry = shared
+            .entries
+            .get(index as usize)
+            .ok_or_else(|| Error::InvalidArgument(format!("frame {index} is not in the pool")))?;
+        let mine = self.owner.word();
+        // The length first: the receiver reads it once it owns the frame.
+        entry.next.store(len as u64, Ordering::Relaxed);
+        if let Err(actual) =
+            entry
+                .owner
+                .compare_exchange(mine, IN_TRANSIT, Ordering::AcqRel, Ordering::Relaxed)
+        {
+            return Err(self.poison(Error::Corrupt {
+                offset: (self.geometry.table_offset + index as usize * 16 + 8) as u64,
+                detail: format!(
+                    "frame {index} was handed over by this process, but the shared table says its owner is {actual:#x}, not {mine:#x}"
+                ),
+            }));
+        }
+        let ring = shared.ring().ok_or_else(|| self.poison(ring_missing()))?;
+        // A frame in transit stays counted as out: it is in no free list.
+        ring.put(index).map_err(|e| self.poison(e))?;
+        let wait = &self.control().ring_wait.0;
+        wait.delivered.fetch_add(1, Ordering::SeqCst);
+        if wait.receivers.load(Ordering::SeqCst) != 0 {
+            let _ = futex::wake(&wait.delivered, futex::Flags::empty(), 1);
+        }
+        Ok(())
+    }
+
+    /// Takes the next token handed over, checked (in range, in transit), and makes the
+    /// frame this process's: its index and content length. `Ok(None)`: none waiting.
+    pub(super) fn receive(&self) -> Result<Option<(u32, usize)>> {
+        if !self.in_own_process() {
+            return Err(forked());
+        }
+        self.check()?;
+        let shared = self.shared();
+        let ring = shared.ring().ok_or_else(|| self.poison(ring_missing()))?;
+        let Some(index) = ring.take().map_err(|e| self.poison(e))? else {
+            return Ok(None);
+        };
+        let offset = (self.geometry.table_offset + index as usize * 16) as u64;
+        let Some(entry) = shared.entries.get(index as usize) else {
+            return Err(self.poison(Error::Corrupt {
+                offset: self.geometry.ring_offset as u64,
+                detail: format!(
+                    "a hand-over token names frame {index}; the pool has {} frames",
+                    self.geometry.frames
+                ),
+            }));
+        };
+        if let Err(actual) = entry.owner.compare_exchange(
+            IN_TRANSIT,
+            self.owner.word(),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            return Err(self.poison(Error::Corrupt {
+                offset: offset + 8,
+                detail: format!(
+                    "a hand-over token names frame {index}, which was not handed over (its owner word is {actual:#x}): a token sent twice, or for a frame the sender did not give up"
+                ),
+            }));
+        }
+        let len = entry.next.load(Ordering::Relaxed);
+        match usize::try_from(len) {
+            Ok(len) if len <= self.geometry.frame_size => Ok(Some((index, len))),
+            _ => Err(self.poison(Error::Corrupt {
+                offset,
+                detail: format!(
+                    "frame {index} was handed over with length {len}, past the frame size {}",
+                    self.geometry.frame_size
+                ),
+            })),
+        }
+    }
+
+    /// As `begin_wait`, for receivers.
+    pub(super) fn begin_receive_wait(&self) -> u32 {
+        let wait = &self.control().ring_wait.0;
+        wait.receivers.fetch_add(1, Ordering::SeqCst);
+        wait.delivered.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps until a hand-over after `seen`, or `timeout`.
+    pub(super) fn sleep_receive(&self, seen: u32, timeout: Duration) {
+        let wait = &self.control().ring_wait.0;
+        let timeout = futex::Timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        let _ = futex::wait(&wait.delivered, futex::Flags::empty(), seen, Some(&timeout));
+    }
+
+    pub(super) fn end_receive_wait(&self) {
+        let wait = &self.control().ring_wait.0;
+        let _ = wait
+            .receivers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
     /// Returns the frames of every dead process; how many came back.
@@ -340,6 +463,21 @@ impl Drop for Attached {
     }
 }
 
+fn forked() -> Error {
+    Error::InvalidRequest(
+        "this SharedPool handle was attached before a fork; a forked child must attach on \
+         its own (SharedPool::attach of the pool's fd)"
+            .into(),
+    )
+}
+
+fn ring_missing() -> Error {
+    Error::Corrupt {
+        offset: 0,
+        detail: "the shared pool's hand-over ring lies outside its memfd".into(),
+    }
+}
+
 fn poisoned_by_peer() -> Error {
     Error::Corrupt {
         offset: 0,
@@ -353,6 +491,7 @@ fn poisoned_by_peer() -> Error {
 struct Shared<'a> {
     control: &'a Control,
     entries: &'a [FrameEntry],
+    cells: &'a [std::sync::atomic::AtomicU64],
     geometry: &'a Geometry,
 }
 
@@ -361,7 +500,17 @@ impl<'a> Shared<'a> {
         Some(Shared {
             control: mapping.control(),
             entries: mapping.frame_entries(geometry.table_offset, geometry.frames)?,
+            cells: mapping.ring_cells(geometry.ring_offset, geometry.ring_cells)?,
             geometry,
+        })
+    }
+
+    fn ring(&self) -> Option<TokenRing<'_>> {
+        // `join` checked the cells fit; an empty slice (never a valid ring) is refused.
+        (!self.cells.is_empty()).then_some(TokenRing {
+            words: &self.control.ring.0,
+            cells: self.cells,
+            offset: self.geometry.ring_offset as u64,
         })
     }
 
