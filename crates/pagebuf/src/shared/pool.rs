@@ -187,6 +187,9 @@ impl SharedPool {
     /// pool is then poisoned and the frame lost); [`Error::InvalidRequest`] in a forked
     /// child.
     pub fn hand_over(&self, frame: BufferMut) -> Result<()> {
+        // Refusals that need no frame come first, so the frame is dropped (and goes
+        // back to the pool) as usual instead of being given up for nothing.
+        self.attached.ready_to_hand_over()?;
         let (index, len) = frames::take_back(&self.attached, frame)?;
         self.attached.hand_over(index, len)
     }

@@ -262,6 +262,14 @@ impl Attached {
         shared.wake(1);
     }
 
+    /// `Err` when a hand-over cannot start: a forked child, or a poisoned pool.
+    pub(super) fn ready_to_hand_over(&self) -> Result<()> {
+        if !self.in_own_process() {
+            return Err(forked());
+        }
+        self.check()
+    }
+
     /// Hands frame `index`, held by this process (its buffer already given up), with
     /// `len` bytes of content to whichever process receives next.
     pub(super) fn hand_over(&self, index: u32, len: usize) -> Result<()> {
