@@ -877,3 +877,49 @@ fn frames_handed_to_another_process_arrive_byte_exact_and_come_back_when_it_is_k
     drop(back);
     assert_eq!(pool.stats().free, 3);
 }
+
+#[test]
+fn threads_handing_over_through_two_attachments_lose_and_duplicate_nothing() {
+    const PER_SENDER: u32 = 1500;
+    let pool = SharedPool::create(Framing::new(64, 4)).unwrap();
+    let peer = SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap()).unwrap();
+    let senders: Vec<_> = (0..2u32)
+        .map(|s| {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                for n in 0..PER_SENDER {
+                    let mut frame = pool.allocate_timeout(Duration::from_secs(20)).unwrap();
+                    frame
+                        .extend_from_slice(&(s * PER_SENDER + n).to_le_bytes())
+                        .unwrap();
+                    pool.hand_over(frame).unwrap();
+                }
+            })
+        })
+        .collect();
+    let receivers: Vec<_> = (0..2)
+        .map(|_| {
+            let peer = peer.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while seen.len() < PER_SENDER as usize {
+                    let frame = peer.receive_timeout(Duration::from_secs(20)).unwrap();
+                    assert_eq!(frame.len(), 4);
+                    seen.push(u32::from_le_bytes(frame[..4].try_into().unwrap()));
+                }
+                seen
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    let mut all: Vec<u32> = receivers
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..2 * PER_SENDER).collect::<Vec<_>>());
+    let stats = pool.stats();
+    assert_eq!((stats.free, stats.in_use), (4, 0));
+}
