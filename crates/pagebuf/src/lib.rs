@@ -61,7 +61,6 @@ pub mod memory;
 pub mod pool;
 pub mod ring;
 pub mod sequential;
-#[cfg(not(loom))]
 pub mod shared;
 pub mod stream;
 mod sync;

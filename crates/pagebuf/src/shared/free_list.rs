@@ -5,7 +5,7 @@
 //! that is neither `NIL` nor a frame index is corruption (a peer wrote garbage), and is
 //! reported as [`Error::Corrupt`], never used.
 
-use std::sync::atomic::Ordering;
+use crate::sync::Ordering;
 
 use super::layout::{FrameEntry, FreeWords, NIL};
 use crate::error::{Error, Result};
@@ -116,10 +116,10 @@ impl FreeList<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
+    use crate::sync::AtomicU64;
 
     fn list(frames: usize) -> (FreeWords, Vec<FrameEntry>) {
         let words = FreeWords {

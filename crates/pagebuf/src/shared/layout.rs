@@ -20,8 +20,9 @@ use std::mem::size_of;
 use crate::error::{Error, Result};
 use crate::memory::{page_size, round_up};
 use crate::pool::Framing;
-// std atomics, not `crate::sync`: these live in shared memory (loom's are not plain words).
-use std::sync::atomic::{AtomicU32, AtomicU64};
+// `crate::sync`: std's atomics (plain words, as shared memory needs), or loom's when the
+// protocol is model-checked in one process (tests/loom_shared.rs).
+use crate::sync::{AtomicU32, AtomicU64};
 
 /// "PGBFSHRD": the first word of every pagebuf shared pool.
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"PGBFSHRD");
@@ -283,7 +284,7 @@ impl Geometry {
 
     /// Writes the header of a new pool (before any other process can see it).
     pub(super) fn write(&self, header: &HeaderWords) {
-        use std::sync::atomic::Ordering::Relaxed;
+        use crate::sync::Ordering::Relaxed;
         header.magic.store(MAGIC, Relaxed);
         header.version.store(VERSION, Relaxed);
         header.frame_size.store(self.frame_size as u64, Relaxed);
@@ -303,7 +304,7 @@ impl Geometry {
     /// Reads and checks the header of a pool someone else made, whose memfd is
     /// `file_len` bytes long. Every refusal names what is wrong.
     pub(super) fn read(header: &HeaderWords, file_len: u64) -> Result<Geometry> {
-        use std::sync::atomic::Ordering::Relaxed;
+        use crate::sync::Ordering::Relaxed;
         let corrupt = |offset: u64, detail: String| Error::Corrupt { offset, detail };
         let words = words(header);
         if words[0] != MAGIC {
@@ -392,7 +393,7 @@ impl Geometry {
 
 /// The header words the checksum covers (all but the checksum).
 fn words(header: &HeaderWords) -> [u64; 11] {
-    use std::sync::atomic::Ordering::Relaxed;
+    use crate::sync::Ordering::Relaxed;
     [
         header.magic.load(Relaxed),
         header.version.load(Relaxed),
@@ -416,7 +417,7 @@ fn checksum(words: &[u64; 11]) -> u64 {
     u64::from(crc32c::crc32c(&bytes))
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

@@ -9,14 +9,31 @@
 //!
 //! The memfd's byte layout (version 1) is in `layout.rs`; ARCHITECTURE.md has the map.
 
+// Under `--cfg loom` only the lock-free protocol is built (the free list and the ring
+// over the layout's words), for the model in tests/loom_shared.rs; the memfd, the
+// futex and the processes are real-system parts loom cannot run.
+#[cfg(not(loom))]
 mod frames;
+// Under loom only part of the layout is modelled; the rest is unused there.
+#[cfg_attr(loom, allow(dead_code))]
 mod free_list;
+#[cfg_attr(loom, allow(dead_code))]
 mod layout;
+#[cfg(not(loom))]
 mod liveness;
+#[cfg(not(loom))]
 mod memfd;
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod model;
+#[cfg(not(loom))]
 mod pool;
+#[cfg(not(loom))]
 mod process;
+#[cfg_attr(loom, allow(dead_code))]
 mod ring;
+#[cfg(not(loom))]
 mod socket;
 
+#[cfg(not(loom))]
 pub use pool::SharedPool;

@@ -10,7 +10,7 @@
 //! death never wedges the ring. Tokens never need more than a cell per frame, so a
 //! full ring means a peer pushed tokens it had no frames for.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 use super::layout::RingWords;
 use crate::error::{Error, Result};
@@ -148,7 +148,7 @@ impl TokenRing<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
