@@ -23,6 +23,9 @@
 //!   copy, and leaves a file that survives its writer's death (FORMAT.md).
 //! * [`copy`]: `copy_file`, a pipelined direct-I/O copy of any file in bounded memory,
 //!   with optional verification.
+//! * [`SharedPool`] ([`shared`]): a frame pool in one sealed memfd that several
+//!   processes map: allocate in one, drop in another, back-pressure across them, and
+//!   the frames of a process that dies come back.
 //! * [`memory`]: the page size and page-aligned anonymous regions (huge pages, `mlock`,
 //!   pre-faulting).
 //!
@@ -58,6 +61,7 @@ pub mod memory;
 pub mod pool;
 pub mod ring;
 pub mod sequential;
+pub mod shared;
 pub mod stream;
 mod sync;
 
@@ -70,6 +74,8 @@ pub use log::{LogReader, LogRecord, LogWriter, Lsn};
 pub use memory::page_size;
 pub use pool::{BufferPool, FramePool, Framing, PoolStats};
 pub use ring::{Engine, IoRing, Pending, RingOptions};
+#[cfg(not(loom))]
+pub use shared::SharedPool;
 pub use stream::{
     MediaFormat, Sample, SampleFlags, SampleReader, SampleWriter, StreamFormat, StreamKind,
 };

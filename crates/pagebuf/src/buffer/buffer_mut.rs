@@ -219,6 +219,22 @@ impl BufferMut {
     pub(super) fn from_view(view: View) -> BufferMut {
         BufferMut { view }
     }
+
+    /// The address of the buffer's header: which frame of an origin it is.
+    #[cfg(not(loom))] // only the shared pool, which loom builds leave out, needs it
+    pub(crate) fn header_address(&self) -> usize {
+        self.view.header.as_ptr() as usize
+    }
+
+    /// Gives the buffer up without releasing its memory: its header (whose count of one
+    /// still stands for this view, now the caller's), where its content starts, and
+    /// its length. An origin uses it to take a frame back whole (a shared pool handing
+    /// a frame to another process).
+    #[cfg(not(loom))]
+    pub(crate) fn into_raw_parts(self) -> (NonNull<Header>, NonNull<u8>, usize) {
+        let view = self.into_view();
+        (view.header, view.ptr, view.len)
+    }
 }
 
 impl Drop for BufferMut {

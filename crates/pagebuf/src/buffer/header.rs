@@ -55,6 +55,9 @@ pub enum MemoryOrigin {
     Pool,
     /// A buffer of a [`BufferPool`](crate::BufferPool); it returns to its size class.
     BufferPool,
+    /// A frame of a [`SharedPool`](crate::SharedPool) (a sealed memfd other processes
+    /// map too); it returns to the pool's shared free list.
+    Shared,
     /// A caller-supplied owner (`Buffer::from_owner`, `BufferMut::from_owner`); the owner
     /// is dropped when the last view goes.
     Owner,
@@ -90,6 +93,7 @@ impl fmt::Display for MemoryOrigin {
             }
             MemoryOrigin::Pool => f.write_str("frame pool"),
             MemoryOrigin::BufferPool => f.write_str("buffer pool (size classes)"),
+            MemoryOrigin::Shared => f.write_str("shared pool (sealed memfd)"),
             MemoryOrigin::Owner => f.write_str("caller-supplied owner"),
         }
     }

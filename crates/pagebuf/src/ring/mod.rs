@@ -50,7 +50,7 @@
 
 mod completion;
 mod fixed;
-mod fork;
+pub(crate) mod fork;
 mod io_ring;
 mod op;
 pub(crate) use op::Tearing;

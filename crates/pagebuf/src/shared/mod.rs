@@ -1,0 +1,39 @@
+//! Pools shared between processes without a copy (the KS allocator's frames in memory
+//! the host supplies, here: a sealed memfd that every process maps).
+//!
+//! * [`SharedPool`]: frames and their bookkeeping in one sealed memfd; `create`,
+//!   `attach(fd)`, the allocate forms and [`PoolStats`](crate::PoolStats) of a
+//!   [`FramePool`](crate::FramePool); frames handed from one process to another
+//!   through a ring of tokens (`hand_over` / `receive`); the memfd passed over a Unix
+//!   socket (`send_to` / `receive_from`).
+//!
+//! The memfd's byte layout (version 1) is in `layout.rs`; ARCHITECTURE.md has the map.
+
+// Under `--cfg loom` only the lock-free protocol is built (the free list and the ring
+// over the layout's words), for the model in tests/loom_shared.rs; the memfd, the
+// futex and the processes are real-system parts loom cannot run.
+#[cfg(not(loom))]
+mod frames;
+// Under loom only part of the layout is modelled; the rest is unused there.
+#[cfg_attr(loom, allow(dead_code))]
+mod free_list;
+#[cfg_attr(loom, allow(dead_code))]
+mod layout;
+#[cfg(not(loom))]
+mod liveness;
+#[cfg(not(loom))]
+mod memfd;
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod model;
+#[cfg(not(loom))]
+mod pool;
+#[cfg(not(loom))]
+mod process;
+#[cfg_attr(loom, allow(dead_code))]
+mod ring;
+#[cfg(not(loom))]
+mod socket;
+
+#[cfg(not(loom))]
+pub use pool::SharedPool;

@@ -1,0 +1,586 @@
+//! `Attached`: one process's view of a shared pool (the memfd, its mapping, this
+//! process's table entry and buffer headers), and the shared protocol on top of it:
+//! taking and returning frames, reclaiming a dead process's frames, and the futex.
+//!
+//! The futex protocol: `released` is bumped after every return of a frame (push);
+//! a waiter counts itself in `waiters`, reads `released`, tries the list once more,
+//! and sleeps on `released` only if it is unchanged. A returner wakes one sleeper
+//! only when `waiters` is non-zero, so a release with nobody waiting makes no syscall.
+//! All four steps are `SeqCst`, so either the returner sees the waiter or the waiter
+//! sees the frame. The futex is the shared (not private) kind: sleepers in other
+//! processes wake too.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustix::thread::futex;
+
+use super::frames::FrameHeader;
+use super::free_list::FreeList;
+use super::layout::{
+    Control, FrameEntry, Geometry, Owner, FLAG_ZERO_ON_REUSE, IN_TRANSIT, MAX_PROCESSES,
+};
+use super::liveness;
+use super::memfd::{self, Mapping};
+use super::ring::TokenRing;
+use crate::error::{Error, Result};
+use crate::pool::{Framing, PoolStats};
+use crate::ring::fork;
+
+/// One process's attachment to a shared pool. Dropped (and its table entry freed) when
+/// the last handle and the last buffer of this process are gone.
+pub(super) struct Attached {
+    headers: Box<[FrameHeader]>,
+    geometry: Geometry,
+    owner: Owner,
+    /// `fork::generation()` when this process attached: a forked child inherits the
+    /// handle and the mapping but not the table entry, so it must neither take frames
+    /// in the parent's name nor return the parent's frames.
+    forks: u64,
+    /// The first corruption this process saw (or was told of), for every later caller.
+    problem: Mutex<Option<Error>>,
+    // After the headers: nothing points into the mapping once they are gone.
+    mapping: Mapping,
+    fd: OwnedFd,
+}
+
+impl Attached {
+    /// Makes a new pool's memfd, fills in its header and free list, and joins it.
+    pub(super) fn create(framing: &Framing) -> Result<Arc<Attached>> {
+        let geometry = Geometry::for_framing(framing)?;
+        let fd = memfd::create_sealed(geometry.total_len)?;
+        let mapping = Mapping::new(fd.as_fd(), geometry.total_len)?;
+        geometry.write(&mapping.control().header);
+        Attached::join(fd, mapping, geometry, |shared| shared.free_list().fill())
+    }
+
+    /// Joins the pool behind `fd` after checking its seals, size, header and version.
+    pub(super) fn attach(fd: OwnedFd) -> Result<Arc<Attached>> {
+        let len = memfd::check_received(fd.as_fd())?;
+        // `check_received` refused sizes that do not fit a usize.
+        let mapping = Mapping::new(fd.as_fd(), len as usize)?;
+        let geometry = Geometry::read(&mapping.control().header, len)?;
+        if mapping.control().wait.0.poisoned.load(Ordering::Acquire) != 0 {
+            return Err(poisoned_by_peer());
+        }
+        let attached = Attached::join(fd, mapping, geometry, |_| {})?;
+        attached.reclaim_dead();
+        Ok(attached)
+    }
+
+    fn join(
+        fd: OwnedFd,
+        mapping: Mapping,
+        geometry: Geometry,
+        prepare: impl FnOnce(&Shared<'_>),
+    ) -> Result<Arc<Attached>> {
+        let shared = Shared::new(&mapping, &geometry).ok_or_else(|| Error::Corrupt {
+            offset: geometry.table_offset as u64,
+            detail: "the shared pool's frame table lies outside its memfd".into(),
+        })?;
+        prepare(&shared);
+        let start = liveness::own_start_time()
+            .map_err(|e| Error::io("reading this process's start time from /proc", e))?;
+        let table = &mapping.control().processes;
+        let owner = match liveness::claim(table, start) {
+            Some(owner) => owner,
+            None => {
+                shared.reclaim_dead();
+                liveness::claim(table, start).ok_or_else(|| {
+                    Error::InvalidRequest(format!(
+                        "all {MAX_PROCESSES} process slots of the shared pool are held by \
+                         live processes; detach a process (drop its pool handles and \
+                         buffers) first"
+                    ))
+                })?
+            }
+        };
+        // Every frame's bytes lie in the mapping: checked once here, so the headers
+        // (and the buffers built from them) never point outside it.
+        let mut addresses = Vec::with_capacity(geometry.frames);
+        for i in 0..geometry.frames {
+            let offset = geometry.frames_offset + i * geometry.stride + geometry.headroom;
+            let data = mapping.address(offset, geometry.frame_size);
+            match data {
+                Some(data) => addresses.push(data),
+                None => {
+                    liveness::leave(table, owner);
+                    return Err(Error::Corrupt {
+                        offset: offset as u64,
+                        detail: format!("frame {i} lies outside the shared pool's memfd"),
+                    });
+                }
+            }
+        }
+        Ok(Arc::new_cyclic(|weak| {
+            let me = weak.as_ptr();
+            let headers = addresses
+                .into_iter()
+                .enumerate()
+                .map(|(i, data)| {
+                    FrameHeader::new(me, i as u32, data, geometry.frame_size, geometry.alignment)
+                })
+                .collect();
+            Attached {
+                headers,
+                geometry,
+                owner,
+                forks: fork::generation(),
+                problem: Mutex::new(None),
+                mapping,
+                fd,
+            }
+        }))
+    }
+
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub(super) fn header(&self, index: u32) -> Option<&FrameHeader> {
+        self.headers.get(index as usize)
+    }
+
+    pub(super) fn headers_slice(&self) -> &[FrameHeader] {
+        &self.headers
+    }
+
+    /// Which of this process's frame headers lies at `address`, if any.
+    pub(super) fn index_of_header(&self, address: usize) -> Option<u32> {
+        let start = self.headers.as_ptr() as usize;
+        let size = std::mem::size_of::<FrameHeader>();
+        let offset = address.checked_sub(start)?;
+        (offset % size == 0 && offset / size < self.headers.len()).then(|| (offset / size) as u32)
+    }
+
+    pub(super) fn zero_on_reuse(&self) -> bool {
+        self.geometry.flags & FLAG_ZERO_ON_REUSE != 0
+    }
+
+    pub(super) fn frames(&self) -> usize {
+        self.geometry.frames
+    }
+
+    fn shared(&self) -> Shared<'_> {
+        // `join` checked that the table fits; an empty table would only make every
+        // index a reported corruption.
+        Shared::new(&self.mapping, &self.geometry).unwrap_or(Shared {
+            control: self.mapping.control(),
+            entries: &[],
+            cells: &[],
+            geometry: &self.geometry,
+        })
+    }
+
+    fn control(&self) -> &Control {
+        self.mapping.control()
+    }
+
+    /// `Err` once this process or any other found the bookkeeping corrupt.
+    pub(super) fn check(&self) -> Result<()> {
+        let problem = self.problem.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(problem) = &*problem {
+            return Err(problem.clone());
+        }
+        if self.control().wait.0.poisoned.load(Ordering::Acquire) != 0 {
+            return Err(poisoned_by_peer());
+        }
+        Ok(())
+    }
+
+    /// Records `problem` for every later caller, in this process and (through the
+    /// shared word) in the others. Returns it.
+    pub(super) fn poison(&self, problem: Error) -> Error {
+        self.control().wait.0.poisoned.store(1, Ordering::Release);
+        let mut slot = self.problem.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(problem).clone()
+    }
+
+    /// Whether this is the process that attached (not a child forked since).
+    fn in_own_process(&self) -> bool {
+        fork::generation() == self.forks
+    }
+
+    /// Takes a free frame for this process: `Ok(None)` when none is free.
+    pub(super) fn take(&self) -> Result<Option<u32>> {
+        if !self.in_own_process() {
+            return Err(forked());
+        }
+        let shared = self.shared();
+        let index = match shared.free_list().pop() {
+            Ok(Some(index)) => index,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(self.poison(e)),
+        };
+        // `pop` checked the index against the table.
+        shared.entries[index as usize]
+            .owner
+            .store(self.owner.word(), Ordering::Release);
+        let free = &self.control().free.0;
+        let out = free.out.fetch_add(1, Ordering::Relaxed) + 1;
+        free.high_water.fetch_max(out, Ordering::Relaxed);
+        self.control()
+            .counters
+            .0
+            .allocations
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(Some(index))
+    }
+
+    /// Returns frame `index`, held by this process, to the shared list, and wakes a
+    /// sleeper if there is one.
+    pub(super) fn give_back(&self, index: u32) {
+        if !self.in_own_process() {
+            // A forked child's copy of a parent's buffer: the frame is the parent's to
+            // return, and still in use there.
+            return;
+        }
+        let shared = self.shared();
+        let Some(entry) = shared.entries.get(index as usize) else {
+            return;
+        };
+        let mine = self.owner.word();
+        if let Err(actual) =
+            entry
+                .owner
+                .compare_exchange(mine, 0, Ordering::AcqRel, Ordering::Relaxed)
+        {
+            // Someone else owns it now: a peer believed us dead, or wrote garbage.
+            // Pushing it would hand one frame out twice; keep it out of the list.
+            self.poison(Error::Corrupt {
+                offset: (self.geometry.table_offset + index as usize * 16 + 8) as u64,
+                detail: format!(
+                    "frame {index} was returned by this process, but the shared table says \
+                     its owner is {actual:#x}, not {mine:#x}"
+                ),
+            });
+            return;
+        }
+        shared.put_back(index);
+        shared.wake(1);
+    }
+
+    /// `Err` when a hand-over cannot start: a forked child, or a poisoned pool.
+    pub(super) fn ready_to_hand_over(&self) -> Result<()> {
+        if !self.in_own_process() {
+            return Err(forked());
+        }
+        self.check()
+    }
+
+    /// Hands frame `index`, held by this process (its buffer already given up), with
+    /// `len` bytes of content to whichever process receives next.
+    pub(super) fn hand_over(&self, index: u32, len: usize) -> Result<()> {
+        if !self.in_own_process() {
+            return Err(forked());
+        }
+        self.check()?;
+        let shared = self.shared();
+        let entry = shared
+            .entries
+            .get(index as usize)
+            .ok_or_else(|| Error::InvalidArgument(format!("frame {index} is not in the pool")))?;
+        let mine = self.owner.word();
+        // The length first: the receiver reads it once it owns the frame.
+        entry.next.store(len as u64, Ordering::Relaxed);
+        if let Err(actual) =
+            entry
+                .owner
+                .compare_exchange(mine, IN_TRANSIT, Ordering::AcqRel, Ordering::Relaxed)
+        {
+            return Err(self.poison(Error::Corrupt {
+                offset: (self.geometry.table_offset + index as usize * 16 + 8) as u64,
+                detail: format!(
+                    "frame {index} was handed over by this process, but the shared table says its owner is {actual:#x}, not {mine:#x}"
+                ),
+            }));
+        }
+        let ring = shared.ring().ok_or_else(|| self.poison(ring_missing()))?;
+        // A frame in transit stays counted as out: it is in no free list.
+        ring.put(index).map_err(|e| self.poison(e))?;
+        let wait = &self.control().ring_wait.0;
+        wait.delivered.fetch_add(1, Ordering::SeqCst);
+        if wait.receivers.load(Ordering::SeqCst) != 0 {
+            let _ = futex::wake(&wait.delivered, futex::Flags::empty(), 1);
+        }
+        Ok(())
+    }
+
+    /// Takes the next token handed over, checked (in range, in transit), and makes the
+    /// frame this process's: its index and content length. `Ok(None)`: none waiting.
+    pub(super) fn receive(&self) -> Result<Option<(u32, usize)>> {
+        if !self.in_own_process() {
+            return Err(forked());
+        }
+        self.check()?;
+        let shared = self.shared();
+        let ring = shared.ring().ok_or_else(|| self.poison(ring_missing()))?;
+        let Some(index) = ring.take().map_err(|e| self.poison(e))? else {
+            return Ok(None);
+        };
+        let offset = (self.geometry.table_offset + index as usize * 16) as u64;
+        let Some(entry) = shared.entries.get(index as usize) else {
+            return Err(self.poison(Error::Corrupt {
+                offset: self.geometry.ring_offset as u64,
+                detail: format!(
+                    "a hand-over token names frame {index}; the pool has {} frames",
+                    self.geometry.frames
+                ),
+            }));
+        };
+        if let Err(actual) = entry.owner.compare_exchange(
+            IN_TRANSIT,
+            self.owner.word(),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            return Err(self.poison(Error::Corrupt {
+                offset: offset + 8,
+                detail: format!(
+                    "a hand-over token names frame {index}, which was not handed over (its owner word is {actual:#x}): a token sent twice, or for a frame the sender did not give up"
+                ),
+            }));
+        }
+        let len = entry.next.load(Ordering::Relaxed);
+        match usize::try_from(len) {
+            Ok(len) if len <= self.geometry.frame_size => Ok(Some((index, len))),
+            _ => Err(self.poison(Error::Corrupt {
+                offset,
+                detail: format!(
+                    "frame {index} was handed over with length {len}, past the frame size {}",
+                    self.geometry.frame_size
+                ),
+            })),
+        }
+    }
+
+    /// As `begin_wait`, for receivers.
+    pub(super) fn begin_receive_wait(&self) -> u32 {
+        let wait = &self.control().ring_wait.0;
+        wait.receivers.fetch_add(1, Ordering::SeqCst);
+        wait.delivered.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps until a hand-over after `seen`, or `timeout`.
+    pub(super) fn sleep_receive(&self, seen: u32, timeout: Duration) {
+        let wait = &self.control().ring_wait.0;
+        let timeout = futex::Timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        let _ = futex::wait(&wait.delivered, futex::Flags::empty(), seen, Some(&timeout));
+    }
+
+    pub(super) fn end_receive_wait(&self) {
+        let wait = &self.control().ring_wait.0;
+        let _ = wait
+            .receivers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// Returns the frames of every dead process; how many came back.
+    pub(super) fn reclaim_dead(&self) -> usize {
+        self.shared().reclaim_dead()
+    }
+
+    /// The value a waiter compares against, after counting itself in.
+    pub(super) fn begin_wait(&self) -> u32 {
+        let wait = &self.control().wait.0;
+        if let Some(entry) = self.control().processes.get(self.owner.slot) {
+            entry.waiting.fetch_add(1, Ordering::Relaxed);
+        }
+        wait.waiters.fetch_add(1, Ordering::SeqCst);
+        wait.released.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps until a release after `seen`, or `timeout`, whichever comes first.
+    pub(super) fn sleep(&self, seen: u32, timeout: Duration) {
+        let wait = &self.control().wait.0;
+        let timeout = futex::Timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        // EAGAIN (a release came first), ETIMEDOUT and EINTR all mean: look again.
+        let _ = futex::wait(&wait.released, futex::Flags::empty(), seen, Some(&timeout));
+    }
+
+    pub(super) fn end_wait(&self) {
+        let wait = &self.control().wait.0;
+        if let Some(entry) = self.control().processes.get(self.owner.slot) {
+            let _ = entry
+                .waiting
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+        let _ = wait
+            .waiters
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// Counts an allocation that found no frame free (once per allocation).
+    pub(super) fn count_exhausted(&self) {
+        self.control()
+            .counters
+            .0
+            .exhausted
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an allocation that had to wait.
+    pub(super) fn count_wait(&self) {
+        self.control()
+            .counters
+            .0
+            .waits
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn stats(&self) -> PoolStats {
+        let control = self.control();
+        let frames = self.geometry.frames;
+        let out = usize::try_from(control.free.0.out.load(Ordering::Relaxed))
+            .unwrap_or(usize::MAX)
+            .min(frames);
+        PoolStats {
+            frames,
+            frame_size: self.geometry.frame_size,
+            free: frames - out,
+            in_use: out,
+            high_water: usize::try_from(control.free.0.high_water.load(Ordering::Relaxed))
+                .unwrap_or(usize::MAX)
+                .min(frames),
+            allocations: control.counters.0.allocations.load(Ordering::Relaxed),
+            exhausted: control.counters.0.exhausted.load(Ordering::Relaxed),
+            waits: control.counters.0.waits.load(Ordering::Relaxed),
+            waiting: control.wait.0.waiters.load(Ordering::Relaxed) as usize,
+            closed: self.check().is_err(),
+        }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // Every buffer of this process is gone (each held the Arc), so its frames are
+        // all back: the table entry can go to the next process. (A forked child's copy
+        // of the handle does not own the entry.)
+        if !self.in_own_process() {
+            return;
+        }
+        liveness::leave(&self.mapping.control().processes, self.owner);
+    }
+}
+
+fn forked() -> Error {
+    Error::InvalidRequest(
+        "this SharedPool handle was attached before a fork; a forked child must attach on \
+         its own (SharedPool::attach of the pool's fd)"
+            .into(),
+    )
+}
+
+fn ring_missing() -> Error {
+    Error::Corrupt {
+        offset: 0,
+        detail: "the shared pool's hand-over ring lies outside its memfd".into(),
+    }
+}
+
+fn poisoned_by_peer() -> Error {
+    Error::Corrupt {
+        offset: 0,
+        detail: "another process found the shared pool's bookkeeping corrupt and poisoned \
+                 it; create a new pool"
+            .into(),
+    }
+}
+
+/// The shared words and frame table of one mapping, borrowed for one operation.
+struct Shared<'a> {
+    control: &'a Control,
+    entries: &'a [FrameEntry],
+    cells: &'a [std::sync::atomic::AtomicU64],
+    geometry: &'a Geometry,
+}
+
+impl<'a> Shared<'a> {
+    fn new(mapping: &'a Mapping, geometry: &'a Geometry) -> Option<Shared<'a>> {
+        Some(Shared {
+            control: mapping.control(),
+            entries: mapping.frame_entries(geometry.table_offset, geometry.frames)?,
+            cells: mapping.ring_cells(geometry.ring_offset, geometry.ring_cells)?,
+            geometry,
+        })
+    }
+
+    fn ring(&self) -> Option<TokenRing<'_>> {
+        // `join` checked the cells fit; an empty slice (never a valid ring) is refused.
+        (!self.cells.is_empty()).then_some(TokenRing {
+            words: &self.control.ring.0,
+            cells: self.cells,
+            offset: self.geometry.ring_offset as u64,
+        })
+    }
+
+    fn free_list(&self) -> FreeList<'_> {
+        FreeList {
+            words: &self.control.free.0,
+            entries: self.entries,
+            head_offset: std::mem::offset_of!(Control, free) as u64,
+            table_offset: self.geometry.table_offset as u64,
+        }
+    }
+
+    /// Pushes a frame whose owner word the caller just cleared.
+    fn put_back(&self, index: u32) {
+        self.free_list().push(index);
+        let _ = self
+            .control
+            .free
+            .0
+            .out
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Tells sleepers that frames came back: the futex word moves, and a wake is made
+    /// only if someone waits.
+    fn wake(&self, frames: u32) {
+        let wait = &self.control.wait.0;
+        wait.released.fetch_add(1, Ordering::SeqCst);
+        if wait.waiters.load(Ordering::SeqCst) != 0 {
+            let _ = futex::wake(&wait.released, futex::Flags::empty(), frames);
+        }
+    }
+
+    fn reclaim_dead(&self) -> usize {
+        let table = &self.control.processes;
+        let mut returned = 0;
+        for dead in liveness::claim_dead(table) {
+            let word = dead.word();
+            if let Some(entry) = table.get(dead.slot) {
+                let stale = entry.waiting.swap(0, Ordering::Relaxed);
+                let stale = u32::try_from(stale).unwrap_or(u32::MAX);
+                let _ = self.control.wait.0.waiters.fetch_update(
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                    |n| Some(n.saturating_sub(stale)),
+                );
+            }
+            for (index, entry) in self.entries.iter().enumerate() {
+                if entry
+                    .owner
+                    .compare_exchange(word, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.put_back(index as u32);
+                    returned += 1;
+                }
+            }
+            liveness::finish_reclaim(table, dead);
+        }
+        if returned > 0 {
+            self.wake(u32::try_from(returned).unwrap_or(u32::MAX));
+        }
+        returned
+    }
+}
