@@ -54,7 +54,6 @@ pub(super) fn create_sealed(len: usize) -> Result<OwnedFd> {
 /// Checks a received fd before it is mapped: a sealed memfd that cannot be resized and
 /// can still be written. Returns its size.
 pub(super) fn check_received(fd: BorrowedFd<'_>) -> Result<u64> {
-    let stat = fs::fstat(fd).map_err(|e| Error::io("fstat of a SharedPool fd", e.into()))?;
     let seals = match fs::fcntl_get_seals(fd) {
         Ok(seals) => seals,
         Err(Errno::INVAL) => {
@@ -78,6 +77,10 @@ pub(super) fn check_received(fd: BorrowedFd<'_>) -> Result<u64> {
             "the memfd is sealed against writing ({seals:?}); a shared pool must be writable"
         )));
     }
+    // The size only after the seals: read before them, a peer could still shrink the
+    // memfd between the two and then seal it, and our mapping of the old size would
+    // fault past the new end.
+    let stat = fs::fstat(fd).map_err(|e| Error::io("fstat of a SharedPool fd", e.into()))?;
     let len = u64::try_from(stat.st_size).unwrap_or(0);
     if len < size_of::<Control>() as u64 {
         return Err(Error::InvalidArgument(format!(
