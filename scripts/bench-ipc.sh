@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The cross-process hand-over benchmark's peers (issue 16): 64-byte round trips and 3 MiB
 # frame hand-overs between two real processes, through a Unix socket, a pipe and iceoryx2
-# (polling, and sleeping on its events), and pagebuf's SharedPool once it exists. The benchmark is its own Cargo package,
+# (polling, and sleeping on its events), and pagebuf's SharedPool hand-over. The benchmark is its own Cargo package,
 # bench/ipc, outside the workspace: iceoryx2 needs libclang to build, and a fresh clone's
 # `cargo test` must not.
 #
@@ -98,10 +98,10 @@ for c in "${contenders[@]}"; do
   echo "| $c | $(stat "$c" frame3m us_per_frame median) | $(stat "$c" frame3m us_per_frame range) | $(stat "$c" frame3m frames_per_s median) | $(stat "$c" frame3m gb_per_s median) |"
 done
 echo
-echo "GB/s counts the frame's bytes handed over per second, whether copied (socket, pipe) or not (iceoryx2)."
+echo "GB/s counts the frame's bytes handed over per second, whether copied (socket, pipe) or not (iceoryx2, pagebuf)."
 echo "The producer writes 8 bytes and one byte per 4 KiB page of each frame, the consumer reads as much."
 echo "iceoryx2 receivers busy-poll (128 spins, then a sched_yield per poll); iceoryx2-event receivers sleep on an"
-echo "iceoryx2 event the sender notifies after each send; socket and pipe block in the kernel."
+echo "iceoryx2 event the sender notifies after each send; socket and pipe block in the kernel; pagebuf receivers look 256 times, then sleep on a futex."
 echo "Pipes are grown to /proc/sys/fs/pipe-max-size; the socket keeps its default buffers."
 [ -n "$iceoryx2_note" ] && echo "$iceoryx2_note"
 if [ -s "$skipped" ]; then

@@ -16,6 +16,7 @@
 
 #[cfg(feature = "iceoryx2")]
 mod iox;
+mod pagebuf_pool;
 mod pipe;
 mod socket;
 mod stream;
@@ -34,7 +35,7 @@ pub const INFLIGHT: u64 = 4;
 /// The round trip's message size.
 pub const MSG_LEN: usize = 64;
 
-/// Exit status of `run` for a contender that exists as a slot only.
+/// Exit status of `run` for a contender this binary was built without (iceoryx2).
 const EXIT_NOT_BUILT: u8 = 3;
 const EXIT_USAGE: u8 = 2;
 
@@ -50,10 +51,8 @@ pub enum Contender {
     Iceoryx2,
     /// The same, but receivers sleep on an iceoryx2 event the sender notifies.
     Iceoryx2Event,
-    /// pagebuf's `SharedPool` hand-over (issue 16). A slot only: the hand-over does not
-    /// exist yet, and this binary refuses to pretend to measure it. Whoever builds it
-    /// adds the parent and child sides here (a `pagebuf` path dependency on
-    /// ../../crates/pagebuf) and removes the refusal in `parse_run`.
+    /// pagebuf's `SharedPool` hand-over (issue 16): frames in shared memory, handed
+    /// over as tokens through the pool's ring, no copy; receivers sleep on a futex.
     Pagebuf,
 }
 
@@ -139,7 +138,7 @@ pub enum Measured {
 const USAGE: &str = "usage:
   pagebuf-bench-ipc run CONTENDER SCENARIO [--count N] [--warmup N] [--timeout-s S]
   pagebuf-bench-ipc list
-CONTENDER: socket | pipe | iceoryx2 (polls) | iceoryx2-event | pagebuf (a slot: exits 3, not yet built)
+CONTENDER: socket | pipe | iceoryx2 (polls) | iceoryx2-event | pagebuf (SharedPool hand-over)
 SCENARIO:  rtt64 (64-byte round trips) | frame3m (3 MiB frames, 4 in flight)";
 
 fn main() -> ExitCode {
@@ -180,7 +179,7 @@ struct Run {
     timeout: Duration,
 }
 
-/// `None` for the pagebuf slot (after saying so on stderr).
+/// `None` for a contender this binary was built without (after saying so on stderr).
 fn parse_run(args: &[String]) -> Res<Option<Run>> {
     let usage = |m: String| format!("usage: {m}");
     let [c, s, rest @ ..] = args else {
@@ -209,10 +208,6 @@ fn parse_run(args: &[String]) -> Res<Option<Run>> {
             "--timeout-s" => timeout = Duration::from_secs(n.max(1)),
             _ => return Err(usage(format!("unknown option {flag:?}"))),
         }
-    }
-    if contender == Contender::Pagebuf {
-        eprintln!("pagebuf SharedPool hand-over: not yet built (issue 16)");
-        return Ok(None);
     }
     let iceoryx2 = matches!(contender, Contender::Iceoryx2 | Contender::Iceoryx2Event);
     if iceoryx2 && !cfg!(feature = "iceoryx2") {
@@ -250,7 +245,7 @@ fn child(args: &[String]) -> Res<()> {
         Contender::Iceoryx2 | Contender::Iceoryx2Event => {
             Err(format!("iceoryx2: built without it (tag {tag})"))
         }
-        Contender::Pagebuf => Err("pagebuf SharedPool hand-over: not yet built (issue 16)".into()),
+        Contender::Pagebuf => pagebuf_pool::child(job),
     }
 }
 
@@ -268,7 +263,7 @@ fn parent(run: Run) -> Res<ExitCode> {
         Contender::Iceoryx2 | Contender::Iceoryx2Event => {
             unreachable!("parse_run returns None without iceoryx2")
         }
-        Contender::Pagebuf => unreachable!("parse_run returns None for the slot"),
+        Contender::Pagebuf => pagebuf_pool::parent(run.job, bound, what)?,
     };
     report(run.contender, run.job, measured);
     Ok(ExitCode::SUCCESS)

@@ -16,6 +16,10 @@ use crate::pool::{Framing, PoolStats};
 /// the waiter for them.
 const RESCAN: Duration = Duration::from_millis(50);
 
+/// How many times `receive` looks for a frame before it sleeps: a few microseconds of
+/// looking (each look is a few loads of the ring's words), less than one sleep and wake.
+const RECEIVE_SPINS: u32 = 256;
+
 /// A pool of equal frames shared between processes: the frames *and* their
 /// bookkeeping (free list, waiter count, which process holds which frame) live in one
 /// sealed memfd, so every process that attaches allocates from, and returns to, the
@@ -211,7 +215,9 @@ impl SharedPool {
         Ok(Some(frame.freeze()))
     }
 
-    /// The next frame handed over, waiting as long as it takes.
+    /// The next frame handed over, waiting as long as it takes (it looks for a few
+    /// microseconds before it sleeps on the futex: a peer that answers at once is found
+    /// without a wake-up).
     ///
     /// # Errors
     /// As [`try_receive`](SharedPool::try_receive).
@@ -236,6 +242,15 @@ impl SharedPool {
     }
 
     fn receive_until(&self, deadline: Option<Instant>) -> Result<Buffer> {
+        // A peer that answers at once answers within microseconds: look a few times
+        // before sleeping, since a futex sleep and the wake that ends it cost a
+        // cross-CPU wake-up each (several microseconds in a VM) on both sides.
+        for _ in 0..RECEIVE_SPINS {
+            if let Some(frame) = self.try_receive()? {
+                return Ok(frame);
+            }
+            std::hint::spin_loop();
+        }
         loop {
             if let Some(frame) = self.try_receive()? {
                 return Ok(frame);
