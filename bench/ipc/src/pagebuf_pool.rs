@@ -12,13 +12,12 @@
 //!   acknowledgements.
 
 use crate::stream::{check_reply, dup_std, fill_reply, finish};
-use crate::watchdog::{spawn, Watchdog};
+use crate::watchdog::spawn_on_socket;
 use crate::work::{check_frame, fill_frame, fill_msg, msg_seq, time_frames, time_rtts};
 use crate::{Contender, Job, Measured, Res, Scenario, FRAME_LEN, INFLIGHT, MSG_LEN};
 use pagebuf::{BufferMut, Framing, SharedPool};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::process::Stdio;
 use std::time::Duration;
 
 fn pb(what: &'static str) -> impl Fn(pagebuf::Error) -> String {
@@ -50,15 +49,7 @@ fn filled(pool: &SharedPool, len: usize, fill: impl FnOnce(&mut [u8])) -> Res<Bu
 
 pub fn parent(job: Job, bound: Duration, what: String) -> Res<Measured> {
     let (out, back) = pools(job.scenario)?;
-    let (mine, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
-    let child = spawn(
-        Contender::Pagebuf,
-        job,
-        "-",
-        Stdio::from(OwnedFd::from(theirs)),
-        Stdio::null(),
-    )?;
-    let dog = Watchdog::start(child, bound, what);
+    let (mine, dog) = spawn_on_socket(Contender::Pagebuf, job, bound, what)?;
     let sent = out
         .send_to(&mine)
         .and_then(|()| back.send_to(&mine))

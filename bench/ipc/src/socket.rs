@@ -1,25 +1,16 @@
 //! The Unix stream socket contender: one socket pair, the bytes copied through it.
 
 use crate::stream::{child_side, dup_std, finish, io, parent_side};
-use crate::watchdog::{spawn, Watchdog};
+use crate::watchdog::spawn_on_socket;
 use crate::{Contender, Job, Measured, Res};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::process::Stdio;
 use std::time::Duration;
 
 /// The socket pair's child end becomes the child's stdin (one bidirectional fd), so no
 /// fd needs to survive `exec` by other means.
 pub fn parent(job: Job, bound: Duration, what: String) -> Res<Measured> {
-    let (mine, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
-    let child = spawn(
-        Contender::Socket,
-        job,
-        "-",
-        Stdio::from(OwnedFd::from(theirs)),
-        Stdio::null(),
-    )?;
-    let dog = Watchdog::start(child, bound, what);
+    let (mine, dog) = spawn_on_socket(Contender::Socket, job, bound, what)?;
     let mut reader = match mine.try_clone() {
         Ok(r) => r,
         Err(e) => {

@@ -1,6 +1,8 @@
 //! Starting the child (this executable again, in its role) and bounding the run.
 
 use crate::{Contender, Job, Res};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -93,4 +95,24 @@ pub fn spawn(contender: Contender, job: Job, tag: &str, stdin: Stdio, stdout: St
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start the child: {e}"))
+}
+
+/// Spawns the child with one end of a fresh socket pair as its stdin (one bidirectional
+/// fd, so nothing else needs to survive `exec`) and starts the watchdog; the other end
+/// is the parent's.
+pub fn spawn_on_socket(
+    contender: Contender,
+    job: Job,
+    bound: Duration,
+    what: String,
+) -> Res<(UnixStream, Watchdog)> {
+    let (mine, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let child = spawn(
+        contender,
+        job,
+        "-",
+        Stdio::from(OwnedFd::from(theirs)),
+        Stdio::null(),
+    )?;
+    Ok((mine, Watchdog::start(child, bound, what)))
 }
