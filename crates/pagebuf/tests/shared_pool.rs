@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use pagebuf::{Error, Framing, SharedPool};
+use pagebuf::{BufferMut, Error, Framing, SharedPool};
 use rustix::fs::{self, MemfdFlags, SealFlags};
 use support::in_child;
 
@@ -161,16 +161,7 @@ fn frames_are_aligned_exclusive_and_shared_between_attachments() {
     // The peer's mapping shows the bytes written through the creator's (all frames
     // held at once, so each is a different frame).
     let mut again: Vec<_> = (0..3).map(|_| peer.try_allocate().unwrap()).collect();
-    let mut seen: Vec<u8> = again
-        .iter_mut()
-        .map(|frame| {
-            let bytes = frame.whole_mut();
-            assert!(bytes.iter().all(|&b| b == bytes[0]));
-            bytes[0]
-        })
-        .collect();
-    seen.sort_unstable();
-    assert_eq!(seen, [0x40, 0x41, 0x42]);
+    assert_eq!(fill_bytes(&mut again), [0x40, 0x41, 0x42]);
 }
 
 #[test]
@@ -491,16 +482,7 @@ fn frames_written_in_a_child_are_seen_by_the_parent() {
     let stats = pool.stats();
     assert_eq!((stats.free, stats.allocations), (2, 2));
     let mut frames: Vec<_> = (0..2).map(|_| pool.try_allocate().unwrap()).collect();
-    let mut firsts: Vec<u8> = frames
-        .iter_mut()
-        .map(|frame| {
-            let bytes = frame.whole_mut();
-            assert!(bytes.iter().all(|&b| b == bytes[0]));
-            bytes[0]
-        })
-        .collect();
-    firsts.sort_unstable();
-    assert_eq!(firsts, [0xA0, 0xA1]);
+    assert_eq!(fill_bytes(&mut frames), [0xA0, 0xA1]);
 }
 
 #[test]
@@ -922,4 +904,22 @@ fn threads_handing_over_through_two_attachments_lose_and_duplicate_nothing() {
     assert_eq!(all, (0..2 * PER_SENDER).collect::<Vec<_>>());
     let stats = pool.stats();
     assert_eq!((stats.free, stats.in_use), (4, 0));
+}
+
+/// The byte each frame is filled with (every byte of a frame the same), sorted: which
+/// fills the frames carry, whatever order the pool handed them out in.
+fn fill_bytes(frames: &mut [BufferMut]) -> Vec<u8> {
+    let mut fills: Vec<u8> = frames
+        .iter_mut()
+        .map(|frame| {
+            let bytes = frame.whole_mut();
+            assert!(
+                bytes.iter().all(|&b| b == bytes[0]),
+                "a frame of mixed bytes"
+            );
+            bytes[0]
+        })
+        .collect();
+    fills.sort_unstable();
+    fills
 }

@@ -125,9 +125,9 @@ pub(crate) fn fill_padding(gap: &mut [u8], zeros: &ZeroCrcs) {
     debug_assert!(gap.len() % FRAME_ALIGN == 0, "frames keep 8-byte alignment");
     gap.fill(0);
     if gap.len() >= FRAME_HEADER {
-        let n = gap.len() - FRAME_HEADER;
-        let len = u32::try_from(n).expect("padding is at most a unit");
-        gap[..FRAME_HEADER].copy_from_slice(&frame_header(0, len, zeros.crc_of(n)));
+        let len = u32::try_from(gap.len() - FRAME_HEADER).expect("padding is at most a unit");
+        let crc = zeros.crc_of(&gap[FRAME_HEADER..]);
+        gap[..FRAME_HEADER].copy_from_slice(&frame_header(0, len, crc));
     }
 }
 
@@ -140,7 +140,7 @@ pub(crate) struct ZeroCrcs {
 }
 
 impl ZeroCrcs {
-    /// The table for runs up to `max` bytes (longer ones are computed when asked).
+    /// The table for runs up to `max` bytes (longer ones are computed over the zeros).
     pub(crate) fn up_to(max: usize) -> ZeroCrcs {
         let words = max / FRAME_ALIGN;
         let mut by_words = Vec::with_capacity(words + 1);
@@ -153,11 +153,14 @@ impl ZeroCrcs {
         ZeroCrcs { by_words }
     }
 
-    /// The CRC32C of `n` zero bytes.
-    pub(crate) fn crc_of(&self, n: usize) -> u32 {
+    /// The CRC32C of `zeros` (all zero bytes): looked up by length, or computed over
+    /// them where the table stops.
+    pub(crate) fn crc_of(&self, zeros: &[u8]) -> u32 {
+        debug_assert!(zeros.iter().all(|&b| b == 0), "padding is zeros");
+        let n = zeros.len();
         match self.by_words.get(n / FRAME_ALIGN) {
             Some(&crc) if n % FRAME_ALIGN == 0 => crc,
-            _ => crc32c::crc32c(&vec![0; n]),
+            _ => crc32c::crc32c(zeros),
         }
     }
 }
@@ -303,7 +306,8 @@ mod tests {
     fn padding_checksums_looked_up_match_computed_ones() {
         let zeros = ZeroCrcs::up_to(4096);
         for n in (0..=4096).step_by(8).chain([4104, 8192, 13]) {
-            assert_eq!(zeros.crc_of(n), crc32c::crc32c(&vec![0; n]), "{n} zeros");
+            let run = vec![0; n];
+            assert_eq!(zeros.crc_of(&run), crc32c::crc32c(&run), "{n} zeros");
         }
         let mut gap = vec![0xAB; 4096];
         fill_padding(&mut gap, &zeros);
