@@ -13,19 +13,27 @@ pub(crate) struct Reservation {
     initial_len: u64,
     /// Everything below this is reserved.
     end: u64,
+    /// Space is reserved this much at a time.
+    step: u64,
     enabled: bool,
 }
 
 impl Reservation {
-    /// Space is reserved this much at a time.
+    /// Space is reserved this much at a time unless set.
     const STEP: u64 = 64 << 20;
 
     pub(crate) fn new(file: &DirectFile) -> Reservation {
         Reservation {
             initial_len: file.len().unwrap_or(0),
             end: 0,
+            step: Reservation::STEP,
             enabled: !file.is_block_device(),
         }
+    }
+
+    /// Reserves `step` bytes at a time from now on.
+    pub(crate) fn set_step(&mut self, step: u64) {
+        self.step = step;
     }
 
     /// Makes sure the bytes below `upto` are reserved.
@@ -33,7 +41,7 @@ impl Reservation {
         if !self.enabled || upto <= self.end {
             return;
         }
-        let target = upto.max(self.end.saturating_add(Reservation::STEP));
+        let target = upto.max(self.end.saturating_add(self.step));
         match file.allocate(self.end, target - self.end) {
             Ok(()) => self.end = target,
             Err(_) => self.enabled = false,

@@ -136,6 +136,15 @@ impl BlockSink {
         }
     }
 
+    /// The sink, reserving space `step` bytes at a time (64 MiB unless set).
+    pub(crate) fn reserving_in_steps_of(self, step: u64) -> BlockSink {
+        self.reservation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_step(step);
+        self
+    }
+
     /// The file written.
     pub(crate) fn file(&self) -> &Arc<DirectFile> {
         &self.file

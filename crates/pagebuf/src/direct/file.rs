@@ -569,15 +569,16 @@ impl DirectFile {
     }
 
     /// Gives back the space of `len` bytes at `offset` (`FALLOC_FL_PUNCH_HOLE`, the
-    /// length kept): they read as zeros after. Where the file system cannot punch holes
-    /// nothing changes (the space is simply not given back).
+    /// length kept): they read as zeros after. `false` where the file system cannot
+    /// punch holes: nothing changed.
     ///
     /// # Errors
     /// [`Error::Io`] from the system, other than "not supported".
-    pub(crate) fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
+    pub(crate) fn punch_hole(&self, offset: u64, len: u64) -> Result<bool> {
         let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
         match rustix::fs::fallocate(&self.open.file, flags, offset, len) {
-            Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::OPNOTSUPP) => Ok(false),
             Err(errno) => Err(Error::io(
                 format!(
                     "giving back {len} bytes at offset {offset} of {}",

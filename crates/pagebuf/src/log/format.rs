@@ -4,10 +4,12 @@
 //! ```text
 //! offset 0      header copy A  (one unit)
 //! offset unit   header copy B  (one unit)
-//! first_offset  frame frame ... pad | frame ... pad | ...   (each commit ends on a unit)
+//! first_offset  frame frame ... pad | frame ... pad | ... jump ─┐  (each commit ends on a unit)
+//! k × segment   frame ... pad | ...                     <───────┘  (a segment written again)
 //!
 //! frame:  len u32 | crc u32 | lsn u64 | data (len bytes) | zeros to a multiple of 8
-//!         crc = CRC32C(data ‖ lsn ‖ len); lsn 0 = padding (data all zeros)
+//!         crc = CRC32C(data ‖ lsn ‖ len); lsn 0 = padding (data all zeros),
+//!         lsn u64::MAX = jump (data: the u64 offset where the log goes on)
 //! ```
 //!
 //! A frame never starts in the last 8 bytes of a unit: those are zero and skipped. A
@@ -22,10 +24,20 @@ pub(crate) const FRAME_HEADER: usize = 16;
 pub(crate) const FRAME_ALIGN: usize = 8;
 /// The header's magic number.
 const MAGIC: &[u8; 8] = b"PAGEBLOG";
-/// The one version of the format.
-pub(crate) const VERSION: u32 = 1;
-/// Bytes of the header that carry meaning (the rest of its unit is zeros).
-const HEADER_BYTES: usize = 44;
+/// The version written. Version 1 (no segments, no jumps) is still read, and a writer
+/// opening one upgrades its header before it writes a jump.
+pub(crate) const VERSION: u32 = 2;
+/// Bytes of a version-2 header that carry meaning (the rest of its unit is zeros);
+/// version 1 has no segment size and its checksum at 40.
+const HEADER_BYTES: usize = 52;
+const HEADER_BYTES_V1: usize = 44;
+/// The `lsn` that marks a jump frame.
+pub(crate) const JUMP_LSN: Lsn = u64::MAX;
+/// Bytes of a jump frame (its data is the offset jumped to).
+pub(crate) const JUMP_FRAME: usize = FRAME_HEADER + 8;
+/// Segment sizes a header may name: multiples of 1 MiB (so of every unit) up to 1 TiB.
+pub(crate) const MIN_SEGMENT: u64 = 1 << 20;
+pub(crate) const MAX_SEGMENT: u64 = 1 << 40;
 
 /// What a header copy says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,27 +50,41 @@ pub(crate) struct Header {
     pub(crate) first_offset: u64,
     /// The `Lsn` of the first kept record.
     pub(crate) first_lsn: Lsn,
+    /// Bytes of a segment: segment `i` is the file's bytes from `i × segment` (segment
+    /// 0 from past the header copies), and a jump goes to a segment's start. `None` for
+    /// a version-1 header (written before segments; its frames lie end to end).
+    pub(crate) segment: Option<u64>,
 }
 
 impl Header {
     /// The header's bytes, zero-padded to `out.len()` (at least [`HEADER_BYTES`]).
+    /// A version-1 header (no segment) is written as version 1: tests of reading old
+    /// logs make them so; writers upgrade before they jump.
     pub(crate) fn encode(&self, out: &mut [u8]) {
         out.fill(0);
         out[0..8].copy_from_slice(MAGIC);
-        out[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        let version = if self.segment.is_some() { VERSION } else { 1 };
+        out[8..12].copy_from_slice(&version.to_le_bytes());
         out[12..16].copy_from_slice(&self.unit.to_le_bytes());
         out[16..24].copy_from_slice(&self.generation.to_le_bytes());
         out[24..32].copy_from_slice(&self.first_offset.to_le_bytes());
         out[32..40].copy_from_slice(&self.first_lsn.to_le_bytes());
-        let crc = crc32c::crc32c(&out[0..40]);
-        out[40..44].copy_from_slice(&crc.to_le_bytes());
+        let crc_at = match self.segment {
+            Some(segment) => {
+                out[40..48].copy_from_slice(&segment.to_le_bytes());
+                48
+            }
+            None => 40,
+        };
+        let crc = crc32c::crc32c(&out[0..crc_at]);
+        out[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
     }
 
     /// The header in `bytes` (a copy read at `offset`), checked: `Corrupt` names what is
     /// wrong with it.
     pub(crate) fn decode(bytes: &[u8], offset: u64) -> Result<Header> {
         let corrupt = |detail: String| Error::Corrupt { offset, detail };
-        if bytes.len() < HEADER_BYTES {
+        if bytes.len() < HEADER_BYTES_V1 {
             return Err(corrupt("the log header is cut short".into()));
         }
         if &bytes[0..8] != MAGIC {
@@ -66,21 +92,28 @@ impl Header {
                 "not a pagebuf log (no PAGEBLOG magic at the start)".into(),
             ));
         }
-        let crc = u32_at(bytes, 40);
-        if crc32c::crc32c(&bytes[0..40]) != crc {
-            return Err(corrupt("the log header's checksum does not match".into()));
-        }
         let version = u32_at(bytes, 8);
-        if version != VERSION {
-            return Err(corrupt(format!(
-                "log format version {version}; this pagebuf reads version {VERSION}"
-            )));
+        let crc_at = match version {
+            1 => 40,
+            VERSION if bytes.len() >= HEADER_BYTES => 48,
+            VERSION => return Err(corrupt("the log header is cut short".into())),
+            _ => {
+                return Err(corrupt(format!(
+                    "log format version {version}; this pagebuf reads versions 1 and \
+                     {VERSION}"
+                )))
+            }
+        };
+        let crc = u32_at(bytes, crc_at);
+        if crc32c::crc32c(&bytes[0..crc_at]) != crc {
+            return Err(corrupt("the log header's checksum does not match".into()));
         }
         let header = Header {
             unit: u32_at(bytes, 12),
             generation: u64_at(bytes, 16),
             first_offset: u64_at(bytes, 24),
             first_lsn: u64_at(bytes, 32),
+            segment: (version == VERSION).then(|| u64_at(bytes, 40)),
         };
         let unit = u64::from(header.unit);
         if !header.unit.is_power_of_two() || !(512..=1 << 20).contains(&header.unit) {
@@ -97,6 +130,14 @@ impl Header {
         }
         if header.first_lsn == 0 {
             return Err(corrupt("the log header's first LSN is 0".into()));
+        }
+        if let Some(segment) = header.segment {
+            if segment % MIN_SEGMENT != 0 || !(MIN_SEGMENT..=MAX_SEGMENT).contains(&segment) {
+                return Err(corrupt(format!(
+                    "the log header's segment size {segment} is not a multiple of 1 MiB \
+                     from 1 MiB to 1 TiB"
+                )));
+            }
         }
         Ok(header)
     }
@@ -185,6 +226,9 @@ pub(crate) enum FrameHead {
     Padding { len: u32, crc: u32 },
     /// Record `lsn` of `len` bytes, checksum `crc`.
     Record { lsn: Lsn, len: u32, crc: u32 },
+    /// A jump: its `len` bytes of data (8 in a good one, checksum `crc`) say where the
+    /// log goes on.
+    Jump { len: u32, crc: u32 },
 }
 
 impl FrameHead {
@@ -196,9 +240,19 @@ impl FrameHead {
         let crc = u32_at(bytes, 4);
         match u64_at(bytes, 8) {
             0 => FrameHead::Padding { len, crc },
+            JUMP_LSN => FrameHead::Jump { len, crc },
             lsn => FrameHead::Record { lsn, len, crc },
         }
     }
+}
+
+/// A jump frame: the log goes on at `target` (a segment's start).
+pub(crate) fn jump_frame(target: u64) -> [u8; JUMP_FRAME] {
+    let data = target.to_le_bytes();
+    let mut frame = [0; JUMP_FRAME];
+    frame[..FRAME_HEADER].copy_from_slice(&frame_header(JUMP_LSN, 8, crc32c::crc32c(&data)));
+    frame[FRAME_HEADER..].copy_from_slice(&data);
+    frame
 }
 
 /// Bytes to skip at `offset` before a frame may start: the zeros at the end of a unit
@@ -226,36 +280,45 @@ mod tests {
 
     #[test]
     fn a_header_round_trips_and_any_flipped_bit_is_caught() {
-        let header = Header {
-            unit: 4096,
-            generation: 7,
-            first_offset: 3 * 4096,
-            first_lsn: 42,
-        };
-        let mut bytes = vec![0; 4096];
-        header.encode(&mut bytes);
-        assert_eq!(Header::decode(&bytes, 0).unwrap(), header);
-        for bit in 0..HEADER_BYTES * 8 {
-            let mut bad = bytes.clone();
-            bad[bit / 8] ^= 1 << (bit % 8);
-            assert!(
-                matches!(
-                    Header::decode(&bad, 4096),
-                    Err(Error::Corrupt { offset: 4096, .. })
-                ),
-                "bit {bit} flipped went unnoticed"
-            );
+        // Version 2 (with segments) and version 1 (as older writers left it).
+        for (segment, meaningful) in [(Some(64 << 20), HEADER_BYTES), (None, HEADER_BYTES_V1)] {
+            let header = Header {
+                unit: 4096,
+                generation: 7,
+                first_offset: 3 * 4096,
+                first_lsn: 42,
+                segment,
+            };
+            let mut bytes = vec![0; 4096];
+            header.encode(&mut bytes);
+            assert_eq!(Header::decode(&bytes, 0).unwrap(), header);
+            for bit in 0..meaningful * 8 {
+                let mut bad = bytes.clone();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                assert!(
+                    matches!(
+                        Header::decode(&bad, 4096),
+                        Err(Error::Corrupt { offset: 4096, .. })
+                    ),
+                    "bit {bit} flipped went unnoticed ({segment:?})"
+                );
+            }
         }
     }
 
     #[test]
     fn headers_that_check_but_make_no_sense_are_refused() {
-        for (unit, first_offset, first_lsn) in [
-            (4000, 8000, 1),
-            (4096, 4096, 1),
-            (4096, 8192 + 8, 1),
-            (4096, 8192, 0),
-            (256, 512, 1),
+        let mib = 1 << 20;
+        for (unit, first_offset, first_lsn, segment) in [
+            (4000, 8000, 1, Some(mib)),
+            (4096, 4096, 1, Some(mib)),
+            (4096, 8192 + 8, 1, None),
+            (4096, 8192, 0, Some(mib)),
+            (256, 512, 1, Some(mib)),
+            (4096, 8192, 1, Some(0)),
+            (4096, 8192, 1, Some(mib / 2)),
+            (4096, 8192, 1, Some(mib + 4096)),
+            (4096, 8192, 1, Some(MAX_SEGMENT * 2)),
         ] {
             let mut bytes = vec![0; 4096];
             Header {
@@ -263,18 +326,19 @@ mod tests {
                 generation: 1,
                 first_offset,
                 first_lsn,
+                segment,
             }
             .encode(&mut bytes);
             let err = Header::decode(&bytes, 0).unwrap_err();
             assert!(
                 matches!(err, Error::Corrupt { .. }),
-                "{unit} {first_offset} {first_lsn}"
+                "{unit} {first_offset} {first_lsn} {segment:?}"
             );
         }
     }
 
     #[test]
-    fn frames_decode_as_end_padding_or_record() {
+    fn frames_decode_as_end_padding_jump_or_record() {
         assert_eq!(FrameHead::decode(&[0; 16]), FrameHead::End);
         let data = b"hello";
         let header = frame_header(9, 5, crc32c::crc32c(data));
@@ -294,6 +358,15 @@ mod tests {
                 crc: frame_crc(0, 100, &[0; 100])
             }
         );
+        let jump = jump_frame(5 << 20);
+        assert_eq!(
+            FrameHead::decode(jump[..16].try_into().unwrap()),
+            FrameHead::Jump {
+                len: 8,
+                crc: frame_crc(JUMP_LSN, 8, &(5u64 << 20).to_le_bytes())
+            }
+        );
+        assert_eq!(frame_len(8), JUMP_FRAME);
         assert_eq!(frame_len(0), 16);
         assert_eq!(frame_len(1), 24);
         assert_eq!(frame_len(8), 24);

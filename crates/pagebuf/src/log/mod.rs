@@ -17,9 +17,12 @@ mod format;
 mod options;
 mod reader;
 mod scan;
+mod segments;
 mod writer;
 
-pub use options::{LogOptions, DEFAULT_LOG_BLOCK, DEFAULT_LOG_DEPTH};
+pub use options::{
+    LogOptions, DEFAULT_LOG_BLOCK, DEFAULT_LOG_DEPTH, DEFAULT_LOG_SEGMENT, DEFAULT_SPARE_SEGMENTS,
+};
 pub use reader::{LogReader, LogRecord};
 pub use writer::{LogStats, LogWriter, TailWrite};
 

@@ -2,7 +2,9 @@
 //! [`LogReader`](super::LogReader) yields it and [`LogWriter::open`](super::LogWriter::open)
 //! recovers it.
 
-use super::format::{frame_crc, frame_len, skip_before_frame, FrameHead, Header, FRAME_HEADER};
+use super::format::{
+    frame_crc, frame_len, skip_before_frame, FrameHead, Header, FRAME_HEADER, JUMP_LSN,
+};
 use super::{Lsn, MAX_RECORD};
 use crate::alloc::{BufferAllocator, PageAllocator};
 use crate::buffer::Buffer;
@@ -34,6 +36,12 @@ pub(crate) struct Scanner {
     /// Where the next frame starts.
     offset: u64,
     next_lsn: Lsn,
+    /// Segment size (version 2), to check jump targets; `None`: no jump is valid.
+    segment: Option<u64>,
+    /// The jumps followed, in order: where each jump frame starts and its target.
+    jumps: Vec<(u64, u64)>,
+    /// Whether the last frame read was a jump (a jump must be followed by a record).
+    after_jump: bool,
 }
 
 impl Scanner {
@@ -46,7 +54,15 @@ impl Scanner {
             window_at: 0,
             offset: header.first_offset,
             next_lsn: header.first_lsn,
+            segment: header.segment,
+            jumps: Vec::new(),
+            after_jump: false,
         }
+    }
+
+    /// The jumps followed so far: `(where the jump frame starts, where it goes)`.
+    pub(crate) fn jumps(&self) -> &[(u64, u64)] {
+        &self.jumps
     }
 
     /// The `Lsn` the next record must carry.
@@ -70,10 +86,22 @@ impl Scanner {
             let torn = |detail: String| Ok(Step::Torn { offset, detail });
             let (lsn, len, crc) = match FrameHead::decode(&head) {
                 FrameHead::End => return Ok(Step::End { offset }),
+                FrameHead::Padding { .. } if self.after_jump => {
+                    return torn("padding where the record after a jump was due".into())
+                }
                 FrameHead::Padding { len, .. } if len > MAX_PADDING => {
                     return torn(format!("padding of {len} bytes, past the largest unit"))
                 }
                 FrameHead::Padding { len, crc } => (0, len, crc),
+                FrameHead::Jump { len, .. } if len != 8 => {
+                    return torn(format!("a jump frame of {len} bytes, not 8"))
+                }
+                // A writer writes a record right after every jump: two in a row are
+                // stale frames of space written before.
+                FrameHead::Jump { .. } if self.after_jump => {
+                    return torn("a jump where the record after a jump was due".into())
+                }
+                FrameHead::Jump { len, crc } => (JUMP_LSN, len, crc),
                 FrameHead::Record { lsn, .. } if lsn != self.next_lsn => {
                     return torn(format!(
                         "record {lsn} where record {} was due",
@@ -96,8 +124,22 @@ impl Scanner {
                 return torn("a frame whose checksum does not match (torn or corrupt)".into());
             }
             self.offset = offset + frame_len(len as usize) as u64;
-            if lsn != 0 {
+            if lsn == JUMP_LSN {
+                let target = u64::from_le_bytes(data[..].try_into().expect("8 bytes"));
+                if !self
+                    .segment
+                    .is_some_and(|s| is_segment_start(target, s, self.unit))
+                {
+                    return torn(format!(
+                        "a jump to {target}, not the start of a segment of this log"
+                    ));
+                }
+                self.jumps.push((offset, target));
+                self.offset = target;
+                self.after_jump = true;
+            } else if lsn != 0 {
                 self.next_lsn += 1;
+                self.after_jump = false;
                 return Ok(Step::Record { lsn, offset, data });
             }
         }
@@ -126,6 +168,12 @@ impl Scanner {
         let from = (at - self.window_at) as usize;
         self.window.slice(from..from + len).map(Some)
     }
+}
+
+/// Whether `offset` is where a segment of `segment` bytes starts in a log of `unit`:
+/// segment 0 starts past the two header copies, segment `i` at `i × segment`.
+pub(crate) fn is_segment_start(offset: u64, segment: u64, unit: u64) -> bool {
+    offset == 2 * unit || (offset != 0 && offset % segment == 0)
 }
 
 /// The newer valid copy of the header of the log in `file`; `Corrupt` when neither
