@@ -3,6 +3,11 @@
 //! caller of the log sees (commits per second, the latency of each append + commit)
 //! beside what the log did to get there (`LogStats`: syncs, bytes handed to the disk).
 //!
+//! Beside the committing threads a checkpointer drops every durable record each
+//! [`CHECKPOINT_EVERY`] (`truncate_before`), as a database does once what its log
+//! holds is applied: the log then writes its freed segments again, as it does in
+//! service (okaywal, the peer, checkpoints and recycles its segments on its own).
+//!
 //! A commit's latency runs from just before its `append` to the return of its
 //! `commit`: the wait a caller who needs its record durable sits through, grouping
 //! included. Each thread keeps its own latencies (no shared counter in the loop); they
@@ -10,6 +15,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -20,6 +26,9 @@ use serde_json::json;
 
 use crate::usage::{io_write_bytes, process_cpu_seconds};
 use crate::{format, CliResult};
+
+/// How often the bench's checkpointer drops the durable records.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(10);
 
 /// `--threads` cap: the bench must not start unbounded threads either.
 pub const MAX_THREADS: usize = 1024;
@@ -154,7 +163,8 @@ pub fn measure(
     let before = log.stats();
     let cpu_before = process_cpu_seconds();
     let io_before = io_write_bytes();
-    let (started, per_thread) = std::thread::scope(|scope| {
+    let done = AtomicBool::new(false);
+    let (started, per_thread, checkpoints) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let (log, payload, start) = (&log, &payload, &start);
@@ -177,13 +187,25 @@ pub fn measure(
                 })
             })
             .collect();
+        let (log, done) = (&log, &done);
+        let checkpointer = scope.spawn(move || -> pagebuf::Result<()> {
+            while !done.load(Ordering::Acquire) {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                log.truncate_before(log.durable_lsn())?;
+            }
+            Ok(())
+        });
         start.wait();
         let started = Instant::now();
         let results: Vec<_> = workers
             .into_iter()
             .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect();
-        (started, results)
+        done.store(true, Ordering::Release);
+        let checkpoints = checkpointer
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (started, results, checkpoints)
     });
     let elapsed = started.elapsed();
     let cpu = process_cpu_seconds() - cpu_before;
@@ -192,6 +214,7 @@ pub fn measure(
         .map(|(a, b)| a.saturating_sub(b));
     let after = log.stats();
 
+    checkpoints?;
     let mut latencies = Vec::new();
     for result in per_thread {
         latencies.extend(result?);
@@ -257,6 +280,7 @@ pub fn run(
             "p99_us": us(r.p99),
             "max_us": us(r.max),
             "syncs": r.stats.syncs,
+            "segments_reused": r.stats.segments_reused,
             "waiting_commits": r.stats.commits,
             "commits_per_sync": r.commits_per_sync(),
             "tail_write": tail,
@@ -307,10 +331,12 @@ pub fn run(
         (
             "syncs",
             format!(
-                "{} ({:.2} commits per sync; {} commits waited for one)",
+                "{} ({:.2} commits per sync; {} commits waited for one); {} segments \
+                 written again",
                 r.stats.syncs,
                 r.commits_per_sync(),
-                r.stats.commits
+                r.stats.commits,
+                r.stats.segments_reused
             ),
         ),
         (

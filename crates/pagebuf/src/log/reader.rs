@@ -25,7 +25,9 @@ pub struct LogRecord {
 /// or the end of the file). A torn or corrupt record (a crash mid-write, damage) yields
 /// one `Err(Error::Corrupt)` naming its offset and what is wrong, then `None`: never a
 /// wrong record, never a panic. Opening takes no lock: a log may be read while it is
-/// written (records committed by then are read).
+/// written (records committed by then are read; where the writer is writing a segment
+/// again, its records end on stale frames of the segment's earlier use, read as one
+/// `Err(Corrupt)` at the end; a writer that is dropped leaves a clean end there).
 ///
 /// ```
 /// use pagebuf::log::{LogReader, LogWriter};

@@ -66,16 +66,22 @@ const ZERO_AHEAD_BELOW: u64 = 32 << 10;
 ///     padding; the price is writing up to one unit again per commit
 ///     ([`LogStats::rewritten_bytes`]). A padded commit still comes once per MiB, so
 ///     [`truncate_before`](Self::truncate_before) has unit boundaries to cut at.
+/// * **Segments.** The log is written a segment at a time
+///   ([`LogOptions::segment_size`], 64 MiB unless set). Once
+///   [`truncate_before`](Self::truncate_before) has dropped every record of a segment,
+///   the log writes that segment again (a jump frame says where it goes on), as
+///   PostgreSQL and okaywal recycle theirs: a log that is checkpointed stays a few
+///   segments long, and its commits overwrite blocks the file system has written
+///   before, so their `fdatasync` has no extent conversion to journal
+///   ([`LogStats::segments_reused`]).
 /// * Direct I/O on the process's [`IoRing`] (or the one in [`LogOptions`]); where the
 ///   file system refuses `O_DIRECT`, buffered writes and `fdatasync`
-///   ([`DirectFile::fallback_note`] says why). Zeroes are written ahead of the records
-///   (8 MiB ahead, in 4 MiB steps, as PostgreSQL fills its WAL segments), so a commit
-///   overwrites blocks already written: its `fdatasync` has no extent allocation or
-///   conversion to journal (1.7x the commits of writes into merely reserved space, fio
-///   on this disk; BENCHMARKS.md, issue 14). They cost write bandwidth once
-///   ([`LogStats::zeroed_bytes`]), not log space, and are written only while commits
-///   average under 32 KiB: for larger ones the doubled bytes cost more than the
-///   conversion they spare.
+///   ([`DirectFile::fallback_note`] says why). In a segment never written before,
+///   zeroes are written ahead of the records (8 MiB ahead, in 4 MiB steps, up to the
+///   segment's end, as PostgreSQL fills its WAL segments), for the same reason. They
+///   cost write bandwidth once ([`LogStats::zeroed_bytes`]), not log space, and are
+///   written only while commits average under 32 KiB: for larger ones the doubled
+///   bytes cost more than the conversion they spare.
 /// * **One writer per file:** a second `LogWriter` on it, here or in another process,
 ///   is [`Error::InvalidRequest`].
 /// * Dropping the writer commits nothing that was not committed: records appended after
@@ -763,10 +769,15 @@ impl LogWriter {
         self.durable.load(Ordering::Acquire)
     }
 
-    /// Gives back the space of records before `lsn` (after a checkpoint): the log's
-    /// header is rewritten (the copy not in use, then synced) to start at a record at or
-    /// before `lsn`, and the space before it is released (holes punched). Readers then
-    /// start there. Records before `lsn` that share space with kept ones stay readable.
+    /// Drops the records before `lsn` (after a checkpoint): the log's header is
+    /// rewritten (the copy not in use, then synced) to start at a record at or before
+    /// `lsn` (at least once per MiB of log a record starts on a unit boundary; the cut
+    /// is at the last such record at or before `lsn`), and readers then start there.
+    /// The segments wholly before it are freed: up to [`LogOptions::spare_segments`]
+    /// are kept for the log to write again (commits over written blocks spare the file
+    /// system an extent conversion in their sync), and holes are punched in the others,
+    /// their space given back. Records before `lsn` that share a segment with kept ones
+    /// stay readable.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an `lsn` past [`durable_lsn`](Self::durable_lsn)
