@@ -171,6 +171,8 @@ fn on_xfs_a_writer_rewriting_untorn_killed_at_random_moments_loses_nothing() {
         return;
     }
     kill_at_random_moments(&path, 20, tail, Use::Grow);
+    let recycled = disk.mount.join("recycled");
+    kill_at_random_moments(&recycled, 20, tail, Use::Recycle);
 }
 
 /// Runs the killed writer (`child_writes`) `runs` times on the log at `path`, each
@@ -258,7 +260,13 @@ fn kill_at_random_moments(path: &std::path::Path, runs: u64, tail: TailWrite, us
     );
     assert!(!acked.is_empty(), "no commit was ever acknowledged");
     if usage == Use::Recycle {
-        assert!(reused >= 10, "segments were reused {reused} times only");
+        // A reopened log gives its spare segments back (they may hold frames of the
+        // killed commit): reuse comes from within a run, about one per 4 MB written.
+        let expected = bytes_acked / (8 << 20);
+        assert!(
+            reused >= expected.max(1),
+            "segments were reused {reused} times only, for {bytes_acked} bytes"
+        );
     }
 }
 
