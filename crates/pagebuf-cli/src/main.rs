@@ -3,6 +3,7 @@
 //! capture, and formats.
 
 mod bench;
+mod capture;
 mod copy;
 mod demo;
 mod format;
@@ -12,8 +13,10 @@ mod probe;
 mod progress;
 mod randread;
 mod record;
+mod record_from;
 mod repair;
 mod scratch;
+mod share;
 mod synthetic;
 mod usage;
 
@@ -224,6 +227,11 @@ enum Command {
     Record {
         /// The sample file to write (created or replaced).
         out: PathBuf,
+        /// Record the frames a `pagebuf capture --share SOCKET` process hands over
+        /// (through a shared pool, written from its pages without a copy) instead of
+        /// generating them here.
+        #[arg(long, value_name = "SOCKET", conflicts_with_all = ["duration", "size", "audio"])]
+        from: Option<PathBuf>,
         /// Seconds of media to record [default: 5].
         #[arg(long, value_parser = seconds, conflicts_with = "size")]
         duration: Option<f64>,
@@ -236,6 +244,32 @@ enum Command {
         /// Add a 48 kHz stereo 16-bit audio stream.
         #[arg(long)]
         audio: bool,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A synthetic camera in its own process: fills a shared pool's frames and hands them
+    /// to the recorder that connects to SOCKET (`pagebuf record OUT --from SOCKET`).
+    #[command(
+        after_help = "Example (two shells, or one with &):\n  pagebuf capture --share /tmp/cam.sock --video 1920x1080@60 --duration 10 &\n  pagebuf record take.pbs --from /tmp/cam.sock\n  pagebuf play take.pbs --verify"
+    )]
+    Capture {
+        /// The Unix socket to listen on for the recorder (must not exist; removed after).
+        #[arg(long, value_name = "SOCKET")]
+        share: PathBuf,
+        /// Video format WIDTHxHEIGHT@FPS (YUV 4:2:0 frames).
+        #[arg(long, default_value = "1920x1080@60")]
+        video: VideoFormat,
+        /// Seconds of media to capture.
+        #[arg(long, default_value = "5", value_parser = seconds)]
+        duration: f64,
+        /// Pace the frames at the frame rate, as a camera would; without it, frames go
+        /// as fast as the recorder takes them.
+        #[arg(long)]
+        realtime: bool,
+        /// Frames in the shared pool (2 to 1024): how far the camera may run ahead.
+        #[arg(long, default_value_t = capture::POOL_FRAMES)]
+        pool_frames: usize,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -385,11 +419,26 @@ fn main() -> ExitCode {
         }
         Command::Record {
             out: path,
+            from: Some(socket),
+            json,
+            ..
+        } => record_from::run(out, &path, &socket, json),
+        Command::Capture {
+            share,
+            video,
+            duration,
+            realtime,
+            pool_frames,
+            json,
+        } => capture::run(out, &share, video, duration, (pool_frames, realtime), json),
+        Command::Record {
+            out: path,
             duration,
             size,
             video,
             audio,
             json,
+            from: None,
         } => {
             let limit = match size {
                 Some(bytes) => Limit::Size(bytes),

@@ -125,6 +125,11 @@ pub fn run(
     as_json: bool,
 ) -> CliResult {
     let report = record(path, video, audio, limit, as_json)?;
+    print(out, path, &report, as_json)
+}
+
+/// The report, as text or JSON.
+pub fn print(out: &mut impl Write, path: &Path, report: &RecordReport, as_json: bool) -> CliResult {
     let s = &report.summary;
     if as_json {
         let value = json!({
@@ -143,7 +148,7 @@ pub fn run(
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(());
     }
-    write_report(out, path, &report)
+    write_report(out, path, report)
 }
 
 pub fn write_report(out: &mut impl Write, path: &Path, report: &RecordReport) -> CliResult {

@@ -787,3 +787,127 @@ fn repair_finishes_a_killed_recording_that_then_verifies() {
         "{err}"
     );
 }
+
+/// Starts `pagebuf ARGS` in `dir` in the background (output captured).
+fn spawn_pagebuf(dir: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_pagebuf"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child`, killed and failed if it has not exited within `limit`.
+fn wait_within(mut child: std::process::Child, what: &str, limit: Duration) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} has not exited after {limit:?}: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `capture --share` and `record --from`: two processes, the frames filled in one and
+/// written to the file by the other from the same shared pages (every sample zero-copy),
+/// and `play --verify` finds every byte of the synthetic video.
+#[test]
+fn capture_and_record_from_hand_frames_between_processes() {
+    let dir = scratch("share");
+    let capture = spawn_pagebuf(
+        &dir,
+        &[
+            "capture",
+            "--share",
+            "cam.sock",
+            "--video",
+            "320x240@30",
+            "--duration",
+            "2",
+            "--json",
+        ],
+    );
+    let recorded = pagebuf_within(
+        &dir,
+        &["record", "take.pbs", "--from", "cam.sock", "--json"],
+        Duration::from_secs(60),
+    );
+    let recorded = json(&recorded);
+    assert_eq!(recorded["samples"], 60, "{recorded}");
+    assert_eq!(
+        recorded["zero_copy_samples"], 60,
+        "every frame from the shared pages"
+    );
+    let captured = json(&wait_within(capture, "capture", Duration::from_secs(30)));
+    assert_eq!(captured["frames"], 60, "{captured}");
+    assert_eq!(captured["recorded"], 60, "{captured}");
+    assert!(!dir.join("cam.sock").exists(), "the socket is removed");
+    let played = stdout(&pagebuf(&dir, &["play", "take.pbs", "--verify"]));
+    assert!(played.contains("verified"), "{played}");
+    assert!(played.contains("I420 320x240 @ 30 fps"), "{played}");
+    // The socket's path is refused while it exists; garbage options in one line.
+    std::fs::write(dir.join("busy.sock"), b"").unwrap();
+    let err = one_line_error(&pagebuf(&dir, &["capture", "--share", "busy.sock"]));
+    assert!(err.contains("exists"), "{err}");
+    let err = one_line_error(&pagebuf(
+        &dir,
+        &["capture", "--share", "x.sock", "--pool-frames", "1"],
+    ));
+    assert!(err.contains("--pool-frames"), "{err}");
+}
+
+/// A dead peer on either side: the recorder killed while the camera waits for frames
+/// makes the capture fail (not hang); the capture killed mid-stream leaves the recorder
+/// a finished file of the frames it got, which verifies.
+#[test]
+fn a_killed_capture_or_recorder_ends_the_other_cleanly() {
+    let dir = scratch("share-killed");
+    let slow = [
+        "--video",
+        "320x240@30",
+        "--duration",
+        "60",
+        "--realtime",
+        "--pool-frames",
+        "4",
+    ];
+    // The recorder dies.
+    let capture = spawn_pagebuf(
+        &dir,
+        &[&["capture", "--share", "a.sock"][..], &slow].concat(),
+    );
+    let mut recorder = spawn_pagebuf(&dir, &["record", "a.pbs", "--from", "a.sock"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    recorder.kill().unwrap();
+    recorder.wait().unwrap();
+    let captured = wait_within(
+        capture,
+        "capture after its recorder died",
+        Duration::from_secs(10),
+    );
+    let err = one_line_error(&captured);
+    assert!(err.contains("recorder went away"), "{err}");
+    // The capture dies.
+    let mut capture = spawn_pagebuf(
+        &dir,
+        &[&["capture", "--share", "b.sock"][..], &slow].concat(),
+    );
+    let recorder = spawn_pagebuf(&dir, &["record", "b.pbs", "--from", "b.sock"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    capture.kill().unwrap();
+    capture.wait().unwrap();
+    let recorded = wait_within(
+        recorder,
+        "recorder after its capture died",
+        Duration::from_secs(10),
+    );
+    let err = one_line_error(&recorded);
+    assert!(err.contains("capture went away after"), "{err}");
+    let played = stdout(&pagebuf(&dir, &["play", "b.pbs", "--verify"]));
+    assert!(played.contains("verified"), "{played}");
+}

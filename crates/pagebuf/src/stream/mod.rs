@@ -63,6 +63,16 @@ pub use resume::{RecordsEnd, ResumeReport};
 pub use watermark::{StreamMark, Watermark};
 pub use writer::{SampleWriter, WriterOptions};
 
+/// Bytes in front of a sample's own bytes that
+/// [`SampleWriter::write_sample`] writes the record header into. A sample of at least
+/// 64 KiB whose bytes start this far into a block of memory aligned to the file's unit,
+/// with room after them for the whole record (header and bytes, rounded up to the
+/// unit), goes to the disk from that memory, without a copy: `allocate_sample` lays
+/// samples out so, and a frame of any pool can be (a [`SharedPool`](crate::SharedPool)
+/// frame filled by another process, received, sliced past this headroom and turned
+/// back into a `BufferMut`). Any other sample is copied into the writer's blocks.
+pub const SAMPLE_HEADROOM: usize = format::RECORD_HEADER;
+
 /// Time in 100-nanosecond units (the reference's `QWORD cnsSampleTime`) per second.
 pub const TICKS_PER_SECOND: u64 = 10_000_000;
 
