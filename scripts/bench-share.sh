@@ -5,7 +5,10 @@
 # (`pagebuf capture --share SOCKET` + `pagebuf record OUT --from SOCKET`), written to the
 # file from the shared pages. Rounds alternate the two, so drift of the disk hits both;
 # the figure is the recorder's own bytes per second (file bytes over its elapsed time),
-# median over the rounds, and the ratio of the medians (target: at least 0.9x).
+# median over the rounds, and the ratio of the medians (target: at least 0.9x). The
+# first round's shared recording is checked with `play --verify`. The shared pool runs
+# twice a round: on normal pages, and on reserved huge pages (`--huge-pages`; as root
+# the script raises vm.nr_hugepages by 64 for the run and puts it back after).
 #
 #   scripts/bench-share.sh [ROUNDS=5] [SECONDS=10] [VIDEO=1920x1080@60]
 #   (environment: DIR=target/bench-share; CARGO_TARGET_DIR is honoured)
@@ -23,24 +26,45 @@ socket=$dir/cam.sock
 results=$dir/results.txt
 : > "$results"
 rate() { python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_per_second"])'; }
-for round in $(seq "$rounds"); do
-  alone=$("$bin" record "$dir/alone.pbs" --video "$video" --duration "$seconds" --json | rate)
-  rm -f "$dir/alone.pbs" "$socket"
-  "$bin" capture --share "$socket" --video "$video" --duration "$seconds" --json > "$dir/capture.json" &
-  capture=$!
-  shared=$("$bin" record "$dir/shared.pbs" --from "$socket" --json | rate)
+alone() {
+  "$bin" record "$dir/alone.pbs" --video "$video" --duration "$seconds" --json | rate
+  rm -f "$dir/alone.pbs"
+}
+hugepages=/proc/sys/vm/nr_hugepages
+if [ "$(id -u)" = 0 ] && [ -w "$hugepages" ]; then
+  reserved=$(cat "$hugepages")
+  trap 'echo "$reserved" > "$hugepages"' EXIT
+  echo $((reserved + 64)) > "$hugepages"
+fi
+shared() { # [--huge-pages]
+  rm -f "$socket"
+  "$bin" capture --share "$socket" --video "$video" --duration "$seconds" --json "$@" \
+    > "$dir/capture${1:+-huge}.json" &
+  local capture=$!
+  "$bin" record "$dir/shared.pbs" --from "$socket" --json | rate
   wait "$capture"
   if [ "$round" = 1 ]; then
     "$bin" play "$dir/shared.pbs" --verify > /dev/null   # every byte checked once
   fi
   rm -f "$dir/shared.pbs"
-  echo "$round $alone $shared" | tee -a "$results" >&2
+}
+# The order alternates from round to round (the disk drifts within a round too).
+for round in $(seq "$rounds"); do
+  if [ $((round % 2)) = 1 ]; then
+    a=$(alone); s=$(shared); h=$(shared --huge-pages)
+  else
+    h=$(shared --huge-pages); s=$(shared); a=$(alone)
+  fi
+  huge=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["huge_pages"])' "$dir/capture-huge.json")
+  echo "$round $a $s $h $huge" | tee -a "$results" >&2
 done
 python3 - "$results" "$video" "$seconds" <<'PY'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
 alone = [float(r[1]) for r in rows]
 shared = [float(r[2]) for r in rows]
+huge = [float(r[3]) for r in rows]
+on_huge = all(r[4] == "True" for r in rows)
 mib = lambda x: x / (1 << 20)
 a, s = statistics.median(alone), statistics.median(shared)
 print(f"{sys.argv[2]}, {sys.argv[3]} s of media, {len(rows)} rounds (MiB/s, medians)")
@@ -49,6 +73,11 @@ print("| contender | MiB/s | per round |")
 print("|---|---|---|")
 print(f"| `record` alone | {mib(a):,.0f} | {', '.join(f'{mib(x):,.0f}' for x in alone)} |")
 print(f"| `capture --share` + `record --from` | {mib(s):,.0f} | {', '.join(f'{mib(x):,.0f}' for x in shared)} |")
+h = statistics.median(huge)
+label = "on huge pages" if on_huge else "asked for huge pages, got normal ones"
+print(f"| the same, `capture --huge-pages` ({label}) | {mib(h):,.0f} | {', '.join(f'{mib(x):,.0f}' for x in huge)} |")
 print()
-print(f"capture | record / record alone: {s / a:.2f}x (per round {min(x / y for x, y in zip(shared, alone)):.2f}-{max(x / y for x, y in zip(shared, alone)):.2f})")
+for name, runs, m in [("capture | record", shared, s), ("on huge pages", huge, h)]:
+    ratios = [x / y for x, y in zip(runs, alone)]
+    print(f"{name} / record alone: {m / a:.2f}x (per round {min(ratios):.2f}-{max(ratios):.2f})")
 PY

@@ -10,6 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pagebuf::stream::{StreamKind, SAMPLE_HEADROOM};
+use pagebuf::memory::{HugePages, RegionOptions};
+use pagebuf::pool::FrameMemory;
 use pagebuf::{Error, Framing, PoolStats, SharedPool};
 use serde_json::json;
 
@@ -29,6 +31,9 @@ pub struct CaptureReport {
     pub description: Description,
     pub elapsed: Duration,
     pub pool: PoolStats,
+    /// Whether the frames are on reserved huge pages, and if not why (when asked for).
+    pub huge: bool,
+    pub huge_note: Option<String>,
     /// What the recorder said it finished with (`done N`), if it said.
     pub recorded: Option<u64>,
 }
@@ -48,7 +53,7 @@ pub fn capture(
     socket: &Path,
     video: VideoFormat,
     duration: f64,
-    (pool_frames, realtime): (usize, bool),
+    (pool_frames, realtime, huge_pages): (usize, bool, bool),
     mut waiting: impl FnMut(&Path),
 ) -> Result<CaptureReport, Box<dyn std::error::Error>> {
     if !(2..=MAX_POOL_FRAMES).contains(&pool_frames) {
@@ -63,7 +68,13 @@ pub fn capture(
         .into());
     }
     let description = Description { video, frames };
-    let pool = SharedPool::create(Framing::new(description.frame_size(), pool_frames))?;
+    let mut framing = Framing::new(description.frame_size(), pool_frames);
+    if huge_pages {
+        framing = framing.memory(FrameMemory::Pages(
+            RegionOptions::default().huge_pages(HugePages::Prefer),
+        ));
+    }
+    let pool = SharedPool::create(framing)?;
     if socket.symlink_metadata().is_ok() {
         return Err(format!(
             "{} exists; remove it or give another path for the capture's socket",
@@ -117,6 +128,8 @@ pub fn capture(
         description,
         elapsed: started.elapsed(),
         pool: pool.stats(),
+        huge: pool.is_huge(),
+        huge_note: pool.fallback_note().map(str::to_string),
         recorded,
     })
 }
@@ -126,10 +139,10 @@ pub fn run(
     socket: &Path,
     video: VideoFormat,
     duration: f64,
-    (pool_frames, realtime): (usize, bool),
+    options: (usize, bool, bool),
     as_json: bool,
 ) -> CliResult {
-    let report = capture(socket, video, duration, (pool_frames, realtime), |path| {
+    let report = capture(socket, video, duration, options, |path| {
         if !as_json {
             let _ = writeln!(
                 out,
@@ -152,6 +165,8 @@ pub fn run(
             "pool_frames": report.pool.frames,
             "pool_frame_size": report.pool.frame_size,
             "waits_for_a_frame": report.pool.waits,
+            "huge_pages": report.huge,
+            "huge_pages_note": report.huge_note,
             "recorded": report.recorded,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
@@ -168,11 +183,16 @@ pub fn run(
         )?;
         writeln!(
             out,
-            "  shared pool: {} frames of {}; the camera waited for a free frame {} times",
+            "  shared pool: {} frames of {} on {} pages; the camera waited for a free frame \
+             {} times",
             report.pool.frames,
             format::bytes(report.pool.frame_size as u64),
+            if report.huge { "huge" } else { "normal" },
             report.pool.waits
         )?;
+        if let Some(note) = &report.huge_note {
+            writeln!(out, "  note: {note}")?;
+        }
     }
     match report.recorded {
         Some(n) if n == d.frames => Ok(()),

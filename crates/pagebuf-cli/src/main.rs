@@ -270,6 +270,10 @@ enum Command {
         /// Frames in the shared pool (2 to 1024): how far the camera may run ahead.
         #[arg(long, default_value_t = capture::POOL_FRAMES)]
         pool_frames: usize,
+        /// Put the shared frames on reserved huge pages (vm.nr_hugepages) when there
+        /// are enough; normal pages and a note otherwise.
+        #[arg(long)]
+        huge_pages: bool,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -429,8 +433,16 @@ fn main() -> ExitCode {
             duration,
             realtime,
             pool_frames,
+            huge_pages,
             json,
-        } => capture::run(out, &share, video, duration, (pool_frames, realtime), json),
+        } => capture::run(
+            out,
+            &share,
+            video,
+            duration,
+            (pool_frames, realtime, huge_pages),
+            json,
+        ),
         Command::Record {
             out: path,
             duration,

@@ -923,3 +923,76 @@ fn fill_bytes(frames: &mut [BufferMut]) -> Vec<u8> {
     fills.sort_unstable();
     fills
 }
+
+/// `vm.nr_hugepages` raised for a test and put back after (as root only).
+struct ReservedHugePages(u64);
+
+impl ReservedHugePages {
+    const PATH: &str = "/proc/sys/vm/nr_hugepages";
+
+    fn raise_by(pages: u64) -> Option<ReservedHugePages> {
+        if !rustix::process::geteuid().is_root() {
+            return None;
+        }
+        let before: u64 = std::fs::read_to_string(Self::PATH).ok()?.trim().parse().ok()?;
+        std::fs::write(Self::PATH, (before + pages).to_string()).ok()?;
+        Some(ReservedHugePages(before))
+    }
+}
+
+impl Drop for ReservedHugePages {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, self.0.to_string());
+    }
+}
+
+fn huge(choice: pagebuf::memory::HugePages) -> pagebuf::pool::FrameMemory {
+    pagebuf::pool::FrameMemory::Pages(pagebuf::memory::RegionOptions::default().huge_pages(choice))
+}
+
+/// A pool on reserved huge pages (`MFD_HUGETLB`): its frames start on huge-page
+/// boundaries, another attachment maps and checks it, and a frame handed over arrives
+/// byte-exact. Without reserved pages, `Require` is `Unsupported` naming
+/// `vm.nr_hugepages` and `Prefer` falls back to normal pages with a note saying why.
+#[test]
+fn a_pool_on_huge_pages_or_a_refusal_naming_nr_hugepages() {
+    use pagebuf::memory::HugePages;
+    let framing = |choice| Framing::new(3 << 20, 4).memory(huge(choice));
+    let free = pagebuf::memory::huge_page_size().is_some()
+        && std::fs::read_to_string("/proc/meminfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("HugePages_Free:") && !l.ends_with(" 0"));
+    if !free {
+        match SharedPool::create(framing(HugePages::Require)) {
+            Err(Error::Unsupported(why)) => assert!(why.contains("nr_hugepages"), "{why}"),
+            Ok(pool) => assert!(pool.is_huge(), "pages reserved meanwhile"),
+            Err(other) => panic!("{other}"),
+        }
+        let pool = SharedPool::create(framing(HugePages::Prefer)).unwrap();
+        if !pool.is_huge() {
+            let note = pool.fallback_note().expect("a fallback says why");
+            assert!(note.contains("nr_hugepages"), "{note}");
+        }
+    }
+    // 4 frames of 3 MiB, the bookkeeping's own huge page: 7 pages of 2 MiB; 8 reserved.
+    let Some(_reserved) = ReservedHugePages::raise_by(8) else {
+        eprintln!("skipped the huge-page pool itself: not root");
+        return;
+    };
+    let pool = SharedPool::create(framing(HugePages::Require)).unwrap();
+    assert!(pool.is_huge() && pool.fallback_note().is_none());
+    let peer = SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap()).unwrap();
+    assert!(peer.is_huge());
+    let mut frame = pool.allocate().unwrap();
+    let huge_page = pagebuf::memory::huge_page_size().unwrap();
+    let base = frame.as_ptr() as usize;
+    assert_eq!(base % huge_page, 0, "a frame starts on a huge page");
+    let data: Vec<u8> = (0..3 << 20).map(|i: usize| (i * 7 + i / 4096) as u8).collect();
+    frame.extend_from_slice(&data).unwrap();
+    pool.hand_over(frame).unwrap();
+    let received = peer.receive_timeout(Duration::from_secs(5)).unwrap();
+    assert!(received[..] == data[..], "the frame arrives byte-exact");
+    drop(received);
+    assert_eq!(pool.stats().free, 4);
+}

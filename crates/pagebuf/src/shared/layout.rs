@@ -18,7 +18,7 @@
 use std::mem::size_of;
 
 use crate::error::{Error, Result};
-use crate::memory::{page_size, round_up};
+use crate::memory::{huge_page_size, page_size, round_up};
 use crate::pool::Framing;
 // `crate::sync`: std's atomics (plain words, as shared memory needs), or loom's when the
 // protocol is model-checked in one process (tests/loom_shared.rs).
@@ -59,6 +59,9 @@ pub(super) struct HeaderWords {
 
 /// Bit of `HeaderWords::flags`: frames are zeroed before each hand-out.
 pub(super) const FLAG_ZERO_ON_REUSE: u64 = 1;
+/// The memfd is on reserved huge pages (`MFD_HUGETLB`): the frames start on a huge
+/// page boundary and the size is a whole number of huge pages.
+pub(super) const FLAG_HUGE_PAGES: u64 = 2;
 
 /// A cache line of its own, so that the free-list word and the futex words are not
 /// dragged across by unrelated counters.
@@ -216,8 +219,20 @@ pub(super) struct Geometry {
 }
 
 impl Geometry {
-    /// The geometry of a new pool for `framing`.
-    pub(super) fn for_framing(framing: &Framing) -> Result<Geometry> {
+    /// The geometry of a new pool for `framing`, its frames starting on a page boundary
+    /// and its size whole pages: huge pages (`huge`), or the normal page size.
+    pub(super) fn for_framing(framing: &Framing, huge: bool) -> Result<Geometry> {
+        let granule = if huge {
+            huge_page_size().ok_or_else(|| {
+                Error::Unsupported(
+                    "this kernel reports no huge page size (no Hugepagesize in \
+                     /proc/meminfo)"
+                        .into(),
+                )
+            })?
+        } else {
+            page_size()
+        };
         let layout = framing.layout()?;
         if layout.alignment > max_alignment() {
             return Err(Error::InvalidArgument(format!(
@@ -258,10 +273,10 @@ impl Geometry {
             .checked_mul(size_of::<u64>())
             .and_then(|r| r.checked_add(table_end))
             .ok_or_else(too_big)?;
-        let frames_offset = round_up(ring_end, page_size()).ok_or_else(too_big)?;
+        let frames_offset = round_up(ring_end, granule).ok_or_else(too_big)?;
         let total_len = frames_offset
             .checked_add(layout.total)
-            .and_then(|t| round_up(t, page_size()))
+            .and_then(|t| round_up(t, granule))
             .ok_or_else(too_big)?;
         Ok(Geometry {
             frame_size: framing.frame_size(),
@@ -278,7 +293,7 @@ impl Geometry {
                 FLAG_ZERO_ON_REUSE
             } else {
                 0
-            },
+            } | if huge { FLAG_HUGE_PAGES } else { 0 },
         })
     }
 
@@ -342,7 +357,7 @@ impl Geometry {
             })
         };
         let flags = words[10];
-        if flags & !FLAG_ZERO_ON_REUSE != 0 {
+        if flags & !(FLAG_ZERO_ON_REUSE | FLAG_HUGE_PAGES) != 0 {
             return Err(corrupt(
                 80,
                 format!("shared pool header has unknown flags {flags:#x}"),
@@ -352,7 +367,7 @@ impl Geometry {
             .alignment(field(4, "alignment")?)
             .prefix(field(5, "headroom")?)
             .zero_on_reuse(flags & FLAG_ZERO_ON_REUSE != 0);
-        let expected = Geometry::for_framing(&framing).map_err(|e| {
+        let expected = Geometry::for_framing(&framing, flags & FLAG_HUGE_PAGES != 0).map_err(|e| {
             corrupt(
                 16,
                 format!("shared pool header describes an impossible geometry: {e}"),
@@ -423,7 +438,7 @@ mod tests {
 
     #[test]
     fn geometry_puts_frames_on_pages_after_the_table() {
-        let g = Geometry::for_framing(&Framing::new(1000, 3).alignment(64)).unwrap();
+        let g = Geometry::for_framing(&Framing::new(1000, 3).alignment(64), false).unwrap();
         assert_eq!(g.table_offset % 64, 0);
         assert!(g.table_offset >= size_of::<Control>());
         assert!(g.frames_offset >= g.table_offset + 3 * size_of::<FrameEntry>());
@@ -439,7 +454,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(Control, free), 128);
         assert_eq!(std::mem::offset_of!(Control, processes), 320);
         assert_eq!(size_of::<Control>(), 2496);
-        let g = Geometry::for_framing(&Framing::new(4096, 3)).unwrap();
+        let g = Geometry::for_framing(&Framing::new(4096, 3), false).unwrap();
         assert_eq!(
             (g.table_offset, g.ring_offset, g.ring_cells),
             (2496, 2544, 4)
@@ -449,7 +464,7 @@ mod tests {
     #[test]
     fn alignment_above_a_page_is_refused() {
         let err =
-            Geometry::for_framing(&Framing::new(4096, 2).alignment(page_size() * 2)).unwrap_err();
+            Geometry::for_framing(&Framing::new(4096, 2).alignment(page_size() * 2), false).unwrap_err();
         assert!(err.to_string().contains("at most"), "{err}");
     }
 

@@ -24,10 +24,14 @@ fn required_seals() -> SealFlags {
     SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL
 }
 
-/// A new memfd of `len` bytes (zero-filled), sealed against resizing and further seals.
-pub(super) fn create_sealed(len: usize) -> Result<OwnedFd> {
+/// A new memfd of `len` bytes (zero-filled), sealed against resizing and further seals;
+/// on reserved huge pages (`MFD_HUGETLB`; `len` a multiple of their size) if `huge`.
+pub(super) fn create_sealed(len: usize, huge: bool) -> Result<OwnedFd> {
     let name = "pagebuf-shared-pool";
-    let base = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    let mut base = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    if huge {
+        base |= MemfdFlags::HUGETLB;
+    }
     // MFD_NOEXEC_SEAL (Linux 6.3) keeps the pool from ever being executable; older
     // kernels reject the unknown flag with EINVAL, and then the pool is made without it.
     let fd = match fs::memfd_create(name, base | MemfdFlags::NOEXEC_SEAL) {

@@ -78,6 +78,8 @@ const RECEIVE_SPINS: u32 = 256;
 #[derive(Clone)]
 pub struct SharedPool {
     attached: Arc<Attached>,
+    /// Why a pool that preferred huge pages is on normal ones.
+    note: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for SharedPool {
@@ -97,10 +99,32 @@ impl SharedPool {
     /// [`FramePool::new`](crate::FramePool::new), and an alignment above the page
     /// size); [`Error::OutOfMemory`] or [`Error::Io`] when the memfd cannot be made,
     /// sized, sealed or mapped.
+    ///
+    /// `Framing`'s memory source chooses huge pages: with
+    /// [`HugePages::Prefer`](crate::memory::HugePages::Prefer) or `Require` in its
+    /// [`RegionOptions`](crate::memory::RegionOptions), the memfd is made on reserved
+    /// huge pages (`MFD_HUGETLB`), whose physically contiguous 2 MiB runs a direct write
+    /// from a frame takes in few pieces; `Require` fails with
+    /// [`Error::Unsupported`] naming `vm.nr_hugepages` when not enough are reserved,
+    /// `Prefer` falls back to normal pages ([`fallback_note`](Self::fallback_note)
+    /// says why). Every other source gives normal shared pages.
     pub fn create(framing: Framing) -> Result<SharedPool> {
+        let (attached, note) = Attached::create(&framing)?;
         Ok(SharedPool {
-            attached: Attached::create(&framing)?,
+            attached,
+            note: note.map(Arc::from),
         })
+    }
+
+    /// Whether the pool's memory is reserved huge pages (in any attached process).
+    pub fn is_huge(&self) -> bool {
+        self.attached.is_huge()
+    }
+
+    /// Why a pool made with [`HugePages::Prefer`](crate::memory::HugePages::Prefer) is
+    /// on normal pages (`None` otherwise, and in an attached process).
+    pub fn fallback_note(&self) -> Option<&str> {
+        self.note.as_deref()
     }
 
     /// Attaches this process to the pool behind `fd` (another process's
@@ -118,6 +142,7 @@ impl SharedPool {
     pub fn attach(fd: OwnedFd) -> Result<SharedPool> {
         Ok(SharedPool {
             attached: Attached::attach(fd)?,
+            note: None,
         })
     }
 

@@ -20,13 +20,15 @@ use rustix::thread::futex;
 use super::frames::FrameHeader;
 use super::free_list::FreeList;
 use super::layout::{
-    Control, FrameEntry, Geometry, Owner, FLAG_ZERO_ON_REUSE, IN_TRANSIT, MAX_PROCESSES,
+    Control, FrameEntry, Geometry, Owner, FLAG_HUGE_PAGES, FLAG_ZERO_ON_REUSE, IN_TRANSIT,
+    MAX_PROCESSES,
 };
 use super::liveness;
 use super::memfd::{self, Mapping};
 use super::ring::TokenRing;
 use crate::error::{Error, Result};
-use crate::pool::{Framing, PoolStats};
+use crate::memory::{huge_pages_free_for, HugePages};
+use crate::pool::{FrameMemory, Framing, PoolStats};
 use crate::ring::fork;
 
 /// One process's attachment to a shared pool. Dropped (and its table entry freed) when
@@ -47,13 +49,50 @@ pub(super) struct Attached {
 }
 
 impl Attached {
-    /// Makes a new pool's memfd, fills in its header and free list, and joins it.
-    pub(super) fn create(framing: &Framing) -> Result<Arc<Attached>> {
-        let geometry = Geometry::for_framing(framing)?;
-        let fd = memfd::create_sealed(geometry.total_len)?;
+    /// Makes a new pool's memfd, fills in its header and free list, and joins it. On
+    /// reserved huge pages where `framing`'s memory asks for them
+    /// ([`HugePages::Prefer`] or `Require`); with `Prefer`, normal pages and a note
+    /// saying why when none can be had.
+    pub(super) fn create(framing: &Framing) -> Result<(Arc<Attached>, Option<String>)> {
+        let wants = match framing.memory_source() {
+            FrameMemory::Pages(options) => options.huge_pages_choice(),
+            _ => HugePages::Off,
+        };
+        let mut note = None;
+        if matches!(wants, HugePages::Prefer | HugePages::Require) {
+            match Attached::map_new(framing, true) {
+                Ok((fd, mapping, geometry)) => {
+                    let attached = Attached::join(fd, mapping, geometry, |shared| {
+                        shared.free_list().fill()
+                    })?;
+                    return Ok((attached, None));
+                }
+                Err(err) if wants == HugePages::Require => return Err(err),
+                Err(err) => note = Some(format!("on normal pages, not huge ones: {err}")),
+            }
+        }
+        let (fd, mapping, geometry) = Attached::map_new(framing, false)?;
+        let attached = Attached::join(fd, mapping, geometry, |shared| shared.free_list().fill())?;
+        Ok((attached, note))
+    }
+
+    /// A new pool's memfd, mapped, with its header written.
+    fn map_new(framing: &Framing, huge: bool) -> Result<(OwnedFd, Mapping, Geometry)> {
+        let geometry = Geometry::for_framing(framing, huge)?;
+        if huge {
+            huge_pages_free_for(geometry.total_len)?;
+        }
+        let fd = memfd::create_sealed(geometry.total_len, huge)?;
+        // A shared huge-page mapping takes its pages from the reserve here (mmap), or
+        // fails: never a SIGBUS at a later fault.
         let mapping = Mapping::new(fd.as_fd(), geometry.total_len)?;
         geometry.write(&mapping.control().header);
-        Attached::join(fd, mapping, geometry, |shared| shared.free_list().fill())
+        Ok((fd, mapping, geometry))
+    }
+
+    /// Whether the pool's memory is reserved huge pages.
+    pub(super) fn is_huge(&self) -> bool {
+        self.geometry.flags & FLAG_HUGE_PAGES != 0
     }
 
     /// Joins the pool behind `fd` after checking its seals, size, header and version.
