@@ -9,9 +9,9 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pagebuf::stream::{StreamKind, SAMPLE_HEADROOM};
 use pagebuf::memory::{HugePages, RegionOptions};
 use pagebuf::pool::FrameMemory;
+use pagebuf::stream::{StreamKind, SAMPLE_HEADROOM};
 use pagebuf::{Error, Framing, PoolStats, SharedPool};
 use serde_json::json;
 

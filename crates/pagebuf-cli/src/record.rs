@@ -26,6 +26,22 @@ pub struct RecordReport {
     pub video: Option<VideoFormat>,
     pub pool: BufferPoolStats,
     pub direct: bool,
+    /// For `--from`: how the frames of the capture went to the file.
+    pub shared: Option<SharedFrames>,
+}
+
+/// How `record --from` wrote the frames it received.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SharedFrames {
+    /// Frames written from the shared pages themselves.
+    pub in_place: u64,
+    /// Frames copied into the writer's own buffers first (another view of the frame
+    /// was alive).
+    pub copied: u64,
+    /// Transfers the ring made from registered memory (`WRITE_FIXED`), and plain ones,
+    /// while recording (its own blocks' included).
+    pub fixed_writes: u64,
+    pub plain_writes: u64,
 }
 
 /// The capture up to `limit`, without content: what will be written.
@@ -113,6 +129,7 @@ pub fn record(
         video,
         pool: writer.sample_pool_stats(),
         direct: writer.is_direct(),
+        shared: None,
     })
 }
 
@@ -143,6 +160,12 @@ pub fn print(out: &mut impl Write, path: &Path, report: &RecordReport, as_json: 
             "zero_copy_samples": s.zero_copy_samples,
             "copied_samples": s.copied_samples,
             "direct": report.direct,
+            "shared_frames": report.shared.map(|f| json!({
+                "in_place": f.in_place,
+                "copied": f.copied,
+                "fixed_writes": f.fixed_writes,
+                "plain_writes": f.plain_writes,
+            })),
             "streams": s.streams.iter().map(|t| json!({"samples": t.samples, "bytes": t.bytes})).collect::<Vec<_>>(),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
@@ -188,6 +211,14 @@ pub fn write_report(out: &mut impl Write, path: &Path, report: &RecordReport) ->
         s.copied_samples,
         if report.direct { "yes" } else { "no (buffered)" }
     )?;
+    if let Some(f) = report.shared {
+        writeln!(
+            out,
+            "  frames from the capture: {} written from the shared pages, {} copied; ring \
+             writes: {} from registered memory, {} plain",
+            f.in_place, f.copied, f.fixed_writes, f.plain_writes
+        )?;
+    }
     let mapped = report.pool.mapped_bytes();
     let reused: u64 = report.pool.classes.iter().map(|c| c.reused).sum();
     writeln!(

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pagebuf::stream::{SampleFlags, SampleWriter, StreamKind, SAMPLE_HEADROOM};
-use pagebuf::{Error, SharedPool};
+use pagebuf::{Error, IoRing, SharedPool};
 
-use crate::record::RecordReport;
+use crate::record::{RecordReport, SharedFrames};
 use crate::share::{self, Description, LOOK_EVERY};
 use crate::{progress, synthetic, CliResult};
 
@@ -76,6 +76,12 @@ pub fn record_from(
         )
         .into());
     }
+    // The writer's ring (the process's) takes the frames as fixed buffers where it can:
+    // no page pinning per write. Speed only: a refusal leaves plain writes.
+    let ring = IoRing::process_default()?;
+    let _registration = ring.register_shared_pool(&pool).ok();
+    let ring_before = ring.stats();
+    let mut frames = SharedFrames::default();
     let writer = SampleWriter::create(path)?;
     let stream =
         writer.add_stream_with(StreamKind::Video, synthetic::video_stream_format(&video)?)?;
@@ -96,10 +102,17 @@ pub fn record_from(
             )
             .into());
         }
-        let sample = match frame.slice(SAMPLE_HEADROOM..)?.try_into_mut() {
-            Ok(sample) => sample,
-            // Another view of it is alive here (never, with this loop): write a copy.
+        // The view past the headroom, and no other: unique, so writable again.
+        let past_headroom = frame.slice(SAMPLE_HEADROOM..)?;
+        drop(frame);
+        let sample = match past_headroom.try_into_mut() {
+            Ok(sample) => {
+                frames.in_place += 1;
+                sample
+            }
+            // Another view of it is alive (never, with this loop): write a copy.
             Err(shared) => {
+                frames.copied += 1;
                 let mut copy = writer.allocate_sample(bytes)?;
                 copy.extend_from_slice(&shared)?;
                 copy
@@ -115,6 +128,9 @@ pub fn record_from(
         bar.set_position(received * bytes as u64);
     }
     let summary = writer.end_writing()?;
+    let ring_after = ring.stats();
+    frames.fixed_writes = ring_after.fixed_ops - ring_before.fixed_ops;
+    frames.plain_writes = ring_after.plain_ops - ring_before.plain_ops;
     bar.finish_and_clear();
     // Best effort: the capture reports and exits on this, or on the socket closing.
     let _ = writeln!(peer, "done {received}");
@@ -131,6 +147,7 @@ pub fn record_from(
         video: Some(video),
         pool: writer.sample_pool_stats(),
         direct: writer.is_direct(),
+        shared: Some(frames),
     })
 }
 

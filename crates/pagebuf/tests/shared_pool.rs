@@ -934,7 +934,11 @@ impl ReservedHugePages {
         if !rustix::process::geteuid().is_root() {
             return None;
         }
-        let before: u64 = std::fs::read_to_string(Self::PATH).ok()?.trim().parse().ok()?;
+        let before: u64 = std::fs::read_to_string(Self::PATH)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         std::fs::write(Self::PATH, (before + pages).to_string()).ok()?;
         Some(ReservedHugePages(before))
     }
@@ -988,11 +992,70 @@ fn a_pool_on_huge_pages_or_a_refusal_naming_nr_hugepages() {
     let huge_page = pagebuf::memory::huge_page_size().unwrap();
     let base = frame.as_ptr() as usize;
     assert_eq!(base % huge_page, 0, "a frame starts on a huge page");
-    let data: Vec<u8> = (0..3 << 20).map(|i: usize| (i * 7 + i / 4096) as u8).collect();
+    let data: Vec<u8> = (0..3 << 20)
+        .map(|i: usize| (i * 7 + i / 4096) as u8)
+        .collect();
     frame.extend_from_slice(&data).unwrap();
     pool.hand_over(frame).unwrap();
     let received = peer.receive_timeout(Duration::from_secs(5)).unwrap();
     assert!(received[..] == data[..], "the frame arrives byte-exact");
     drop(received);
     assert_eq!(pool.stats().free, 4);
+}
+
+/// A ring registers a shared pool's mapping as fixed buffers: a frame received from
+/// another attachment is written to a file as `WRITE_FIXED` and read back into a frame
+/// as `READ_FIXED`, byte-exact; registering it twice is refused; dropping the
+/// registration gives the slots back once no frame is out.
+#[test]
+fn a_ring_writes_received_frames_from_registered_shared_memory() {
+    use pagebuf::{DirectFile, IoRing};
+    let Ok(ring) =
+        IoRing::with_options(pagebuf::RingOptions::default().engine(pagebuf::Engine::Uring))
+    else {
+        eprintln!("skipped: io_uring is refused here");
+        return;
+    };
+    let frame = 64 << 10;
+    let pool = SharedPool::create(Framing::new(frame, 4)).unwrap();
+    let peer = SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap()).unwrap();
+    let registration = ring.register_shared_pool(&peer).unwrap();
+    assert!(ring.stats().registered_bytes >= 4 * frame);
+    match ring.register_shared_pool(&peer.clone()) {
+        Err(Error::InvalidArgument(why)) => assert!(why.contains("already registered"), "{why}"),
+        other => panic!("registered twice: {other:?}"),
+    }
+    let dir = std::env::temp_dir().join(format!("pagebuf-shared-fixed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = DirectFile::create(dir.join("frames")).unwrap();
+    let data: Vec<u8> = (0..frame).map(|i| (i * 13 + 5) as u8).collect();
+    let mut filled = pool.allocate().unwrap();
+    filled.extend_from_slice(&data).unwrap();
+    pool.hand_over(filled).unwrap();
+    let received = peer.receive_timeout(Duration::from_secs(5)).unwrap();
+    let before = ring.stats();
+    ring.write_at(&file, received, 0).wait().unwrap();
+    let back = ring
+        .read_at(&file, peer.allocate().unwrap(), 0)
+        .wait()
+        .unwrap();
+    assert!(back[..] == data[..], "read back byte-exact");
+    let after = ring.stats();
+    assert!(
+        after.fixed_ops >= before.fixed_ops + 2,
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(after.plain_ops, before.plain_ops, "{before:?} -> {after:?}");
+    drop(registration);
+    assert!(
+        ring.stats().registered_bytes > 0,
+        "let go under a frame still out"
+    );
+    drop(back);
+    assert_eq!(
+        ring.stats().registered_bytes,
+        0,
+        "kept after the frames came home"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -34,17 +34,60 @@ use io_uring::IoUring;
 
 use crate::error::{Error, Result};
 use crate::pool::FramePool;
+#[cfg(not(loom))]
+use crate::shared::SharedPool;
 
 /// The kernel's limit on one fixed buffer.
 const MAX_FIXED: usize = 1 << 30;
 /// Slots of the sparse table beyond those of the ring's own pools.
 const SPARE_SLOTS: usize = 256;
 
+/// A pool whose memory a slot registers; the slot's handle keeps that memory mapped.
+#[derive(Clone)]
+pub(crate) enum Registered {
+    Frames(FramePool),
+    /// The whole mapping of a shared pool in this process (its frames and bookkeeping).
+    #[cfg(not(loom))]
+    Shared(SharedPool),
+}
+
+impl Registered {
+    /// `(start address, length)` of the memory to register.
+    fn extent(&self) -> (usize, usize) {
+        match self {
+            Registered::Frames(pool) => pool.memory_extent(),
+            #[cfg(not(loom))]
+            Registered::Shared(pool) => pool.memory_extent(),
+        }
+    }
+
+    fn same(&self, other: &Registered) -> bool {
+        match (self, other) {
+            (Registered::Frames(a), Registered::Frames(b)) => a.same_pool(b),
+            #[cfg(not(loom))]
+            (Registered::Shared(a), Registered::Shared(b)) => a.same_pool(b),
+            #[cfg(not(loom))]
+            _ => false,
+        }
+    }
+
+    /// Frames out now: while any is, a transfer issued on the slot may be in flight.
+    /// For a shared pool, frames out in any process (other processes cannot use this
+    /// ring's slots, so this is more than needed, never less).
+    fn frames_out(&self) -> usize {
+        match self {
+            Registered::Frames(pool) => pool.stats().in_use,
+            #[cfg(not(loom))]
+            Registered::Shared(pool) => pool.stats().in_use,
+        }
+    }
+}
+
 /// Registered memory `[start, end)`, and the pool it lies in.
 struct Region {
     start: usize,
     end: usize,
-    pool: FramePool,
+    pool: Registered,
 }
 
 enum Slot {
@@ -90,7 +133,10 @@ impl FixedTable {
     /// The table of a new ring, with `pools` registered for its life; the note says why
     /// they could not be (they then go plain).
     pub(crate) fn new(ring: &IoUring, pools: &[FramePool]) -> (FixedTable, Option<String>) {
-        let pieces: Vec<Region> = pools.iter().flat_map(pieces_of).collect();
+        let pieces: Vec<Region> = pools
+            .iter()
+            .flat_map(|pool| pieces_of(Registered::Frames(pool.clone())))
+            .collect();
         let capacity = pieces.len() + SPARE_SLOTS;
         let Ok(capacity_u32) = u32::try_from(capacity) else {
             return (FixedTable::empty(Growth::Fixed), Some(too_many()));
@@ -147,7 +193,7 @@ impl FixedTable {
     }
 
     /// Registers `pool` for the life of a registration: the slots it took.
-    pub(crate) fn lend(&self, ring: &IoUring, pool: &FramePool) -> Result<Vec<u16>> {
+    pub(crate) fn lend(&self, ring: &IoUring, pool: Registered) -> Result<Vec<u16>> {
         if self.growth == Growth::Fixed {
             return Err(Error::Unsupported(format!(
                 "registering a pool on a ring already built needs sparse fixed-buffer \
@@ -159,7 +205,7 @@ impl FixedTable {
         let held = {
             let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
             slots.iter().any(|slot| match slot {
-                Slot::Kept(region) | Slot::Lent(region) => region.pool.same_pool(pool),
+                Slot::Kept(region) | Slot::Lent(region) => region.pool.same(&pool),
                 Slot::Free | Slot::Retiring(_) => false,
             })
         };
@@ -207,7 +253,7 @@ impl FixedTable {
                 continue;
             };
             // A buffer out may be in a transfer issued on this index (see the module).
-            if region.pool.stats().in_use > 0 {
+            if region.pool.frames_out() > 0 {
                 continue;
             }
             if clear(ring, index).is_ok() {
@@ -311,8 +357,8 @@ fn live_of(slots: &[Slot]) -> Vec<(usize, usize, u16)> {
 }
 
 /// A pool's memory in pieces of at most 1 GiB (the kernel's limit per fixed buffer).
-fn pieces_of(pool: &FramePool) -> impl Iterator<Item = Region> + '_ {
-    let (start, len) = pool.memory_extent();
+fn pieces_of(pool: Registered) -> impl Iterator<Item = Region> {
+    let (start, len) = pool.extent();
     (0..len.div_ceil(MAX_FIXED)).map(move |i| {
         let at = i * MAX_FIXED;
         Region {

@@ -37,11 +37,10 @@ use std::thread::JoinHandle;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
 use super::completion::{Aftermath, Completions, OnDone};
-use super::fixed::FixedTable;
+use super::fixed::{FixedTable, Registered};
 use super::op::{Layout, Op, Tearing, MAX_PIECES, RWF_ATOMIC};
 use super::options::{Posting, RingOptions};
 use super::pending::Drive;
-use crate::pool::FramePool;
 
 /// User data of the shutdown `NOP`.
 const WAKE: u64 = u64::MAX;
@@ -170,7 +169,7 @@ impl UringEngine {
     }
 
     /// Registers `pool` until the returned handle drops.
-    pub(crate) fn lend(&self, pool: &FramePool) -> crate::error::Result<Lent> {
+    pub(crate) fn lend(&self, pool: Registered) -> crate::error::Result<Lent> {
         let indices = self.shared.fixed.lend(&self.shared.ring, pool)?;
         Ok(Lent {
             shared: Arc::downgrade(&self.shared),

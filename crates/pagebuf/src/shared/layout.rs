@@ -367,12 +367,13 @@ impl Geometry {
             .alignment(field(4, "alignment")?)
             .prefix(field(5, "headroom")?)
             .zero_on_reuse(flags & FLAG_ZERO_ON_REUSE != 0);
-        let expected = Geometry::for_framing(&framing, flags & FLAG_HUGE_PAGES != 0).map_err(|e| {
-            corrupt(
-                16,
-                format!("shared pool header describes an impossible geometry: {e}"),
-            )
-        })?;
+        let expected =
+            Geometry::for_framing(&framing, flags & FLAG_HUGE_PAGES != 0).map_err(|e| {
+                corrupt(
+                    16,
+                    format!("shared pool header describes an impossible geometry: {e}"),
+                )
+            })?;
         let stated = Geometry {
             frame_size: framing.frame_size(),
             frames: framing.frames(),
@@ -463,8 +464,8 @@ mod tests {
 
     #[test]
     fn alignment_above_a_page_is_refused() {
-        let err =
-            Geometry::for_framing(&Framing::new(4096, 2).alignment(page_size() * 2), false).unwrap_err();
+        let err = Geometry::for_framing(&Framing::new(4096, 2).alignment(page_size() * 2), false)
+            .unwrap_err();
         assert!(err.to_string().contains("at most"), "{err}");
     }
 

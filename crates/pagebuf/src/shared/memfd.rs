@@ -147,6 +147,11 @@ impl Mapping {
         Ok(Mapping { base, len })
     }
 
+    /// `(start address, length)` of the mapping.
+    pub(super) fn extent(&self) -> (usize, usize) {
+        (self.base.as_ptr() as usize, self.len)
+    }
+
     /// The control block at offset 0.
     pub(super) fn control(&self) -> &Control {
         const _: () = assert!(align_of::<Control>() <= 4096);

@@ -116,6 +116,17 @@ impl SharedPool {
         })
     }
 
+    /// `(start address, length)` of the pool's mapping in this process: what a ring
+    /// registers as fixed buffers.
+    pub(crate) fn memory_extent(&self) -> (usize, usize) {
+        self.attached.memory_extent()
+    }
+
+    /// Whether `other` is a handle of the same attachment.
+    pub(crate) fn same_pool(&self, other: &SharedPool) -> bool {
+        Arc::ptr_eq(&self.attached, &other.attached)
+    }
+
     /// Whether the pool's memory is reserved huge pages (in any attached process).
     pub fn is_huge(&self) -> bool {
         self.attached.is_huge()

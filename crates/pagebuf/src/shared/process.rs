@@ -62,9 +62,8 @@ impl Attached {
         if matches!(wants, HugePages::Prefer | HugePages::Require) {
             match Attached::map_new(framing, true) {
                 Ok((fd, mapping, geometry)) => {
-                    let attached = Attached::join(fd, mapping, geometry, |shared| {
-                        shared.free_list().fill()
-                    })?;
+                    let attached =
+                        Attached::join(fd, mapping, geometry, |shared| shared.free_list().fill())?;
                     return Ok((attached, None));
                 }
                 Err(err) if wants == HugePages::Require => return Err(err),
@@ -88,6 +87,11 @@ impl Attached {
         let mapping = Mapping::new(fd.as_fd(), geometry.total_len)?;
         geometry.write(&mapping.control().header);
         Ok((fd, mapping, geometry))
+    }
+
+    /// `(start address, length)` of this process's mapping of the pool.
+    pub(super) fn memory_extent(&self) -> (usize, usize) {
+        self.mapping.extent()
     }
 
     /// Whether the pool's memory is reserved huge pages.
