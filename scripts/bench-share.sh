@@ -7,8 +7,9 @@
 # the figure is the recorder's own bytes per second (file bytes over its elapsed time),
 # median over the rounds, and the ratio of the medians (target: at least 0.9x). The
 # first round's shared recording is checked with `play --verify`. The shared pool runs
-# twice a round: on normal pages, and on reserved huge pages (`--huge-pages`; as root
-# the script raises vm.nr_hugepages by 64 for the run and puts it back after).
+# twice a round: on reserved huge pages (capture's default when enough are free; as root
+# the script raises vm.nr_hugepages by 64 for the run and puts it back after), and on
+# normal pages (`--normal-pages`).
 #
 #   scripts/bench-share.sh [ROUNDS=5] [SECONDS=10] [VIDEO=1920x1080@60]
 #   (environment: DIR=target/bench-share; CARGO_TARGET_DIR is honoured)
@@ -36,10 +37,10 @@ if [ "$(id -u)" = 0 ] && [ -w "$hugepages" ]; then
   trap 'echo "$reserved" > "$hugepages"' EXIT
   echo $((reserved + 64)) > "$hugepages"
 fi
-shared() { # [--huge-pages]
+shared() { # [--normal-pages]
   rm -f "$socket"
   "$bin" capture --share "$socket" --video "$video" --duration "$seconds" --json "$@" \
-    > "$dir/capture${1:+-huge}.json" &
+    > "$dir/capture${1:+-normal}.json" &
   local capture=$!
   "$bin" record "$dir/shared.pbs" --from "$socket" --json | rate
   wait "$capture"
@@ -51,11 +52,11 @@ shared() { # [--huge-pages]
 # The order alternates from round to round (the disk drifts within a round too).
 for round in $(seq "$rounds"); do
   if [ $((round % 2)) = 1 ]; then
-    a=$(alone); s=$(shared); h=$(shared --huge-pages)
+    a=$(alone); s=$(shared --normal-pages); h=$(shared)
   else
-    h=$(shared --huge-pages); s=$(shared); a=$(alone)
+    h=$(shared); s=$(shared --normal-pages); a=$(alone)
   fi
-  huge=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["huge_pages"])' "$dir/capture-huge.json")
+  huge=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["huge_pages"])' "$dir/capture.json")
   echo "$round $a $s $h $huge" | tee -a "$results" >&2
 done
 python3 - "$results" "$video" "$seconds" <<'PY'
@@ -72,12 +73,12 @@ print()
 print("| contender | MiB/s | per round |")
 print("|---|---|---|")
 print(f"| `record` alone | {mib(a):,.0f} | {', '.join(f'{mib(x):,.0f}' for x in alone)} |")
-print(f"| `capture --share` + `record --from` | {mib(s):,.0f} | {', '.join(f'{mib(x):,.0f}' for x in shared)} |")
 h = statistics.median(huge)
-label = "on huge pages" if on_huge else "asked for huge pages, got normal ones"
-print(f"| the same, `capture --huge-pages` ({label}) | {mib(h):,.0f} | {', '.join(f'{mib(x):,.0f}' for x in huge)} |")
+label = "on huge pages" if on_huge else "no huge pages to be had: normal ones"
+print(f"| `capture --share` + `record --from` ({label}) | {mib(h):,.0f} | {', '.join(f'{mib(x):,.0f}' for x in huge)} |")
+print(f"| the same, `capture --normal-pages` | {mib(s):,.0f} | {', '.join(f'{mib(x):,.0f}' for x in shared)} |")
 print()
-for name, runs, m in [("capture | record", shared, s), ("on huge pages", huge, h)]:
+for name, runs, m in [("capture | record", huge, h), ("on normal pages", shared, s)]:
     ratios = [x / y for x, y in zip(runs, alone)]
     print(f"{name} / record alone: {m / a:.2f}x (per round {min(ratios):.2f}-{max(ratios):.2f})")
 PY

@@ -270,10 +270,11 @@ enum Command {
         /// Frames in the shared pool (2 to 1024): how far the camera may run ahead.
         #[arg(long, default_value_t = capture::POOL_FRAMES)]
         pool_frames: usize,
-        /// Put the shared frames on reserved huge pages (vm.nr_hugepages) when there
-        /// are enough; normal pages and a note otherwise.
+        /// Keep the shared frames on normal pages. By default they go on reserved huge
+        /// pages when enough are free (vm.nr_hugepages; a direct write from a 2 MiB page
+        /// is one piece, from normal pages 512), on normal pages with a note otherwise.
         #[arg(long)]
-        huge_pages: bool,
+        normal_pages: bool,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -433,14 +434,14 @@ fn main() -> ExitCode {
             duration,
             realtime,
             pool_frames,
-            huge_pages,
+            normal_pages,
             json,
         } => capture::run(
             out,
             &share,
             video,
             duration,
-            (pool_frames, realtime, huge_pages),
+            (pool_frames, realtime, !normal_pages),
             json,
         ),
         Command::Record {
