@@ -55,9 +55,12 @@ const RECEIVE_SPINS: u32 = 256;
 /// between clearing its ownership and pushing the frame back) loses that one frame; a
 /// dead process's in-flight direct-I/O read into a frame is not waited for.
 ///
-/// `Framing`'s memory source is ignored (the frames are always the memfd's pages);
-/// alignment may be at most the page size (each process maps the memfd at its own
-/// page-aligned address).
+/// The frames are always the memfd's pages: of `Framing`'s memory source only the
+/// choice of huge pages counts (see [`create`](SharedPool::create)). Alignment may be at
+/// most the page size (each process maps the memfd at its own page-aligned address). A
+/// [`IoRing`](crate::IoRing) can register the pool's mapping
+/// ([`IoRing::register_shared_pool`](crate::IoRing::register_shared_pool)): frames
+/// received from another process then go to a file as fixed-buffer writes.
 ///
 /// ```
 /// use pagebuf::{Framing, SharedPool};
