@@ -16,6 +16,7 @@
 #![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::ffi::c_void;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 
@@ -52,6 +53,45 @@ fn free_huge_pages() -> usize {
         .ok()
         .and_then(|m| meminfo_kib(&m, "HugePages_Free:"))
         .unwrap_or(0)
+}
+
+/// A new memfd named `name` of `len` bytes (zero-filled; on reserved huge pages,
+/// `MFD_HUGETLB`, if `huge`, `len` a multiple of their size), sealed against resizing
+/// and further seals, and against execution where the kernel knows how.
+pub(crate) fn sealed_memfd(name: &str, len: usize, huge: bool) -> Result<OwnedFd> {
+    use rustix::fs::{self, MemfdFlags, SealFlags};
+    let mut base = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    if huge {
+        base |= MemfdFlags::HUGETLB;
+    }
+    // MFD_NOEXEC_SEAL (Linux 6.3) keeps the memory from ever being executable; older
+    // kernels reject the unknown flag with EINVAL, and then it is made without it.
+    let fd = match fs::memfd_create(name, base | MemfdFlags::NOEXEC_SEAL) {
+        Err(Errno::INVAL) => fs::memfd_create(name, base),
+        other => other,
+    }
+    .map_err(|e| Error::io(format!("memfd_create of {name}"), e.into()))?;
+    fs::ftruncate(&fd, len as u64).map_err(|e| {
+        Error::OutOfMemory(format!(
+            "sizing the memfd {name} to {len} bytes failed ({e}); ask for less memory"
+        ))
+    })?;
+    // F_SEAL_EXEC (Linux 6.3) too where the kernel knows it; MFD_NOEXEC_SEAL already
+    // set it there, so an EINVAL from an older kernel just means "not available".
+    let required = required_seals();
+    match fs::fcntl_add_seals(&fd, required | SealFlags::EXEC) {
+        Err(Errno::INVAL) => fs::fcntl_add_seals(&fd, required),
+        other => other,
+    }
+    .map_err(|e| Error::io(format!("sealing the memfd {name}"), e.into()))?;
+    Ok(fd)
+}
+
+/// The seals every sealed memfd of pagebuf carries (and a shared pool's `attach`
+/// requires): no resizing, no further seals.
+pub(crate) fn required_seals() -> rustix::fs::SealFlags {
+    use rustix::fs::SealFlags;
+    SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL
 }
 
 /// The huge page size, if enough reserved huge pages are free for `len` bytes now;
@@ -176,6 +216,8 @@ pub struct Region {
     huge: bool,
     locked: bool,
     note: Option<String>,
+    /// The sealed memfd behind a shared mapping ([`Region::map_memfd`]).
+    memfd: Option<OwnedFd>,
 }
 
 // SAFETY: a Region is plain memory owned by this value; it has no thread affinity, and
@@ -288,6 +330,7 @@ impl Region {
             huge: false,
             locked: false,
             note: None,
+            memfd: None,
         })
     }
 
@@ -339,7 +382,80 @@ impl Region {
             huge,
             locked: false,
             note: None,
+            memfd: None,
         })
+    }
+
+    /// Maps at least `len` bytes of a new memfd (`MAP_SHARED`), sealed against
+    /// resizing (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`): memory another process
+    /// can map through [`memfd`](Self::memfd) and never make us fault by shrinking it.
+    /// `options` apply as for [`map`](Self::map): reserved huge pages (`MFD_HUGETLB`)
+    /// with `Prefer` or `Require` (there is no transparent road for it here: `Prefer`
+    /// falls back to normal pages with a note), prefault, lock.
+    ///
+    /// # Errors
+    /// As [`map`](Self::map); [`Error::Io`] when the memfd cannot be made or sealed.
+    pub fn map_memfd(len: usize, options: RegionOptions) -> Result<Region> {
+        if len == 0 {
+            return Err(Error::zero_size("region length"));
+        }
+        let mut note = None;
+        let huge = match options.huge_pages {
+            HugePages::Prefer | HugePages::Require => match huge_pages_free_for(len) {
+                Ok(huge) => Some(huge),
+                Err(Error::Unsupported(why)) if options.huge_pages == HugePages::Prefer => {
+                    note = Some(format!("{why}; on {}-byte pages", page_size()));
+                    None
+                }
+                Err(refused) => return Err(refused),
+            },
+            HugePages::Off | HugePages::Transparent => None,
+        };
+        let granule = huge.unwrap_or_else(page_size);
+        let mapped_len =
+            round_up(len, granule).ok_or_else(|| Error::size_overflow("region", len, granule))?;
+        let fd = sealed_memfd("pagebuf-frames", mapped_len, huge.is_some())?;
+        let mut flags = MapFlags::SHARED;
+        if options.prefault {
+            flags |= MapFlags::POPULATE;
+        }
+        // SAFETY: a fresh mapping at an address the kernel picks overlaps nothing of
+        // ours; the memfd is sealed against shrinking, so no access inside `mapped_len`
+        // faults for want of backing.
+        let mapped = unsafe {
+            mm::mmap(
+                std::ptr::null_mut(),
+                mapped_len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                flags,
+                &fd,
+                0,
+            )
+        };
+        let ptr = mapped.map_err(|errno| map_error(errno, mapped_len, huge.is_some()))?;
+        let mut region = Region {
+            ptr: NonNull::new(ptr.cast()).ok_or_else(|| {
+                Error::OutOfMemory("mmap returned a null mapping; this kernel is unusual".into())
+            })?,
+            len,
+            mapped_len,
+            granule,
+            huge: huge.is_some(),
+            locked: false,
+            note,
+            memfd: Some(fd),
+        };
+        if options.lock {
+            region.lock()?;
+        }
+        Ok(region)
+    }
+
+    /// The sealed memfd behind a region of [`map_memfd`](Self::map_memfd), for another
+    /// process to map (offsets in it are offsets in the region); `None` for an
+    /// anonymous region.
+    pub fn memfd(&self) -> Option<BorrowedFd<'_>> {
+        self.memfd.as_ref().map(AsFd::as_fd)
     }
 
     fn lock(&mut self) -> Result<()> {

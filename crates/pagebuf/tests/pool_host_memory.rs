@@ -1,6 +1,7 @@
-//! `FrameMemory::Host`: a pool whose frames live in memory the caller supplies (issue
-//! 16, "FrameMemory sources"): frames inside it, checked before use, one pool at a time,
-//! and the host's owner dropped only once the pool and every buffer from it are gone.
+//! `FrameMemory::Host` and `FrameMemory::SharedMemory`: a pool whose frames live in
+//! memory the caller supplies (issue 16, "FrameMemory sources"): frames inside it, checked
+//! before use, one pool at a time, and the host's owner dropped only once the pool and
+//! every buffer from it are gone; or in a sealed memfd another process can map.
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
@@ -144,4 +145,57 @@ fn the_owner_is_dropped_after_the_pool_and_its_last_buffer() {
         freed.load(Ordering::SeqCst),
         "the host's owner outlived the pool and its buffers"
     );
+}
+
+/// `FrameMemory::SharedMemory`: the frames live in a sealed memfd (no resizing, no new
+/// seals) that another process can map; what a frame holds is at `memfd_offset` in it
+/// (read here through the fd, not the pool's mapping: the same pages). Pools of other
+/// sources have no memfd, and bytes outside the frames have no offset.
+#[test]
+fn frames_in_shared_memory_are_read_through_the_memfd_at_their_offset() {
+    use pagebuf::memory::{HugePages, RegionOptions};
+    use rustix::fs::SealFlags;
+    let framing = Framing::new(64 << 10, 4)
+        .alignment(1 << 16)
+        .memory(FrameMemory::SharedMemory(RegionOptions::default()));
+    let pool = FramePool::new(framing).unwrap();
+    let fd = pool.memfd().expect("a memfd");
+    let seals = rustix::fs::fcntl_get_seals(fd).unwrap();
+    assert!(
+        seals.contains(SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL),
+        "{seals:?}"
+    );
+    let mut frames = Vec::new();
+    for i in 0..4u8 {
+        let mut frame = pool.try_allocate().unwrap();
+        assert_eq!(frame.as_ptr() as usize % (1 << 16), 0, "aligned as framed");
+        frame.extend_from_slice(&vec![i + 1; 64 << 10]).unwrap();
+        frames.push(frame);
+    }
+    for (i, frame) in frames.iter().enumerate() {
+        let offset = pool.memfd_offset(frame).unwrap();
+        let mut seen = vec![0u8; 64 << 10];
+        let read = rustix::io::pread(pool.memfd().unwrap(), &mut seen, offset).unwrap();
+        assert_eq!(read, seen.len());
+        assert!(
+            seen.iter().all(|&b| b == i as u8 + 1),
+            "frame {i} at {offset}"
+        );
+        // A part of a frame has its own offset.
+        assert_eq!(pool.memfd_offset(&frame[100..200]), Some(offset + 100));
+    }
+    assert_eq!(pool.memfd_offset(b"not in the pool"), None);
+    let plain = FramePool::new(Framing::new(4096, 2)).unwrap();
+    assert!(plain.memfd().is_none());
+    assert_eq!(plain.memfd_offset(&plain.try_allocate().unwrap()), None);
+    // Huge pages required and none reserved: refused, naming vm.nr_hugepages (or made,
+    // when this machine has some).
+    let huge = Framing::new(1 << 20, 2).memory(FrameMemory::SharedMemory(
+        RegionOptions::default().huge_pages(HugePages::Require),
+    ));
+    match FramePool::new(huge) {
+        Ok(pool) => assert!(pool.memfd().is_some()),
+        Err(pagebuf::Error::Unsupported(why)) => assert!(why.contains("nr_hugepages"), "{why}"),
+        Err(other) => panic!("{other}"),
+    }
 }

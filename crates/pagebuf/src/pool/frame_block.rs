@@ -28,18 +28,10 @@ impl FrameBlock {
     pub(super) fn new(layout: &FrameLayout, source: FrameMemory) -> Result<FrameBlock> {
         match source {
             FrameMemory::Pages(options) => {
-                // Pages are page-aligned; for a larger alignment, map the slack to slide.
-                let slack = layout.alignment.saturating_sub(page_size());
-                let len = layout.total.checked_add(slack).ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "{} bytes of frames plus {slack} bytes of alignment slack overflow",
-                        layout.total
-                    ))
-                })?;
-                let region = Region::map(len, options)?;
-                let address = region.as_ptr() as usize;
-                let offset = address.next_multiple_of(layout.alignment) - address;
-                Ok(FrameBlock::Region { region, offset })
+                FrameBlock::mapped(layout, |len| Region::map(len, options))
+            }
+            FrameMemory::SharedMemory(options) => {
+                FrameBlock::mapped(layout, |len| Region::map_memfd(len, options))
             }
             FrameMemory::Heap => {
                 let heap = std::alloc::Layout::from_size_align(layout.total, layout.alignment)
@@ -58,6 +50,31 @@ impl FrameBlock {
             FrameMemory::Host(memory) => Ok(FrameBlock::Host(
                 memory.claim(layout.total, layout.alignment)?,
             )),
+        }
+    }
+
+    /// The frames in a mapping `map` makes: pages are page-aligned; for a larger
+    /// alignment, the slack to slide is mapped too.
+    fn mapped(layout: &FrameLayout, map: impl FnOnce(usize) -> Result<Region>) -> Result<Self> {
+        let slack = layout.alignment.saturating_sub(page_size());
+        let len = layout.total.checked_add(slack).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{} bytes of frames plus {slack} bytes of alignment slack overflow",
+                layout.total
+            ))
+        })?;
+        let region = map(len)?;
+        let address = region.as_ptr() as usize;
+        let offset = address.next_multiple_of(layout.alignment) - address;
+        Ok(FrameBlock::Region { region, offset })
+    }
+
+    /// The sealed memfd the frames live in, and where the block starts in it
+    /// ([`FrameMemory::SharedMemory`]).
+    pub(super) fn memfd(&self) -> Option<(std::os::fd::BorrowedFd<'_>, *const u8)> {
+        match self {
+            FrameBlock::Region { region, .. } => Some((region.memfd()?, region.as_ptr())),
+            FrameBlock::Heap(_) | FrameBlock::Host(_) => None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! `allocate_future.rs`, `frame_block.rs` (the memory), `stats.rs`.
 #![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
+use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
@@ -281,6 +282,41 @@ impl FramePool {
     pub(crate) fn memory_extent(&self) -> (usize, usize) {
         let (start, len) = self.shared().memory.extent();
         (start as usize, len)
+    }
+
+    /// The sealed memfd the frames live in, for another process to map
+    /// ([`FrameMemory::SharedMemory`](super::FrameMemory::SharedMemory)); `None` for
+    /// every other memory source.
+    pub fn memfd(&self) -> Option<BorrowedFd<'_>> {
+        self.shared().memory.memfd().map(|(fd, _)| fd)
+    }
+
+    /// Where `bytes` (a frame of this pool, or part of one) start in the pool's memfd:
+    /// the offset another process that mapped [`memfd`](Self::memfd) reads them at.
+    /// `None` if the pool has no memfd or `bytes` do not lie in its frames.
+    ///
+    /// ```
+    /// use pagebuf::pool::{FrameMemory, FramePool, Framing};
+    /// use pagebuf::memory::RegionOptions;
+    ///
+    /// let framing = Framing::new(4096, 4).memory(FrameMemory::SharedMemory(RegionOptions::default()));
+    /// let pool = FramePool::new(framing)?;
+    /// let mut frame = pool.try_allocate().expect("a frame is free");
+    /// frame.extend_from_slice(b"for the other process")?;
+    /// let offset = pool.memfd_offset(&frame).expect("a frame of the pool");
+    /// // Another process maps `pool.memfd()` and finds the bytes at `offset`:
+    /// let mut seen = [0u8; 21];
+    /// rustix::io::pread(pool.memfd().unwrap(), &mut seen, offset)?;
+    /// assert_eq!(&seen, b"for the other process");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn memfd_offset(&self, bytes: &[u8]) -> Option<u64> {
+        let shared = self.shared();
+        let (_, start) = shared.memory.memfd()?;
+        let (first, len) = shared.memory.extent();
+        let at = bytes.as_ptr() as usize;
+        let inside = at >= first as usize && at + bytes.len() <= first as usize + len;
+        inside.then(|| (at - start as usize) as u64)
     }
 
     /// Whether `other` is a handle of this same pool.

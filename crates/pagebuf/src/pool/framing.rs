@@ -19,6 +19,14 @@ pub enum FrameMemory {
     /// Memory the host supplies (a driver's or another library's mapping): see
     /// [`HostMemory`](super::HostMemory), whose constructor states the contract.
     Host(super::HostMemory),
+    /// One mapping of a sealed memfd (`MAP_SHARED`, sealed against resizing), which
+    /// another process can map too: [`FramePool::memfd`](super::FramePool::memfd) gives
+    /// the fd, [`FramePool::memfd_offset`](super::FramePool::memfd_offset) where a frame
+    /// lies in it (GStreamer's `memfd` memory, passed with an offset per frame). The
+    /// options choose reserved huge pages (`MFD_HUGETLB`), prefault and `mlock`. For
+    /// frames *and* their bookkeeping shared, allocated and returned by several
+    /// processes, see [`SharedPool`](crate::SharedPool).
+    SharedMemory(RegionOptions),
 }
 
 impl Default for FrameMemory {

@@ -12,7 +12,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 
-use rustix::fs::{self, MemfdFlags, SealFlags};
+use rustix::fs::{self, SealFlags};
 use rustix::io::Errno;
 use rustix::mm::{self, MapFlags, ProtFlags};
 
@@ -21,38 +21,13 @@ use crate::error::{Error, Result};
 
 /// The seals every shared pool carries; `attach` refuses an fd without all of them.
 fn required_seals() -> SealFlags {
-    SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL
+    crate::memory::required_seals()
 }
 
 /// A new memfd of `len` bytes (zero-filled), sealed against resizing and further seals;
 /// on reserved huge pages (`MFD_HUGETLB`; `len` a multiple of their size) if `huge`.
 pub(super) fn create_sealed(len: usize, huge: bool) -> Result<OwnedFd> {
-    let name = "pagebuf-shared-pool";
-    let mut base = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
-    if huge {
-        base |= MemfdFlags::HUGETLB;
-    }
-    // MFD_NOEXEC_SEAL (Linux 6.3) keeps the pool from ever being executable; older
-    // kernels reject the unknown flag with EINVAL, and then the pool is made without it.
-    let fd = match fs::memfd_create(name, base | MemfdFlags::NOEXEC_SEAL) {
-        Err(Errno::INVAL) => fs::memfd_create(name, base),
-        other => other,
-    }
-    .map_err(|e| Error::io("memfd_create for a SharedPool", e.into()))?;
-    fs::ftruncate(&fd, len as u64).map_err(|e| {
-        Error::OutOfMemory(format!(
-            "sizing the SharedPool's memfd to {len} bytes failed ({e}); use fewer or \
-             smaller frames"
-        ))
-    })?;
-    // F_SEAL_EXEC (Linux 6.3) too where the kernel knows it; MFD_NOEXEC_SEAL already
-    // set it there, so an EINVAL from an older kernel just means "not available".
-    match fs::fcntl_add_seals(&fd, required_seals() | SealFlags::EXEC) {
-        Err(Errno::INVAL) => fs::fcntl_add_seals(&fd, required_seals()),
-        other => other,
-    }
-    .map_err(|e| Error::io("sealing the SharedPool's memfd", e.into()))?;
-    Ok(fd)
+    crate::memory::sealed_memfd("pagebuf-shared-pool", len, huge)
 }
 
 /// Checks a received fd before it is mapped: a sealed memfd that cannot be resized and

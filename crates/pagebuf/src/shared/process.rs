@@ -55,7 +55,9 @@ impl Attached {
     /// saying why when none can be had.
     pub(super) fn create(framing: &Framing) -> Result<(Arc<Attached>, Option<String>)> {
         let wants = match framing.memory_source() {
-            FrameMemory::Pages(options) => options.huge_pages_choice(),
+            FrameMemory::Pages(options) | FrameMemory::SharedMemory(options) => {
+                options.huge_pages_choice()
+            }
             _ => HugePages::Off,
         };
         let mut note = None;
