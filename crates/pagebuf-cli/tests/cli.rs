@@ -324,23 +324,11 @@ fn bench_prints_a_table_of_ratios() {
 /// Runs `pagebuf ARGS` in `dir`, killed and failed (not left to hang the suite) if it
 /// has not exited within `limit`.
 fn pagebuf_within(dir: &Path, args: &[&str], limit: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pagebuf"))
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pagebuf {args:?} has not exited after {limit:?}: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    wait_within(
+        spawn_pagebuf(dir, args),
+        &format!("pagebuf {args:?}"),
+        limit,
+    )
 }
 
 /// Bytes that depend on `seed` and on each byte's position.

@@ -366,10 +366,18 @@ impl Region {
                 flags,
             )
         };
-        let ptr = match mapped {
-            Ok(ptr) => ptr,
-            Err(errno) => return Err(map_error(errno, mapped_len, huge)),
-        };
+        let ptr = mapped.map_err(|errno| map_error(errno, mapped_len, huge))?;
+        Region::from_mapping(ptr, (len, mapped_len, granule), huge, None)
+    }
+
+    /// The region of a mapping just made at `ptr`: `len` bytes asked for, `mapped_len`
+    /// mapped, in pages of `granule`.
+    fn from_mapping(
+        ptr: *mut c_void,
+        (len, mapped_len, granule): (usize, usize, usize),
+        huge: bool,
+        memfd: Option<OwnedFd>,
+    ) -> Result<Region> {
         Ok(Region {
             // A successful mmap never returns null (the kernel does not map page 0 for
             // us without MAP_FIXED), but checking costs nothing and avoids assuming it.
@@ -382,7 +390,7 @@ impl Region {
             huge,
             locked: false,
             note: None,
-            memfd: None,
+            memfd,
         })
     }
 
@@ -433,18 +441,9 @@ impl Region {
             )
         };
         let ptr = mapped.map_err(|errno| map_error(errno, mapped_len, huge.is_some()))?;
-        let mut region = Region {
-            ptr: NonNull::new(ptr.cast()).ok_or_else(|| {
-                Error::OutOfMemory("mmap returned a null mapping; this kernel is unusual".into())
-            })?,
-            len,
-            mapped_len,
-            granule,
-            huge: huge.is_some(),
-            locked: false,
-            note,
-            memfd: Some(fd),
-        };
+        let mut region =
+            Region::from_mapping(ptr, (len, mapped_len, granule), huge.is_some(), Some(fd))?;
+        region.note = note;
         if options.lock {
             region.lock()?;
         }

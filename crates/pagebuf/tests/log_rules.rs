@@ -517,6 +517,32 @@ fn damaged_headers_and_foreign_files_are_corrupt_not_a_panic() {
     }
 }
 
+/// Flips bits of 1 to 64 bytes somewhere in `clean` (a log's bytes, up to the end of
+/// its data) past the two header units, in the file at `path`, as the xorshift `seed`
+/// says (advanced); returns where and how many (`overwrite` with `clean` mends it).
+fn damage(path: &std::path::Path, clean: &[u8], seed: &mut u64) -> (usize, usize) {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let at = 8192 + (*seed as usize % (clean.len() - 8192));
+    let n = (1 + (*seed >> 40) as usize % 64).min(clean.len() - at);
+    let damaged: Vec<u8> = clean[at..at + n]
+        .iter()
+        .enumerate()
+        .map(|(k, byte)| byte ^ ((*seed >> (k % 56)) as u8 | 1))
+        .collect();
+    overwrite(path, at as u64, &damaged);
+    (at, n)
+}
+
+/// A log on 1 MiB segments keeping `spares` freed ones: segments fill and are reused
+/// within a test's few MB.
+fn small_segments(spares: usize) -> LogOptions {
+    LogOptions::default()
+        .segment_size(1 << 20)
+        .spare_segments(spares)
+}
+
 /// Random damage anywhere past the header: the reader yields a prefix of the records,
 /// each exactly as written, then at most one error; it never panics or yields a wrong
 /// record.
@@ -540,17 +566,7 @@ fn random_damage_never_yields_a_wrong_record() {
     let data_end = clean.iter().rposition(|&b| b != 0).unwrap() + 1;
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     for round in 0..200 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let at = 8192 + (seed as usize % (data_end - 8192));
-        let n = (1 + (seed >> 40) as usize % 64).min(data_end - at);
-        let damaged: Vec<u8> = clean[at..at + n]
-            .iter()
-            .enumerate()
-            .map(|(k, byte)| byte ^ ((seed >> (k % 56)) as u8 | 1))
-            .collect();
-        overwrite(&path, at as u64, &damaged);
+        let (at, n) = damage(&path, &clean[..data_end], &mut seed);
         let mut yielded = 0;
         for item in LogReader::open(&path).unwrap() {
             match item {
@@ -582,9 +598,7 @@ fn random_damage_never_yields_a_wrong_record() {
 fn truncate_before_gives_space_back_and_keeps_the_rest() {
     let dir = ScratchDir::new("log_rules", "truncate");
     let path = dir.join("log");
-    let options = LogOptions::default()
-        .segment_size(1 << 20)
-        .spare_segments(1);
+    let options = small_segments(1);
     let log = LogWriter::create_with(&path, options).unwrap();
     for i in 1..=400u64 {
         log.append(&record(i, 30_000)).unwrap();
@@ -731,9 +745,7 @@ fn records_outrun_the_zeroes_on(ring: IoRing, name: &str) {
 fn freed_segments_are_written_again_and_every_kept_record_reads_back() {
     let dir = ScratchDir::new("log_rules", "reuse");
     let path = dir.join("log");
-    let options = LogOptions::default()
-        .segment_size(1 << 20)
-        .spare_segments(2);
+    let options = small_segments(2);
     let len = |lsn: Lsn| 100 + (lsn as usize * 7_919) % 9_000;
     let mut kept_from = 1;
     let mut next = 1;
@@ -787,9 +799,7 @@ fn freed_segments_are_written_again_and_every_kept_record_reads_back() {
 fn random_damage_to_a_log_with_jumps_never_yields_a_wrong_record() {
     let dir = ScratchDir::new("log_rules", "damage_jumps");
     let path = dir.join("log");
-    let options = LogOptions::default()
-        .segment_size(1 << 20)
-        .spare_segments(2);
+    let options = small_segments(2);
     let len = |lsn: Lsn| (lsn as usize * 997) % 9_000;
     let log = LogWriter::create_with(&path, options).unwrap();
     for lsn in 1..=1_500u64 {
@@ -810,17 +820,7 @@ fn random_damage_to_a_log_with_jumps_never_yields_a_wrong_record() {
     let clean = std::fs::read(&path).unwrap();
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     for round in 0..200 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let at = 8192 + (seed as usize % (clean.len() - 8192));
-        let n = (1 + (seed >> 40) as usize % 64).min(clean.len() - at);
-        let damaged: Vec<u8> = clean[at..at + n]
-            .iter()
-            .enumerate()
-            .map(|(k, byte)| byte ^ ((seed >> (k % 56)) as u8 | 1))
-            .collect();
-        overwrite(&path, at as u64, &damaged);
+        let (at, n) = damage(&path, &clean, &mut seed);
         let mut expected = first;
         for item in LogReader::open(&path).unwrap() {
             match item {

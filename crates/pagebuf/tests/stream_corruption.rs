@@ -37,7 +37,9 @@ const SAMPLES: u64 = 48;
 fn original() -> &'static (PathBuf, Vec<u8>, u64) {
     static FILE: OnceLock<(PathBuf, Vec<u8>, u64)> = OnceLock::new();
     FILE.get_or_init(|| {
-        let dir = scratch("stream-corruption");
+        // Named by the process: nextest runs each test of this file in a process of
+        // its own, side by side, and a shared name let one clobber another's file.
+        let dir = scratch(&format!("stream-corruption-{}", std::process::id()));
         let path = dir.join("original.pbs");
         let writer = SampleWriter::create(&path).unwrap();
         for kind in [StreamKind::Video, StreamKind::Audio, StreamKind::Data] {
@@ -184,7 +186,8 @@ fn big_plan(i: u64) -> (u16, u64, SampleFlags, usize) {
 fn big_recording(finished: bool) -> (Vec<u8>, Vec<u8>, usize) {
     static RECORDING: AtomicU64 = AtomicU64::new(0);
     let dir = scratch(&format!(
-        "stream-torn-{}",
+        "stream-torn-{}-{}",
+        std::process::id(),
         RECORDING.fetch_add(1, Ordering::Relaxed)
     ));
     let path = dir.join("take.pbs");
