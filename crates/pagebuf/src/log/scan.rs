@@ -134,6 +134,15 @@ impl Scanner {
                         "a jump to {target}, not the start of a segment of this log"
                     ));
                 }
+                // A writer reserves (or writes) a segment before its jump there can be
+                // durable: a target past the end is a frame that cannot be trusted (and
+                // would have a reopening writer account for segments up to it).
+                let len = self.file.len()?;
+                if target >= len {
+                    return torn(format!(
+                        "a jump to {target}, past the end of the file ({len} bytes)"
+                    ));
+                }
                 self.jumps.push((offset, target));
                 self.offset = target;
                 self.after_jump = true;

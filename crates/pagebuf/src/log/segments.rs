@@ -64,10 +64,13 @@ impl Segments {
     /// (Self::free_after_recovery)) before anything is written.
     pub(crate) fn recovered(size: u64, unit: u64, keep: usize, stretches: &[(u64, u64)]) -> Self {
         let mut live = VecDeque::new();
+        // Membership in a set: a version-1 log is one stretch over as many segments as
+        // it is long.
+        let mut seen = BTreeSet::new();
         for &(start, end) in stretches {
             let last = end.saturating_sub(1).max(start) / size;
             for index in start / size..=last {
-                if !live.contains(&index) {
+                if seen.insert(index) {
                     live.push_back(index);
                 }
             }
@@ -86,12 +89,23 @@ impl Segments {
     }
 
     /// Segments below the highest live one that hold no live record (after a crash
-    /// they may hold frames of a commit never acknowledged, numbered past the end): the
-    /// caller clears them, then they are holes.
-    pub(crate) fn free_after_recovery(&mut self) -> Vec<u64> {
-        let free: Vec<u64> = (0..self.top).filter(|i| !self.live.contains(i)).collect();
-        self.holes.extend(free.iter().copied());
-        free
+    /// they may hold frames of a commit never acknowledged, numbered past the end), as
+    /// runs of neighbours `first..end`: the caller clears them, then they are holes.
+    pub(crate) fn free_after_recovery(&mut self) -> Vec<std::ops::Range<u64>> {
+        let live: BTreeSet<u64> = self.live.iter().copied().collect();
+        let mut runs: Vec<std::ops::Range<u64>> = Vec::new();
+        let mut from = 0;
+        // Between consecutive live segments (and before the first) lie the free runs.
+        for &index in &live {
+            if from < index {
+                runs.push(from..index);
+            }
+            from = index + 1;
+        }
+        for run in &runs {
+            self.holes.extend(run.clone());
+        }
+        runs
     }
 
     /// Bytes of a segment.
@@ -209,8 +223,13 @@ impl Segments {
 
     /// The range of bytes of segment `index`.
     pub(crate) fn bytes_of(&self, index: u64) -> (u64, u64) {
-        let start = self.start(index);
-        (start, (index + 1) * self.size - start)
+        self.bytes_of_run(&(index..index + 1))
+    }
+
+    /// The range of bytes of the segments `run`: `(start, len)`.
+    pub(crate) fn bytes_of_run(&self, run: &std::ops::Range<u64>) -> (u64, u64) {
+        let start = self.start(run.start);
+        (start, run.end * self.size - start)
     }
 }
 
@@ -253,10 +272,15 @@ mod tests {
         let stretches = [(3 * MIB + 4096, 4 * MIB - 100), (MIB, 2 * MIB + 50)];
         let mut s = Segments::recovered(MIB, 4096, 2, &stretches);
         assert_eq!(s.live, [3, 1, 2]);
-        assert_eq!(s.free_after_recovery(), vec![0]);
+        assert_eq!(s.free_after_recovery(), vec![0..1]);
         assert!(!s.writing_top() && !s.next_is_free());
         assert_eq!(s.advance(), Move::Jump(8192));
         assert_eq!(s.advance(), Move::Jump(4 * MIB));
+        // Free segments come in runs; the holes are taken lowest first.
+        let mut s = Segments::recovered(MIB, 4096, 2, &[(5 * MIB, 5 * MIB + 10), (MIB, MIB + 10)]);
+        assert_eq!(s.free_after_recovery(), vec![0..1, 2..5]);
+        assert_eq!(s.advance(), Move::Jump(8192));
+        assert_eq!(s.advance(), Move::Jump(2 * MIB));
         // A stretch ending on a segment boundary does not hold the next segment.
         let s = Segments::recovered(MIB, 4096, 2, &[(8192, 2 * MIB)]);
         assert_eq!(s.live, [0, 1]);

@@ -1153,8 +1153,8 @@ fn close_tail(
     } else {
         clear(file, start, segments.current_end() - start)?;
     }
-    for index in segments.free_after_recovery() {
-        let (at, len) = segments.bytes_of(index);
+    for run in segments.free_after_recovery() {
+        let (at, len) = segments.bytes_of_run(&run);
         clear(file, at, len)?;
     }
     file.sync_data()?;
@@ -1268,6 +1268,46 @@ mod tests {
         drop(log);
         let (lsns, clean) = read_all(&path);
         assert!(clean && lsns.last() == Some(&3_000) && lsns[0] <= 2_900);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A jump frame whose checksum holds but whose target lies far past the end of the
+    /// file (a hostile or corrupt log): the reader stops there with `Corrupt`, and a
+    /// writer reopening the log keeps every record before it, at once, without
+    /// accounting (or punching) a million segments up to the target.
+    #[test]
+    fn a_jump_past_the_end_of_the_file_is_torn_not_followed() {
+        let path = scratch("far-jump");
+        let log = LogWriter::create_with(&path, options()).unwrap();
+        for lsn in 1..=20 {
+            log.append(&record(lsn)).unwrap();
+        }
+        log.sync().unwrap();
+        let end = log.position(&log.lock());
+        drop(log);
+        let far = 1u64 << 40; // a segment start of the 1 MiB segments, 1 TiB in
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[end as usize..end as usize + JUMP_FRAME].copy_from_slice(&jump_frame(far));
+        std::fs::write(&path, &bytes).unwrap();
+        let mut seen = Vec::new();
+        let mut torn = None;
+        for item in LogReader::open(&path).unwrap() {
+            match item {
+                Ok(rec) => seen.push(rec.lsn),
+                Err(err) => torn = Some(err.to_string()),
+            }
+        }
+        assert_eq!(seen, (1..=20).collect::<Vec<_>>());
+        let torn = torn.expect("the far jump is reported");
+        assert!(torn.contains("past the end of the file"), "{torn}");
+        let started = std::time::Instant::now();
+        let log = LogWriter::open_with(&path, options()).unwrap();
+        assert_eq!(log.durable_lsn(), 20);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        log.commit(log.append(&record(21)).unwrap()).unwrap();
+        drop(log);
+        assert_eq!(read_all(&path), ((1..=21).collect(), true));
+        assert!(std::fs::metadata(&path).unwrap().len() < 4 * MIB);
         std::fs::remove_file(&path).unwrap();
     }
 
