@@ -14,7 +14,9 @@
 //! * When the last view goes, `release` runs exactly once, on whichever thread dropped
 //!   it. It receives the header pointer and owns everything from then on; views never
 //!   touch header or memory again. There is no back-reference that could fail: the
-//!   header itself carries the function that returns the memory.
+//!   header itself carries the function that returns the memory. A released header
+//!   always has `refs == 1` again, so an origin that reuses headers (a pool) hands
+//!   them out as they are.
 //!
 //! The reference counting is `Arc`'s: increments are `Relaxed` (a new reference can
 //! only be made from an existing one, which already keeps the memory alive), the
@@ -152,13 +154,6 @@ impl Header {
         }
     }
 
-    /// Makes a released header ready to back one new view again (pools reuse headers).
-    /// Only the origin, which owns a released header exclusively, may call this.
-    pub(crate) fn reset_for_reuse(&self) {
-        // Relaxed: the origin's own hand-off of the frame (its free list) orders this.
-        self.refs.store(1, Ordering::Relaxed);
-    }
-
     pub(crate) fn base(&self) -> NonNull<u8> {
         self.base
     }
@@ -212,6 +207,10 @@ impl Header {
             return;
         }
         fence(Ordering::Acquire);
+        // Back to one, the count of a header no view holds: origins that reuse headers
+        // (pools) hand it out again as is, so their release paths need not check it.
+        // Relaxed: we hold the header alone, and the origin's hand-off orders the store.
+        refs.store(1, Ordering::Relaxed);
         // SAFETY: we removed the last reference, so this runs once and nobody else
         // holds a view: the memory is the origin's again.
         unsafe { Self::release_unique(header) }

@@ -1,6 +1,6 @@
-//! Asymmetric memory barriers: a nearly free *light* barrier for the fast path, paired
-//! with an expensive *heavy* one (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`) for
-//! the rare slow path.
+//! Asymmetric memory barriers: a free *light* barrier for the fast path, paired with an
+//! expensive *heavy* one (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`) for the rare
+//! slow path.
 //!
 //! The pairing gives Dekker-style mutual visibility: if thread A does
 //! `store(x); light(); load(y)` and thread B does `store(y); heavy(); load(x)`, then A
@@ -10,55 +10,77 @@
 //! still be sitting in a store buffer when B loads. This is the scheme of Linux RCU,
 //! folly's `asymmetricHeavyBarrier` and hazard-pointer libraries.
 //!
-//! Where `membarrier` is unavailable (old kernels, seccomp sandboxes) both sides fall
-//! back to `fence(SeqCst)`, which is always correct, only slower. Under loom both are
-//! `fence(SeqCst)`, which loom can model.
+//! The light side is only a compiler fence, with no check on the fast path: a pool
+//! parks frames on threads only where `init` registered this process for expedited
+//! membarriers. Should the kernel refuse one later all the same (a seccomp filter
+//! installed after the first pool), `heavy` says so and its caller leaves other threads'
+//! slots alone (`thread_cache.rs`). Under loom both sides are `fence(SeqCst)`, which
+//! loom can model.
 
 #[cfg(not(loom))]
 use std::sync::atomic::{compiler_fence, AtomicBool, Ordering};
 #[cfg(not(loom))]
 use std::sync::OnceLock;
 
-use crate::sync::{fence, Ordering as SyncOrdering};
+#[cfg(loom)]
+use crate::sync::{fence, Ordering};
 
 #[cfg(not(loom))]
 static EXPEDITED: AtomicBool = AtomicBool::new(false);
 
-/// Registers this process for expedited membarriers (once). Call before any pool is
-/// shared, so every thread that later runs a light barrier sees the outcome.
-pub(crate) fn init() {
+/// Registers this process for expedited membarriers (once); whether it could. Call
+/// before any thread parks a frame.
+pub(crate) fn init() -> bool {
     #[cfg(not(loom))]
     {
         static REGISTERED: OnceLock<bool> = OnceLock::new();
-        let ok = *REGISTERED.get_or_init(|| {
+        *REGISTERED.get_or_init(|| {
             use rustix::thread::{membarrier, MembarrierCommand};
-            membarrier(MembarrierCommand::RegisterPrivateExpedited).is_ok()
-        });
-        EXPEDITED.store(ok, Ordering::Relaxed);
+            let ok = membarrier(MembarrierCommand::RegisterPrivateExpedited).is_ok();
+            EXPEDITED.store(ok, Ordering::Relaxed);
+            ok
+        })
     }
+    #[cfg(loom)]
+    true
 }
 
-/// The fast side: only stops the compiler from reordering (when membarrier works).
-#[inline]
+/// The fast side: only stops the compiler from reordering.
+#[inline(always)]
 pub(crate) fn light() {
     #[cfg(not(loom))]
-    if EXPEDITED.load(Ordering::Relaxed) {
-        compiler_fence(Ordering::SeqCst);
-        return;
-    }
-    fence(SyncOrdering::SeqCst);
+    compiler_fence(Ordering::SeqCst);
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+}
+
+/// What the heavy side achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Heavy {
+    /// Every thread of this process passed a full barrier.
+    Fenced,
+    /// The kernel refused the barrier: light barriers pair with nothing.
+    Refused,
 }
 
 /// The slow side: a barrier on every CPU running one of our threads.
-pub(crate) fn heavy() {
+pub(crate) fn heavy() -> Heavy {
     #[cfg(not(loom))]
-    if EXPEDITED.load(Ordering::Relaxed) {
+    {
         use rustix::thread::{membarrier, MembarrierCommand};
-        if membarrier(MembarrierCommand::PrivateExpedited).is_ok() {
-            return;
+        if !EXPEDITED.load(Ordering::Relaxed) {
+            return Heavy::Refused;
         }
-        // Registered but refused: keep correctness by degrading both sides.
-        EXPEDITED.store(false, Ordering::SeqCst);
+        if membarrier(MembarrierCommand::PrivateExpedited).is_ok() {
+            return Heavy::Fenced;
+        }
+        // Registered but refused since: refused from now on.
+        EXPEDITED.store(false, Ordering::Relaxed);
+        Heavy::Refused
     }
-    fence(SyncOrdering::SeqCst);
+    #[cfg(loom)]
+    {
+        fence(Ordering::SeqCst);
+        Heavy::Fenced
+    }
 }

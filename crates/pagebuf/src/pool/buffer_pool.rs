@@ -524,7 +524,7 @@ impl BufferPool {
         };
         block.pool = Some(Arc::clone(&self.shared));
         let header = NonNull::from(Box::leak(block)).cast::<Header>();
-        // SAFETY: the block's header has refs == 1 (new, or reset on return), describes
+        // SAFETY: the block's header has refs == 1 (new, or left at 1 by its last release), describes
         // `class` initialized bytes of its own region, and the block is now owned only
         // by the buffer we return.
         let mut buf = unsafe { BufferMut::from_header(header) };
@@ -578,7 +578,6 @@ unsafe fn release_pooled(header: NonNull<Header>) {
     // SAFETY: the header is the first field of a `#[repr(C)]` PooledBlock that `take`
     // leaked from a Box; the last view is gone, so we own it again.
     let mut block = unsafe { Box::from_raw(header.cast::<PooledBlock>().as_ptr()) };
-    block.header.reset_for_reuse();
     let Some(pool) = block.pool.take() else {
         return; // unreachable: a block out always knows its pool
     };

@@ -78,13 +78,22 @@ pub(super) enum Home {
 }
 
 impl PoolShared {
-    /// Turns frame `index`, just taken, into a buffer. `left` is how many frames the
-    /// free list proper still holds, when the frame came from there (the returned list
-    /// is added here): frames parked on threads count as out for the high-water mark,
-    /// so it is exact for one thread and an upper bound with several. A frame taken back from this thread's own slot cannot raise
-    /// the mark (it was counted when it first left the list).
+    /// Turns frame `index`, just taken, into a buffer: [`claim`](Self::claim), then
+    /// [`buffer_of`](Self::buffer_of).
     #[inline]
     pub(super) fn hand_out(&self, index: u32, left: Option<usize>) -> BufferMut {
+        self.claim(index, left);
+        self.buffer_of(index)
+    }
+
+    /// The bookkeeping of taking frame `index` off a list: the high-water mark and
+    /// `zero_on_reuse`. A frame parked on a thread needs neither (it was counted when it
+    /// first left the list, and pools that zero frames park none), so the fast path
+    /// skips this. `left` is how many frames the free list proper still holds, when the
+    /// frame came from there (the returned list is added here): frames parked on threads
+    /// count as out for the high-water mark, so it is exact for one thread and an upper
+    /// bound with several.
+    pub(super) fn claim(&self, index: u32, left: Option<usize>) {
         if let Some(left) = left {
             let mark = self.high_water.load(Ordering::Relaxed);
             // Frames on the returned list are free too; its line is another thread's, so
@@ -97,24 +106,35 @@ impl PoolShared {
                 }
             }
         }
-        debug_assert!((index as usize) < self.slots.len());
-        // SAFETY: every index handed out comes from this pool's free list or thread
-        // slots, which hold only indices below `frames` (`FreeList::full`).
-        let slot = unsafe { self.slots.get_unchecked(index as usize) };
-        let data = slot.header.base().as_ptr();
-        let len = slot.header.capacity();
-        // SAFETY: the frame is ours alone until its buffer drops.
-        unsafe { poison::unpoison(data, len) };
         if self.framing.is_zero_on_reuse() {
+            let slot = &self.slots[index as usize];
             if slot.used.load(Ordering::Relaxed) {
-                // SAFETY: as above; the frame's bytes are ours to clear.
-                unsafe { data.write_bytes(0, len) };
+                let data = slot.header.base().as_ptr();
+                let len = slot.header.capacity();
+                // SAFETY: the frame was just taken, so its bytes are ours alone to clear
+                // (unpoisoned first: they were poisoned when it came back).
+                unsafe {
+                    poison::unpoison(data, len);
+                    data.write_bytes(0, len);
+                }
             } else {
                 slot.used.store(true, Ordering::Relaxed);
             }
         }
+    }
+
+    /// The buffer of frame `index`, just taken (and claimed, if it came off a list).
+    #[inline]
+    pub(super) fn buffer_of(&self, index: u32) -> BufferMut {
+        debug_assert!((index as usize) < self.slots.len());
+        // SAFETY: every index handed out comes from this pool's free list or thread
+        // slots, which hold only indices below `frames` (`FreeList::full`).
+        let slot = unsafe { self.slots.get_unchecked(index as usize) };
+        // SAFETY: the frame is ours alone until its buffer drops.
+        unsafe { poison::unpoison(slot.header.base().as_ptr(), slot.header.capacity()) };
         // SAFETY: the slot's header describes this frame's initialized memory and has
-        // refs == 1 (set at creation and on every release); the frame is unique to us.
+        // refs == 1 (set at creation, and a released header is left at 1); the frame is
+        // unique to us.
         unsafe { BufferMut::from_header(NonNull::from(&slot.header)) }
     }
 
@@ -201,36 +221,39 @@ pub(super) unsafe fn release_frame(header: NonNull<Header>) {
     let slot = unsafe { header.cast::<FrameSlot>().as_ref() };
     // SAFETY: the frame is still out, which keeps its pool alive (see `give_back`).
     let pool = unsafe { &*slot.pool };
-    // A frame that was only ever a BufferMut still has refs == 1: leave the line clean.
-    if slot.header.ref_count() != 1 {
-        slot.header.reset_for_reuse();
-    }
     // SAFETY: the last view is gone; the frame's bytes are the pool's alone.
     unsafe { poison::poison(slot.header.base().as_ptr(), slot.header.capacity()) };
     // The fast path: park it on this thread (a thread that allocates from this pool),
     // unless a waiter needs it. A thread that never allocates here returns it to the
     // returned list, off the allocators' cache line.
-    match pool.threads.park(slot.index, || pool.free.is_waiting()) {
-        Parking::Parked => {}
-        // SAFETY: forwarded: the frame is released once, here.
-        parking => unsafe { release_frame_slow(slot, pool, parking) },
+    if let Parking::Parked = pool.threads.park(slot.index, || pool.free.is_waiting()) {
+        return;
     }
+    // SAFETY: forwarded: the frame is released once, here.
+    unsafe { release_frame_slow(header) }
 }
 
-/// The rest of [`release_frame`] when the frame was not parked on the spot (`parking`
-/// says why): its thread's slot looked up, else the frame given back. Out of line, so
-/// the fast path saves no registers.
+/// The rest of [`release_frame`] when the frame was not parked on the spot: parking
+/// tried again, through this thread's list of slots if the slot used last is another
+/// pool's, else the frame given back. Out of line and given only the header, so the
+/// fast path keeps nothing in registers for it.
 ///
 /// # Safety
-/// `slot` is a frame of `pool` released once, and neither is used by the caller after.
+/// As for [`release_frame`].
 #[cold]
 #[inline(never)]
-unsafe fn release_frame_slow(slot: &FrameSlot, pool: &PoolShared, mut parking: Parking) {
-    if let Parking::LookUp = parking {
-        parking = pool
-            .threads
-            .park_looked_up(slot.index, || pool.free.is_waiting());
-    }
+unsafe fn release_frame_slow(header: NonNull<Header>) {
+    // SAFETY: as in `release_frame`.
+    let slot = unsafe { header.cast::<FrameSlot>().as_ref() };
+    // SAFETY: as in `release_frame`.
+    let pool = unsafe { &*slot.pool };
+    let waiting = || pool.free.is_waiting();
+    // Asked again rather than passed down (cheap, and this thread's own slot cannot have
+    // changed meanwhile): `NoSlot` remembered for this pool must not cost a look-up.
+    let parking = match pool.threads.park(slot.index, waiting) {
+        Parking::LookUp => pool.threads.park_looked_up(slot.index, waiting),
+        parking => parking,
+    };
     let home = match parking {
         Parking::Parked => return,
         Parking::Declined => Home::List,

@@ -102,7 +102,9 @@ impl FramePool {
             .collect();
         let shared = Box::into_raw(Box::new(PoolShared {
             free: FreeList::full(frames),
-            threads: Registry::new(),
+            // A frame parked on a thread skips `claim`: so no parking where frames are
+            // zeroed on reuse.
+            threads: Registry::new(!framing.is_zero_on_reuse()),
             slots,
             framing,
             layout,
@@ -174,23 +176,24 @@ impl FramePool {
     }
 
     /// The fast ways to a frame: the one parked on this thread, or the free list (and
-    /// then this thread gets a slot to park its drops in).
+    /// then this thread gets a slot to park its drops in). Both end in one place that
+    /// builds the buffer, so it is built in registers, not through the stack.
     #[inline]
     pub(super) fn take_frame(&self) -> Option<BufferMut> {
         let shared = self.shared();
-        let has_slot = match shared.threads.take_parked() {
-            Taken::Frame(index) => return Some(shared.hand_out(index, None)),
-            Taken::Empty => true,
-            Taken::NoSlot => false,
+        let index = match shared.threads.take_parked() {
+            Taken::Frame(index) => index,
+            Taken::Empty => self.take_from_lists(true)?,
+            Taken::NoSlot => self.take_from_lists(false)?,
         };
-        self.take_from_lists(has_slot)
+        Some(shared.buffer_of(index))
     }
 
-    /// A frame from the free list (or the returned list); this thread gets a slot to
-    /// park its drops in if it has none. Out of line: the parked frame is the path
-    /// that must stay short.
+    /// A frame from the free list (or the returned list), claimed; this thread gets a
+    /// slot to park its drops in if it has none. Out of line: the parked frame is the
+    /// path that must stay short.
     #[inline(never)]
-    fn take_from_lists(&self, has_slot: bool) -> Option<BufferMut> {
+    fn take_from_lists(&self, has_slot: bool) -> Option<u32> {
         let shared = self.shared();
         let (index, left) = match shared.free.pop() {
             Some(popped) => popped,
@@ -204,7 +207,8 @@ impl FramePool {
         if !shared.threads.count_allocation() {
             shared.other_allocations.fetch_add(1, Ordering::Relaxed);
         }
-        Some(shared.hand_out(index, Some(left)))
+        shared.claim(index, Some(left));
+        Some(index)
     }
 
     /// A frame, waiting as long as it takes for one to come back.

@@ -23,6 +23,11 @@
 //! WAITING bit before its heavy barrier and owners check it after their light one, so
 //! no frame is parked while someone sleeps for lack of one.
 //!
+//! Threads get slots only where the heavy barrier works. If the kernel refuses it later
+//! (`Heavy::Refused`), a reclaimer takes only its own thread's frame: frames parked on
+//! other threads stay theirs (so `try_allocate` may find none while some are parked)
+//! until their owners take them or exit.
+//!
 //! Thread exit (the thread-local's destructor) hands a parked frame back to the pool
 //! under the same protocol. A slot outlives its pool if need be (it is shared by `Arc`),
 //! and a pool being torn down leaves `steal` set for good, so a late owner keeps off.
@@ -33,7 +38,7 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
-use super::barrier;
+use super::barrier::{self, Heavy};
 use super::free_list::NIL;
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 
@@ -137,6 +142,9 @@ pub(crate) type GiveBack = unsafe fn(pool: *const (), frame: u32);
 /// The slots of one pool's threads.
 pub(crate) struct Registry {
     id: u64,
+    /// Whether threads get slots: only where the heavy barrier works (`barrier::init`)
+    /// and the pool asked for them.
+    parking: bool,
     slots: Mutex<Vec<Arc<CachePadded<ThreadSlot>>>>,
     /// Allocations counted by slots the registry has since forgotten (threads gone).
     retired_allocations: AtomicU64,
@@ -198,10 +206,11 @@ fn next_registry_id() -> u64 {
 }
 
 impl Registry {
-    pub(crate) fn new() -> Registry {
-        barrier::init();
+    /// A registry; threads get slots only if `parking` and the heavy barrier works.
+    pub(crate) fn new(parking: bool) -> Registry {
         Registry {
             id: next_registry_id(),
+            parking: parking && barrier::init(),
             slots: Mutex::new(Vec::new()),
             retired_allocations: AtomicU64::new(0),
         }
@@ -293,7 +302,7 @@ impl Registry {
     /// the ones whose drops are worth parking.
     #[cold]
     pub(crate) fn ensure_slot(&self, pool: *const (), give_back: GiveBack) {
-        if self.with_own_slot(|_| ()).is_some() {
+        if !self.parking || self.with_own_slot(|_| ()).is_some() {
             return;
         }
         let slot = Arc::new(CachePadded::new(ThreadSlot::new()));
@@ -399,7 +408,14 @@ impl Registry {
         for slot in &others {
             slot.steal.store(true, Ordering::Relaxed);
         }
-        barrier::heavy();
+        if barrier::heavy() == Heavy::Refused {
+            // Nothing orders an owner's section against us any more: leave their frames
+            // to them (a thread's exit still gives its frame back) and keep no one off.
+            for slot in others {
+                slot.steal.store(false, Ordering::Release);
+            }
+            return frames;
+        }
         for slot in others {
             let mut spins = 0u32;
             while slot.busy.load(Ordering::Acquire) {

@@ -100,7 +100,7 @@ pub(super) fn hand_out(attached: &Arc<Attached>, index: u32, fresh: Fresh) -> Re
     // SAFETY: `attached` is a live Arc; the extra count belongs to the buffer and is
     // given back by `release_frame`.
     unsafe { Arc::increment_strong_count(Arc::as_ptr(attached)) };
-    // SAFETY: refs == 1 (set at creation and on every release), the memory is the
+    // SAFETY: refs == 1 (set at creation, and a released header is left at 1), the memory is the
     // frame's initialized (memfd pages start zeroed) bytes in our mapping, which lives
     // as long as the count just taken; `out` proves no other view exists here.
     Ok(unsafe { BufferMut::from_header(NonNull::from(&frame.header)) })
@@ -151,9 +151,6 @@ unsafe fn release_frame(header: NonNull<Header>) {
     let frame = unsafe { header.cast::<FrameHeader>().as_ref() };
     // SAFETY: `hand_out` took this strong count for the buffer whose last view is gone.
     let attached = unsafe { Arc::from_raw(frame.attached) };
-    if frame.header.ref_count() != 1 {
-        frame.header.reset_for_reuse();
-    }
     frame.out.store(false, Ordering::Release);
     attached.give_back(frame.index);
     // Last: the headers (and `frame`) may be freed with `attached`.
