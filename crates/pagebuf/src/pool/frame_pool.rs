@@ -139,6 +139,13 @@ impl FramePool {
 
     /// A free frame, or `None` when every frame is out (or the pool is closed). Never
     /// waits.
+    ///
+    /// A frame dropped on a thread that allocates from the pool is parked there, and
+    /// still counts as free: another thread that needs it takes it back. That needs
+    /// `membarrier(2)`; where the kernel refuses it from the start, no frame is parked.
+    /// If a seccomp filter makes it refuse it later, frames already parked stay with
+    /// their threads until those take them again or exit, and `try_allocate` elsewhere
+    /// may find none meanwhile.
     #[inline]
     pub fn try_allocate(&self) -> Option<BufferMut> {
         let shared = self.shared();
