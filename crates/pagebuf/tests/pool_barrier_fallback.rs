@@ -10,7 +10,7 @@ use std::time::Duration;
 use pagebuf::pool::{FramePool, Framing};
 
 mod support;
-use support::{in_child, run_child, within};
+use support::{in_child, refuse_syscall, run_child, within};
 
 const FRAMES: usize = 4;
 
@@ -27,21 +27,11 @@ fn run_in_child(name: &'static str, marker: &str) {
 
 /// Installs, on every thread of this process, a filter that refuses `membarrier`.
 fn refuse_membarrier() {
-    use seccompiler::{apply_filter_all_threads, BpfProgram, SeccompAction, SeccompFilter};
     #[cfg(target_arch = "x86_64")]
     const MEMBARRIER: i64 = 324;
     #[cfg(target_arch = "aarch64")]
     const MEMBARRIER: i64 = 283;
-    let arch = std::env::consts::ARCH.try_into().unwrap();
-    let filter = SeccompFilter::new(
-        [(MEMBARRIER, vec![])].into_iter().collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(rustix::io::Errno::PERM.raw_os_error() as u32),
-        arch,
-    )
-    .unwrap();
-    let program: BpfProgram = filter.try_into().unwrap();
-    apply_filter_all_threads(&program).unwrap();
+    refuse_syscall(MEMBARRIER);
     use rustix::thread::{membarrier, MembarrierCommand};
     assert!(
         membarrier(MembarrierCommand::PrivateExpedited).is_err(),

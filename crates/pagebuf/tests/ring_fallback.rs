@@ -17,7 +17,7 @@ use pagebuf::ring::{Engine, RingOptions};
 use pagebuf::{BufferAllocator, DirectFile, Error, IoRing, PageAllocator};
 
 mod support;
-use support::{in_child, patterned_file, run_child, within, ScratchDir};
+use support::{in_child, patterned_file, refuse_syscall, run_child, within, ScratchDir};
 
 /// Held by every test of this binary while it (or its child) runs.
 static ALONE: Mutex<()> = Mutex::new(());
@@ -127,25 +127,9 @@ fn seccomp_refusing_io_uring_falls_back_to_threads() {
         run_in_child(NAME, "child: fell back");
         return;
     }
-    use seccompiler::{apply_filter_all_threads, BpfProgram, SeccompAction, SeccompFilter};
     /// `io_uring_setup`: the same number on every architecture (the unified table).
     const IO_URING_SETUP: i64 = 425;
-    let arch = std::env::consts::ARCH.try_into().unwrap();
-    let filter = SeccompFilter::new(
-        [(IO_URING_SETUP, vec![])].into_iter().collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(rustix::io::Errno::PERM.raw_os_error() as u32),
-        arch,
-    )
-    .unwrap();
-    let program: BpfProgram = filter.try_into().unwrap();
-    // TSYNC: every thread of the process has the filter, as under a container runtime.
-    apply_filter_all_threads(&program).unwrap();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    assert!(
-        status.contains("Seccomp:\t2"),
-        "no filter installed:\n{status}"
-    );
+    refuse_syscall(IO_URING_SETUP);
 
     check_refused("seccomp", &ScratchDir::new("ring_fallback", "seccomp"));
     println!("child: fell back");

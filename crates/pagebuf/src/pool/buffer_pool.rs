@@ -524,9 +524,9 @@ impl BufferPool {
         };
         block.pool = Some(Arc::clone(&self.shared));
         let header = NonNull::from(Box::leak(block)).cast::<Header>();
-        // SAFETY: the block's header has refs == 1 (new, or left at 1 by its last release), describes
-        // `class` initialized bytes of its own region, and the block is now owned only
-        // by the buffer we return.
+        // SAFETY: the block's header has refs == 1 (new, or left at 1 by its last
+        // release), describes `class` initialized bytes of its own region, and the block
+        // is now owned only by the buffer we return.
         let mut buf = unsafe { BufferMut::from_header(header) };
         buf.limit_max_len(size);
         Ok(buf)

@@ -627,3 +627,25 @@ pub fn cap_address_space(extra: u64) {
 
 /// What debug builds fill a returned pool frame with (`pool/poison.rs` documents 0xDB).
 pub const POISON_BYTE: u8 = 0xDB;
+
+/// Installs, on every thread of this process (TSYNC, as a container runtime does), a
+/// seccomp filter that refuses the system call `number` with `EPERM`; checks that the
+/// filter is in place. For child copies of a test binary only: it cannot be undone.
+pub fn refuse_syscall(number: i64) {
+    use seccompiler::{apply_filter_all_threads, BpfProgram, SeccompAction, SeccompFilter};
+    let arch = std::env::consts::ARCH.try_into().unwrap();
+    let filter = SeccompFilter::new(
+        [(number, vec![])].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(rustix::io::Errno::PERM.raw_os_error() as u32),
+        arch,
+    )
+    .unwrap();
+    let program: BpfProgram = filter.try_into().unwrap();
+    apply_filter_all_threads(&program).unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert!(
+        status.contains("Seccomp:\t2"),
+        "no filter installed:\n{status}"
+    );
+}
