@@ -10,7 +10,7 @@ use pagebuf::{
 };
 
 mod support;
-use support::{in_child, run_child, CountedOwner};
+use support::{child_reached, in_child, run_child_within, CountedOwner};
 
 /// Each allocator under test, with whether `allocate` is page-aligned too.
 fn allocators() -> Vec<(&'static str, Arc<dyn BufferAllocator>)> {
@@ -424,15 +424,9 @@ fn origins_say_where_memory_came_from() {
 
 /// Runs test `name` in a child copy of this binary (it changes process-wide limits) and
 /// checks that it succeeded and reached `marker`.
-fn run_in_child(name: &str, marker: &str) -> String {
-    let (status, text) = run_child(name, &[("ASAN_OPTIONS", "allocator_may_return_null=1")]);
-    assert!(status.success(), "child failed ({status:?}):\n{text}");
-    assert!(
-        text.contains(marker),
-        "child did not reach its end:\n{text}"
-    );
-    eprintln!("{text}");
-    text
+fn run_in_child(name: &'static str, marker: &str) -> String {
+    let env = &[("ASAN_OPTIONS", "allocator_may_return_null=1")];
+    child_reached(run_child_within(name, env), &[marker])
 }
 
 #[test]

@@ -10,19 +10,13 @@ use std::time::Duration;
 use pagebuf::pool::{FramePool, Framing};
 
 mod support;
-use support::{in_child, refuse_syscall, run_child, within};
+use support::{child_reached, in_child, refuse_syscall, run_child_within};
 
 const FRAMES: usize = 4;
 
 /// Runs test `name` in a child copy of this binary and checks that it reached `marker`.
 fn run_in_child(name: &'static str, marker: &str) {
-    let (status, text) = within(Duration::from_secs(120), name, move || run_child(name, &[]));
-    eprintln!("{text}");
-    assert!(status.success(), "child failed ({status:?}):\n{text}");
-    assert!(
-        text.contains(marker),
-        "child did not reach its end:\n{text}"
-    );
+    child_reached(run_child_within(name, &[]), &[marker]);
 }
 
 /// Installs, on every thread of this process, a filter that refuses `membarrier`.

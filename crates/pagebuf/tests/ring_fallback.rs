@@ -17,7 +17,9 @@ use pagebuf::ring::{Engine, RingOptions};
 use pagebuf::{BufferAllocator, DirectFile, Error, IoRing, PageAllocator};
 
 mod support;
-use support::{in_child, patterned_file, refuse_syscall, run_child, within, ScratchDir};
+use support::{
+    child_reached, in_child, patterned_file, refuse_syscall, run_child_within, within, ScratchDir,
+};
 
 /// Held by every test of this binary while it (or its child) runs.
 static ALONE: Mutex<()> = Mutex::new(());
@@ -30,22 +32,10 @@ fn alone() -> MutexGuard<'static, ()> {
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Runs test `name` alone in a child copy of this binary (see `support::run_child`),
-/// failing the test if the child has not finished within two minutes.
-fn child(name: &'static str) -> (std::process::ExitStatus, String) {
-    within(Duration::from_secs(120), name, move || run_child(name, &[]))
-}
-
 /// Runs test `name` in a child copy of this binary and checks that it succeeded and
 /// either reached `marker` or skipped with a printed reason.
 fn run_in_child(name: &'static str, marker: &str) {
-    let (status, text) = child(name);
-    eprintln!("{text}");
-    assert!(status.success(), "child failed ({status:?}):\n{text}");
-    assert!(
-        text.contains(marker) || text.contains("skipped:"),
-        "child did not reach its end:\n{text}"
-    );
+    child_reached(run_child_within(name, &[]), &[marker, "skipped:"]);
 }
 
 /// Reads a patterned file through `ring` (whole, and in 4 KiB pieces) and checks every
@@ -184,14 +174,9 @@ fn io_uring_disabled_sysctl_falls_back_to_threads() {
             }
         };
         // A child that hangs fails the test, and the guard still puts the value back.
-        let (status, text) = child(NAME);
+        let child = run_child_within(NAME, &[]);
         drop(guard);
-        eprintln!("{text}");
-        assert!(status.success(), "child failed ({status:?}):\n{text}");
-        assert!(
-            text.contains("child: fell back"),
-            "child did not reach its end:\n{text}"
-        );
+        child_reached(child, &["child: fell back"]);
         return;
     }
     assert_eq!(std::fs::read_to_string(SYSCTL).unwrap().trim(), "2");

@@ -45,6 +45,30 @@ pub fn run_child(name: &str, env: &[(&str, &str)]) -> (ExitStatus, String) {
     run_as_child(child, name)
 }
 
+/// As [`run_child`], failing the test (instead of hanging the suite) if the child has not
+/// finished within two minutes.
+pub fn run_child_within(
+    name: &'static str,
+    env: &'static [(&'static str, &'static str)],
+) -> (ExitStatus, String) {
+    within(std::time::Duration::from_secs(120), name, move || {
+        run_child(name, env)
+    })
+}
+
+/// Checks that a child (from [`run_child`] or [`run_child_within`]) succeeded and printed
+/// one of `markers` (its last line, or a reason it skipped); prints and returns its
+/// output.
+pub fn child_reached((status, text): (ExitStatus, String), markers: &[&str]) -> String {
+    eprintln!("{text}");
+    assert!(status.success(), "child failed ({status:?}):\n{text}");
+    assert!(
+        markers.iter().any(|marker| text.contains(marker)),
+        "child did not reach its end:\n{text}"
+    );
+    text
+}
+
 /// Runs `command` (this test binary, or a wrapper that execs it with the arguments
 /// appended here) as the child copy of test `name`; its exit status and its stdout +
 /// stderr.
