@@ -4,23 +4,32 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{
-    fence, AtomicBool, AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    fence, AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 #[cfg(loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
-#[cfg(loom)]
-pub(crate) use loom::thread::yield_now;
 #[cfg(loom)]
 pub(crate) use loom_parking::{current as current_thread, park, Thread};
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{
-    fence, AtomicBool, AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    fence, AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
 #[cfg(not(loom))]
-pub(crate) use std::thread::{current as current_thread, park, yield_now, Thread};
+pub(crate) use std::thread::{current as current_thread, park, Thread};
+
+/// Orders two sequentially consistent accesses to different atomics for loom, which
+/// models SeqCst fences but treats SeqCst loads and read-modify-writes as AcqRel
+/// (tokio-rs/loom#180): where a protocol relies on their single total order (a store
+/// buffering, or Dekker, pattern), this puts the fence between them that loom can see.
+/// Real builds rely on the accesses' own order and pay nothing.
+#[inline(always)]
+pub(crate) fn seqcst_order_for_loom() {
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+}
 
 /// Parks until unparked or `timeout` passes (loom has no clock: it parks).
 #[cfg(not(loom))]

@@ -1,8 +1,8 @@
 //! Model-checks the frame pool's core with loom: the lock-free free list, the
-//! per-thread parking slots and their reclaim (light/heavy barriers become SeqCst
-//! fences under loom), the WAITING hand-off between a releaser and a blocked waiter
-//! (a lost wake-up shows up as a deadlock), `close` against a waiter, and the
-//! last-handle / last-frame teardown.
+//! per-thread parking slots (a frame parks in the slot of the thread that took it,
+//! whichever thread drops it) and their reclaim, the WAITING hand-off between a
+//! releaser and a blocked waiter (a lost wake-up shows up as a deadlock), `close`
+//! against a waiter and against parking, and the last-handle / last-frame teardown.
 //!
 //! Threads that allocate stay alive until the checks are done: loom's `join` returns
 //! before a thread's thread-local destructors have run (std's waits for them), and one
@@ -173,22 +173,34 @@ fn a_pop_suspended_across_pop_pop_push_takes_no_held_frame() {
     // Two preemptions suffice for the pattern and keep the model to seconds.
     bounded(2).check(|| {
         let pool = pool(3);
-        let t = {
-            let pool = pool.clone();
-            thread::spawn(move || pool.try_allocate().map(|f| (f.as_ptr() as usize, f)))
-        };
+        // `t` stays alive until the checks are done (see the module docs): the frame it
+        // hands over parks in its slot when this thread drops it.
+        let theirs = Arc::new(loom::sync::Mutex::new(None));
+        let (taken, checked) = (Signal::new(), Signal::new());
+        let t = thread::spawn({
+            let (pool, theirs) = (pool.clone(), theirs.clone());
+            let (taken, checked) = (taken.clone(), checked.clone());
+            move || {
+                *theirs.lock().unwrap() = pool.try_allocate().map(|f| (f.as_ptr() as usize, f));
+                taken.raise();
+                checked.wait();
+            }
+        });
         let a = pool.try_allocate();
         let b = pool.try_allocate();
         let c = pool.try_allocate();
         drop(c); // fills this thread's parking slot...
         drop(a); // ...so this one is pushed back onto the list
-        let theirs = t.join().unwrap();
+        taken.wait();
+        let theirs = theirs.lock().unwrap().take();
         if let (Some((at, _)), Some(b)) = (&theirs, &b) {
             assert_ne!(*at, b.as_ptr() as usize, "a frame held twice");
         }
         drop(theirs);
         drop(b);
         assert_all_free(&pool, 3);
+        checked.raise();
+        t.join().unwrap();
     });
 }
 
@@ -197,8 +209,9 @@ fn a_waiter_gets_the_frame_a_thread_that_never_allocates_returns() {
     loom::model(|| {
         let pool = pool(1);
         let held = pool.try_allocate().unwrap();
-        // The releasing thread never allocated: its drop goes to the returned list,
-        // racing this thread's wait (which must see it there, or be handed it).
+        // The releasing thread never allocated: its drop parks the frame in this
+        // thread's slot (the frame's home), racing this thread's wait, which must find
+        // it there or be handed it.
         let releaser = thread::spawn(move || drop(held));
         assert_eq!(pool.allocate().unwrap().max_len(), 64);
         releaser.join().unwrap();
@@ -231,7 +244,8 @@ fn frames_returned_elsewhere_are_taken_back_once_each() {
 
 #[test]
 fn two_allocators_waiting_on_a_thread_that_never_allocates_both_get_a_frame() {
-    // Three threads: one returning both frames (onto the returned list), one blocked in
+    // Three threads: one returning both frames (one parks in this thread's slot, the
+    // other goes onto the returned list), one blocked in
     // `allocate`, and this one allocating too. The returned list's pushes race both
     // allocators' adoptions and WAITING; with WAITING left off the returned word this
     // deadlocks within bound 3. Three preemptions take about 25 s; unbounded does not end.
@@ -259,5 +273,97 @@ fn two_allocators_waiting_on_a_thread_that_never_allocates_both_get_a_frame() {
         assert_all_free(&pool, 2);
         checked.raise();
         waiter.join().unwrap();
+    });
+}
+
+#[test]
+fn a_frame_dropped_elsewhere_parks_in_its_home_and_is_taken_once() {
+    // This thread takes a frame (its slot is the frame's home) and another thread drops
+    // it, parking it there; meanwhile this thread allocates from its slot and a third
+    // thread empties the list and reclaims. Whoever gets the frame holds it alone, and
+    // afterwards both frames are free.
+    bounded(3).check(|| {
+        let pool = pool(2);
+        let mine = pool.try_allocate().unwrap();
+        let (done, checked) = (Signal::new(), Signal::new());
+        let dropper = thread::spawn(move || drop(mine));
+        let other = thread::spawn({
+            let (pool, done, checked) = (pool.clone(), done.clone(), checked.clone());
+            move || {
+                let held: Vec<_> = std::iter::from_fn(|| pool.try_allocate())
+                    .take(2)
+                    .map(|mut f| {
+                        f.extend_from_slice(&[7]).unwrap();
+                        f
+                    })
+                    .collect();
+                thread::yield_now();
+                assert!(held.iter().all(|f| f[..] == [7]), "a frame held twice");
+                drop(held);
+                done.raise();
+                checked.wait();
+            }
+        });
+        if let Some(mut again) = pool.try_allocate() {
+            again.extend_from_slice(&[9]).unwrap();
+            thread::yield_now();
+            assert_eq!(&again[..], &[9], "a frame held twice");
+        }
+        dropper.join().unwrap();
+        done.wait();
+        assert_all_free(&pool, 2);
+        checked.raise();
+        other.join().unwrap();
+    });
+}
+
+#[test]
+fn a_waiter_gets_a_frame_parked_in_a_third_threads_slot() {
+    // The frame's home is this thread's slot; another thread drops it there while a
+    // third blocks in `allocate`: the drop sees WAITING after parking, or the waiter's
+    // reclaim finds the frame (loom reports a deadlock otherwise).
+    loom::model(|| {
+        let pool = pool(1);
+        let held = pool.try_allocate().unwrap();
+        let (served, checked) = (Signal::new(), Signal::new());
+        let waiter = thread::spawn({
+            let (pool, served, checked) = (pool.clone(), served.clone(), checked.clone());
+            move || {
+                assert_eq!(pool.allocate().unwrap().max_len(), 64);
+                served.raise();
+                checked.wait();
+            }
+        });
+        let dropper = thread::spawn(move || drop(held));
+        dropper.join().unwrap();
+        served.wait();
+        checked.raise();
+        waiter.join().unwrap();
+    });
+}
+
+#[test]
+fn close_racing_a_drop_into_the_owners_slot_strands_no_frame() {
+    // A frame parks in this thread's slot from another thread while `close` keeps the
+    // slots off and this thread allocates: after close, nothing is handed out, and
+    // every frame is free (none stranded in a slot, none given back twice).
+    bounded(3).check(|| {
+        let pool = pool(2);
+        let mine = pool.try_allocate().unwrap();
+        let dropper = thread::spawn(move || drop(mine));
+        let closer = thread::spawn({
+            let pool = pool.clone();
+            move || pool.close()
+        });
+        let got = pool.try_allocate();
+        dropper.join().unwrap();
+        closer.join().unwrap();
+        assert!(
+            pool.try_allocate().is_none(),
+            "a closed pool handed out a frame"
+        );
+        drop(got);
+        let stats = pool.stats();
+        assert_eq!((stats.free, stats.in_use), (2, 0), "{stats:?}");
     });
 }

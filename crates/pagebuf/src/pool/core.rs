@@ -26,11 +26,11 @@ use super::frame_block::FrameBlock;
 use super::framing::{FrameLayout, Framing};
 use super::free_list::{FreeList, Push, NIL};
 use super::poison;
-use super::thread_cache::{Parking, Registry};
+use super::thread_cache::{Frame, Parking, Registry, ThreadSlot};
 use super::wait_queue::WaitQueue;
 use crate::buffer::header::Header;
 use crate::buffer::BufferMut;
-use crate::sync::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// One frame's bookkeeping. `header` must stay the first field: the buffer's release
 /// function casts the header pointer back to the slot. Each is `CachePadded` in the
@@ -42,6 +42,12 @@ pub(super) struct FrameSlot {
     pub(super) header: Header,
     pub(super) pool: *const PoolShared,
     pub(super) index: u32,
+    /// The slot of the thread that took the frame last, where its release parks it:
+    /// written by the taker while the frame is its own, read by the releaser after the
+    /// buffer reached it (which orders the two). Never null: the pool's stand-in until
+    /// a thread with a slot takes the frame. A hint only: any slot of the pool may hold
+    /// a parked frame.
+    pub(super) home: AtomicPtr<ThreadSlot>,
     /// Handed out at least once (so `zero_on_reuse` has something to clear); written
     /// once. Allocations are counted per thread, not here, so that this line stays
     /// read-mostly and a frame dropped on another thread does not drag it across.
@@ -94,6 +100,9 @@ impl PoolShared {
     /// count as out for the high-water mark, so it is exact for one thread and an upper
     /// bound with several.
     pub(super) fn claim(&self, index: u32, left: Option<usize>) {
+        self.slots[index as usize]
+            .home
+            .store(self.threads.home_for_caller().cast_mut(), Ordering::Relaxed);
         if let Some(left) = left {
             let mark = self.high_water.load(Ordering::Relaxed);
             // Frames on the returned list are free too; its line is another thread's, so
@@ -130,12 +139,19 @@ impl PoolShared {
         // SAFETY: every index handed out comes from this pool's free list or thread
         // slots, which hold only indices below `frames` (`FreeList::full`).
         let slot = unsafe { self.slots.get_unchecked(index as usize) };
-        // SAFETY: the frame is ours alone until its buffer drops.
-        unsafe { poison::unpoison(slot.header.base().as_ptr(), slot.header.capacity()) };
-        // SAFETY: the slot's header describes this frame's initialized memory and has
-        // refs == 1 (set at creation, and a released header is left at 1); the frame is
-        // unique to us.
-        unsafe { BufferMut::from_header(NonNull::from(&slot.header)) }
+        // SAFETY: forwarded: the frame was just taken.
+        unsafe { buffer_at(NonNull::from(&slot.header)) }
+    }
+
+    /// Frames (by header) back to indices, each given back: reclaimed from threads.
+    ///
+    /// # Safety
+    /// As for [`give_back`](Self::give_back), for each frame.
+    pub(super) unsafe fn give_back_all(&self, frames: Vec<Frame>) {
+        for frame in frames {
+            // SAFETY: forwarded.
+            unsafe { self.give_back(index_of(frame), Home::List) };
+        }
     }
 
     /// Takes the returned list (frames released by threads that do not allocate): its
@@ -212,6 +228,29 @@ impl PoolShared {
     }
 }
 
+/// The buffer of a frame just taken (and claimed, if it came off a list), from its
+/// header: what a parked frame is kept as.
+///
+/// # Safety
+/// `frame` is the header of a frame of a live pool, taken by the caller alone.
+#[inline]
+pub(super) unsafe fn buffer_at(frame: Frame) -> BufferMut {
+    // SAFETY: per the contract the header is alive.
+    let header = unsafe { frame.as_ref() };
+    // SAFETY: the frame is ours alone until its buffer drops.
+    unsafe { poison::unpoison(header.base().as_ptr(), header.capacity()) };
+    // SAFETY: the header describes this frame's initialized memory and has refs == 1
+    // (set at creation, and a released header is left at 1); the frame is unique to us.
+    unsafe { BufferMut::from_header(frame) }
+}
+
+/// A frame's index in its pool, from its header.
+pub(super) fn index_of(frame: Frame) -> u32 {
+    // SAFETY: every `Frame` a pool hands around is the header, the first field, of one
+    // of its `#[repr(C)]` FrameSlots, which live as long as the pool.
+    unsafe { frame.cast::<FrameSlot>().as_ref() }.index
+}
+
 /// The release function of every frame's header.
 ///
 /// # Safety
@@ -223,20 +262,49 @@ pub(super) unsafe fn release_frame(header: NonNull<Header>) {
     let pool = unsafe { &*slot.pool };
     // SAFETY: the last view is gone; the frame's bytes are the pool's alone.
     unsafe { poison::poison(slot.header.base().as_ptr(), slot.header.capacity()) };
-    // The fast path: park it on this thread (a thread that allocates from this pool),
-    // unless a waiter needs it. A thread that never allocates here returns it to the
-    // returned list, off the allocators' cache line.
-    if let Parking::Parked = pool.threads.park(slot.index, || pool.free.is_waiting()) {
-        return;
+    // The fast path: park it in its home, the slot of the thread that took it, unless
+    // a waiter needs it.
+    // SAFETY: a frame's home is one of its pool's slots (or the stand-in), which live as
+    // long as the pool.
+    let home = unsafe { &*slot.home.load(Ordering::Relaxed) };
+    if home.try_park(header) {
+        // The park, then the WAITING read: a waiter sets WAITING, then reclaims.
+        crate::sync::seqcst_order_for_loom();
+        if !pool.free.is_waiting() {
+            return;
+        }
+        // SAFETY: forwarded: the frame is released once, here.
+        return unsafe { release_parked_to_waiter(header) };
     }
     // SAFETY: forwarded: the frame is released once, here.
     unsafe { release_frame_slow(header) }
 }
 
-/// The rest of [`release_frame`] when the frame was not parked on the spot: parking
-/// tried again, through this thread's list of slots if the slot used last is another
-/// pool's, else the frame given back. Out of line and given only the header, so the
-/// fast path keeps nothing in registers for it.
+/// The rest of [`release_frame`] when it parked the frame and then saw a waiter: the
+/// frame is taken back and handed over, unless the waiter's reclaim took it first.
+/// Out of line and given only the header, as `release_frame_slow`.
+///
+/// # Safety
+/// As for [`release_frame`].
+#[cold]
+#[inline(never)]
+unsafe fn release_parked_to_waiter(header: NonNull<Header>) {
+    // SAFETY: as in `release_frame`.
+    let slot = unsafe { header.cast::<FrameSlot>().as_ref() };
+    // SAFETY: as in `release_frame`.
+    let pool = unsafe { &*slot.pool };
+    // SAFETY: as in `release_frame`.
+    let home = unsafe { &*slot.home.load(Ordering::Relaxed) };
+    if let Parking::Declined = home.unpark(header) {
+        // SAFETY: the frame is given up here and `pool` is not used after.
+        unsafe { pool.give_back(slot.index, Home::List) }
+    }
+}
+
+/// The rest of [`release_frame`] when the frame's home was full or kept off: parked in
+/// the releasing thread's own slot if it has an empty one, else given back (to the
+/// returned list if the thread never allocates from the pool). Out of line and given
+/// only the header, so the fast path keeps nothing in registers for it.
 ///
 /// # Safety
 /// As for [`release_frame`].
@@ -247,17 +315,13 @@ unsafe fn release_frame_slow(header: NonNull<Header>) {
     let slot = unsafe { header.cast::<FrameSlot>().as_ref() };
     // SAFETY: as in `release_frame`.
     let pool = unsafe { &*slot.pool };
-    let waiting = || pool.free.is_waiting();
-    // Asked again rather than passed down (cheap, and this thread's own slot cannot have
-    // changed meanwhile): `NoSlot` remembered for this pool must not cost a look-up.
-    let parking = match pool.threads.park(slot.index, waiting) {
-        Parking::LookUp => pool.threads.park_looked_up(slot.index, waiting),
-        parking => parking,
-    };
-    let home = match parking {
+    let home = match pool
+        .threads
+        .park_elsewhere(header, || pool.free.is_waiting())
+    {
         Parking::Parked => return,
         Parking::Declined => Home::List,
-        Parking::NoSlot | Parking::LookUp => Home::Returned,
+        Parking::NoSlot => Home::Returned,
     };
     // SAFETY: the frame is given up here and `pool` is not used after.
     unsafe { pool.give_back(slot.index, home) }
@@ -267,7 +331,7 @@ unsafe fn release_frame_slow(header: NonNull<Header>) {
 ///
 /// # Safety
 /// `pool` is a live `PoolShared` and `frame` a frame of it the caller gives up.
-pub(super) unsafe fn give_back_erased(pool: *const (), frame: u32) {
+pub(super) unsafe fn give_back_erased(pool: *const (), frame: Frame) {
     // SAFETY: per the contract.
-    unsafe { (*pool.cast::<PoolShared>()).give_back(frame, Home::List) };
+    unsafe { (*pool.cast::<PoolShared>()).give_back(index_of(frame), Home::List) };
 }

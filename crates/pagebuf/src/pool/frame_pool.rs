@@ -13,19 +13,21 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use super::allocate_future::AllocateFuture;
-use super::core::{give_back_erased, release_frame, FrameSlot, Home, PoolShared};
+use super::core::{
+    buffer_at, give_back_erased, index_of, release_frame, FrameSlot, Home, PoolShared,
+};
 use super::frame_block::FrameBlock;
 use super::framing::Framing;
 use super::free_list::FreeList;
 use super::stats::PoolStats;
-use super::thread_cache::{Registry, Taken};
+use super::thread_cache::{Frame, NotParked, Registry};
 use super::wait_queue::{WaitQueue, Wake};
 use crate::alloc::BufferAllocator;
 use crate::buffer::header::{Header, MemoryOrigin};
 use crate::buffer::BufferMut;
 use crate::error::{Error, Result};
 use crate::memory::page_size;
-use crate::sync::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// A pool of equal, aligned frames allocated up front in one block of memory, handed
 /// out as [`BufferMut`]s that come back when dropped: bounded memory with
@@ -96,6 +98,7 @@ impl FramePool {
                     ),
                     pool: std::ptr::null(),
                     index: i as u32,
+                    home: AtomicPtr::new(std::ptr::null_mut()),
                     used: AtomicBool::new(false),
                 })
             })
@@ -121,8 +124,10 @@ impl FramePool {
         // SAFETY: `shared` is a fresh allocation no other thread has seen; setting each
         // slot's back-pointer before any frame is handed out.
         unsafe {
+            let no_home = (*shared).threads.no_home().cast_mut();
             for slot in (*shared).slots.iter_mut() {
                 slot.pool = shared;
+                slot.home = AtomicPtr::new(no_home);
             }
         }
         Ok(FramePool {
@@ -141,67 +146,73 @@ impl FramePool {
     /// waits.
     ///
     /// A frame dropped on a thread that allocates from the pool is parked there, and
-    /// still counts as free: another thread that needs it takes it back. That needs
-    /// `membarrier(2)`; where the kernel refuses it from the start, no frame is parked.
-    /// If a seccomp filter makes it refuse it later, frames already parked stay with
-    /// their threads until those take them again or exit, and `try_allocate` elsewhere
-    /// may find none meanwhile.
+    /// still counts as free: another thread that finds the lists empty takes it back.
     #[inline]
     pub fn try_allocate(&self) -> Option<BufferMut> {
-        let shared = self.shared();
-        if shared.closed.load(Ordering::Acquire) {
-            return None;
-        }
         if let Some(buf) = self.take_frame() {
             return Some(buf);
         }
         self.try_reclaim()
     }
 
-    /// `try_allocate` once the free list is empty: frames parked on other threads still
+    /// `try_allocate` once the lists are empty: frames parked on other threads still
     /// count as free.
     #[cold]
     #[inline(never)]
     fn try_reclaim(&self) -> Option<BufferMut> {
         let shared = self.shared();
-        let mut reclaimed = shared.threads.reclaim(false).into_iter();
-        match reclaimed.next() {
-            Some(index) => {
-                for other in reclaimed {
-                    // SAFETY: reclaimed frames are ours to give back; the pool stays alive
-                    // through `self`.
-                    unsafe { shared.give_back(other, Home::List) };
-                }
-                shared.other_allocations.fetch_add(1, Ordering::Relaxed);
-                Some(shared.hand_out(index, None))
-            }
-            None => {
-                shared.exhausted.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+        if shared.closed.load(Ordering::Acquire) {
+            return None;
         }
+        let mut reclaimed = shared.threads.reclaim();
+        let Some(frame) = reclaimed.pop() else {
+            shared.exhausted.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        // SAFETY: reclaimed frames are ours to give back; the pool stays alive through
+        // `self`.
+        unsafe { shared.give_back_all(reclaimed) };
+        shared.other_allocations.fetch_add(1, Ordering::Relaxed);
+        Some(shared.hand_out(index_of(frame), None))
     }
 
     /// The fast ways to a frame: the one parked on this thread, or the free list (and
-    /// then this thread gets a slot to park its drops in). Both end in one place that
-    /// builds the buffer, so it is built in registers, not through the stack.
+    /// then this thread gets a slot to park its drops in). `None` if both are empty or
+    /// the pool is closed (a closed pool keeps its threads' slots empty).
     #[inline]
     pub(super) fn take_frame(&self) -> Option<BufferMut> {
-        let shared = self.shared();
-        let index = match shared.threads.take_parked() {
-            Taken::Frame(index) => index,
-            Taken::Empty => self.take_from_lists(true)?,
-            Taken::NoSlot => self.take_from_lists(false)?,
+        self.shared().threads.take_parked(
+            // SAFETY: the frame was just taken, by us alone; `self` keeps the pool alive.
+            |frame| Some(unsafe { buffer_at(frame) }),
+            |not_parked| self.take_unparked(not_parked),
+        )
+    }
+
+    /// [`take_frame`](Self::take_frame) when no frame was parked on this thread.
+    #[cold]
+    #[inline(never)]
+    fn take_unparked(&self, not_parked: NotParked) -> Option<BufferMut> {
+        let frame = match not_parked {
+            NotParked::Empty => self.take_from_lists(true)?,
+            NotParked::NoSlot => self.take_from_lists(false)?,
+            NotParked::Stray(frame) => {
+                // SAFETY: the stray is ours to give back; `self` keeps the pool alive.
+                unsafe { self.shared().give_back(index_of(frame), Home::List) };
+                return None;
+            }
         };
-        Some(shared.buffer_of(index))
+        // SAFETY: as in `take_frame`.
+        Some(unsafe { buffer_at(frame) })
     }
 
     /// A frame from the free list (or the returned list), claimed; this thread gets a
-    /// slot to park its drops in if it has none. Out of line: the parked frame is the
-    /// path that must stay short.
-    #[inline(never)]
-    fn take_from_lists(&self, has_slot: bool) -> Option<u32> {
+    /// slot to park its drops in if it has none. `None` if the lists are empty or the
+    /// pool is closed.
+    fn take_from_lists(&self, has_slot: bool) -> Option<Frame> {
         let shared = self.shared();
+        if shared.closed.load(Ordering::Acquire) {
+            return None;
+        }
         let (index, left) = match shared.free.pop() {
             Some(popped) => popped,
             None => shared.adopt()?,
@@ -215,7 +226,7 @@ impl FramePool {
             shared.other_allocations.fetch_add(1, Ordering::Relaxed);
         }
         shared.claim(index, Some(left));
-        Some(index)
+        Some(NonNull::from(&shared.slots[index as usize].header))
     }
 
     /// A frame, waiting as long as it takes for one to come back.
@@ -257,6 +268,10 @@ impl FramePool {
     pub fn close(&self) {
         let shared = self.shared();
         shared.closed.store(true, Ordering::SeqCst);
+        // Frames parked on threads come home, and no thread parks one again: their fast
+        // path, which does not look at `closed`, then finds none.
+        // SAFETY: reclaimed frames are ours to give back; `self` keeps the pool alive.
+        unsafe { shared.give_back_all(shared.threads.close()) };
         let wakes = {
             let mut queue = shared.lock_queue();
             let wakes = queue.close();

@@ -12,7 +12,7 @@
 
 use std::ptr::NonNull;
 
-use super::core::{Home, PoolShared};
+use super::core::PoolShared;
 use super::frame_pool::FramePool;
 use crate::sync::{fence, Ordering};
 
@@ -61,10 +61,8 @@ impl Drop for FramePool {
         fence(Ordering::Acquire);
         // The last handle: nothing can allocate any more. Bring parked frames home (and
         // keep owners off their slots for good), then count the frames still out.
-        for index in shared.threads.reclaim(true) {
-            // SAFETY: reclaimed frames are ours to give back; the pool is alive.
-            unsafe { shared.give_back(index, Home::List) };
-        }
+        // SAFETY: reclaimed frames are ours to give back; the pool is alive.
+        unsafe { shared.give_back_all(shared.threads.close()) };
         let home = shared.free.orphan();
         let out = (shared.slots.len() - home) as isize;
         if shared.remaining.fetch_add(out, Ordering::AcqRel) + out == 0 {

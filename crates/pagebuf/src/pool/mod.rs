@@ -18,7 +18,6 @@
 //! from any thread; a waiter is woken only with a frame in hand (or by `close`).
 
 mod allocate_future;
-mod barrier;
 mod buffer_pool;
 mod core;
 mod frame_block;

@@ -1,58 +1,85 @@
 //! The per-thread fast path of a frame pool: each thread that allocates from a pool owns
-//! one *slot* that can hold one parked frame. Dropping a frame on that thread parks it
-//! there; the next allocation on that thread takes it back. Neither touches a shared
-//! cache line or issues a read-modify-write: that is what makes the round trip cheap.
+//! one *slot* that can hold one parked frame. A frame remembers the slot of the thread
+//! that took it (its *home*); dropping it, on any thread, parks it there if the slot is
+//! empty, and the next allocation on that thread takes it back. Each is one
+//! read-modify-write on a line no other thread writes in the single-thread round trip,
+//! and the release needs no thread-local look-up at all.
 //!
 //! A parked frame still counts as free and stays reachable: anyone who needs it
-//! (a waiter about to sleep, `try_allocate` finding the free list empty, the last
+//! (a waiter about to sleep, `try_allocate` finding the lists empty, `close`, the last
 //! handle tearing the pool down) *reclaims* parked frames.
 //!
-//! The protocol, per slot (`barrier.rs` explains light/heavy):
+//! The protocol: a slot is one atomic word, holding a parked frame (its header), `EMPTY`
+//! or `KEPT_OFF` (the pool is closed or torn down, the owner thread is gone, or the slot
+//! is a stand-in: park nothing here). Every change is one read-modify-write, so two
+//! parties can never both have the frame:
 //!
 //! ```text
-//! owner (fast path)                      reclaimer (slow path, registry lock held)
-//! busy = true                            steal = true            (every slot)
-//! light()                                heavy()
-//! if !steal && !waiting:                 wait until !busy        (every slot)
-//!     take or park `frame` (plain)       take `frame`            (plain)
-//! busy = false (Release)                 steal = false           (unless for good)
+//! owner, take:    swap(EMPTY)              a frame: ours. KEPT_OFF: put it back
+//! release, park:  cas(EMPTY -> frame)      then, if a waiter appeared: cas(frame -> EMPTY)
+//! reclaimer:      cas(frame -> EMPTY)      (registry lock held; close: swap(KEPT_OFF))
 //! ```
 //!
-//! Either the owner sees `steal` (and keeps off the frame) or the reclaimer sees `busy`
-//! (and waits for the owner to finish); never neither. A waiter sets the free list's
-//! WAITING bit before its heavy barrier and owners check it after their light one, so
-//! no frame is parked while someone sleeps for lack of one.
+//! An owner's swap finds `KEPT_OFF` only once the pool is closed; it swaps the mark back,
+//! and a frame a release parked in that instant is given back to the free list (a
+//! closed pool hands out nothing).
 //!
-//! Threads get slots only where the heavy barrier works. If the kernel refuses it later
-//! (`Heavy::Refused`), a reclaimer takes only its own thread's frame: frames parked on
-//! other threads stay theirs (so `try_allocate` may find none while some are parked)
-//! until their owners take them or exit.
+//! A waiter sets the free list's WAITING bit before it reclaims; a release checks it
+//! after it parked (both sequentially consistent), so either the waiter's reclaim finds
+//! the frame or the release sees the bit and takes the frame back to hand it over: no
+//! frame stays parked while someone sleeps for lack of one.
 //!
-//! Thread exit (the thread-local's destructor) hands a parked frame back to the pool
-//! under the same protocol. A slot outlives its pool if need be (it is shared by `Arc`),
-//! and a pool being torn down leaves `steal` set for good, so a late owner keeps off.
+//! Finding the caller's own slot (to allocate) costs one thread-local read and a
+//! compare: `LAST` points at the slot this thread used last, which names its pool. A
+//! thread with no slot for a pool (a consumer that only releases) is remembered too, by
+//! pointing `LAST` at its stand-in, a slot that is always `KEPT_OFF`; so the fast path
+//! never tests for "no slot".
+//!
+//! Slots live as long as their pool (a frame's home must stay valid while the frame is
+//! out): thread exit (the thread-local's destructor) takes a parked frame back, gives it
+//! to the pool and leaves the slot `KEPT_OFF` and abandoned, for the next thread that
+//! allocates from the pool to adopt.
 #![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::cell::RefCell;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
-use super::barrier::{self, Heavy};
-use super::free_list::NIL;
-use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::buffer::header::Header;
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU64, Mutex, Ordering};
 
-#[cfg(loom)]
-use loom::sync::atomic::AtomicU32;
-#[cfg(not(loom))]
-use std::sync::atomic::AtomicU32;
+/// A frame, by its buffer header (what a release has in hand, and what builds the
+/// buffer again).
+pub(crate) type Frame = NonNull<Header>;
+
+/// The slot word with nothing parked.
+const EMPTY: *mut Header = std::ptr::null_mut();
+/// The slot word of a pool closed or torn down, of a thread gone, or of a stand-in:
+/// nothing is parked here any more. Never dereferenced.
+const KEPT_OFF: *mut Header = std::ptr::without_provenance_mut(1);
+
+/// The frame a slot word holds, if it holds one.
+#[inline]
+fn frame_in(word: *mut Header) -> Option<Frame> {
+    if word.addr() > KEPT_OFF.addr() {
+        NonNull::new(word)
+    } else {
+        None
+    }
+}
 
 /// One thread's parking place for one pool. Kept `CachePadded` (in its `Arc`) so that
 /// two threads' slots never share a cache line.
 pub(crate) struct ThreadSlot {
-    frame: AtomicU32,
-    busy: AtomicBool,
-    steal: AtomicBool,
+    /// The registry id of the slot's pool (for a stand-in: the pool this thread was last
+    /// found to have no slot for). Read and written by the owner thread alone, so not
+    /// part of any protocol: a std atomic even under loom.
+    pool_id: std::sync::atomic::AtomicU64,
+    /// A parked frame, `EMPTY` or `KEPT_OFF` (see the module documentation).
+    frame: AtomicPtr<Header>,
+    kind: SlotKind,
     /// The owner thread has exited; the registry may forget the slot.
     abandoned: AtomicBool,
     /// Frames this thread took: written by the owner alone (no read-modify-write),
@@ -61,14 +88,31 @@ pub(crate) struct ThreadSlot {
 }
 
 impl ThreadSlot {
-    fn new() -> ThreadSlot {
+    fn new(pool_id: u64, frame: *mut Header, kind: SlotKind) -> ThreadSlot {
         ThreadSlot {
-            frame: AtomicU32::new(NIL),
-            busy: AtomicBool::new(false),
-            steal: AtomicBool::new(false),
+            pool_id: std::sync::atomic::AtomicU64::new(pool_id),
+            frame: AtomicPtr::new(frame),
+            kind,
             abandoned: AtomicBool::new(false),
             allocations: AtomicU64::new(0),
         }
+    }
+
+    /// A slot that never holds a frame: `NOBODY`, and each thread's `NO_SLOT`.
+    #[cfg(not(loom))]
+    const fn stand_in(pool_id: u64) -> ThreadSlot {
+        ThreadSlot {
+            pool_id: std::sync::atomic::AtomicU64::new(pool_id),
+            frame: AtomicPtr::new(KEPT_OFF),
+            kind: SlotKind::StandIn,
+            abandoned: AtomicBool::new(false),
+            allocations: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    fn belongs_to(&self, pool_id: u64) -> bool {
+        self.pool_id.load(std::sync::atomic::Ordering::Relaxed) == pool_id
     }
 
     /// Owner-only: counts one allocation.
@@ -78,76 +122,137 @@ impl ThreadSlot {
         self.allocations.store(n + 1, Ordering::Relaxed);
     }
 
-    /// Owner-only: parks `frame` here if the slot is empty and `waiting()` is false.
+    /// Owner-only: takes the parked frame, if there is one: `hit` gets it, or `miss`
+    /// learns why not.
     #[inline]
-    fn park(&self, frame: u32, waiting: impl FnOnce() -> bool) -> Parking {
-        let parked = self.as_owner(|parked| {
-            if parked.load(Ordering::Relaxed) == NIL && !waiting() {
-                parked.store(frame, Ordering::Relaxed);
-                true
-            } else {
-                false
+    fn take<R>(&self, hit: impl FnOnce(Frame) -> R, miss: impl FnOnce(NotParked) -> R) -> R {
+        let word = self.frame.swap(EMPTY, Ordering::Acquire);
+        match frame_in(word) {
+            Some(frame) => {
+                self.count_allocation();
+                hit(frame)
             }
-        });
-        if parked == Some(true) {
-            Parking::Parked
-        } else {
-            Parking::Declined
+            None => miss(self.missed(word)),
         }
     }
 
-    /// Runs `critical` on the owner's side of the protocol; `None` if a reclaimer holds
-    /// the slot. Only the owner thread calls this.
+    /// Owner-only: after a `take` that found `word`, not a frame. `KEPT_OFF` goes back;
+    /// a frame parked meanwhile (the slot was `EMPTY` for an instant) is a stray.
+    #[cold]
+    #[inline(never)]
+    fn missed(&self, word: *mut Header) -> NotParked {
+        if word != KEPT_OFF {
+            return NotParked::Empty;
+        }
+        if let Some(stray) = frame_in(self.frame.swap(KEPT_OFF, Ordering::AcqRel)) {
+            return NotParked::Stray(stray);
+        }
+        match self.kind {
+            SlotKind::Owned => NotParked::Empty,
+            SlotKind::StandIn => NotParked::NoSlot,
+        }
+    }
+
+    /// The fast half of parking (on any thread): whether `frame` went into the empty
+    /// slot. The caller must then check for waiters (and, if there are any, `unpark`).
     #[inline]
-    fn as_owner<R>(&self, critical: impl FnOnce(&AtomicU32) -> R) -> Option<R> {
-        self.busy.store(true, Ordering::Relaxed);
-        barrier::light();
-        let outcome = if self.steal.load(Ordering::Relaxed) {
-            None
-        } else {
-            Some(critical(&self.frame))
-        };
-        self.busy.store(false, Ordering::Release);
-        outcome
+    pub(crate) fn try_park(&self, frame: Frame) -> bool {
+        self.frame
+            .compare_exchange(EMPTY, frame.as_ptr(), Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Parks `frame` if the slot is empty and `waiting()` (read after parking) is false.
+    fn park(&self, frame: Frame, waiting: impl FnOnce() -> bool) -> Parking {
+        if !self.try_park(frame) {
+            return Parking::Declined;
+        }
+        crate::sync::seqcst_order_for_loom();
+        if waiting() {
+            return self.unpark(frame);
+        }
+        Parking::Parked
+    }
+
+    /// Takes back a frame just parked, for a waiter (which may have taken it already, by
+    /// reclaiming it: then it is the waiter's, and counts as parked here).
+    pub(crate) fn unpark(&self, frame: Frame) -> Parking {
+        match self.frame.compare_exchange(
+            frame.as_ptr(),
+            EMPTY,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => Parking::Declined,
+            Err(_) => Parking::Parked,
+        }
+    }
+
+    /// Reclaimer-only (registry lock held): the parked frame, if any; with `for_good`
+    /// the slot is left `KEPT_OFF`.
+    fn reclaim(&self, for_good: bool) -> Option<Frame> {
+        if for_good {
+            return frame_in(self.frame.swap(KEPT_OFF, Ordering::SeqCst));
+        }
+        self.frame
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
+                frame_in(word).map(|_| EMPTY)
+            })
+            .ok()
+            .and_then(frame_in)
     }
 }
 
-/// What an allocation found in this thread's slot.
-pub(crate) enum Taken {
-    /// The frame parked there, now the caller's.
-    Frame(u32),
-    /// Nothing parked (or a reclaimer holds the slot).
+/// What an allocation found in this thread's slot, when it found no frame.
+pub(crate) enum NotParked {
+    /// Nothing parked (or the pool is closed).
     Empty,
     /// This thread has no slot for the pool: it never allocated from it.
     NoSlot,
+    /// The pool is closed, and this frame was parked in the slot in the instant the
+    /// owner's swap had opened it: the caller gives it back.
+    Stray(Frame),
 }
 
 /// Where a released frame went.
 pub(crate) enum Parking {
-    /// Into this thread's slot.
+    /// Into this thread's slot (or, taken back from there, to a waiter by its reclaim).
     Parked,
-    /// Not into the slot (it is full, a reclaimer holds it, or a waiter needs frames):
-    /// the frame goes to the free list.
+    /// Not into the slot (it is full or kept off, or a waiter needs frames): the frame
+    /// goes to the free list.
     Declined,
     /// This thread has no slot (it never allocates from the pool): the frame goes to
     /// the returned list.
     NoSlot,
-    /// Not known yet: the slot this thread used last is another pool's.
-    LookUp,
+}
+
+/// Real slots, or a thread's stand-in for "none".
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SlotKind {
+    Owned,
+    StandIn,
 }
 
 /// Gives a frame back to a pool (type-erased, for thread exit).
-pub(crate) type GiveBack = unsafe fn(pool: *const (), frame: u32);
+pub(crate) type GiveBack = unsafe fn(pool: *const (), frame: Frame);
 
 /// The slots of one pool's threads.
 pub(crate) struct Registry {
     id: u64,
-    /// Whether threads get slots: only where the heavy barrier works (`barrier::init`)
-    /// and the pool asked for them.
+    /// Whether threads get slots (pools that zero frames on reuse park none).
     parking: bool,
-    slots: Mutex<Vec<Arc<CachePadded<ThreadSlot>>>>,
-    /// Allocations counted by slots the registry has since forgotten (threads gone).
-    retired_allocations: AtomicU64,
+    slots: Mutex<Slots>,
+    /// The home of frames taken by threads without a slot: always `KEPT_OFF`, so their
+    /// releases go the slow way.
+    homeless: CachePadded<ThreadSlot>,
+}
+
+struct Slots {
+    /// Every slot ever made for the pool: a frame's home must outlive the frame, so a
+    /// slot whose thread is gone is not freed but adopted by the next new thread.
+    all: Vec<Arc<CachePadded<ThreadSlot>>>,
+    /// Set by `close`: slots made or adopted from then on start `KEPT_OFF`.
+    closed: bool,
 }
 
 struct Entry {
@@ -163,42 +268,46 @@ struct ThreadSlots(Vec<Entry>);
 impl Drop for ThreadSlots {
     fn drop(&mut self) {
         #[cfg(not(loom))]
-        LAST.set((0, std::ptr::null()));
+        LAST.set(&NOBODY);
         for entry in self.0.drain(..) {
-            let parked = entry.slot.as_owner(|frame| {
-                let parked = frame.load(Ordering::Relaxed);
-                frame.store(NIL, Ordering::Relaxed);
-                parked
-            });
+            // KEPT_OFF: nothing parks here until another thread adopts the slot.
+            let parked = entry.slot.frame.swap(KEPT_OFF, Ordering::AcqRel);
             entry.slot.abandoned.store(true, Ordering::Release);
-            if let Some(frame) = parked.filter(|&f| f != NIL) {
-                // SAFETY: we took the frame as its slot's owner while no reclaimer held
-                // the slot, so the frame was never counted home by a teardown: it keeps
-                // its pool alive until given back here.
+            if let Some(frame) = frame_in(parked) {
+                // SAFETY: we took the frame out of the slot ourselves, so no reclaim
+                // (teardown included) counted it home: it keeps its pool alive until
+                // given back here.
                 unsafe { (entry.give_back)(entry.pool, frame) };
             }
         }
     }
 }
 
+/// Where `LAST` points before a thread uses any pool, and after its slots are gone: a
+/// stand-in for pool id 0, which no pool has.
+#[cfg(not(loom))]
+static NOBODY: ThreadSlot = ThreadSlot::stand_in(0);
+
 #[cfg(not(loom))]
 std::thread_local! {
     static SLOTS: RefCell<ThreadSlots> = const { RefCell::new(ThreadSlots(Vec::new())) };
-    /// The slot this thread used last, as (registry id, slot): plain data with no
-    /// destructor, so the fast path costs one thread-local read and a compare. The slot
-    /// is kept alive by its entry in `SLOTS`; an entry is dropped only once its pool is
-    /// gone (and pool ids are never reused), and `ThreadSlots::drop` clears this first.
-    /// A null slot remembers that this thread has none for that pool (a consumer that
-    /// only releases): its releases then go to the returned list without a look-up.
-    static LAST: std::cell::Cell<(u64, *const ThreadSlot)> =
-        const { std::cell::Cell::new((0, std::ptr::null())) };
+    /// The slot this thread used last: plain data with no destructor, so the fast path
+    /// costs one thread-local read and a compare of the slot's pool id. It always points
+    /// at a live slot: `NOBODY`, this thread's `NO_SLOT`, or a slot whose `SLOTS` entry
+    /// (an `Arc`) is alive. Entries are dropped only in `ensure_slot`, which points this
+    /// at the new slot, and at thread exit, which points it at `NOBODY` first.
+    static LAST: std::cell::Cell<*const ThreadSlot> = const { std::cell::Cell::new(&NOBODY) };
+    /// This thread's stand-in: `LAST` points here, with the pool's id, once a look-up
+    /// found no slot for that pool (a consumer that only releases), so that its next
+    /// look-up is the fast one. Always `KEPT_OFF`, and no frame's home.
+    static NO_SLOT: ThreadSlot = const { ThreadSlot::stand_in(0) };
 }
 #[cfg(loom)]
 loom::thread_local! {
     static SLOTS: RefCell<ThreadSlots> = RefCell::new(ThreadSlots(Vec::new()));
 }
 
-/// A process-unique pool id (a pool's address may be reused after it is freed).
+/// A process-unique pool id (a pool's address may be reused after it is freed); never 0.
 fn next_registry_id() -> u64 {
     // Not part of any protocol, so a plain std atomic even under loom.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -206,36 +315,40 @@ fn next_registry_id() -> u64 {
 }
 
 impl Registry {
-    /// A registry; threads get slots only if `parking` and the heavy barrier works.
+    /// A registry; threads get slots only if `parking`.
     pub(crate) fn new(parking: bool) -> Registry {
+        let id = next_registry_id();
         Registry {
-            id: next_registry_id(),
-            parking: parking && barrier::init(),
-            slots: Mutex::new(Vec::new()),
-            retired_allocations: AtomicU64::new(0),
+            id,
+            parking,
+            slots: Mutex::new(Slots {
+                all: Vec::new(),
+                closed: false,
+            }),
+            homeless: CachePadded::new(ThreadSlot::new(id, KEPT_OFF, SlotKind::StandIn)),
         }
     }
 
-    /// The calling thread's slot for this pool, if it has one.
+    /// The slot `LAST` points at, if it is this pool's (perhaps the stand-in).
+    #[cfg(not(loom))]
     #[inline]
-    fn with_own_slot<R>(&self, f: impl FnOnce(&ThreadSlot) -> R) -> Option<R> {
+    fn last_slot(&self) -> Option<&ThreadSlot> {
+        // SAFETY: `LAST` always points at a live slot (see its documentation), and a
+        // slot this pool's id names stays alive while the caller holds the pool.
+        let slot = unsafe { &*LAST.get() };
+        slot.belongs_to(self.id).then_some(slot)
+    }
+
+    /// The calling thread's slot for this pool, if it has one (not the stand-in).
+    fn own_slot(&self) -> Option<&ThreadSlot> {
         #[cfg(not(loom))]
-        {
-            let (id, slot) = LAST.get();
-            if id == self.id {
-                if slot.is_null() {
-                    return None; // remembered: no slot for this pool
-                }
-                // SAFETY: `LAST` names a slot whose `SLOTS` entry (an `Arc`) is alive:
-                // entries go only with their pool (whose id then never matches again)
-                // or at thread exit, which clears `LAST` first.
-                return Some(f(unsafe { &*slot }));
-            }
+        if let Some(slot) = self.last_slot() {
+            return (slot.kind == SlotKind::Owned).then_some(slot);
         }
         self.find_own_slot().map(|slot| {
-            // SAFETY: as for `LAST` above: the slot's `SLOTS` entry keeps it alive for
-            // as long as the pool (which the caller holds) and this thread live.
-            f(unsafe { &*slot })
+            // SAFETY: the slot's `SLOTS` entry keeps it alive for as long as the pool
+            // (which the caller holds) and this thread live.
+            unsafe { &*slot }
         })
     }
 
@@ -253,65 +366,124 @@ impl Registry {
                     .find(|e| e.pool_id == self.id)
                     .map(|entry| &**entry.slot as *const ThreadSlot);
                 #[cfg(not(loom))]
-                LAST.set((self.id, slot.unwrap_or(std::ptr::null())));
+                match slot {
+                    Some(slot) => LAST.set(slot),
+                    None => NO_SLOT.with(|stand_in| {
+                        stand_in
+                            .pool_id
+                            .store(self.id, std::sync::atomic::Ordering::Relaxed);
+                        LAST.set(stand_in);
+                    }),
+                }
                 slot
             })
             .ok()
             .flatten()
     }
 
-    /// Takes the frame parked on this thread, if there is one (and no reclaimer holds
-    /// the slot).
+    /// Takes the frame parked on this thread, if there is one: `hit` gets it, or `miss`
+    /// learns why not. Two continuations rather than one returned enum, so that the
+    /// hit is not merged with the misses and tested again.
     #[inline]
-    pub(crate) fn take_parked(&self) -> Taken {
-        self.with_own_slot(|slot| {
-            let parked = slot.as_owner(|frame| {
-                let parked = frame.load(Ordering::Relaxed);
-                if parked != NIL {
-                    frame.store(NIL, Ordering::Relaxed);
-                    slot.count_allocation();
-                }
-                parked
-            });
-            match parked {
-                Some(frame) if frame != NIL => Taken::Frame(frame),
-                _ => Taken::Empty,
-            }
-        })
-        .unwrap_or(Taken::NoSlot)
+    pub(crate) fn take_parked<R>(
+        &self,
+        hit: impl FnOnce(Frame) -> R,
+        miss: impl FnOnce(NotParked) -> R,
+    ) -> R {
+        #[cfg(not(loom))]
+        if let Some(slot) = self.last_slot() {
+            return slot.take(hit, miss);
+        }
+        match self.find_own_slot() {
+            // SAFETY: as in `own_slot`.
+            Some(slot) => unsafe { &*slot }.take(hit, miss),
+            None => miss(NotParked::NoSlot),
+        }
+    }
+
+    /// The home for a frame the calling thread takes off a list: its slot, or the pool's
+    /// stand-in if it has none.
+    pub(crate) fn home_for_caller(&self) -> *const ThreadSlot {
+        match self.own_slot() {
+            Some(slot) => slot,
+            None => &*self.homeless,
+        }
+    }
+
+    /// The home of frames no thread took yet.
+    pub(crate) fn no_home(&self) -> *const ThreadSlot {
+        &*self.homeless
+    }
+
+    /// Parking `frame` when its home slot did not take it: in the calling thread's own
+    /// slot, if it has one for this pool.
+    pub(crate) fn park_elsewhere(&self, frame: Frame, waiting: impl FnOnce() -> bool) -> Parking {
+        match self.own_slot() {
+            Some(slot) => slot.park(frame, waiting),
+            None => Parking::NoSlot,
+        }
     }
 
     /// Counts an allocation in the calling thread's slot; false if it has none (the
     /// caller counts it elsewhere).
-    #[inline]
     pub(crate) fn count_allocation(&self) -> bool {
-        self.with_own_slot(ThreadSlot::count_allocation).is_some()
+        self.own_slot().map(ThreadSlot::count_allocation).is_some()
     }
 
     /// Frames allocated through slots, including those of threads gone.
     pub(crate) fn allocations(&self) -> u64 {
-        let slots = self.lock();
-        self.retired_allocations.load(Ordering::Relaxed)
-            + slots
-                .iter()
-                .map(|s| s.allocations.load(Ordering::Relaxed))
-                .sum::<u64>()
+        self.lock()
+            .all
+            .iter()
+            .map(|s| s.allocations.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Gives the calling thread a slot for this pool (once): threads that allocate are
-    /// the ones whose drops are worth parking.
+    /// the ones whose drops are worth parking. A slot abandoned by a thread gone is
+    /// adopted before a new one is made.
     #[cold]
     pub(crate) fn ensure_slot(&self, pool: *const (), give_back: GiveBack) {
-        if !self.parking || self.with_own_slot(|_| ()).is_some() {
+        if !self.parking || self.own_slot().is_some() {
             return;
         }
-        let slot = Arc::new(CachePadded::new(ThreadSlot::new()));
+        let slot = {
+            let mut slots = self.lock();
+            // Under the lock, so that a concurrent `close` either keeps this slot off
+            // or has already said so here.
+            let word = if slots.closed { KEPT_OFF } else { EMPTY };
+            let adopted = slots
+                .all
+                .iter()
+                .find(|s| s.abandoned.load(Ordering::Acquire))
+                .cloned();
+            match adopted {
+                Some(slot) => {
+                    // Its last owner left it KEPT_OFF, which no release or take
+                    // changes, and reclaimers hold the lock we hold.
+                    slot.frame.store(word, Ordering::Release);
+                    slot.abandoned.store(false, Ordering::Relaxed);
+                    slot
+                }
+                None => {
+                    let slot = Arc::new(CachePadded::new(ThreadSlot::new(
+                        self.id,
+                        word,
+                        SlotKind::Owned,
+                    )));
+                    slots.all.push(slot.clone());
+                    slot
+                }
+            }
+        };
         let registered = SLOTS.try_with(|slots| {
             let Ok(mut slots) = slots.try_borrow_mut() else {
                 return false;
             };
-            // Forget slots of pools that are gone (their teardown left `steal` set and
-            // the registry dropped its reference).
+            #[cfg(not(loom))]
+            LAST.set(&**slot);
+            // Forget slots of pools that are gone (their registry dropped its
+            // reference). `LAST` points at the new one.
             slots.0.retain(|e| Arc::strong_count(&e.slot) > 1);
             slots.0.push(Entry {
                 pool_id: self.id,
@@ -319,132 +491,49 @@ impl Registry {
                 pool,
                 give_back,
             });
-            // `LAST` may remember that there was none.
-            #[cfg(not(loom))]
-            LAST.set((self.id, &**slot as *const ThreadSlot));
             true
         });
-        if matches!(registered, Ok(true)) {
-            let mut all = self.lock();
-            all.retain(|s| {
-                let gone = s.abandoned.load(Ordering::Acquire);
-                if gone {
-                    let counted = s.allocations.load(Ordering::Relaxed);
-                    self.retired_allocations
-                        .fetch_add(counted, Ordering::Relaxed);
-                }
-                !gone
-            });
-            all.push(slot);
+        if !matches!(registered, Ok(true)) {
+            // This thread is exiting: the slot has no owner, so nothing parks in it.
+            slot.frame.store(KEPT_OFF, Ordering::Release);
+            slot.abandoned.store(true, Ordering::Release);
         }
     }
 
-    /// Parks `frame` on this thread if it has an empty slot, no reclaimer is at work and
-    /// `waiting()` (the free list's WAITING bit) is false: the fast half, through the
-    /// slot this thread used last. [`Parking::LookUp`] when that slot is not this
-    /// pool's: the caller then asks [`park_looked_up`](Self::park_looked_up), out of
-    /// line.
-    #[inline]
-    pub(crate) fn park(&self, frame: u32, waiting: impl FnOnce() -> bool) -> Parking {
-        #[cfg(not(loom))]
-        {
-            let (id, slot) = LAST.get();
-            if id == self.id {
-                if slot.is_null() {
-                    return Parking::NoSlot; // remembered: no slot for this pool
-                }
-                // SAFETY: as in `with_own_slot`.
-                return unsafe { &*slot }.park(frame, waiting);
-            }
-        }
-        let _ = (frame, waiting);
-        Parking::LookUp
-    }
-
-    /// [`park`](Self::park) through this thread's list of slots.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn park_looked_up(&self, frame: u32, waiting: impl FnOnce() -> bool) -> Parking {
-        match self.find_own_slot() {
-            // SAFETY: as in `with_own_slot`.
-            Some(slot) => unsafe { &*slot }.park(frame, waiting),
-            None => Parking::NoSlot,
-        }
-    }
-
-    fn lock(&self) -> crate::sync::MutexGuard<'_, Vec<Arc<CachePadded<ThreadSlot>>>> {
+    fn lock(&self) -> crate::sync::MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes every parked frame back (see the module documentation). With `for_good`,
-    /// owners are kept off their slots for the rest of the pool's life (teardown).
-    ///
-    /// The caller's own slot needs no barrier (it is the owner); the heavy barrier is
-    /// paid only when other threads have slots.
-    pub(crate) fn reclaim(&self, for_good: bool) -> Vec<u32> {
-        let slots = self.lock();
-        let own = self
-            .with_own_slot(|slot| slot as *const ThreadSlot)
-            .unwrap_or(std::ptr::null());
-        let mut frames = Vec::new();
-        let (mine, others): (Vec<_>, Vec<_>) = slots.iter().partition(|s| {
-            let slot: &ThreadSlot = s;
-            std::ptr::eq(slot, own)
-        });
-        for slot in mine {
-            // Our own slot, our own thread: no one else parks or takes here.
-            let parked = slot.frame.load(Ordering::Relaxed);
-            if parked != NIL {
-                slot.frame.store(NIL, Ordering::Relaxed);
-                frames.push(parked);
-            }
-            if for_good {
-                slot.steal.store(true, Ordering::Relaxed);
-            }
-        }
-        if others.is_empty() {
-            return frames;
-        }
-        for slot in &others {
-            slot.steal.store(true, Ordering::Relaxed);
-        }
-        if barrier::heavy() == Heavy::Refused {
-            // Nothing orders an owner's section against us any more: leave their frames
-            // to them (a thread's exit still gives its frame back) and keep no one off.
-            for slot in others {
-                slot.steal.store(false, Ordering::Release);
-            }
-            return frames;
-        }
-        for slot in others {
-            let mut spins = 0u32;
-            while slot.busy.load(Ordering::Acquire) {
-                // An owner's critical section is a handful of instructions; it is only
-                // long if the owner was preempted inside it.
-                spins += 1;
-                if spins < 64 && cfg!(not(loom)) {
-                    std::hint::spin_loop();
-                } else {
-                    crate::sync::yield_now();
-                }
-            }
-            let parked = slot.frame.load(Ordering::Relaxed);
-            if parked != NIL {
-                slot.frame.store(NIL, Ordering::Relaxed);
-                frames.push(parked);
-            }
-            if !for_good {
-                slot.steal.store(false, Ordering::Release);
-            }
-        }
-        frames
+    /// Takes every parked frame back (see the module documentation).
+    pub(crate) fn reclaim(&self) -> Vec<Frame> {
+        // A waiter set WAITING just before: that, then the slots' reads.
+        crate::sync::seqcst_order_for_loom();
+        self.lock()
+            .all
+            .iter()
+            .filter_map(|slot| slot.reclaim(false))
+            .collect()
+    }
+
+    /// Takes every parked frame back and keeps frames out of the slots from now on
+    /// (the pool is closed or torn down): takes find nothing and releases go to the
+    /// free list.
+    pub(crate) fn close(&self) -> Vec<Frame> {
+        let mut slots = self.lock();
+        slots.closed = true;
+        slots
+            .all
+            .iter()
+            .filter_map(|slot| slot.reclaim(true))
+            .collect()
     }
 
     /// Frames parked now (a snapshot, for statistics).
     pub(crate) fn parked(&self) -> usize {
         self.lock()
+            .all
             .iter()
-            .filter(|s| s.frame.load(Ordering::Relaxed) != NIL)
+            .filter(|s| frame_in(s.frame.load(Ordering::Relaxed)).is_some())
             .count()
     }
 }

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::core::{Home, PoolShared};
+use super::core::PoolShared;
 use super::frame_pool::FramePool;
 use super::wait_queue::{Standing, WaitQueue, Wake};
 use crate::buffer::BufferMut;
@@ -63,11 +63,9 @@ impl PoolShared {
         drop(queue);
         // WAITING is set: from here no owner parks a frame, and the ones parked before
         // come back now, each handed to the oldest waiter (perhaps this one).
-        for index in self.threads.reclaim(false) {
-            // SAFETY: reclaimed frames are ours to give back; the caller's handle keeps
-            // the pool alive.
-            unsafe { self.give_back(index, Home::List) };
-        }
+        // SAFETY: reclaimed frames are ours to give back; the caller's handle keeps the
+        // pool alive.
+        unsafe { self.give_back_all(self.threads.reclaim()) };
         Ok(Enqueued::Waiting(id))
     }
 

@@ -1,0 +1,186 @@
+//! Where a dropped frame goes, and that it is always found again: a frame parks in the
+//! slot of the thread that took it (whichever thread drops it), a parked frame is
+//! reclaimed by any thread that finds the lists empty, `close` keeps frames out of the
+//! slots, and a thread's exit gives its frame back and leaves its slot to the next
+//! thread.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use pagebuf::pool::{FramePool, Framing};
+use pagebuf::{BufferMut, Error};
+
+const FRAMES: usize = 4;
+
+fn pool() -> FramePool {
+    FramePool::new(Framing::new(4096, FRAMES)).unwrap()
+}
+
+/// How many frames `pool` gives this thread without waiting, each one distinct and
+/// empty (all dropped afterwards, so parked again where they belong).
+fn frames_free(pool: &FramePool) -> usize {
+    let mut taken: Vec<BufferMut> = Vec::new();
+    while let Some(buf) = pool.try_allocate() {
+        assert!(buf.is_empty(), "a frame handed out twice or not released");
+        assert!(
+            taken.iter().all(|t| t.as_ptr() != buf.as_ptr()),
+            "a frame handed out twice"
+        );
+        taken.push(buf);
+        assert!(taken.len() <= FRAMES, "more frames than the pool has");
+    }
+    taken.len()
+}
+
+/// Runs `f` on a new thread and waits for it (its exit included).
+fn on_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    thread::spawn(f).join().unwrap()
+}
+
+#[test]
+fn a_frame_dropped_on_another_thread_parks_with_the_thread_that_took_it() {
+    let pool = pool();
+    let first = pool.try_allocate().unwrap();
+    let at = first.as_ptr();
+    on_thread(move || drop(first));
+    // It waits in this thread's slot, ahead of the free list's top.
+    let again = pool.try_allocate().unwrap();
+    assert_eq!(again.as_ptr(), at, "the frame did not park with its taker");
+    drop(again);
+    assert_eq!(pool.stats().free, FRAMES);
+    assert_eq!(pool.stats().in_use, 0);
+}
+
+#[test]
+fn a_frame_parked_on_another_thread_is_still_free() {
+    let pool = pool();
+    let (words, parked) = {
+        let pool = pool.clone();
+        let (to_owner, words) = mpsc::channel::<()>();
+        let (done, parked) = mpsc::channel();
+        thread::spawn(move || {
+            let frames: Vec<_> = (0..FRAMES).map(|_| pool.try_allocate().unwrap()).collect();
+            drop(frames); // one parks on this thread, the rest go to the free list
+            done.send(()).unwrap();
+            let _ = words.recv(); // stay alive, frame parked, until told
+        });
+        parked.recv().unwrap();
+        (to_owner, parked)
+    };
+    assert_eq!(frames_free(&pool), FRAMES, "{:?}", pool.stats());
+    assert_eq!(pool.stats().allocations, 2 * FRAMES as u64);
+    drop((words, parked));
+}
+
+#[test]
+fn close_keeps_frames_out_of_every_slot() {
+    let pool = pool();
+    let held = pool.try_allocate().unwrap();
+    drop(pool.try_allocate().unwrap()); // parked on this thread
+    let elsewhere = {
+        let pool = pool.clone();
+        on_thread(move || {
+            let buf = pool.try_allocate().unwrap();
+            drop(pool.try_allocate().unwrap()); // parked on that thread, which stays
+            buf
+        })
+    };
+    pool.close();
+    // Nothing is parked any more, and this thread's slot hands out nothing.
+    assert!(pool.try_allocate().is_none());
+    assert!(matches!(pool.allocate(), Err(Error::Closed)));
+    assert_eq!(pool.stats().free, FRAMES - 2);
+    // Frames out still come home, wherever they are dropped; none parks.
+    drop(held);
+    on_thread(move || drop(elsewhere));
+    assert!(pool.try_allocate().is_none());
+    let stats = pool.stats();
+    assert_eq!((stats.free, stats.in_use), (FRAMES, 0), "{stats:?}");
+}
+
+#[test]
+fn a_threads_exit_gives_its_frame_back_and_its_slot_to_the_next_thread() {
+    let pool = pool();
+    // A thread takes two frames, parks one, and leaves with the other sent out.
+    let sent = {
+        let pool = pool.clone();
+        on_thread(move || {
+            let kept = pool.try_allocate().unwrap();
+            drop(pool.try_allocate().unwrap());
+            kept
+        })
+    };
+    assert_eq!(
+        pool.stats().in_use,
+        1,
+        "the exit did not give the parked frame back"
+    );
+    // The sent frame's home left with its thread: dropped here, it still comes home.
+    drop(sent);
+    assert_eq!(pool.stats().in_use, 0);
+    // Many threads come and go; each finds every frame, and none is lost.
+    for round in 0..64 {
+        let pool = pool.clone();
+        let free = on_thread(move || {
+            let free = frames_free(&pool);
+            drop(pool.try_allocate().unwrap()); // parked, given back at exit
+            free
+        });
+        assert_eq!(free, FRAMES, "round {round}");
+    }
+    assert_eq!(frames_free(&pool), FRAMES);
+    assert_eq!(pool.stats().in_use, 0);
+}
+
+#[test]
+fn a_pool_whose_last_handle_goes_while_frames_are_parked_or_out_is_freed_once() {
+    // Parked on a live thread when the last handle drops; then a frame out, whose home
+    // is that thread's slot, dropped on a third thread after the pool is gone. ASan
+    // and the debug poison see any use after the pool is freed.
+    let pool = pool();
+    let (to_owner, words) = mpsc::channel::<()>();
+    let (send, out) = mpsc::channel();
+    let owner = thread::spawn({
+        let pool = pool.clone();
+        move || {
+            let kept = pool.try_allocate().unwrap();
+            drop(pool.try_allocate().unwrap()); // parked
+            send.send(kept).unwrap();
+            drop(pool); // the owner lets go of the pool, keeps its slot
+            let _ = words.recv();
+        }
+    });
+    let kept = out.recv().unwrap();
+    drop(pool); // the last handle: the parked frame is reclaimed, one frame still out
+    on_thread(move || drop(kept)); // the pool is freed here
+    to_owner.send(()).unwrap();
+    owner.join().unwrap();
+}
+
+#[test]
+fn blocked_waiters_get_frames_dropped_on_threads_that_took_them_elsewhere() {
+    // Frames taken on one thread and dropped on another race waiters that are queueing:
+    // a drop that parks a frame in its home must see the waiters, or their reclaim must
+    // see the frame. A lost frame shows up as a timeout.
+    let pool = FramePool::new(Framing::new(4096, 2)).unwrap();
+    let (send, receive) = mpsc::sync_channel::<BufferMut>(1);
+    let dropper = thread::spawn(move || receive.into_iter().for_each(drop));
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let (pool, send) = (pool.clone(), send.clone());
+            thread::spawn(move || {
+                for round in 0..5_000 {
+                    let buf = pool
+                        .allocate_timeout(Duration::from_secs(20))
+                        .unwrap_or_else(|e| panic!("round {round}: {e}"));
+                    send.send(buf).unwrap();
+                }
+            })
+        })
+        .collect();
+    drop(send);
+    waiters.into_iter().for_each(|w| w.join().unwrap());
+    dropper.join().unwrap();
+    assert_eq!(frames_free(&pool), 2);
+}
