@@ -1,6 +1,6 @@
 //! Model-checks the frame pool's core with loom: the lock-free free list, the
-//! per-thread parking slots (a frame parks in the slot of the thread that took it,
-//! whichever thread drops it) and their reclaim, the WAITING hand-off between a
+//! per-thread parking slots (a frame parks in the slot of the thread that took it, when
+//! that thread drops it) and their reclaim, the WAITING hand-off between a
 //! releaser and a blocked waiter (a lost wake-up shows up as a deadlock), `close`
 //! against a waiter and against parking, and the last-handle / last-frame teardown.
 //!
@@ -277,10 +277,10 @@ fn two_allocators_waiting_on_a_thread_that_never_allocates_both_get_a_frame() {
 }
 
 #[test]
-fn a_frame_dropped_elsewhere_parks_in_its_home_and_is_taken_once() {
+fn a_frame_dropped_elsewhere_is_taken_once_by_its_taker_or_a_reclaimer() {
     // This thread takes a frame (its slot is the frame's home) and another thread drops
-    // it, parking it there; meanwhile this thread allocates from its slot and a third
-    // thread empties the list and reclaims. Whoever gets the frame holds it alone, and
+    // it (the slow way: not its slot); meanwhile this thread allocates and a third thread
+    // empties the list and reclaims. Whoever gets the frame holds it alone, and
     // afterwards both frames are free.
     bounded(3).check(|| {
         let pool = pool(2);
@@ -318,10 +318,10 @@ fn a_frame_dropped_elsewhere_parks_in_its_home_and_is_taken_once() {
 }
 
 #[test]
-fn a_waiter_gets_a_frame_parked_in_a_third_threads_slot() {
-    // The frame's home is this thread's slot; another thread drops it there while a
-    // third blocks in `allocate`: the drop sees WAITING after parking, or the waiter's
-    // reclaim finds the frame (loom reports a deadlock otherwise).
+fn a_waiter_gets_a_frame_its_taker_drops_on_a_third_thread() {
+    // The frame's home is this thread's slot; another thread drops it while a third
+    // blocks in `allocate`: the drop hands it over or the waiter finds it (loom reports
+    // a deadlock otherwise).
     loom::model(|| {
         let pool = pool(1);
         let held = pool.try_allocate().unwrap();
@@ -343,20 +343,19 @@ fn a_waiter_gets_a_frame_parked_in_a_third_threads_slot() {
 }
 
 #[test]
-fn close_racing_a_drop_into_the_owners_slot_strands_no_frame() {
-    // A frame parks in this thread's slot from another thread while `close` keeps the
-    // slots off and this thread allocates: after close, nothing is handed out, and
+fn close_racing_its_owners_park_and_take_strands_no_frame() {
+    // This thread parks a frame in its slot and allocates again while another thread
+    // closes the pool (keeping every slot off): after close nothing is handed out, and
     // every frame is free (none stranded in a slot, none given back twice).
     bounded(3).check(|| {
         let pool = pool(2);
         let mine = pool.try_allocate().unwrap();
-        let dropper = thread::spawn(move || drop(mine));
         let closer = thread::spawn({
             let pool = pool.clone();
             move || pool.close()
         });
+        drop(mine);
         let got = pool.try_allocate();
-        dropper.join().unwrap();
         closer.join().unwrap();
         assert!(
             pool.try_allocate().is_none(),

@@ -1,5 +1,5 @@
 //! Where a dropped frame goes, and that it is always found again: a frame parks in the
-//! slot of the thread that took it (whichever thread drops it), a parked frame is
+//! slot of the thread that took it when that thread drops it, a parked frame is
 //! reclaimed by any thread that finds the lists empty, `close` keeps frames out of the
 //! slots, and a thread's exit gives its frame back and leaves its slot to the next
 //! thread.
@@ -39,16 +39,25 @@ fn on_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
 }
 
 #[test]
-fn a_frame_dropped_on_another_thread_parks_with_the_thread_that_took_it() {
+fn a_frame_parks_only_on_the_thread_that_took_it() {
     let pool = pool();
+    // Dropped on its taker's thread, it waits in that thread's slot, ahead of the list.
     let first = pool.try_allocate().unwrap();
     let at = first.as_ptr();
-    on_thread(move || drop(first));
-    // It waits in this thread's slot, ahead of the free list's top.
+    drop(first);
     let again = pool.try_allocate().unwrap();
     assert_eq!(again.as_ptr(), at, "the frame did not park with its taker");
-    drop(again);
-    assert_eq!(pool.stats().free, FRAMES);
+    // Dropped on another thread, it goes home the slow way (the returned list): it
+    // does not bounce the taker's slot between the threads.
+    on_thread(move || drop(again));
+    let next = pool.try_allocate().unwrap();
+    assert_ne!(
+        next.as_ptr(),
+        at,
+        "a frame dropped elsewhere parked in the taker's slot"
+    );
+    drop(next);
+    assert_eq!(frames_free(&pool), FRAMES);
     assert_eq!(pool.stats().in_use, 0);
 }
 

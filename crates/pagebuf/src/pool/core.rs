@@ -26,7 +26,7 @@ use super::frame_block::FrameBlock;
 use super::framing::{FrameLayout, Framing};
 use super::free_list::{FreeList, Push, NIL};
 use super::poison;
-use super::thread_cache::{Frame, Parking, Registry, ThreadSlot};
+use super::thread_cache::{this_thread, Frame, HomeSlot, Parking, Registry, ThreadSlot};
 use super::wait_queue::WaitQueue;
 use crate::buffer::header::Header;
 use crate::buffer::BufferMut;
@@ -48,6 +48,10 @@ pub(super) struct FrameSlot {
     /// a thread with a slot takes the frame. A hint only: any slot of the pool may hold
     /// a parked frame.
     pub(super) home: AtomicPtr<ThreadSlot>,
+    /// The thread whose slot `home` is (`this_thread`), 0 for the stand-in: a release
+    /// compares it with its own and parks only on that thread, reading nothing of the
+    /// slot's line (which its owner writes with every allocation) otherwise.
+    pub(super) home_thread: AtomicUsize,
     /// Handed out at least once (so `zero_on_reuse` has something to clear); written
     /// once. Allocations are counted per thread, not here, so that this line stays
     /// read-mostly and a frame dropped on another thread does not drag it across.
@@ -88,7 +92,7 @@ impl PoolShared {
     /// [`buffer_of`](Self::buffer_of).
     #[inline]
     pub(super) fn hand_out(&self, index: u32, left: Option<usize>) -> BufferMut {
-        self.claim(index, left);
+        self.claim(index, left, self.threads.home_for_caller());
         self.buffer_of(index)
     }
 
@@ -99,10 +103,16 @@ impl PoolShared {
     /// frame came from there (the returned list is added here): frames parked on threads
     /// count as out for the high-water mark, so it is exact for one thread and an upper
     /// bound with several.
-    pub(super) fn claim(&self, index: u32, left: Option<usize>) {
-        self.slots[index as usize]
-            .home
-            .store(self.threads.home_for_caller().cast_mut(), Ordering::Relaxed);
+    pub(super) fn claim(&self, index: u32, left: Option<usize>, home: HomeSlot) {
+        // Written only when it changes: the frame's line stays read-mostly, so a frame a
+        // producer takes again and again and a consumer drops does not bounce it.
+        let slot = &self.slots[index as usize];
+        if slot.home_thread.load(Ordering::Relaxed) != home.thread {
+            slot.home_thread.store(home.thread, Ordering::Relaxed);
+        }
+        if slot.home.load(Ordering::Relaxed).cast_const() != home.slot {
+            slot.home.store(home.slot.cast_mut(), Ordering::Relaxed);
+        }
         if let Some(left) = left {
             let mark = self.high_water.load(Ordering::Relaxed);
             // Frames on the returned list are free too; its line is another thread's, so
@@ -262,12 +272,13 @@ pub(super) unsafe fn release_frame(header: NonNull<Header>) {
     let pool = unsafe { &*slot.pool };
     // SAFETY: the last view is gone; the frame's bytes are the pool's alone.
     unsafe { poison::poison(slot.header.base().as_ptr(), slot.header.capacity()) };
-    // The fast path: park it in its home, the slot of the thread that took it, unless
-    // a waiter needs it.
-    // SAFETY: a frame's home is one of its pool's slots (or the stand-in), which live as
-    // long as the pool.
-    let home = unsafe { &*slot.home.load(Ordering::Relaxed) };
-    if home.try_park(header) {
+    // The fast path: park it in its home, the slot of the thread that took it, if this
+    // is that thread, unless a waiter needs it.
+    if slot.home_thread.load(Ordering::Relaxed) == this_thread()
+        // SAFETY: a frame's home is one of its pool's slots (or the stand-in), which
+        // live as long as the pool.
+        && unsafe { &*slot.home.load(Ordering::Relaxed) }.try_park(header)
+    {
         // The park, then the WAITING read: a waiter sets WAITING, then reclaims.
         crate::sync::seqcst_order_for_loom();
         if !pool.free.is_waiting() {
@@ -301,7 +312,8 @@ unsafe fn release_parked_to_waiter(header: NonNull<Header>) {
     }
 }
 
-/// The rest of [`release_frame`] when the frame's home was full or kept off: parked in
+/// The rest of [`release_frame`] when the frame's home was another thread's, full or
+/// kept off: parked in
 /// the releasing thread's own slot if it has an empty one, else given back (to the
 /// returned list if the thread never allocates from the pool). Out of line and given
 /// only the header, so the fast path keeps nothing in registers for it.

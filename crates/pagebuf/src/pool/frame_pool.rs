@@ -99,6 +99,7 @@ impl FramePool {
                     pool: std::ptr::null(),
                     index: i as u32,
                     home: AtomicPtr::new(std::ptr::null_mut()),
+                    home_thread: AtomicUsize::new(0),
                     used: AtomicBool::new(false),
                 })
             })
@@ -222,10 +223,11 @@ impl FramePool {
                 .threads
                 .ensure_slot(self.shared.as_ptr() as *const (), give_back_erased);
         }
-        if !shared.threads.count_allocation() {
+        let home = shared.threads.home_for_caller();
+        if !home.count_allocation() {
             shared.other_allocations.fetch_add(1, Ordering::Relaxed);
         }
-        shared.claim(index, Some(left));
+        shared.claim(index, Some(left), home);
         Some(NonNull::from(&shared.slots[index as usize].header))
     }
 

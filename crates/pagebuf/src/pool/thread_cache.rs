@@ -1,9 +1,12 @@
 //! The per-thread fast path of a frame pool: each thread that allocates from a pool owns
 //! one *slot* that can hold one parked frame. A frame remembers the slot of the thread
-//! that took it (its *home*); dropping it, on any thread, parks it there if the slot is
+//! that took it (its *home*); dropping it on that thread parks it there if the slot is
 //! empty, and the next allocation on that thread takes it back. Each is one
 //! read-modify-write on a line no other thread writes in the single-thread round trip,
-//! and the release needs no thread-local look-up at all.
+//! and the release needs no thread-local look-up: it compares the thread the frame
+//! names (beside its home, in its own read-mostly metadata) with the thread pointer. A
+//! frame dropped on another thread takes the slow way (the returned list, batched)
+//! rather than bounce the slot's line between the two threads for every frame.
 //!
 //! A parked frame still counts as free and stays reachable: anyone who needs it
 //! (a waiter about to sleep, `try_allocate` finding the lists empty, `close`, the last
@@ -16,13 +19,16 @@
 //!
 //! ```text
 //! owner, take:    swap(EMPTY)              a frame: ours. KEPT_OFF: put it back
-//! release, park:  cas(EMPTY -> frame)      then, if a waiter appeared: cas(frame -> EMPTY)
+//! owner, park:    cas(EMPTY -> frame)      then, if a waiter appeared: cas(frame -> EMPTY)
 //! reclaimer:      cas(frame -> EMPTY)      (registry lock held; close: swap(KEPT_OFF))
 //! ```
 //!
-//! An owner's swap finds `KEPT_OFF` only once the pool is closed; it swaps the mark back,
-//! and a frame a release parked in that instant is given back to the free list (a
-//! closed pool hands out nothing).
+//! Parking is the owner's alone in practice (a release on another thread sees another
+//! thread pointer), but the protocol does not rely on it: the thread check is only a
+//! hint, and a thread pointer reused by a new thread after the owner's exit may park a
+//! frame in a slot adopted since, which is as safe as any park. An owner's swap finds
+//! `KEPT_OFF` only once the pool is closed; it swaps the mark back, and a frame parked
+//! in that instant is given back to the free list (a closed pool hands out nothing).
 //!
 //! A waiter sets the free list's WAITING bit before it reclaims; a release checks it
 //! after it parked (both sequentially consistent), so either the waiter's reclaim finds
@@ -68,6 +74,40 @@ fn frame_in(word: *mut Header) -> Option<Frame> {
     } else {
         None
     }
+}
+
+/// The calling thread, as a number no other live thread has: on x86-64 the thread
+/// pointer, one instruction and no thread-local look-up (which, compiled into this
+/// library, would be a call for the linker to relax, and cost the release fast path its
+/// registers); elsewhere the address of a thread-local.
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
+#[inline(always)]
+pub(crate) fn this_thread() -> usize {
+    let thread_pointer: usize;
+    // SAFETY: in the x86-64 ELF TLS ABI (glibc and musl), %fs points at the thread's
+    // control block, whose first word is its own address; reading it touches nothing
+    // else, and no two live threads share a control block.
+    unsafe {
+        std::arch::asm!(
+            "mov {}, qword ptr fs:[0]",
+            out(reg) thread_pointer,
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    thread_pointer
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(loom))))]
+pub(crate) fn this_thread() -> usize {
+    #[cfg(not(loom))]
+    std::thread_local! {
+        static HERE: u8 = const { 0 };
+    }
+    #[cfg(loom)]
+    loom::thread_local! {
+        static HERE: u8 = 0;
+    }
+    HERE.with(|here| here as *const u8 as usize)
 }
 
 /// One thread's parking place for one pool. Kept `CachePadded` (in its `Arc`) so that
@@ -153,8 +193,8 @@ impl ThreadSlot {
         }
     }
 
-    /// The fast half of parking (on any thread): whether `frame` went into the empty
-    /// slot. The caller must then check for waiters (and, if there are any, `unpark`).
+    /// The fast half of parking: whether `frame` went into the empty slot. The caller
+    /// must then check for waiters (and, if there are any, `unpark`).
     #[inline]
     pub(crate) fn try_park(&self, frame: Frame) -> bool {
         self.frame
@@ -231,6 +271,27 @@ pub(crate) enum Parking {
 enum SlotKind {
     Owned,
     StandIn,
+}
+
+/// A frame's home as its taker found it: the slot, and the thread it belongs to
+/// (`this_thread`), 0 for the pool's stand-in.
+#[derive(Clone, Copy)]
+pub(crate) struct HomeSlot {
+    pub(crate) slot: *const ThreadSlot,
+    pub(crate) thread: usize,
+}
+
+impl HomeSlot {
+    /// Counts an allocation in the slot, if it is the caller's own; false if not (the
+    /// caller counts it elsewhere).
+    pub(crate) fn count_allocation(self) -> bool {
+        if self.thread == 0 {
+            return false;
+        }
+        // SAFETY: a thread's own slot lives as long as the pool, which the caller holds.
+        unsafe { &*self.slot }.count_allocation();
+        true
+    }
 }
 
 /// Gives a frame back to a pool (type-erased, for thread exit).
@@ -401,12 +462,18 @@ impl Registry {
         }
     }
 
-    /// The home for a frame the calling thread takes off a list: its slot, or the pool's
-    /// stand-in if it has none.
-    pub(crate) fn home_for_caller(&self) -> *const ThreadSlot {
+    /// Where a frame the calling thread takes off a list is to park: its slot, or the
+    /// pool's stand-in if it has none.
+    pub(crate) fn home_for_caller(&self) -> HomeSlot {
         match self.own_slot() {
-            Some(slot) => slot,
-            None => &*self.homeless,
+            Some(slot) => HomeSlot {
+                slot,
+                thread: this_thread(),
+            },
+            None => HomeSlot {
+                slot: &*self.homeless,
+                thread: 0,
+            },
         }
     }
 
@@ -422,12 +489,6 @@ impl Registry {
             Some(slot) => slot.park(frame, waiting),
             None => Parking::NoSlot,
         }
-    }
-
-    /// Counts an allocation in the calling thread's slot; false if it has none (the
-    /// caller counts it elsewhere).
-    pub(crate) fn count_allocation(&self) -> bool {
-        self.own_slot().map(ThreadSlot::count_allocation).is_some()
     }
 
     /// Frames allocated through slots, including those of threads gone.
