@@ -5,11 +5,12 @@
 //!   frames' memory (`FrameBlock`), one `FrameSlot` per frame (whose first field is the
 //!   frame's buffer `Header`, so a released buffer leads straight back to its slot and
 //!   pool), the free list and the wait queue.
-//! * **Allocate** takes the frame parked on the calling thread (`thread_cache.rs`: no
-//!   read-modify-write), or pops one off the free list, and builds the `BufferMut` from
-//!   the slot's header: no heap allocation.
+//! * **Allocate** takes the frame parked on the calling thread (`thread_cache.rs`: one
+//!   swap), or pops one off the free list, and builds the `BufferMut` from the slot's
+//!   header: no heap allocation.
 //! * **Release** (the header's release function, run when the last view of a frame
-//!   drops, on any thread) parks the frame on its thread, or pushes its index back, or
+//!   drops, on any thread) parks the frame in its home slot if this is the thread that
+//!   took it (one CAS), or pushes its index back, or
 //!   hands it straight to the oldest waiter when the free list says someone waits
 //!   (`free_list.rs`, `waiting.rs`). A releaser touches the pool only *before* its frame
 //!   is back in the list (or handed over): the frame it still holds keeps the pool
