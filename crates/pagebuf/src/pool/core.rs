@@ -45,13 +45,13 @@ pub(super) struct FrameSlot {
     pub(super) index: u32,
     /// The slot of the thread that took the frame last, where its release parks it:
     /// written by the taker while the frame is its own, read by the releaser after the
-    /// buffer reached it (which orders the two). Never null: the pool's stand-in until
-    /// a thread with a slot takes the frame. A hint only: any slot of the pool may hold
-    /// a parked frame.
+    /// buffer reached it (which orders the two). Null while no thread with a slot has
+    /// taken the frame. A hint only: any slot of the pool may hold a parked frame.
     pub(super) home: AtomicPtr<ThreadSlot>,
-    /// The thread whose slot `home` is (`this_thread`), 0 for the stand-in: a release
-    /// compares it with its own and parks only on that thread, reading nothing of the
-    /// slot's line (which its owner writes with every allocation) otherwise.
+    /// The thread whose slot `home` is (`this_thread`, never 0), 0 while `home` is null:
+    /// a release compares it with its own and parks only on that thread, reading
+    /// nothing of the slot's line (which its owner writes with every allocation)
+    /// otherwise.
     pub(super) home_thread: AtomicUsize,
     /// Handed out at least once (so `zero_on_reuse` has something to clear); written
     /// once. Allocations are counted per thread, not here, so that this line stays
@@ -276,8 +276,8 @@ pub(super) unsafe fn release_frame(header: NonNull<Header>) {
     // The fast path: park it in its home, the slot of the thread that took it, if this
     // is that thread, unless a waiter needs it.
     if slot.home_thread.load(Ordering::Relaxed) == this_thread()
-        // SAFETY: a frame's home is one of its pool's slots (or the stand-in), which
-        // live as long as the pool.
+        // SAFETY: the thread matched, so `home` is not null (its thread is 0 then) but
+        // one of the pool's slots, which live as long as the pool.
         && unsafe { &*slot.home.load(Ordering::Relaxed) }.try_park(header)
     {
         // The park, then the WAITING read: a waiter sets WAITING, then reclaims.
@@ -305,7 +305,8 @@ unsafe fn release_parked_to_waiter(header: NonNull<Header>) {
     let slot = unsafe { header.cast::<FrameSlot>().as_ref() };
     // SAFETY: as in `release_frame`.
     let pool = unsafe { &*slot.pool };
-    // SAFETY: as in `release_frame`.
+    // SAFETY: `release_frame` just parked the frame in its home, one of the pool's
+    // slots.
     let home = unsafe { &*slot.home.load(Ordering::Relaxed) };
     if let Parking::Declined = home.unpark(header) {
         // SAFETY: the frame is given up here and `pool` is not used after.

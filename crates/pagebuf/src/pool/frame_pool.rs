@@ -125,10 +125,8 @@ impl FramePool {
         // SAFETY: `shared` is a fresh allocation no other thread has seen; setting each
         // slot's back-pointer before any frame is handed out.
         unsafe {
-            let no_home = (*shared).threads.no_home().cast_mut();
             for slot in (*shared).slots.iter_mut() {
                 slot.pool = shared;
-                slot.home = AtomicPtr::new(no_home);
             }
         }
         Ok(FramePool {

@@ -76,7 +76,7 @@ fn frame_in(word: *mut Header) -> Option<Frame> {
     }
 }
 
-/// The calling thread, as a number no other live thread has: on x86-64 the thread
+/// The calling thread, as a number no other live thread has (and never 0): on x86-64 the thread
 /// pointer, one instruction and no thread-local look-up (which, compiled into this
 /// library, would be a call for the linker to relax, and cost the release fast path its
 /// registers); elsewhere the address of a thread-local.
@@ -128,11 +128,11 @@ pub(crate) struct ThreadSlot {
 }
 
 impl ThreadSlot {
-    fn new(pool_id: u64, frame: *mut Header, kind: SlotKind) -> ThreadSlot {
+    fn new(pool_id: u64, frame: *mut Header) -> ThreadSlot {
         ThreadSlot {
             pool_id: std::sync::atomic::AtomicU64::new(pool_id),
             frame: AtomicPtr::new(frame),
-            kind,
+            kind: SlotKind::Owned,
             abandoned: AtomicBool::new(false),
             allocations: AtomicU64::new(0),
         }
@@ -274,7 +274,7 @@ enum SlotKind {
 }
 
 /// A frame's home as its taker found it: the slot, and the thread it belongs to
-/// (`this_thread`), 0 for the pool's stand-in.
+/// (`this_thread`); null and 0 for a thread without a slot.
 #[derive(Clone, Copy)]
 pub(crate) struct HomeSlot {
     pub(crate) slot: *const ThreadSlot,
@@ -303,9 +303,6 @@ pub(crate) struct Registry {
     /// Whether threads get slots (pools that zero frames on reuse park none).
     parking: bool,
     slots: Mutex<Slots>,
-    /// The home of frames taken by threads without a slot: always `KEPT_OFF`, so their
-    /// releases go the slow way.
-    homeless: CachePadded<ThreadSlot>,
 }
 
 struct Slots {
@@ -386,7 +383,6 @@ impl Registry {
                 all: Vec::new(),
                 closed: false,
             }),
-            homeless: CachePadded::new(ThreadSlot::new(id, KEPT_OFF, SlotKind::StandIn)),
         }
     }
 
@@ -462,8 +458,8 @@ impl Registry {
         }
     }
 
-    /// Where a frame the calling thread takes off a list is to park: its slot, or the
-    /// pool's stand-in if it has none.
+    /// Where a frame the calling thread takes off a list is to park: its slot, or
+    /// nowhere (null, thread 0) if it has none.
     pub(crate) fn home_for_caller(&self) -> HomeSlot {
         match self.own_slot() {
             Some(slot) => HomeSlot {
@@ -471,15 +467,10 @@ impl Registry {
                 thread: this_thread(),
             },
             None => HomeSlot {
-                slot: &*self.homeless,
+                slot: std::ptr::null(),
                 thread: 0,
             },
         }
-    }
-
-    /// The home of frames no thread took yet.
-    pub(crate) fn no_home(&self) -> *const ThreadSlot {
-        &*self.homeless
     }
 
     /// Parking `frame` when its home slot did not take it: in the calling thread's own
@@ -527,11 +518,7 @@ impl Registry {
                     slot
                 }
                 None => {
-                    let slot = Arc::new(CachePadded::new(ThreadSlot::new(
-                        self.id,
-                        word,
-                        SlotKind::Owned,
-                    )));
+                    let slot = Arc::new(CachePadded::new(ThreadSlot::new(self.id, word)));
                     slots.all.push(slot.clone());
                     slot
                 }
