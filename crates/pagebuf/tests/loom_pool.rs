@@ -2,7 +2,8 @@
 //! per-thread parking slots (a frame parks in the slot of the thread that took it, when
 //! that thread drops it) and their reclaim, the WAITING hand-off between a
 //! releaser and a blocked waiter (a lost wake-up shows up as a deadlock), `close`
-//! against a waiter and against parking, and the last-handle / last-frame teardown.
+//! against a waiter and against parking, a park displacing a parked frame, and the
+//! last-handle / last-frame teardown (against a release and against a park).
 //!
 //! Threads that allocate stay alive until the checks are done: loom's `join` returns
 //! before a thread's thread-local destructors have run (std's waits for them), and one
@@ -364,5 +365,62 @@ fn close_racing_its_owners_park_and_take_strands_no_frame() {
         drop(got);
         let stats = pool.stats();
         assert_eq!((stats.free, stats.in_use), (2, 0), "{stats:?}");
+    });
+}
+
+#[test]
+fn a_frame_parked_over_another_against_a_waiter_loses_neither() {
+    // This thread drops two frames: the first parks, the second parks in its place and
+    // sends the first to the free list, while another thread blocks in `allocate`. The
+    // waiter gets a frame (loom reports a deadlock otherwise), and then both are free,
+    // each once.
+    bounded(3).check(|| {
+        let pool = pool(2);
+        let first = pool.try_allocate().unwrap();
+        let second = pool.try_allocate().unwrap();
+        let (served, checked) = (Signal::new(), Signal::new());
+        let waiter = thread::spawn({
+            let (pool, served, checked) = (pool.clone(), served.clone(), checked.clone());
+            move || {
+                let mut frame = pool.allocate().unwrap();
+                frame.extend_from_slice(&[5]).unwrap();
+                thread::yield_now();
+                assert_eq!(&frame[..], &[5], "a frame held twice");
+                drop(frame);
+                served.raise();
+                checked.wait();
+            }
+        });
+        drop(first);
+        drop(second);
+        served.wait();
+        assert_all_free(&pool, 2);
+        checked.raise();
+        waiter.join().unwrap();
+    });
+}
+
+#[test]
+fn a_park_racing_the_last_handle_frees_the_pool_once() {
+    // The owner drops its handle, then its frame (a park, and the WAITING read after
+    // it), while this thread drops the last handle (a reclaim of the parked frame, and
+    // the pool freed when every frame is home): freed once, by one of the two.
+    loom::model(|| {
+        let pool = pool(1);
+        let (allocated, go) = (Signal::new(), Signal::new());
+        let owner = thread::spawn({
+            let (pool, allocated, go) = (pool.clone(), allocated.clone(), go.clone());
+            move || {
+                let frame = pool.try_allocate().unwrap();
+                drop(pool);
+                allocated.raise();
+                go.wait();
+                drop(frame);
+            }
+        });
+        allocated.wait();
+        go.raise();
+        drop(pool);
+        owner.join().unwrap();
     });
 }

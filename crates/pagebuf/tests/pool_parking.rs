@@ -193,3 +193,123 @@ fn blocked_waiters_get_frames_dropped_on_threads_that_took_them_elsewhere() {
     dropper.join().unwrap();
     assert_eq!(frames_free(&pool), 2);
 }
+
+#[test]
+fn a_second_frame_dropped_on_its_takers_thread_displaces_the_parked_one() {
+    let pool = pool();
+    let first = pool.try_allocate().unwrap();
+    let second = pool.try_allocate().unwrap();
+    let (at_first, at_second) = (first.as_ptr(), second.as_ptr());
+    drop(first); // parked
+    drop(second); // parked in its place; the first goes to the free list
+    let stats = pool.stats();
+    assert_eq!((stats.free, stats.in_use), (FRAMES, 0), "{stats:?}");
+    let again = pool.try_allocate().unwrap();
+    assert_eq!(
+        again.as_ptr(),
+        at_second,
+        "the last frame dropped is not parked"
+    );
+    // The displaced frame is on the free list, the next one out.
+    let next = pool.try_allocate().unwrap();
+    assert_eq!(
+        next.as_ptr(),
+        at_first,
+        "the displaced frame is not on the list"
+    );
+    drop((again, next));
+    assert_eq!(frames_free(&pool), FRAMES);
+}
+
+/// The thread pointer of the calling thread, where there is one to read (to report
+/// whether a test's new thread reused a gone thread's).
+fn thread_pointer() -> Option<usize> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        let tp: usize;
+        // SAFETY: reads the first word of the thread control block, its own address.
+        unsafe {
+            std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly))
+        };
+        Some(tp)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    None
+}
+
+#[test]
+fn a_frame_whose_taker_is_gone_never_parks_in_a_slot_another_thread_adopted() {
+    // T1 takes a frame and exits; T2, started right after (glibc gives it T1's cached
+    // stack, and so T1's thread pointer), gets the frame; T3 adopts T1's slot. When T2
+    // drops the frame it must not park it in T3's slot: T2 matches the thread the
+    // frame names, but T3 owns the slot now.
+    let pool = pool();
+    let (frame, t1) = {
+        let pool = pool.clone();
+        on_thread(move || (pool.try_allocate().unwrap(), thread_pointer()))
+    };
+    let at = frame.as_ptr() as usize;
+    let (to_t2, t2_drops) = mpsc::channel::<()>();
+    let (t2_done, dropped) = mpsc::channel();
+    let t2 = thread::spawn(move || {
+        let t2 = thread_pointer();
+        t2_drops.recv().unwrap();
+        drop(frame);
+        t2_done.send(t2).unwrap();
+    });
+    let (to_t3, t3_again) = mpsc::channel::<()>();
+    let (t3_says, from_t3) = mpsc::channel();
+    let t3 = thread::spawn({
+        let pool = pool.clone();
+        move || {
+            let held = pool.try_allocate().unwrap(); // adopts T1's slot
+            t3_says.send(None).unwrap();
+            t3_again.recv().unwrap();
+            let next = pool.try_allocate().unwrap();
+            t3_says.send(Some(next.as_ptr() as usize)).unwrap();
+            drop((held, next));
+        }
+    });
+    assert_eq!(from_t3.recv().unwrap(), None);
+    to_t2.send(()).unwrap();
+    let t2_pointer = dropped.recv().unwrap();
+    to_t3.send(()).unwrap();
+    let next = from_t3.recv().unwrap().unwrap();
+    assert_ne!(
+        next,
+        at,
+        "the frame parked in a slot its dropper does not own (T2 reused T1's thread \
+         pointer: {})",
+        t1.is_some() && t1 == t2_pointer
+    );
+    t2.join().unwrap();
+    t3.join().unwrap();
+    assert_eq!(frames_free(&pool), FRAMES);
+}
+
+#[test]
+fn frames_parked_while_the_last_handle_goes_are_never_touched_after_the_pool() {
+    // A thread parks a frame (its drop reads the WAITING bit after the park) while
+    // another drops the pool's last handle, which reclaims the parked frame and frees
+    // the pool when it is the last one home. Under ASan, a release that read the pool
+    // after its park would show up here.
+    const ROUNDS: usize = 2_000;
+    let (to_owner, pools) = mpsc::channel::<(FramePool, std::sync::Arc<std::sync::Barrier>)>();
+    let owner = thread::spawn(move || {
+        for (pool, barrier) in pools {
+            let frame = pool.try_allocate().unwrap();
+            drop(pool); // the frame alone keeps the pool alive now
+            barrier.wait();
+            drop(frame); // parks, then reads WAITING
+        }
+    });
+    for _ in 0..ROUNDS {
+        let pool = FramePool::new(Framing::new(64, 1)).unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        to_owner.send((pool.clone(), barrier.clone())).unwrap();
+        barrier.wait();
+        drop(pool); // races the park
+    }
+    drop(to_owner);
+    owner.join().unwrap();
+}

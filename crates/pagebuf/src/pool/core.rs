@@ -10,7 +10,7 @@
 //!   header: no heap allocation.
 //! * **Release** (the header's release function, run when the last view of a frame
 //!   drops, on any thread) parks the frame in its home slot if this is the thread that
-//!   took it (one CAS), or pushes its index back, or
+//!   took it (one swap), or pushes its index back, or
 //!   hands it straight to the oldest waiter when the free list says someone waits
 //!   (`free_list.rs`, `waiting.rs`). A releaser touches the pool only *before* its frame
 //!   is back in the list (or handed over): the frame it still holds keeps the pool
@@ -20,6 +20,7 @@
 #![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
@@ -27,7 +28,7 @@ use super::frame_block::FrameBlock;
 use super::framing::{FrameLayout, Framing};
 use super::free_list::{FreeList, Push, NIL};
 use super::poison;
-use super::thread_cache::{this_thread, Frame, HomeSlot, Parking, Registry, ThreadSlot};
+use super::thread_cache::{this_thread, Frame, Occupied, Park, Registry, ThreadSlot};
 use super::wait_queue::WaitQueue;
 use crate::buffer::header::Header;
 use crate::buffer::BufferMut;
@@ -43,16 +44,12 @@ pub(super) struct FrameSlot {
     pub(super) header: Header,
     pub(super) pool: *const PoolShared,
     pub(super) index: u32,
-    /// The slot of the thread that took the frame last, where its release parks it:
-    /// written by the taker while the frame is its own, read by the releaser after the
-    /// buffer reached it (which orders the two). Null while no thread with a slot has
-    /// taken the frame. A hint only: any slot of the pool may hold a parked frame.
+    /// The slot of the thread that took the frame last, where its release parks it if
+    /// it runs on that thread: written by the taker while the frame is its own, read by
+    /// the releaser after the buffer reached it (which orders the two). The pool's
+    /// `no_home` while no thread with a slot has taken the frame. Always one of the
+    /// pool's slots, which live as long as the pool.
     pub(super) home: AtomicPtr<ThreadSlot>,
-    /// The thread whose slot `home` is (`this_thread`, never 0), 0 while `home` is null:
-    /// a release compares it with its own and parks only on that thread, reading
-    /// nothing of the slot's line (which its owner writes with every allocation)
-    /// otherwise.
-    pub(super) home_thread: AtomicUsize,
     /// Handed out at least once (so `zero_on_reuse` has something to clear); written
     /// once. Allocations are counted per thread, not here, so that this line stays
     /// read-mostly and a frame dropped on another thread does not drag it across.
@@ -60,7 +57,9 @@ pub(super) struct FrameSlot {
 }
 
 pub(super) struct PoolShared {
-    pub(super) free: FreeList,
+    /// Shared with the thread slots, which read its WAITING bit after a park, when the
+    /// pool may be gone.
+    pub(super) free: Arc<FreeList>,
     pub(super) threads: Registry,
     pub(super) slots: Box<[CachePadded<FrameSlot>]>,
     pub(super) framing: Framing,
@@ -104,15 +103,13 @@ impl PoolShared {
     /// frame came from there (the returned list is added here): frames parked on threads
     /// count as out for the high-water mark, so it is exact for one thread and an upper
     /// bound with several.
-    pub(super) fn claim(&self, index: u32, left: Option<usize>, home: HomeSlot) {
+    pub(super) fn claim(&self, index: u32, left: Option<usize>, home: &ThreadSlot) {
         // Written only when it changes: the frame's line stays read-mostly, so a frame a
         // producer takes again and again and a consumer drops does not bounce it.
         let slot = &self.slots[index as usize];
-        if slot.home_thread.load(Ordering::Relaxed) != home.thread {
-            slot.home_thread.store(home.thread, Ordering::Relaxed);
-        }
-        if slot.home.load(Ordering::Relaxed).cast_const() != home.slot {
-            slot.home.store(home.slot.cast_mut(), Ordering::Relaxed);
+        let home = home as *const ThreadSlot as *mut ThreadSlot;
+        if slot.home.load(Ordering::Relaxed) != home {
+            slot.home.store(home, Ordering::Relaxed);
         }
         if let Some(left) = left {
             let mark = self.high_water.load(Ordering::Relaxed);
@@ -269,55 +266,100 @@ pub(super) fn index_of(frame: Frame) -> u32 {
 pub(super) unsafe fn release_frame(header: NonNull<Header>) {
     // SAFETY: the header is the first field of a `#[repr(C)]` FrameSlot.
     let slot = unsafe { header.cast::<FrameSlot>().as_ref() };
-    // SAFETY: the frame is still out, which keeps its pool alive (see `give_back`).
-    let pool = unsafe { &*slot.pool };
     // SAFETY: the last view is gone; the frame's bytes are the pool's alone.
     unsafe { poison::poison(slot.header.base().as_ptr(), slot.header.capacity()) };
-    // The fast path: park it in its home, the slot of the thread that took it, if this
-    // is that thread, unless a waiter needs it.
-    if slot.home_thread.load(Ordering::Relaxed) == this_thread()
-        // SAFETY: the thread matched, so `home` is not null (its thread is 0 then) but
-        // one of the pool's slots, which live as long as the pool.
-        && unsafe { &*slot.home.load(Ordering::Relaxed) }.try_park(header)
-    {
-        // The park, then the WAITING read: a waiter sets WAITING, then reclaims.
-        crate::sync::seqcst_order_for_loom();
-        if !pool.free.is_waiting() {
-            return;
-        }
-        // SAFETY: forwarded: the frame is released once, here.
-        return unsafe { release_parked_to_waiter(header) };
+    // The fast path: park it in its home, if this thread owns that slot. The owner is
+    // on a line of its own, read-mostly, so a release on another thread reads it
+    // without dragging across the line the owner's allocations write.
+    // SAFETY: a frame's home is always one of its pool's slots (see `FrameSlot`),
+    // and the frame, still out, keeps the pool alive.
+    let home = unsafe { &*slot.home.load(Ordering::Relaxed) };
+    if home.owner() == this_thread() {
+        // SAFETY: forwarded; the caller owns `home`.
+        return unsafe { park_in(home, header) };
     }
     // SAFETY: forwarded: the frame is released once, here.
     unsafe { release_frame_slow(header) }
 }
 
-/// The rest of [`release_frame`] when it parked the frame and then saw a waiter: the
-/// frame is taken back and handed over, unless the waiter's reclaim took it first.
-/// Out of line and given only the header, as `release_frame_slow`.
+/// Parks a released frame in `home`, unless a waiter needs it.
 ///
 /// # Safety
-/// As for [`release_frame`].
-#[cold]
-#[inline(never)]
-unsafe fn release_parked_to_waiter(header: NonNull<Header>) {
-    // SAFETY: as in `release_frame`.
-    let slot = unsafe { header.cast::<FrameSlot>().as_ref() };
-    // SAFETY: as in `release_frame`.
-    let pool = unsafe { &*slot.pool };
-    // SAFETY: `release_frame` just parked the frame in its home, one of the pool's
-    // slots.
-    let home = unsafe { &*slot.home.load(Ordering::Relaxed) };
-    if let Parking::Declined = home.unpark(header) {
-        // SAFETY: the frame is given up here and `pool` is not used after.
-        unsafe { pool.give_back(slot.index, Home::List) }
+/// As for [`release_frame`]; `home` is a slot of the frame's pool that the calling
+/// thread owns (its owner thread's entry keeps it alive even once the pool is gone).
+#[inline(always)]
+unsafe fn park_in(home: &ThreadSlot, header: NonNull<Header>) {
+    match home.try_park(header) {
+        // Parked: from here on the frame may be reclaimed and the pool freed, so only
+        // `home` is touched. The park, then the WAITING read: a waiter sets WAITING,
+        // then reclaims.
+        Ok(()) => {
+            if home.waiting() {
+                // SAFETY: forwarded.
+                unsafe { settle_park(home, header, Park::Parked) }
+            }
+        }
+        // SAFETY: forwarded.
+        Err(occupied) => unsafe { park_over(home, header, occupied) },
     }
 }
 
-/// The rest of [`release_frame`] when the frame's home was another thread's, full or
-/// kept off: parked in
-/// the releasing thread's own slot if it has an empty one, else given back (to the
-/// returned list if the thread never allocates from the pool). Out of line and given
+/// [`park_in`] when the slot was occupied: a frame displaced, or the pool closed.
+///
+/// # Safety
+/// As for [`park_in`].
+#[cold]
+#[inline(never)]
+unsafe fn park_over(home: &ThreadSlot, header: NonNull<Header>, occupied: Occupied) {
+    // SAFETY: forwarded.
+    unsafe { settle_park(home, header, home.park_over(header, occupied)) }
+}
+
+/// The rest of [`park_in`] when the park displaced a frame, found the pool closed, or
+/// saw a waiter: each frame the caller holds then is given back, the
+/// frame it released last of all (until then, whichever it still holds keeps the pool
+/// alive). Out of line, so the fast path keeps nothing in registers for it.
+///
+/// # Safety
+/// As for [`park_in`].
+#[cold]
+#[inline(never)]
+unsafe fn settle_park(home: &ThreadSlot, header: NonNull<Header>, parked: Park) {
+    let displaced = match parked {
+        Park::KeptOff => {
+            // SAFETY: the frame is still ours; given up here.
+            return unsafe { give_back_frame(header) };
+        }
+        Park::Parked => None,
+        Park::Displaced(displaced) => Some(displaced),
+    };
+    // Ours is parked (or reclaimed): if a waiter appeared, take it back to hand over.
+    if home.waiting() && home.unpark(header) {
+        // SAFETY: ours again, and given up here; a displaced frame, still out, keeps
+        // the pool alive for the next line.
+        unsafe { give_back_frame(header) };
+    }
+    if let Some(displaced) = displaced {
+        // SAFETY: the displaced frame is ours (taken out of the slot by our swap).
+        unsafe { give_back_frame(displaced) };
+    }
+}
+
+/// Gives a frame the caller holds back to its pool's free list.
+///
+/// # Safety
+/// `frame` is the header of a frame of a live pool, held by the caller alone and given
+/// up; the pool may be freed by the time this returns.
+unsafe fn give_back_frame(frame: Frame) {
+    // SAFETY: the header is the first field of a `#[repr(C)]` FrameSlot.
+    let slot = unsafe { frame.cast::<FrameSlot>().as_ref() };
+    // SAFETY: the frame is the caller's; the pool is not used after.
+    unsafe { (*slot.pool).give_back(slot.index, Home::List) }
+}
+
+/// The rest of [`release_frame`] when the frame's home is not the releasing thread's:
+/// parked in the releasing thread's own slot if it has one, else given back to the
+/// returned list (the thread never allocates from the pool). Out of line and given
 /// only the header, so the fast path keeps nothing in registers for it.
 ///
 /// # Safety
@@ -329,16 +371,12 @@ unsafe fn release_frame_slow(header: NonNull<Header>) {
     let slot = unsafe { header.cast::<FrameSlot>().as_ref() };
     // SAFETY: as in `release_frame`.
     let pool = unsafe { &*slot.pool };
-    let home = match pool
-        .threads
-        .park_elsewhere(header, || pool.free.is_waiting())
-    {
-        Parking::Parked => return,
-        Parking::Declined => Home::List,
-        Parking::NoSlot => Home::Returned,
-    };
-    // SAFETY: the frame is given up here and `pool` is not used after.
-    unsafe { pool.give_back(slot.index, home) }
+    match pool.threads.own_slot() {
+        // SAFETY: forwarded; the slot is the caller's own.
+        Some(own) => unsafe { park_in(own, header) },
+        // SAFETY: the frame is given up here and `pool` is not used after.
+        None => unsafe { pool.give_back(slot.index, Home::Returned) },
+    }
 }
 
 /// `give_back` for a thread's exit, which knows the pool only as an erased pointer.

@@ -8,19 +8,18 @@
 
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
 use super::allocate_future::AllocateFuture;
-use super::core::{
-    buffer_at, give_back_erased, index_of, release_frame, FrameSlot, Home, PoolShared,
-};
+use super::core::{buffer_at, give_back_erased, index_of, release_frame, FrameSlot, PoolShared};
 use super::frame_block::FrameBlock;
 use super::framing::Framing;
 use super::free_list::FreeList;
 use super::stats::PoolStats;
-use super::thread_cache::{Frame, NotParked, Registry};
+use super::thread_cache::{Frame, NotParked, Registry, ThreadSlot};
 use super::wait_queue::{WaitQueue, Wake};
 use crate::alloc::BufferAllocator;
 use crate::buffer::header::{Header, MemoryOrigin};
@@ -98,17 +97,18 @@ impl FramePool {
                     ),
                     pool: std::ptr::null(),
                     index: i as u32,
+                    // Set to the pool's `no_home` below, once the pool has its address.
                     home: AtomicPtr::new(std::ptr::null_mut()),
-                    home_thread: AtomicUsize::new(0),
                     used: AtomicBool::new(false),
                 })
             })
             .collect();
+        let free = Arc::new(FreeList::full(frames));
         let shared = Box::into_raw(Box::new(PoolShared {
-            free: FreeList::full(frames),
             // A frame parked on a thread skips `claim`: so no parking where frames are
             // zeroed on reuse.
-            threads: Registry::new(!framing.is_zero_on_reuse()),
+            threads: Registry::new(!framing.is_zero_on_reuse(), free.clone()),
+            free,
             slots,
             framing,
             layout,
@@ -123,10 +123,12 @@ impl FramePool {
             memory,
         }));
         // SAFETY: `shared` is a fresh allocation no other thread has seen; setting each
-        // slot's back-pointer before any frame is handed out.
+        // slot's back-pointer and first home before any frame is handed out.
         unsafe {
+            let no_home = (*shared).threads.no_home() as *const ThreadSlot as *mut ThreadSlot;
             for slot in (*shared).slots.iter_mut() {
                 slot.pool = shared;
+                slot.home = AtomicPtr::new(no_home);
             }
         }
         Ok(FramePool {
@@ -194,11 +196,6 @@ impl FramePool {
         let frame = match not_parked {
             NotParked::Empty => self.take_from_lists(true)?,
             NotParked::NoSlot => self.take_from_lists(false)?,
-            NotParked::Stray(frame) => {
-                // SAFETY: the stray is ours to give back; `self` keeps the pool alive.
-                unsafe { self.shared().give_back(index_of(frame), Home::List) };
-                return None;
-            }
         };
         // SAFETY: as in `take_frame`.
         Some(unsafe { buffer_at(frame) })
@@ -222,7 +219,7 @@ impl FramePool {
                 .ensure_slot(self.shared.as_ptr() as *const (), give_back_erased);
         }
         let home = shared.threads.home_for_caller();
-        if !home.count_allocation() {
+        if !home.count_if_owned() {
             shared.other_allocations.fetch_add(1, Ordering::Relaxed);
         }
         shared.claim(index, Some(left), home);

@@ -1,12 +1,11 @@
 //! The per-thread fast path of a frame pool: each thread that allocates from a pool owns
 //! one *slot* that can hold one parked frame. A frame remembers the slot of the thread
-//! that took it (its *home*); dropping it on that thread parks it there if the slot is
-//! empty, and the next allocation on that thread takes it back. Each is one
-//! read-modify-write on a line no other thread writes in the single-thread round trip,
-//! and the release needs no thread-local look-up: it compares the thread the frame
-//! names (beside its home, in its own read-mostly metadata) with the thread pointer. A
-//! frame dropped on another thread takes the slow way (the returned list, batched)
-//! rather than bounce the slot's line between the two threads for every frame.
+//! that took it (its *home*); dropping it on that thread parks it there, and the next
+//! allocation on that thread takes it back. Each is one read-modify-write on a line no
+//! other thread writes in the single-thread round trip, and the release needs no
+//! thread-local look-up: it compares the slot's owner with the thread pointer. A frame
+//! dropped on another thread takes the slow way (the returned list, batched) rather
+//! than bounce the slot's line between the two threads for every frame.
 //!
 //! A parked frame still counts as free and stays reachable: anyone who needs it
 //! (a waiter about to sleep, `try_allocate` finding the lists empty, `close`, the last
@@ -18,33 +17,42 @@
 //! parties can never both have the frame:
 //!
 //! ```text
-//! owner, take:    swap(EMPTY)              a frame: ours. KEPT_OFF: put it back
-//! owner, park:    cas(EMPTY -> frame)      then, if a waiter appeared: cas(frame -> EMPTY)
+//! owner, take:    swap(EMPTY)      a frame: ours. KEPT_OFF: cas(EMPTY -> KEPT_OFF) back
+//! owner, park:    swap(frame)      EMPTY: parked. A frame: displaced, the owner gives it
+//!                                  back. KEPT_OFF: swap(KEPT_OFF) back, and the frame is
+//!                                  still ours if that returns it (else a reclaimer has it)
+//!                                  then, if a waiter appeared: cas(frame -> EMPTY)
 //! reclaimer:      cas(frame -> EMPTY)      (registry lock held; close: swap(KEPT_OFF))
 //! ```
 //!
-//! Parking is the owner's alone in practice (a release on another thread sees another
-//! thread pointer), but the protocol does not rely on it: the thread check is only a
-//! hint, and a thread pointer reused by a new thread after the owner's exit may park a
-//! frame in a slot adopted since, which is as safe as any park. An owner's swap finds
-//! `KEPT_OFF` only once the pool is closed; it swaps the mark back, and a frame parked
-//! in that instant is given back to the free list (a closed pool hands out nothing).
+//! Only a slot's owner thread takes from it or parks in it: a release parks only where
+//! the slot names the releasing thread as its owner (written by that thread when it
+//! makes or adopts the slot, cleared when it exits, so a thread pointer reused by a new
+//! thread never matches a slot it does not own). So the owner never races itself, and
+//! the instants in which a take or a park has opened a `KEPT_OFF` slot are seen only by
+//! reclaimers, which take frames and never put one in. Parking by swap rather than
+//! compare-and-swap is for speed: on this host the same round trip ran about 1.3 ns
+//! faster (BENCHMARKS.md).
 //!
 //! A waiter sets the free list's WAITING bit before it reclaims; a release checks it
 //! after it parked (both sequentially consistent), so either the waiter's reclaim finds
 //! the frame or the release sees the bit and takes the frame back to hand it over: no
-//! frame stays parked while someone sleeps for lack of one.
+//! frame stays parked while someone sleeps for lack of one. Once a frame is parked, the
+//! last handle may reclaim it and free the pool at any moment, so the release reads the
+//! bit through the slot, which keeps the free list alive (an `Arc`) and is itself kept
+//! alive by its owner thread's entry.
 //!
 //! Finding the caller's own slot (to allocate) costs one thread-local read and a
 //! compare: `LAST` points at the slot this thread used last, which names its pool. A
 //! thread with no slot for a pool (a consumer that only releases) is remembered too, by
 //! pointing `LAST` at its stand-in, a slot that is always `KEPT_OFF`; so the fast path
-//! never tests for "no slot".
+//! never tests for "no slot". A frame taken by a thread without a slot has its pool's
+//! stand-in as its home, which no thread owns.
 //!
 //! Slots live as long as their pool (a frame's home must stay valid while the frame is
 //! out): thread exit (the thread-local's destructor) takes a parked frame back, gives it
-//! to the pool and leaves the slot `KEPT_OFF` and abandoned, for the next thread that
-//! allocates from the pool to adopt.
+//! to the pool and leaves the slot `KEPT_OFF`, ownerless and abandoned, for the next
+//! thread that allocates from the pool to adopt.
 #![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::cell::RefCell;
@@ -53,6 +61,7 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
+use super::free_list::FreeList;
 use crate::buffer::header::Header;
 use crate::sync::{AtomicBool, AtomicPtr, AtomicU64, Mutex, Ordering};
 
@@ -91,7 +100,7 @@ pub(crate) fn this_thread() -> usize {
         std::arch::asm!(
             "mov {}, qword ptr fs:[0]",
             out(reg) thread_pointer,
-            options(nostack, readonly, preserves_flags)
+            options(pure, readonly, nostack, preserves_flags)
         );
     }
     thread_pointer
@@ -119,6 +128,19 @@ pub(crate) struct ThreadSlot {
     pool_id: std::sync::atomic::AtomicU64,
     /// A parked frame, `EMPTY` or `KEPT_OFF` (see the module documentation).
     frame: AtomicPtr<Header>,
+    /// The thread that owns the slot (`this_thread`), 0 if none: written only by that
+    /// thread (when it makes or adopts the slot, and when it exits), so a thread that
+    /// reads its own number here is the owner. On a cache line of its own, read-mostly:
+    /// every release of a frame whose home this is reads it, on whatever thread, and
+    /// must not drag across the line the owner's allocations write. Not part of the
+    /// word's protocol: a std atomic even under loom.
+    owner: CachePadded<std::sync::atomic::AtomicUsize>,
+    /// The pool's free list, whose WAITING bit a park reads: `keep_free` keeps it alive
+    /// for as long as the slot (the pool may be gone by then). Null for the static
+    /// stand-ins, which no thread owns.
+    free: *const FreeList,
+    #[allow(dead_code)] // held, never read: it keeps `free` alive
+    keep_free: Option<Arc<FreeList>>,
     kind: SlotKind,
     /// The owner thread has exited; the registry may forget the slot.
     abandoned: AtomicBool,
@@ -127,12 +149,25 @@ pub(crate) struct ThreadSlot {
     allocations: AtomicU64,
 }
 
+// SAFETY: the one field that is not `Send` and `Sync` by itself, `free`, points at a
+// `FreeList` (which is both) that `keep_free` keeps alive, or is null and never read.
+unsafe impl Send for ThreadSlot {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for ThreadSlot {}
+
 impl ThreadSlot {
-    fn new(pool_id: u64, frame: *mut Header) -> ThreadSlot {
+    fn new(pool_id: u64, frame: *mut Header, kind: SlotKind, free: &Arc<FreeList>) -> ThreadSlot {
+        let owner = match kind {
+            SlotKind::Owned => this_thread(),
+            SlotKind::StandIn => 0,
+        };
         ThreadSlot {
             pool_id: std::sync::atomic::AtomicU64::new(pool_id),
             frame: AtomicPtr::new(frame),
-            kind: SlotKind::Owned,
+            owner: CachePadded::new(std::sync::atomic::AtomicUsize::new(owner)),
+            free: Arc::as_ptr(free),
+            keep_free: Some(free.clone()),
+            kind,
             abandoned: AtomicBool::new(false),
             allocations: AtomicU64::new(0),
         }
@@ -144,6 +179,9 @@ impl ThreadSlot {
         ThreadSlot {
             pool_id: std::sync::atomic::AtomicU64::new(pool_id),
             frame: AtomicPtr::new(KEPT_OFF),
+            owner: CachePadded::new(std::sync::atomic::AtomicUsize::new(0)),
+            free: std::ptr::null(),
+            keep_free: None,
             kind: SlotKind::StandIn,
             abandoned: AtomicBool::new(false),
             allocations: AtomicU64::new(0),
@@ -162,6 +200,16 @@ impl ThreadSlot {
         self.allocations.store(n + 1, Ordering::Relaxed);
     }
 
+    /// Counts an allocation here if this is a thread's own slot; false for a stand-in
+    /// (the caller counts it elsewhere).
+    pub(crate) fn count_if_owned(&self) -> bool {
+        if self.kind == SlotKind::StandIn {
+            return false;
+        }
+        self.count_allocation();
+        true
+    }
+
     /// Owner-only: takes the parked frame, if there is one: `hit` gets it, or `miss`
     /// learns why not.
     #[inline]
@@ -176,56 +224,80 @@ impl ThreadSlot {
         }
     }
 
-    /// Owner-only: after a `take` that found `word`, not a frame. `KEPT_OFF` goes back;
-    /// a frame parked meanwhile (the slot was `EMPTY` for an instant) is a stray.
+    /// Owner-only: after a `take` that found `word`, not a frame. `KEPT_OFF` goes back
+    /// unless `close` has put it back already (only reclaimers, which put no frame in,
+    /// saw the slot `EMPTY` meanwhile).
     #[cold]
     #[inline(never)]
     fn missed(&self, word: *mut Header) -> NotParked {
         if word != KEPT_OFF {
             return NotParked::Empty;
         }
-        if let Some(stray) = frame_in(self.frame.swap(KEPT_OFF, Ordering::AcqRel)) {
-            return NotParked::Stray(stray);
-        }
+        let _ = self
+            .frame
+            .compare_exchange(EMPTY, KEPT_OFF, Ordering::AcqRel, Ordering::Relaxed);
         match self.kind {
             SlotKind::Owned => NotParked::Empty,
             SlotKind::StandIn => NotParked::NoSlot,
         }
     }
 
-    /// The fast half of parking: whether `frame` went into the empty slot. The caller
-    /// must then check for waiters (and, if there are any, `unpark`).
+    /// The thread that owns this slot, 0 if none.
     #[inline]
-    pub(crate) fn try_park(&self, frame: Frame) -> bool {
-        self.frame
-            .compare_exchange(EMPTY, frame.as_ptr(), Ordering::SeqCst, Ordering::Relaxed)
-            .is_ok()
+    pub(crate) fn owner(&self) -> usize {
+        self.owner.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Parks `frame` if the slot is empty and `waiting()` (read after parking) is false.
-    fn park(&self, frame: Frame, waiting: impl FnOnce() -> bool) -> Parking {
-        if !self.try_park(frame) {
-            return Parking::Declined;
+    /// Owner-only: parks `frame` (see the module documentation) if the slot is empty;
+    /// else `park_over` finishes the job. Once the frame is parked it may be reclaimed
+    /// and its pool freed at any moment: the caller touches only this slot (`waiting`,
+    /// `unpark`) from then on.
+    #[inline]
+    pub(crate) fn try_park(&self, frame: Frame) -> Result<(), Occupied> {
+        let word = self.frame.swap(frame.as_ptr(), Ordering::SeqCst);
+        if word == EMPTY {
+            return Ok(());
         }
+        Err(Occupied(word))
+    }
+
+    /// Owner-only: the rest of a `try_park` that found the slot occupied.
+    pub(crate) fn park_over(&self, frame: Frame, Occupied(word): Occupied) -> Park {
+        if let Some(displaced) = frame_in(word) {
+            return Park::Displaced(displaced);
+        }
+        // KEPT_OFF: the pool is closed (an owner's slot is kept off only then). Put the
+        // mark back; what the swap returns is ours.
+        let back = self.frame.swap(KEPT_OFF, Ordering::SeqCst);
+        if back == frame.as_ptr() {
+            return Park::KeptOff;
+        }
+        match frame_in(back) {
+            // Our frame was reclaimed meanwhile, and another parked: ours is gone, that
+            // one ours to give back (no owner but us parks here, so this does not occur,
+            // but nothing is lost if it does).
+            Some(other) => Park::Displaced(other),
+            // Our frame was reclaimed meanwhile: it is the reclaimer's.
+            None => Park::Parked,
+        }
+    }
+
+    /// Whether a waiter is queued on the slot's pool: read after a park. The slot keeps
+    /// the free list alive, so this is safe after the pool is gone.
+    #[inline]
+    pub(crate) fn waiting(&self) -> bool {
         crate::sync::seqcst_order_for_loom();
-        if waiting() {
-            return self.unpark(frame);
-        }
-        Parking::Parked
+        // SAFETY: only owned slots are parked in, and an owned slot's `free` is kept
+        // alive by its `keep_free`.
+        unsafe { &*self.free }.is_waiting()
     }
 
-    /// Takes back a frame just parked, for a waiter (which may have taken it already, by
-    /// reclaiming it: then it is the waiter's, and counts as parked here).
-    pub(crate) fn unpark(&self, frame: Frame) -> Parking {
-        match self.frame.compare_exchange(
-            frame.as_ptr(),
-            EMPTY,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => Parking::Declined,
-            Err(_) => Parking::Parked,
-        }
+    /// Owner-only: takes back a frame just parked, for a waiter. False if a reclaim (the
+    /// waiter's, say) took it already: then it is the reclaimer's.
+    pub(crate) fn unpark(&self, frame: Frame) -> bool {
+        self.frame
+            .compare_exchange(frame.as_ptr(), EMPTY, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// Reclaimer-only (registry lock held): the parked frame, if any; with `for_good`
@@ -249,21 +321,21 @@ pub(crate) enum NotParked {
     Empty,
     /// This thread has no slot for the pool: it never allocated from it.
     NoSlot,
-    /// The pool is closed, and this frame was parked in the slot in the instant the
-    /// owner's swap had opened it: the caller gives it back.
-    Stray(Frame),
 }
 
-/// Where a released frame went.
-pub(crate) enum Parking {
-    /// Into this thread's slot (or, taken back from there, to a waiter by its reclaim).
+/// What a `try_park` found in the slot instead of `EMPTY` (it is in the slot no more:
+/// `park_over` says whose it is now).
+pub(crate) struct Occupied(*mut Header);
+
+/// What became of a frame an owner parked.
+#[must_use]
+pub(crate) enum Park {
+    /// Parked (or reclaimed from the slot since): no longer the caller's.
     Parked,
-    /// Not into the slot (it is full or kept off, or a waiter needs frames): the frame
-    /// goes to the free list.
-    Declined,
-    /// This thread has no slot (it never allocates from the pool): the frame goes to
-    /// the returned list.
-    NoSlot,
+    /// Parked in place of this frame, which is now the caller's to give back.
+    Displaced(Frame),
+    /// Not parked: the pool is closed. The frame is still the caller's.
+    KeptOff,
 }
 
 /// Real slots, or a thread's stand-in for "none".
@@ -271,27 +343,6 @@ pub(crate) enum Parking {
 enum SlotKind {
     Owned,
     StandIn,
-}
-
-/// A frame's home as its taker found it: the slot, and the thread it belongs to
-/// (`this_thread`); null and 0 for a thread without a slot.
-#[derive(Clone, Copy)]
-pub(crate) struct HomeSlot {
-    pub(crate) slot: *const ThreadSlot,
-    pub(crate) thread: usize,
-}
-
-impl HomeSlot {
-    /// Counts an allocation in the slot, if it is the caller's own; false if not (the
-    /// caller counts it elsewhere).
-    pub(crate) fn count_allocation(self) -> bool {
-        if self.thread == 0 {
-            return false;
-        }
-        // SAFETY: a thread's own slot lives as long as the pool, which the caller holds.
-        unsafe { &*self.slot }.count_allocation();
-        true
-    }
 }
 
 /// Gives a frame back to a pool (type-erased, for thread exit).
@@ -302,6 +353,11 @@ pub(crate) struct Registry {
     id: u64,
     /// Whether threads get slots (pools that zero frames on reuse park none).
     parking: bool,
+    /// The pool's free list, for the slots to keep.
+    free: Arc<FreeList>,
+    /// The home of frames taken by threads without a slot: owned by no thread, always
+    /// `KEPT_OFF`.
+    no_home: CachePadded<ThreadSlot>,
     slots: Mutex<Slots>,
 }
 
@@ -328,7 +384,13 @@ impl Drop for ThreadSlots {
         #[cfg(not(loom))]
         LAST.set(&NOBODY);
         for entry in self.0.drain(..) {
-            // KEPT_OFF: nothing parks here until another thread adopts the slot.
+            // Ownerless and KEPT_OFF: nothing parks here until another thread adopts the
+            // slot (a new thread may reuse this one's thread pointer, and must not
+            // find itself named here).
+            entry
+                .slot
+                .owner
+                .store(0, std::sync::atomic::Ordering::Relaxed);
             let parked = entry.slot.frame.swap(KEPT_OFF, Ordering::AcqRel);
             entry.slot.abandoned.store(true, Ordering::Release);
             if let Some(frame) = frame_in(parked) {
@@ -373,12 +435,15 @@ fn next_registry_id() -> u64 {
 }
 
 impl Registry {
-    /// A registry; threads get slots only if `parking`.
-    pub(crate) fn new(parking: bool) -> Registry {
+    /// A registry for the pool whose free list is `free`; threads get slots only if
+    /// `parking`.
+    pub(crate) fn new(parking: bool, free: Arc<FreeList>) -> Registry {
         let id = next_registry_id();
         Registry {
             id,
             parking,
+            no_home: CachePadded::new(ThreadSlot::new(id, KEPT_OFF, SlotKind::StandIn, &free)),
+            free,
             slots: Mutex::new(Slots {
                 all: Vec::new(),
                 closed: false,
@@ -396,8 +461,13 @@ impl Registry {
         slot.belongs_to(self.id).then_some(slot)
     }
 
+    /// The home of frames taken by threads without a slot (no thread owns it).
+    pub(crate) fn no_home(&self) -> &ThreadSlot {
+        &self.no_home
+    }
+
     /// The calling thread's slot for this pool, if it has one (not the stand-in).
-    fn own_slot(&self) -> Option<&ThreadSlot> {
+    pub(crate) fn own_slot(&self) -> Option<&ThreadSlot> {
         #[cfg(not(loom))]
         if let Some(slot) = self.last_slot() {
             return (slot.kind == SlotKind::Owned).then_some(slot);
@@ -458,28 +528,10 @@ impl Registry {
         }
     }
 
-    /// Where a frame the calling thread takes off a list is to park: its slot, or
-    /// nowhere (null, thread 0) if it has none.
-    pub(crate) fn home_for_caller(&self) -> HomeSlot {
-        match self.own_slot() {
-            Some(slot) => HomeSlot {
-                slot,
-                thread: this_thread(),
-            },
-            None => HomeSlot {
-                slot: std::ptr::null(),
-                thread: 0,
-            },
-        }
-    }
-
-    /// Parking `frame` when its home slot did not take it: in the calling thread's own
-    /// slot, if it has one for this pool.
-    pub(crate) fn park_elsewhere(&self, frame: Frame, waiting: impl FnOnce() -> bool) -> Parking {
-        match self.own_slot() {
-            Some(slot) => slot.park(frame, waiting),
-            None => Parking::NoSlot,
-        }
+    /// Where a frame the calling thread takes off a list is to park: its slot, or the
+    /// pool's `no_home` if it has none.
+    pub(crate) fn home_for_caller(&self) -> &ThreadSlot {
+        self.own_slot().unwrap_or(&self.no_home)
     }
 
     /// Frames allocated through slots, including those of threads gone.
@@ -511,14 +563,21 @@ impl Registry {
                 .cloned();
             match adopted {
                 Some(slot) => {
-                    // Its last owner left it KEPT_OFF, which no release or take
-                    // changes, and reclaimers hold the lock we hold.
+                    // Its last owner left it KEPT_OFF and ownerless, which no release
+                    // or take changes, and reclaimers hold the lock we hold.
+                    slot.owner
+                        .store(this_thread(), std::sync::atomic::Ordering::Relaxed);
                     slot.frame.store(word, Ordering::Release);
                     slot.abandoned.store(false, Ordering::Relaxed);
                     slot
                 }
                 None => {
-                    let slot = Arc::new(CachePadded::new(ThreadSlot::new(self.id, word)));
+                    let slot = Arc::new(CachePadded::new(ThreadSlot::new(
+                        self.id,
+                        word,
+                        SlotKind::Owned,
+                        &self.free,
+                    )));
                     slots.all.push(slot.clone());
                     slot
                 }
@@ -543,6 +602,7 @@ impl Registry {
         });
         if !matches!(registered, Ok(true)) {
             // This thread is exiting: the slot has no owner, so nothing parks in it.
+            slot.owner.store(0, std::sync::atomic::Ordering::Relaxed);
             slot.frame.store(KEPT_OFF, Ordering::Release);
             slot.abandoned.store(true, Ordering::Release);
         }
