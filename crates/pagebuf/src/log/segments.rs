@@ -60,8 +60,8 @@ impl Segments {
     /// A reopened log's: its live stretches in log order (each `(start, end)` of
     /// contiguous frames: from the first record, or a jump's target, to the next jump,
     /// or the log's end). Every segment below the highest live one that no stretch
-    /// touches is free; the caller clears those ([`free_after_recovery`]
-    /// (Self::free_after_recovery)) before anything is written.
+    /// touches is free; the caller clears those
+    /// ([`free_after_recovery`](Self::free_after_recovery)) before anything is written.
     pub(crate) fn recovered(size: u64, unit: u64, keep: usize, stretches: &[(u64, u64)]) -> Self {
         let mut live = VecDeque::new();
         // Membership in a set: a version-1 log is one stretch over as many segments as
@@ -179,8 +179,8 @@ impl Segments {
         next >= self.top || self.spare.contains(&next) || self.holes.contains(&next)
     }
 
-    /// Moves on to the next segment in the file, free by [`next_is_free`]
-    /// (Self::next_is_free).
+    /// Moves on to the next segment in the file, free by
+    /// [`next_is_free`](Self::next_is_free).
     pub(crate) fn advance_adjacent(&mut self) {
         let next = self.current_index() + 1;
         let space = if let Some(at) = self.spare.iter().position(|&i| i == next) {
