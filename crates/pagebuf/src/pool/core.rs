@@ -9,12 +9,13 @@
 //!   swap), or pops one off the free list, and builds the `BufferMut` from the slot's
 //!   header: no heap allocation.
 //! * **Release** (the header's release function, run when the last view of a frame
-//!   drops, on any thread) parks the frame in its home slot if this is the thread that
-//!   took it (one swap), or pushes its index back, or
-//!   hands it straight to the oldest waiter when the free list says someone waits
-//!   (`free_list.rs`, `waiting.rs`). A releaser touches the pool only *before* its frame
-//!   is back in the list (or handed over): the frame it still holds keeps the pool
-//!   alive, and once the frame is home it does nothing more (`lifetime.rs`).
+//!   drops, on any thread) parks the frame in its home slot if the releasing thread
+//!   owns that slot (one swap), or pushes its index back, or hands it straight to the
+//!   oldest waiter when the free list says someone waits (`free_list.rs`,
+//!   `waiting.rs`). A releaser touches the pool only *before* its frame is back in the
+//!   list, handed over or parked: the frame it still holds keeps the pool alive, and
+//!   once the frame is home it touches nothing but its own slot, which outlives the
+//!   pool for as long as its thread holds it (`lifetime.rs`, `thread_cache.rs`).
 //! * The fast paths (a frame parked on the calling thread, taken or given back) are
 //!   inlined; everything else is out of line (`#[cold]`), so they save no registers.
 #![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
