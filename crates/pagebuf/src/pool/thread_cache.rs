@@ -135,12 +135,10 @@ pub(crate) struct ThreadSlot {
     /// must not drag across the line the owner's allocations write. Not part of the
     /// word's protocol: a std atomic even under loom.
     owner: CachePadded<std::sync::atomic::AtomicUsize>,
-    /// The pool's free list, whose WAITING bit a park reads: `keep_free` keeps it alive
-    /// for as long as the slot (the pool may be gone by then). Null for the static
-    /// stand-ins, which no thread owns.
-    free: *const FreeList,
-    #[allow(dead_code)] // held, never read: it keeps `free` alive
-    keep_free: Option<Arc<FreeList>>,
+    /// The pool's free list, whose WAITING bit a park reads: held here so that it lives
+    /// as long as the slot (the pool may be gone by then). `None` only for the static
+    /// stand-ins, which no thread owns and so no one parks in.
+    free: Option<Arc<FreeList>>,
     kind: SlotKind,
     /// The owner thread has exited; the registry may forget the slot.
     abandoned: AtomicBool,
@@ -148,12 +146,6 @@ pub(crate) struct ThreadSlot {
     /// summed by `stats`.
     allocations: AtomicU64,
 }
-
-// SAFETY: the one field that is not `Send` and `Sync` by itself, `free`, points at a
-// `FreeList` (which is both) that `keep_free` keeps alive, or is null and never read.
-unsafe impl Send for ThreadSlot {}
-// SAFETY: as for `Send`.
-unsafe impl Sync for ThreadSlot {}
 
 impl ThreadSlot {
     fn new(pool_id: u64, frame: *mut Header, kind: SlotKind, free: &Arc<FreeList>) -> ThreadSlot {
@@ -165,8 +157,7 @@ impl ThreadSlot {
             pool_id: std::sync::atomic::AtomicU64::new(pool_id),
             frame: AtomicPtr::new(frame),
             owner: CachePadded::new(std::sync::atomic::AtomicUsize::new(owner)),
-            free: Arc::as_ptr(free),
-            keep_free: Some(free.clone()),
+            free: Some(free.clone()),
             kind,
             abandoned: AtomicBool::new(false),
             allocations: AtomicU64::new(0),
@@ -180,8 +171,7 @@ impl ThreadSlot {
             pool_id: std::sync::atomic::AtomicU64::new(pool_id),
             frame: AtomicPtr::new(KEPT_OFF),
             owner: CachePadded::new(std::sync::atomic::AtomicUsize::new(0)),
-            free: std::ptr::null(),
-            keep_free: None,
+            free: None,
             kind: SlotKind::StandIn,
             abandoned: AtomicBool::new(false),
             allocations: AtomicU64::new(0),
@@ -287,9 +277,9 @@ impl ThreadSlot {
     #[inline]
     pub(crate) fn waiting(&self) -> bool {
         crate::sync::seqcst_order_for_loom();
-        // SAFETY: only owned slots are parked in, and an owned slot's `free` is kept
-        // alive by its `keep_free`.
-        unsafe { &*self.free }.is_waiting()
+        // SAFETY: only a slot's owner parks in it, and only the static stand-ins, which
+        // no thread owns, have no free list.
+        unsafe { self.free.as_deref().unwrap_unchecked() }.is_waiting()
     }
 
     /// Owner-only: takes back a frame just parked, for a waiter. False if a reclaim (the
