@@ -174,6 +174,12 @@ impl Completions {
         )
     }
 
+    /// The table's lock, held by a test (as a worker completing a transfer holds it).
+    #[cfg(test)]
+    pub(crate) fn lock_for_test(&self) -> MutexGuard<'_, impl Sized> {
+        self.lock()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -318,8 +324,12 @@ impl Completions {
         self.poll(id, finish, Waiter::Task(waker.clone()))
     }
 
-    /// Whether transfer `id` has completed (its outcome waits to be taken).
+    /// Whether transfer `id` has completed (its outcome waits to be taken); in a forked
+    /// child, true (its outcome is the fork's error, and the table is not touched).
     pub(crate) fn is_done(&self, id: usize) -> bool {
+        if self.forked() {
+            return true;
+        }
         self.lock()
             .slots
             .get(id)
@@ -403,7 +413,12 @@ impl Completions {
 
     /// The outcome of `id` if it is done (the slot is then free again); otherwise
     /// `waiter` is woken when it is.
+    /// In a forked child, the fork's error without touching the table: its lock may
+    /// have been held at the fork by a thread the child does not have.
     fn poll<T>(&self, id: usize, finish: Finish<T>, waiter: Waiter) -> Option<Result<T>> {
+        if self.forked() {
+            return Some(Err(Self::forked_error()));
+        }
         let mut table = self.lock();
         let slot = &mut table.slots[id];
         if slot.stage != Stage::Done {
@@ -427,8 +442,13 @@ impl Completions {
         Some(outcome)
     }
 
-    /// The `Pending` of `id` is gone: drop the op now if it is done, or when it is.
+    /// The `Pending` of `id` is gone: drop the op now if it is done, or when it is. In
+    /// a forked child, nothing (the op, the child's copy, is left as it is: the table's
+    /// lock may have been held at the fork by a thread the child does not have).
     pub(crate) fn abandon(&self, id: usize) {
+        if self.forked() {
+            return;
+        }
         let mut table = self.lock();
         let slot = &mut table.slots[id];
         let dropped = match slot.stage {

@@ -106,10 +106,6 @@ impl<T> Pending<T> {
                             self.state = State::Ready(None);
                             return outcome;
                         }
-                        None if driver.completions().forked() => {
-                            self.state = State::Ready(None);
-                            return Err(Completions::forked_error());
-                        }
                         None => driver.block(*id),
                     }
                 }
@@ -254,10 +250,6 @@ impl<T> Future for Pending<T> {
                     Some(outcome) => {
                         this.state = State::Ready(None);
                         Poll::Ready(outcome)
-                    }
-                    None if driver.completions().forked() => {
-                        this.state = State::Ready(None);
-                        Poll::Ready(Err(Completions::forked_error()))
                     }
                     None => Poll::Pending,
                 }
