@@ -313,3 +313,69 @@ fn frames_parked_while_the_last_handle_goes_are_never_touched_after_the_pool() {
     drop(to_owner);
     owner.join().unwrap();
 }
+
+/// Makes the calling thread a producer: `rounds` frames taken here, each dropped on
+/// another thread before the next is taken.
+fn hand_each_frame_elsewhere(pool: &FramePool, rounds: usize) {
+    let (to_consumer, frames) = mpsc::sync_channel::<BufferMut>(0);
+    let (dropped, acks) = mpsc::channel();
+    let consumer = thread::spawn(move || {
+        for buf in frames {
+            drop(buf);
+            dropped.send(()).unwrap();
+        }
+    });
+    for _ in 0..rounds {
+        to_consumer.send(pool.try_allocate().unwrap()).unwrap();
+        acks.recv().unwrap();
+    }
+    drop(to_consumer);
+    consumer.join().unwrap();
+}
+
+#[test]
+fn a_producer_skips_its_slot_but_finds_its_own_drops_again() {
+    let pool = pool();
+    hand_each_frame_elsewhere(&pool, 100);
+    // Its takes found the slot empty every time, so it stopped looking there: a frame
+    // it now drops itself parks, but the next take goes to the lists.
+    let own = pool.try_allocate().unwrap();
+    let at = own.as_ptr();
+    drop(own);
+    let next = pool.try_allocate().unwrap();
+    assert_ne!(next.as_ptr(), at, "the producer still takes from its slot");
+    // The parked frame is free all the same: every frame can be had.
+    drop(next);
+    assert_eq!(frames_free(&pool), FRAMES);
+    // Dropping its own frames again, it looks at the slot now and then, finds one,
+    // and parks and takes there once more: the same frame, round after round.
+    let mut last = Vec::new();
+    for _ in 0..100 {
+        let buf = pool.try_allocate().unwrap();
+        last.push(buf.as_ptr());
+        drop(buf);
+    }
+    assert!(
+        last[90..].iter().all(|&p| p == last[99]),
+        "the taker never went back to its slot: {:?}",
+        &last[90..]
+    );
+    let stats = pool.stats();
+    assert_eq!((stats.free, stats.in_use), (FRAMES, 0), "{stats:?}");
+}
+
+#[test]
+fn a_thread_that_adopts_a_producers_slot_looks_in_it() {
+    let pool = pool();
+    {
+        let pool = pool.clone();
+        on_thread(move || hand_each_frame_elsewhere(&pool, 100));
+    }
+    // The producer is gone; this thread adopts its slot and parks and takes there
+    // from its first drop on.
+    let first = pool.try_allocate().unwrap();
+    let at = first.as_ptr();
+    drop(first);
+    let again = pool.try_allocate().unwrap();
+    assert_eq!(again.as_ptr(), at, "the adopted slot was still skipped");
+}
