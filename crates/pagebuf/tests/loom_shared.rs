@@ -1,5 +1,6 @@
 //! Model-checks the shared pool's lock-free protocol with loom, in one process: the
-//! shared free list (a frame is never handed to two takers, none is lost) and the
+//! frame table's owner words (a frame is never held by two takers, none is lost, a
+//! dead process's frames are freed and no one else's) and the
 //! hand-over ring (every token put is taken exactly once, in order for one putter).
 //! The memfd, the futex and the process table are not modelled (loom cannot run them);
 //! tests/shared_pool.rs covers them with real processes.
@@ -24,24 +25,63 @@ fn two_takers_never_get_the_same_frame_and_nothing_is_lost() {
         let pool = Arc::new(Model::new(2));
         // One frame goes back while the other taker races: a frame can be taken again
         // after it was returned, never while someone holds it.
-        let first = pool.pop().unwrap().unwrap();
+        let first = pool.claim(0).unwrap().unwrap();
         let other = {
             let pool = pool.clone();
-            thread::spawn(move || pool.pop().unwrap())
+            thread::spawn(move || pool.claim(1).unwrap())
         };
-        pool.push(first);
-        let mine = pool.pop().unwrap();
+        assert!(pool.release(first, 0));
+        let mine = pool.claim(0).unwrap();
         let theirs = other.join().unwrap();
-        let held: Vec<u32> = [mine, theirs].into_iter().flatten().collect();
-        assert_eq!(held.len(), 2, "two frames, two takers: both get one");
-        assert_ne!(held[0], held[1], "one frame held by two takers");
-        assert_eq!(pool.pop().unwrap(), None);
-        for index in held {
-            pool.push(index);
-        }
-        let mut all = vec![pool.pop().unwrap().unwrap(), pool.pop().unwrap().unwrap()];
+        assert!(
+            mine.is_some() && theirs.is_some(),
+            "two frames, two takers: {mine:?} {theirs:?}"
+        );
+        let (mine, theirs) = (mine.unwrap(), theirs.unwrap());
+        assert_ne!(mine, theirs, "one frame held by two takers");
+        assert_eq!(pool.claim(0).unwrap(), None);
+        assert!(
+            !pool.release(theirs, 0),
+            "freed by a process that does not hold it"
+        );
+        assert!(pool.release(mine, 0));
+        assert!(pool.release(theirs, 1));
+        let mut all = vec![
+            pool.claim(0).unwrap().unwrap(),
+            pool.claim(0).unwrap().unwrap(),
+        ];
         all.sort_unstable();
         assert_eq!(all, [0, 1]);
+    });
+}
+
+#[test]
+fn a_survivor_frees_a_dead_processs_frames_while_others_claim() {
+    model(3, || {
+        let pool = Arc::new(Model::new(3));
+        // Process 1 holds two frames and dies; process 0 claims and returns meanwhile,
+        // and a survivor (process 2) reclaims: every frame comes back, none twice.
+        let dead = [
+            pool.claim(1).unwrap().unwrap(),
+            pool.claim(1).unwrap().unwrap(),
+        ];
+        let claimer = {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                let mine = pool.claim(0).unwrap().unwrap();
+                assert!(
+                    !dead.contains(&mine),
+                    "a frame of a process not yet reclaimed"
+                );
+                assert!(pool.release(mine, 0));
+                pool.claim(0).unwrap()
+            })
+        };
+        assert_eq!(pool.reclaim(1), 2);
+        let held = claimer.join().unwrap().expect("frames were free");
+        let rest: Vec<u32> = (0..2).map(|_| pool.claim(2).unwrap().unwrap()).collect();
+        assert!(!rest.contains(&held), "a frame held twice");
+        assert_eq!(pool.claim(2).unwrap(), None);
     });
 }
 

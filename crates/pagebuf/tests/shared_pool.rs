@@ -17,11 +17,15 @@ use pagebuf::{BufferMut, Error, Framing, SharedPool};
 use rustix::fs::{self, MemfdFlags, SealFlags};
 use support::in_child;
 
-/// Byte offset of the free-list head word in layout version 1 (after the 12 header
-/// words, on its own 64-byte line).
-const FREE_HEAD_OFFSET: u64 = 128;
-/// Byte offset of the frame table in layout version 1 (the control block's size).
+/// Byte offset of the claim cursor in layout version 2 (after the 12 header words, on
+/// its own 64-byte line).
+const CURSOR_OFFSET: u64 = 128;
+/// Byte offset of the frame table in layout version 2 (the control block's size).
 const TABLE_OFFSET: u64 = 2496;
+/// Byte offset of frame `i`'s owner word.
+fn owner_offset(i: u64) -> u64 {
+    TABLE_OFFSET + i * 16 + 8
+}
 /// Byte offset of hand-over ring cell `i` of a pool of `frames` frames.
 fn ring_cell_offset(frames: u64, i: u64) -> u64 {
     TABLE_OFFSET + frames * 16 + i * 8
@@ -106,9 +110,9 @@ fn attach_refuses_another_layout_version() {
     let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
     let size = fs::fstat(pool.as_fd()).unwrap().st_size as u64;
     let fd = forged_copy(&pool, size, |fd| {
-        rustix::io::pwrite(fd, &2u64.to_le_bytes(), VERSION_OFFSET).unwrap();
+        rustix::io::pwrite(fd, &1u64.to_le_bytes(), VERSION_OFFSET).unwrap();
     });
-    invalid(SharedPool::attach(fd), "layout version 2");
+    invalid(SharedPool::attach(fd), "layout version 1");
 }
 
 #[test]
@@ -230,17 +234,26 @@ fn a_release_on_another_thread_wakes_a_blocked_allocate() {
 }
 
 #[test]
-fn garbage_in_the_free_list_word_is_corrupt_not_a_crash() {
+fn garbage_in_an_owner_word_is_corrupt_not_a_crash() {
     let pool = SharedPool::create(Framing::new(4096, 4)).unwrap();
     let peer = SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap()).unwrap();
     let held = pool.allocate().unwrap();
-    // A "peer" writes a frame index far past the end into the head word.
-    let garbage: u64 = (7 << 32) | 0xdead_beef;
-    rustix::io::pwrite(pool.as_fd(), &garbage.to_le_bytes(), FREE_HEAD_OFFSET).unwrap();
+    // A "peer" writes a word no state has (process table entry 0x77, past the 64) into
+    // frame 2's owner word, which the next claim passes.
+    let garbage: u64 = 0x1234_5677;
+    rustix::io::pwrite(pool.as_fd(), &garbage.to_le_bytes(), owner_offset(2)).unwrap();
+    rustix::io::pwrite(pool.as_fd(), &1u64.to_le_bytes(), CURSOR_OFFSET).unwrap();
+    let _one = pool
+        .try_allocate()
+        .expect("frame 1 is free and ahead of the garbage");
     assert!(pool.try_allocate().is_none());
     match pool.allocate() {
-        Err(Error::Corrupt { detail, .. }) => {
-            assert!(detail.contains("top is frame 3735928559"), "{detail}")
+        Err(Error::Corrupt { offset, detail }) => {
+            assert_eq!(offset, owner_offset(2));
+            assert!(
+                detail.contains("frame 2's owner word is 0x12345677"),
+                "{detail}"
+            )
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
@@ -257,30 +270,18 @@ fn garbage_in_the_free_list_word_is_corrupt_not_a_crash() {
 }
 
 #[test]
-fn a_garbage_link_is_corrupt_not_a_crash() {
-    let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
-    // The frame table starts on the 64-byte boundary after the control block; find
-    // frame 0's link by its known value (1, the next frame) right after the header page.
-    let size = fs::fstat(pool.as_fd()).unwrap().st_size as usize;
-    let mut bytes = vec![0u8; size.min(1 << 16)];
-    rustix::io::pread(pool.as_fd(), &mut bytes, 0).unwrap();
-    // Frame 1's link is NIL (u32::MAX), the first such word in the table; frame 0's is
-    // 16 bytes before it.
-    let nil = (u32::MAX as u64).to_le_bytes();
-    let at = (FREE_HEAD_OFFSET as usize..bytes.len() - 8)
-        .step_by(8)
-        .find(|&i| bytes[i..i + 8] == nil && bytes[i - 16..i - 8] == 1u64.to_le_bytes())
-        .expect("frame table");
-    rustix::io::pwrite(
-        pool.as_fd(),
-        &0x1234_5678u64.to_le_bytes(),
-        (at - 16) as u64,
-    )
-    .unwrap();
-    match pool.allocate() {
-        Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("link"), "{detail}"),
-        other => panic!("expected Corrupt, got {other:?}"),
+fn a_scribbled_claim_cursor_only_moves_where_claims_start() {
+    let pool = SharedPool::create(Framing::new(4096, 3)).unwrap();
+    for garbage in [u64::MAX, 3, 0xdead_beef_0000_0007] {
+        rustix::io::pwrite(pool.as_fd(), &garbage.to_le_bytes(), CURSOR_OFFSET).unwrap();
+        let mut frames: Vec<BufferMut> = (0..3).map(|_| pool.try_allocate().unwrap()).collect();
+        assert!(pool.try_allocate().is_none());
+        let mut at: Vec<_> = frames.iter_mut().map(|f| f.as_mut_ptr()).collect();
+        at.sort_unstable();
+        at.dedup();
+        assert_eq!(at.len(), 3, "a frame handed out twice");
     }
+    assert_eq!(pool.stats().free, 3);
 }
 
 #[test]
@@ -461,6 +462,26 @@ fn shared_child() {
             println!("received all");
             std::thread::sleep(Duration::from_secs(60));
         }
+        "churn" => {
+            // Two threads take and return frames as fast as they can until SIGKILL
+            // lands, at whatever instruction.
+            let churner = {
+                let pool = pool.clone();
+                std::thread::spawn(move || loop {
+                    if let Some(mut frame) = pool.try_allocate() {
+                        frame.whole_mut()[0] = 1;
+                    }
+                })
+            };
+            println!("churning");
+            loop {
+                let held: Vec<_> = (0..2).filter_map(|_| pool.try_allocate()).collect();
+                drop(held);
+                if churner.is_finished() {
+                    panic!("the churning thread stopped");
+                }
+            }
+        }
         "die" => {
             let _held: Vec<_> = (0..3)
                 .map(|_| pool.allocate_timeout(Duration::from_secs(10)).unwrap())
@@ -518,6 +539,31 @@ fn frames_of_a_killed_child_come_back() {
     drop(frames);
     let stats = pool.stats();
     assert_eq!((stats.free, stats.in_use), (4, 0));
+}
+
+#[test]
+fn a_child_killed_at_any_instant_of_taking_and_returning_loses_no_frame() {
+    const FRAMES: usize = 4;
+    let pool = SharedPool::create(Framing::new(4096, FRAMES)).unwrap();
+    for round in 0..24u64 {
+        let (mut child, lines) = spawn_child(&pool, "churn");
+        expect_line(&lines, "churning");
+        // A different instant each round (the churn's own pace varies too).
+        std::thread::sleep(Duration::from_micros(200 + (round * 7919) % 5000));
+        child.0.kill().unwrap();
+        let _ = child.0.wait();
+        // Every frame comes back: those the child held, and any it was between taking
+        // and returning.
+        let frames: Vec<_> = (0..FRAMES)
+            .map(|k| {
+                pool.allocate_timeout(Duration::from_secs(5))
+                    .unwrap_or_else(|e| panic!("round {round}: frame {k} never came back: {e}"))
+            })
+            .collect();
+        assert!(pool.try_allocate().is_none());
+        drop(frames);
+        assert_eq!(pool.stats().free, FRAMES, "round {round}");
+    }
 }
 
 #[test]

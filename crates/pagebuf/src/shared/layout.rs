@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! 0              Control: header words (magic, version, geometry, checksum), then the
-//!                free-list word, the futex words, counters, the process table
-//! table_offset   one FrameEntry per frame: `next` link of the free list, `owner`
+//!                claim cursor, the futex words, counters, the process table
+//! table_offset   one FrameEntry per frame: `next` (a hand-over's length), `owner`
 //! ring_offset    the hand-over ring: one cell per frame, rounded up to a power of two
 //! frames_offset  the frames, `stride` bytes apart, data at `headroom` inside each;
 //!                page-aligned
@@ -28,7 +28,8 @@ use crate::sync::{AtomicU32, AtomicU64};
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"PGBFSHRD");
 /// The layout version this build writes and reads. Bump it on any change to the
 /// structs below or to the meaning of a word.
-pub(super) const VERSION: u64 = 1;
+/// Version 2: a frame's owner word is the only record of who holds it (no free list).
+pub(super) const VERSION: u64 = 2;
 /// Processes that can have one pool attached at once.
 pub(super) const MAX_PROCESSES: usize = 64;
 /// Frame alignment a shared pool can promise: each process maps the memfd at its own
@@ -36,8 +37,8 @@ pub(super) const MAX_PROCESSES: usize = 64;
 pub(super) fn max_alignment() -> usize {
     page_size()
 }
-/// The empty free list / end of a chain.
-pub(super) const NIL: u32 = u32::MAX;
+/// One past the largest frame count (frame indices travel as `index + 1` in 32 bits).
+pub(super) const FRAME_LIMIT: u32 = u32::MAX;
 
 /// The header words, in order; the checksum covers all the others.
 #[repr(C)]
@@ -63,18 +64,20 @@ pub(super) const FLAG_ZERO_ON_REUSE: u64 = 1;
 /// page boundary and the size is a whole number of huge pages.
 pub(super) const FLAG_HUGE_PAGES: u64 = 2;
 
-/// A cache line of its own, so that the free-list word and the futex words are not
+/// A cache line of its own, so that the claim cursor and the futex words are not
 /// dragged across by unrelated counters.
 #[repr(C, align(64))]
 pub(super) struct Line<T>(pub(super) T);
 
-/// The free list: a stack of frame indices in one word, `[tag:32][top index:32]`; the
-/// tag changes on every successful update, so a stale compare-and-swap fails (ABA).
+/// Claiming frames (`frame_table.rs`): where the next scan starts, and the counts
+/// behind the high-water mark.
 #[repr(C)]
 pub(super) struct FreeWords {
-    pub(super) head: AtomicU64,
-    /// Frames popped and not yet pushed back (drifts only if a process dies between
-    /// the two halves of a pop or a push).
+    /// Where the next claim starts looking: a hint, any value is safe.
+    pub(super) cursor: AtomicU64,
+    /// Frames claimed and not yet freed, for the high-water mark (`stats` counts the
+    /// owner words instead; this drifts only if a process dies between a claim or a
+    /// release and its count).
     pub(super) out: AtomicU64,
     pub(super) high_water: AtomicU64,
 }
@@ -142,8 +145,8 @@ pub(super) struct Control {
     pub(super) ring_wait: Line<RingWaitWords>,
 }
 
-/// One frame's shared state. `owner` is 0 while the frame is free (or between a pop
-/// and its owner being written), else an [`Owner`] word.
+/// One frame's shared state: `owner` is its [`OwnerWord`] (`frame_table.rs`); `next`
+/// holds a hand-over's length while the frame is in transit.
 #[repr(C)]
 pub(super) struct FrameEntry {
     pub(super) next: AtomicU64,
@@ -197,6 +200,34 @@ impl Owner {
     }
 }
 
+/// The owner word of a free frame.
+pub(super) const FREE: u64 = 0;
+
+/// What a frame's owner word says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OwnerWord {
+    Free,
+    Held(Owner),
+    InTransit,
+}
+
+impl OwnerWord {
+    /// `None` for a value no process writes.
+    pub(super) fn parse(word: u64) -> Option<OwnerWord> {
+        match word {
+            FREE => Some(OwnerWord::Free),
+            IN_TRANSIT => Some(OwnerWord::InTransit),
+            _ => match (word & 0xff) as usize {
+                slot @ 1..=MAX_PROCESSES => Some(OwnerWord::Held(Owner {
+                    slot: slot - 1,
+                    generation: word >> 8,
+                })),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// The owner word of a frame handed over and not yet received: no process owns it, its
 /// token is in the ring, and its `next` word holds its length.
 pub(super) const IN_TRANSIT: u64 = 0xff;
@@ -244,11 +275,11 @@ impl Geometry {
                 max_alignment()
             )));
         }
-        if framing.frames() >= NIL as usize {
+        if framing.frames() >= FRAME_LIMIT as usize {
             return Err(Error::InvalidArgument(format!(
                 "frames {} is over a SharedPool's limit of {}",
                 framing.frames(),
-                NIL - 1
+                FRAME_LIMIT - 1
             )));
         }
         let too_big = || {
@@ -449,8 +480,9 @@ mod tests {
     }
 
     #[test]
-    fn layout_version_1_is_frozen() {
+    fn layout_version_2_is_frozen() {
         // Changing any of these changes the bytes another build reads: bump VERSION.
+        assert_eq!(VERSION, 2);
         assert_eq!(size_of::<HeaderWords>(), 96);
         assert_eq!(std::mem::offset_of!(Control, free), 128);
         assert_eq!(std::mem::offset_of!(Control, processes), 320);
@@ -480,5 +512,19 @@ mod tests {
             assert_eq!(ProcessState::parse(state.word(7)), Some((state, 7)));
         }
         assert_eq!(ProcessState::parse(9), None);
+    }
+
+    #[test]
+    fn owner_words_round_trip_and_garbage_is_none() {
+        let held = Owner {
+            slot: 63,
+            generation: 9,
+        };
+        assert_eq!(OwnerWord::parse(held.word()), Some(OwnerWord::Held(held)));
+        assert_eq!(OwnerWord::parse(FREE), Some(OwnerWord::Free));
+        assert_eq!(OwnerWord::parse(IN_TRANSIT), Some(OwnerWord::InTransit));
+        for garbage in [65, 0x1fe, 0x100, 0xff00] {
+            assert_eq!(OwnerWord::parse(garbage), None, "{garbage:#x}");
+        }
     }
 }

@@ -7,16 +7,16 @@
 //!   through a ring of tokens (`hand_over` / `receive`); the memfd passed over a Unix
 //!   socket (`send_to` / `receive_from`).
 //!
-//! The memfd's byte layout (version 1) is in `layout.rs`; ARCHITECTURE.md has the map.
+//! The memfd's byte layout (version 2) is in `layout.rs`; ARCHITECTURE.md has the map.
 
-// Under `--cfg loom` only the lock-free protocol is built (the free list and the ring
+// Under `--cfg loom` only the lock-free protocol is built (the frame table and the ring
 // over the layout's words), for the model in tests/loom_shared.rs; the memfd, the
 // futex and the processes are real-system parts loom cannot run.
 #[cfg(not(loom))]
 mod frames;
 // Under loom only part of the layout is modelled; the rest is unused there.
 #[cfg_attr(loom, allow(dead_code))]
-mod free_list;
+mod frame_table;
 #[cfg_attr(loom, allow(dead_code))]
 mod layout;
 #[cfg(not(loom))]

@@ -1,17 +1,18 @@
 //! Test hook, not API (`--cfg loom` only): the shared pool's lock-free protocol (the
-//! free list and the hand-over ring over the layout's words) in ordinary memory, for
+//! frame table's owner words and the hand-over ring over the layout's words) in ordinary memory, for
 //! the loom model in tests/loom_shared.rs. The real pool runs the very same code over
 //! its memfd.
 
-use super::free_list::FreeList;
-use super::layout::{FrameEntry, FreeWords, RingWords};
+use super::frame_table::FrameTable;
+use super::layout::{FrameEntry, FreeWords, Owner, RingWords, FREE};
 use super::ring::TokenRing;
 use crate::error::Result;
-use crate::sync::AtomicU64;
+use crate::sync::{AtomicU32, AtomicU64};
 
-/// A shared free list of `frames` frames and a hand-over ring with a cell per frame.
+/// A shared frame table of `frames` frames and a hand-over ring with a cell per frame.
 pub struct Model {
     free: FreeWords,
+    released: AtomicU32,
     entries: Vec<FrameEntry>,
     ring: RingWords,
     cells: Vec<AtomicU64>,
@@ -22,14 +23,15 @@ impl Model {
     pub fn new(frames: usize) -> Model {
         let model = Model {
             free: FreeWords {
-                head: AtomicU64::new(0),
+                cursor: AtomicU64::new(0),
                 out: AtomicU64::new(0),
                 high_water: AtomicU64::new(0),
             },
+            released: AtomicU32::new(0),
             entries: (0..frames)
                 .map(|_| FrameEntry {
                     next: AtomicU64::new(0),
-                    owner: AtomicU64::new(0),
+                    owner: AtomicU64::new(FREE),
                 })
                 .collect(),
             ring: RingWords {
@@ -40,17 +42,24 @@ impl Model {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
         };
-        model.list().fill();
         model
     }
 
-    fn list(&self) -> FreeList<'_> {
-        FreeList {
-            words: &self.free,
+    fn table(&self) -> FrameTable<'_> {
+        FrameTable {
             entries: &self.entries,
-            head_offset: 0,
-            table_offset: 0,
+            cursor: &self.free.cursor,
+            released: &self.released,
+            offset: 0,
         }
+    }
+
+    fn owner(process: usize) -> u64 {
+        Owner {
+            slot: process,
+            generation: 1,
+        }
+        .word()
     }
 
     fn ring(&self) -> TokenRing<'_> {
@@ -61,14 +70,19 @@ impl Model {
         }
     }
 
-    /// Takes a free frame.
-    pub fn pop(&self) -> Result<Option<u32>> {
-        self.list().pop()
+    /// Claims a free frame for process table entry `process` (below 64).
+    pub fn claim(&self, process: usize) -> Result<Option<u32>> {
+        self.table().claim(Self::owner(process))
     }
 
-    /// Returns a frame the caller took.
-    pub fn push(&self, index: u32) {
-        self.list().push(index)
+    /// Frees a frame `process` claimed; false if its word says otherwise.
+    pub fn release(&self, index: u32, process: usize) -> bool {
+        self.table().release(index, Self::owner(process)).is_ok()
+    }
+
+    /// Frees every frame of `process`, as a survivor does for a dead one; how many.
+    pub fn reclaim(&self, process: usize) -> usize {
+        self.table().reclaim(Self::owner(process))
     }
 
     /// Puts a frame's token in the ring.

@@ -1,9 +1,10 @@
 //! `Attached`: one process's view of a shared pool (the memfd, its mapping, this
 //! process's table entry and buffer headers), and the shared protocol on top of it:
-//! taking and returning frames, reclaiming a dead process's frames, and the futex.
+//! taking and returning frames (`frame_table.rs`: one owner word per frame is the
+//! whole record), reclaiming a dead process's frames, and the futex.
 //!
-//! The futex protocol: `released` is bumped after every return of a frame (push);
-//! a waiter counts itself in `waiters`, reads `released`, tries the list once more,
+//! The futex protocol: `released` is bumped after every return of a frame;
+//! a waiter counts itself in `waiters`, reads `released`, tries the table once more,
 //! and sleeps on `released` only if it is unchanged. A returner wakes one sleeper
 //! only when `waiters` is non-zero, so a release with nobody waiting makes no syscall.
 //! All four steps are `SeqCst`, so either the returner sees the waiter or the waiter
@@ -17,8 +18,8 @@ use std::time::Duration;
 
 use rustix::thread::futex;
 
+use super::frame_table::FrameTable;
 use super::frames::FrameHeader;
-use super::free_list::FreeList;
 use super::layout::{
     Control, FrameEntry, Geometry, Owner, FLAG_HUGE_PAGES, FLAG_ZERO_ON_REUSE, IN_TRANSIT,
     MAX_PROCESSES,
@@ -64,17 +65,15 @@ impl Attached {
         if matches!(wants, HugePages::Prefer | HugePages::Require) {
             match Attached::map_new(framing, true) {
                 Ok((fd, mapping, geometry)) => {
-                    let attached =
-                        Attached::join(fd, mapping, geometry, |shared| shared.free_list().fill())?;
-                    return Ok((attached, None));
+                    // A new memfd is zeros: every owner word says free.
+                    return Ok((Attached::join(fd, mapping, geometry)?, None));
                 }
                 Err(err) if wants == HugePages::Require => return Err(err),
                 Err(err) => note = Some(format!("on normal pages, not huge ones: {err}")),
             }
         }
         let (fd, mapping, geometry) = Attached::map_new(framing, false)?;
-        let attached = Attached::join(fd, mapping, geometry, |shared| shared.free_list().fill())?;
-        Ok((attached, note))
+        Ok((Attached::join(fd, mapping, geometry)?, note))
     }
 
     /// A new pool's memfd, mapped, with its header written.
@@ -110,22 +109,16 @@ impl Attached {
         if mapping.control().wait.0.poisoned.load(Ordering::Acquire) != 0 {
             return Err(poisoned_by_peer());
         }
-        let attached = Attached::join(fd, mapping, geometry, |_| {})?;
+        let attached = Attached::join(fd, mapping, geometry)?;
         attached.reclaim_dead();
         Ok(attached)
     }
 
-    fn join(
-        fd: OwnedFd,
-        mapping: Mapping,
-        geometry: Geometry,
-        prepare: impl FnOnce(&Shared<'_>),
-    ) -> Result<Arc<Attached>> {
+    fn join(fd: OwnedFd, mapping: Mapping, geometry: Geometry) -> Result<Arc<Attached>> {
         let shared = Shared::new(&mapping, &geometry).ok_or_else(|| Error::Corrupt {
             offset: geometry.table_offset as u64,
             detail: "the shared pool's frame table lies outside its memfd".into(),
         })?;
-        prepare(&shared);
         let start = liveness::own_start_time()
             .map_err(|e| Error::io("reading this process's start time from /proc", e))?;
         let table = &mapping.control().processes;
@@ -253,16 +246,11 @@ impl Attached {
         if !self.in_own_process() {
             return Err(forked());
         }
-        let shared = self.shared();
-        let index = match shared.free_list().pop() {
+        let index = match self.shared().table().claim(self.owner.word()) {
             Ok(Some(index)) => index,
             Ok(None) => return Ok(None),
             Err(e) => return Err(self.poison(e)),
         };
-        // `pop` checked the index against the table.
-        shared.entries[index as usize]
-            .owner
-            .store(self.owner.word(), Ordering::Release);
         let free = &self.control().free.0;
         let out = free.out.fetch_add(1, Ordering::Relaxed) + 1;
         free.high_water.fetch_max(out, Ordering::Relaxed);
@@ -283,19 +271,16 @@ impl Attached {
             return;
         }
         let shared = self.shared();
-        let Some(entry) = shared.entries.get(index as usize) else {
+        let table = shared.table();
+        if index as usize >= table.entries.len() {
             return;
-        };
+        }
         let mine = self.owner.word();
-        if let Err(actual) =
-            entry
-                .owner
-                .compare_exchange(mine, 0, Ordering::AcqRel, Ordering::Relaxed)
-        {
+        if let Err(actual) = table.release(index, mine) {
             // Someone else owns it now: a peer believed us dead, or wrote garbage.
-            // Pushing it would hand one frame out twice; keep it out of the list.
+            // Freeing it would hand one frame out twice; leave it be.
             self.poison(Error::Corrupt {
-                offset: (self.geometry.table_offset + index as usize * 16 + 8) as u64,
+                offset: table.owner_offset(index as usize),
                 detail: format!(
                     "frame {index} was returned by this process, but the shared table says \
                      its owner is {actual:#x}, not {mine:#x}"
@@ -303,7 +288,7 @@ impl Attached {
             });
             return;
         }
-        shared.put_back(index);
+        shared.count_freed(1);
         shared.wake(1);
     }
 
@@ -330,11 +315,7 @@ impl Attached {
         let mine = self.owner.word();
         // The length first: the receiver reads it once it owns the frame.
         entry.next.store(len as u64, Ordering::Relaxed);
-        if let Err(actual) =
-            entry
-                .owner
-                .compare_exchange(mine, IN_TRANSIT, Ordering::AcqRel, Ordering::Relaxed)
-        {
+        if let Err(actual) = shared.table().pass(index, mine, IN_TRANSIT) {
             return Err(self.poison(Error::Corrupt {
                 offset: (self.geometry.table_offset + index as usize * 16 + 8) as u64,
                 detail: format!(
@@ -375,12 +356,7 @@ impl Attached {
                 ),
             }));
         };
-        if let Err(actual) = entry.owner.compare_exchange(
-            IN_TRANSIT,
-            self.owner.word(),
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        ) {
+        if let Err(actual) = shared.table().pass(index, IN_TRANSIT, self.owner.word()) {
             return Err(self.poison(Error::Corrupt {
                 offset: offset + 8,
                 detail: format!(
@@ -484,9 +460,8 @@ impl Attached {
     pub(super) fn stats(&self) -> PoolStats {
         let control = self.control();
         let frames = self.geometry.frames;
-        let out = usize::try_from(control.free.0.out.load(Ordering::Relaxed))
-            .unwrap_or(usize::MAX)
-            .min(frames);
+        // The owner words are the record; garbage in them counts as out.
+        let out = self.shared().table().out().unwrap_or(frames).min(frames);
         PoolStats {
             frames,
             frame_size: self.geometry.frame_size,
@@ -567,31 +542,32 @@ impl<'a> Shared<'a> {
         })
     }
 
-    fn free_list(&self) -> FreeList<'_> {
-        FreeList {
-            words: &self.control.free.0,
+    fn table(&self) -> FrameTable<'_> {
+        FrameTable {
             entries: self.entries,
-            head_offset: std::mem::offset_of!(Control, free) as u64,
-            table_offset: self.geometry.table_offset as u64,
+            cursor: &self.control.free.0.cursor,
+            released: &self.control.wait.0.released,
+            offset: self.geometry.table_offset as u64,
         }
     }
 
-    /// Pushes a frame whose owner word the caller just cleared.
-    fn put_back(&self, index: u32) {
-        self.free_list().push(index);
+    /// Counts `frames` frames freed (their owner words just cleared) for the high-water
+    /// mark.
+    fn count_freed(&self, frames: u64) {
         let _ = self
             .control
             .free
             .0
             .out
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(frames))
+            });
     }
 
-    /// Tells sleepers that frames came back: the futex word moves, and a wake is made
-    /// only if someone waits.
+    /// Tells sleepers that frames came back (the table moved the futex word with each
+    /// release): a wake is made only if someone waits.
     fn wake(&self, frames: u32) {
         let wait = &self.control.wait.0;
-        wait.released.fetch_add(1, Ordering::SeqCst);
         if wait.waiters.load(Ordering::SeqCst) != 0 {
             let _ = futex::wake(&wait.released, futex::Flags::empty(), frames);
         }
@@ -611,16 +587,9 @@ impl<'a> Shared<'a> {
                     |n| Some(n.saturating_sub(stale)),
                 );
             }
-            for (index, entry) in self.entries.iter().enumerate() {
-                if entry
-                    .owner
-                    .compare_exchange(word, 0, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    self.put_back(index as u32);
-                    returned += 1;
-                }
-            }
+            let freed = self.table().reclaim(word);
+            self.count_freed(freed as u64);
+            returned += freed;
             liveness::finish_reclaim(table, dead);
         }
         if returned > 0 {
