@@ -86,47 +86,72 @@ fn a_survivor_frees_a_dead_processs_frames_while_others_claim() {
 }
 
 #[test]
-fn tokens_reach_the_taker_exactly_once_and_in_order() {
+fn frames_handed_over_reach_the_receiver_exactly_once_and_in_order() {
     model(3, || {
-        let ring = Arc::new(Model::new(2));
-        let putter = {
-            let ring = ring.clone();
+        let pool = Arc::new(Model::new(2));
+        let sender = {
+            let pool = pool.clone();
             thread::spawn(move || {
-                ring.put(1).unwrap();
-                ring.put(0).unwrap();
+                let first = pool.claim(0).unwrap().unwrap();
+                let second = pool.claim(0).unwrap().unwrap();
+                pool.send(first, 0).unwrap();
+                pool.send(second, 0).unwrap();
+                [first, second]
             })
         };
         let mut got = Vec::new();
         while got.len() < 2 {
-            match ring.take().unwrap() {
-                Some(token) => got.push(token),
+            match pool.receive(1).unwrap() {
+                Some(index) => got.push(index),
                 None => thread::yield_now(),
             }
         }
-        putter.join().unwrap();
-        assert_eq!(got, [1, 0]);
-        assert_eq!(ring.take().unwrap(), None);
+        let sent = sender.join().unwrap();
+        assert_eq!(got, sent, "out of order, or not what was sent");
+        assert_eq!(pool.receive(1).unwrap(), None);
+        // The receiver holds them now, and only it can free them.
+        assert!(!pool.release(got[0], 0));
+        assert!(pool.release(got[0], 1) && pool.release(got[1], 1));
     });
 }
 
 #[test]
-fn racing_putters_and_a_taker_lose_and_duplicate_nothing() {
+fn racing_senders_and_receivers_lose_and_duplicate_nothing() {
     model(2, || {
-        let ring = Arc::new(Model::new(2));
-        let putter = {
-            let ring = ring.clone();
-            thread::spawn(move || ring.put(0).unwrap())
+        let pool = Arc::new(Model::new(2));
+        let theirs = pool.claim(2).unwrap().unwrap();
+        let mine = pool.claim(0).unwrap().unwrap();
+        let sender = {
+            let pool = pool.clone();
+            thread::spawn(move || pool.send(theirs, 2).unwrap())
         };
-        let taker = {
-            let ring = ring.clone();
-            thread::spawn(move || ring.take().unwrap())
+        let receiver = {
+            let pool = pool.clone();
+            thread::spawn(move || pool.receive(1).unwrap())
         };
-        ring.put(1).unwrap();
-        putter.join().unwrap();
-        let mut all: Vec<u32> = taker.join().unwrap().into_iter().collect();
-        while let Some(token) = ring.take().unwrap() {
-            all.push(token);
+        pool.send(mine, 0).unwrap();
+        // Receiving here too, while the other receiver and the sender run.
+        let mut here: Vec<u32> = pool.receive(3).unwrap().into_iter().collect();
+        sender.join().unwrap();
+        let there: Vec<u32> = receiver.join().unwrap().into_iter().collect();
+        while let Some(index) = pool.receive(3).unwrap() {
+            here.push(index);
         }
+        assert_eq!(pool.receive(3).unwrap(), None);
+        // Each frame is held by the one process that received it.
+        for &index in &there {
+            assert!(
+                pool.release(index, 1),
+                "frame {index} not held by its receiver"
+            );
+        }
+        for &index in &here {
+            assert!(
+                pool.release(index, 3),
+                "frame {index} not held by its receiver"
+            );
+        }
+        let mut all = [here, there].concat();
         all.sort_unstable();
         assert_eq!(all, [0, 1]);
     });

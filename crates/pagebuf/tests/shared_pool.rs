@@ -30,6 +30,12 @@ fn owner_offset(i: u64) -> u64 {
 fn ring_cell_offset(frames: u64, i: u64) -> u64 {
     TABLE_OFFSET + frames * 16 + i * 8
 }
+/// A ring cell as `ring.rs` lays it out, in lap 0: frame `index` sent by process
+/// table entry `slot` in generation `generation` (a pool's creator is entry 0,
+/// generation 1).
+fn token(slot: u64, generation: u64, index: u64) -> u64 {
+    (generation & 0xffff) << 32 | (slot + 1) << 25 | (index + 1)
+}
 /// Byte offset of the layout version word.
 const VERSION_OFFSET: u64 = 8;
 
@@ -482,6 +488,23 @@ fn shared_child() {
                 }
             }
         }
+        "send" => {
+            println!("storming");
+            loop {
+                if let Some(mut frame) = pool.try_allocate() {
+                    frame.extend_from_slice(&[0x5e]).unwrap();
+                    pool.hand_over(frame).unwrap();
+                }
+            }
+        }
+        "receive-storm" => {
+            println!("storming");
+            loop {
+                if let Ok(Some(frame)) = pool.try_receive() {
+                    assert_eq!(frame[0], 0x5e);
+                }
+            }
+        }
         "die" => {
             let _held: Vec<_> = (0..3)
                 .map(|_| pool.allocate_timeout(Duration::from_secs(10)).unwrap())
@@ -819,8 +842,12 @@ fn handing_over_a_foreign_buffer_is_refused() {
 #[test]
 fn a_token_out_of_range_is_corrupt() {
     let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
-    // Cell 0, lap 0, token for frame 1000 (stored as index + 1).
-    rustix::io::pwrite(pool.as_fd(), &1001u64.to_le_bytes(), ring_cell_offset(2, 0)).unwrap();
+    rustix::io::pwrite(
+        pool.as_fd(),
+        &token(0, 1, 1000).to_le_bytes(),
+        ring_cell_offset(2, 0),
+    )
+    .unwrap();
     match pool.try_receive() {
         Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("frame 1000"), "{detail}"),
         other => panic!("expected Corrupt, got {other:?}"),
@@ -830,40 +857,56 @@ fn a_token_out_of_range_is_corrupt() {
 
 #[test]
 fn a_token_for_a_frame_not_handed_over_is_corrupt() {
+    // Frame 1 is free: a token naming it (from this live process) is forged.
     let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
     let _held = pool.allocate().unwrap();
-    // Frame 1 is free (in the list), frame 0 held: neither was handed over.
-    for index in [1u64, 0] {
-        let fresh = SharedPool::create(Framing::new(4096, 2)).unwrap();
-        let _held = fresh.allocate().unwrap();
-        rustix::io::pwrite(
-            fresh.as_fd(),
-            &(index + 1).to_le_bytes(),
-            ring_cell_offset(2, 0),
-        )
-        .unwrap();
-        match fresh.try_receive() {
-            Err(Error::Corrupt { detail, .. }) => {
-                assert!(detail.contains("not handed over"), "{detail}")
-            }
-            other => panic!("expected Corrupt, got {other:?}"),
+    rustix::io::pwrite(
+        pool.as_fd(),
+        &token(0, 1, 1).to_le_bytes(),
+        ring_cell_offset(2, 0),
+    )
+    .unwrap();
+    match pool.try_receive() {
+        Err(Error::Corrupt { detail, .. }) => {
+            assert!(detail.contains("not handed over"), "{detail}")
         }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Frame 0 is held by the process the token names: as far as anyone can tell, that
+    // sender is between putting its token and committing the frame. Nothing to
+    // receive yet; once it returns the frame instead, the token is plainly forged.
+    let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
+    let held = pool.allocate().unwrap();
+    rustix::io::pwrite(
+        pool.as_fd(),
+        &token(0, 1, 0).to_le_bytes(),
+        ring_cell_offset(2, 0),
+    )
+    .unwrap();
+    assert!(pool.try_receive().unwrap().is_none());
+    drop(held);
+    match pool.try_receive() {
+        Err(Error::Corrupt { detail, .. }) => {
+            assert!(detail.contains("not handed over"), "{detail}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
     }
 }
 
 #[test]
 fn a_token_handed_twice_is_corrupt() {
     let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
+    let peer = SharedPool::attach(pool.as_fd().try_clone_to_owned().unwrap()).unwrap();
     let frame = pool.allocate().unwrap();
     pool.hand_over(frame).unwrap();
     // The token as it sits in cell 0 (lap 0), copied before it is taken.
-    let mut token = [0u8; 8];
-    rustix::io::pread(pool.as_fd(), &mut token, ring_cell_offset(2, 0)).unwrap();
-    assert_ne!(u64::from_le_bytes(token), 0);
-    let got = pool.try_receive().unwrap().unwrap();
+    let mut copy = [0u8; 8];
+    rustix::io::pread(pool.as_fd(), &mut copy, ring_cell_offset(2, 0)).unwrap();
+    assert_ne!(u64::from_le_bytes(copy), 0);
+    let got = peer.try_receive().unwrap().unwrap();
     // A hostile peer replays it in the next cell (also lap 0).
-    rustix::io::pwrite(pool.as_fd(), &token, ring_cell_offset(2, 1)).unwrap();
-    match pool.try_receive() {
+    rustix::io::pwrite(pool.as_fd(), &copy, ring_cell_offset(2, 1)).unwrap();
+    match peer.try_receive() {
         Err(Error::Corrupt { detail, .. }) => {
             assert!(detail.contains("not handed over"), "{detail}")
         }
@@ -883,6 +926,67 @@ fn a_token_handed_twice_is_corrupt() {
         1,
         "the refused frame went back to its pool"
     );
+}
+
+/// Receives (and drops) every frame handed over until none comes for 200 ms.
+fn drain(pool: &SharedPool) {
+    while pool.receive_timeout(Duration::from_millis(200)).is_ok() {}
+}
+
+/// Kills a child playing `role` (a hand-over storm against `parent`, which runs
+/// beside it here) at 16 instants, and checks that every frame comes back each time.
+fn kill_mid_hand_over(role: &str, parent: fn(&SharedPool, &std::sync::atomic::AtomicBool)) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const FRAMES: usize = 4;
+    let pool = SharedPool::create(Framing::new(4096, FRAMES)).unwrap();
+    for round in 0..16u64 {
+        let (mut child, lines) = spawn_child(&pool, role);
+        expect_line(&lines, "storming");
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| parent(&pool, &stop));
+            std::thread::sleep(Duration::from_micros(300 + (round * 7919) % 6000));
+            child.0.kill().unwrap();
+            let _ = child.0.wait();
+            stop.store(true, Ordering::Relaxed);
+        });
+        // Frames in transit are delivered to the next receiver (here, us); those the
+        // child held, or was between two steps with, are freed as a dead process's.
+        drain(&pool);
+        let frames: Vec<_> = (0..FRAMES)
+            .map(|k| {
+                pool.allocate_timeout(Duration::from_secs(5))
+                    .unwrap_or_else(|e| {
+                        panic!("{role} round {round}: frame {k} never came back: {e}")
+                    })
+            })
+            .collect();
+        drop(frames);
+        assert_eq!(pool.stats().free, FRAMES, "{role} round {round}");
+    }
+}
+
+#[test]
+fn a_sender_killed_at_any_instant_of_a_hand_over_loses_no_frame() {
+    kill_mid_hand_over("send", |pool, stop| {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(Some(frame)) = pool.try_receive() {
+                assert_eq!(frame[0], 0x5e, "a frame received before it was written");
+            }
+        }
+    });
+}
+
+#[test]
+fn a_receiver_killed_at_any_instant_of_a_hand_over_loses_no_frame() {
+    kill_mid_hand_over("receive-storm", |pool, stop| {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(mut frame) = pool.try_allocate() {
+                frame.extend_from_slice(&[0x5e]).unwrap();
+                pool.hand_over(frame).unwrap();
+            }
+        }
+    });
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! ```text
 //! owner word:  0                      free
 //!              [generation:56][slot+1] held by process table entry `slot` (1..=64)
-//!              0xff                   handed over, not yet received
+//!              [ring position:56][0xff] handed over, not yet received
 //! ```
 //!
 //! Every change of hands is one compare-and-swap of that word, so a process killed at
@@ -179,7 +179,7 @@ impl FrameTable<'_> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::shared::layout::{Owner, IN_TRANSIT};
+    use crate::shared::layout::{in_transit, Owner};
 
     struct Words {
         cursor: AtomicU64,
@@ -259,7 +259,7 @@ mod tests {
         for owner in [me(0), me(1), me(0)] {
             table.claim(owner).unwrap().unwrap();
         }
-        table.pass(3, FREE, IN_TRANSIT).unwrap();
+        table.pass(3, FREE, in_transit(0)).unwrap();
         assert_eq!(table.reclaim(me(0)), 2);
         assert_eq!(
             table.out().unwrap(),

@@ -37,8 +37,9 @@ pub(super) const MAX_PROCESSES: usize = 64;
 pub(super) fn max_alignment() -> usize {
     page_size()
 }
-/// One past the largest frame count (frame indices travel as `index + 1` in 32 bits).
-pub(super) const FRAME_LIMIT: u32 = u32::MAX;
+/// One past the largest frame count: frame indices travel as `index + 1` in the 24
+/// bits of a ring cell (`ring.rs`).
+pub(super) const FRAME_LIMIT: u32 = 1 << 24;
 
 /// The header words, in order; the checksum covers all the others.
 #[repr(C)]
@@ -208,7 +209,8 @@ pub(super) const FREE: u64 = 0;
 pub(super) enum OwnerWord {
     Free,
     Held(Owner),
-    InTransit,
+    /// Handed over with the token at this ring position, not yet received.
+    InTransit(u64),
 }
 
 impl OwnerWord {
@@ -216,7 +218,7 @@ impl OwnerWord {
     pub(super) fn parse(word: u64) -> Option<OwnerWord> {
         match word {
             FREE => Some(OwnerWord::Free),
-            IN_TRANSIT => Some(OwnerWord::InTransit),
+            _ if word & 0xff == TRANSIT => Some(OwnerWord::InTransit(word >> 8)),
             _ => match (word & 0xff) as usize {
                 slot @ 1..=MAX_PROCESSES => Some(OwnerWord::Held(Owner {
                     slot: slot - 1,
@@ -228,9 +230,16 @@ impl OwnerWord {
     }
 }
 
-/// The owner word of a frame handed over and not yet received: no process owns it, its
-/// token is in the ring, and its `next` word holds its length.
-pub(super) const IN_TRANSIT: u64 = 0xff;
+/// The low byte of the owner word of a frame handed over and not yet received.
+const TRANSIT: u64 = 0xff;
+
+/// The owner word of a frame handed over with the token at ring `position`, not yet
+/// received: no process owns it, its token is in the ring, and its `next` word holds
+/// its length. Naming the position ties the word to that one token: a stale or
+/// replayed token names another.
+pub(super) fn in_transit(position: u64) -> u64 {
+    (position << 8) | TRANSIT
+}
 
 /// A validated geometry: where everything is, in bytes from the start of the memfd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -522,7 +531,10 @@ mod tests {
         };
         assert_eq!(OwnerWord::parse(held.word()), Some(OwnerWord::Held(held)));
         assert_eq!(OwnerWord::parse(FREE), Some(OwnerWord::Free));
-        assert_eq!(OwnerWord::parse(IN_TRANSIT), Some(OwnerWord::InTransit));
+        assert_eq!(
+            OwnerWord::parse(in_transit(77)),
+            Some(OwnerWord::InTransit(77))
+        );
         for garbage in [65, 0x1fe, 0x100, 0xff00] {
             assert_eq!(OwnerWord::parse(garbage), None, "{garbage:#x}");
         }

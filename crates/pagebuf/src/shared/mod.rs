@@ -14,6 +14,7 @@
 // futex and the processes are real-system parts loom cannot run.
 #[cfg(not(loom))]
 mod frames;
+mod hand_over;
 // Under loom only part of the layout is modelled; the rest is unused there.
 #[cfg_attr(loom, allow(dead_code))]
 mod frame_table;

@@ -4,6 +4,7 @@
 //! its memfd.
 
 use super::frame_table::FrameTable;
+use super::hand_over::{self, Received};
 use super::layout::{FrameEntry, FreeWords, Owner, RingWords, FREE};
 use super::ring::TokenRing;
 use crate::error::Result;
@@ -54,12 +55,15 @@ impl Model {
         }
     }
 
-    fn owner(process: usize) -> u64 {
+    fn process(process: usize) -> Owner {
         Owner {
             slot: process,
             generation: 1,
         }
-        .word()
+    }
+
+    fn owner(process: usize) -> u64 {
+        Self::process(process).word()
     }
 
     fn ring(&self) -> TokenRing<'_> {
@@ -85,13 +89,22 @@ impl Model {
         self.table().reclaim(Self::owner(process))
     }
 
-    /// Puts a frame's token in the ring.
-    pub fn put(&self, index: u32) -> Result<()> {
-        self.ring().put(index)
+    /// Hands frame `index`, which `process` claimed, to whichever process receives
+    /// next.
+    pub fn send(&self, index: u32, process: usize) -> Result<()> {
+        hand_over::send(&self.ring(), &self.table(), index, Self::process(process))
     }
 
-    /// Takes the next token from the ring.
-    pub fn take(&self) -> Result<Option<u32>> {
-        self.ring().take()
+    /// Receives the next frame handed over, for `process` (every sender counts as
+    /// alive); `None` if none is ready.
+    pub fn receive(&self, process: usize) -> Result<Option<u32>> {
+        let received =
+            hand_over::receive(&self.ring(), &self.table(), Self::process(process), |_| {
+                true
+            })?;
+        Ok(match received {
+            Received::Frame(index) => Some(index),
+            Received::Nothing | Received::Pending => None,
+        })
     }
 }

@@ -312,7 +312,11 @@ impl SharedPool {
                         waited: Duration::ZERO,
                     })
                 }
-                Ok(None) => {}
+                // A sender that died between putting its token and committing its
+                // frame holds the ring up until its table entry is reclaimed.
+                Ok(None) => {
+                    self.attached.reclaim_dead();
+                }
             }
         }
     }

@@ -20,13 +20,14 @@ use rustix::thread::futex;
 
 use super::frame_table::FrameTable;
 use super::frames::FrameHeader;
+use super::hand_over::{self, Received};
 use super::layout::{
-    Control, FrameEntry, Geometry, Owner, FLAG_HUGE_PAGES, FLAG_ZERO_ON_REUSE, IN_TRANSIT,
+    Control, FrameEntry, Geometry, Owner, ProcessState, FLAG_HUGE_PAGES, FLAG_ZERO_ON_REUSE,
     MAX_PROCESSES,
 };
 use super::liveness;
 use super::memfd::{self, Mapping};
-use super::ring::TokenRing;
+use super::ring::{Sender, TokenRing};
 use crate::error::{Error, Result};
 use crate::memory::{huge_pages_free_for, HugePages};
 use crate::pool::{FrameMemory, Framing, PoolStats};
@@ -312,20 +313,11 @@ impl Attached {
             .entries
             .get(index as usize)
             .ok_or_else(|| Error::InvalidArgument(format!("frame {index} is not in the pool")))?;
-        let mine = self.owner.word();
         // The length first: the receiver reads it once it owns the frame.
         entry.next.store(len as u64, Ordering::Relaxed);
-        if let Err(actual) = shared.table().pass(index, mine, IN_TRANSIT) {
-            return Err(self.poison(Error::Corrupt {
-                offset: (self.geometry.table_offset + index as usize * 16 + 8) as u64,
-                detail: format!(
-                    "frame {index} was handed over by this process, but the shared table says its owner is {actual:#x}, not {mine:#x}"
-                ),
-            }));
-        }
         let ring = shared.ring().ok_or_else(|| self.poison(ring_missing()))?;
-        // A frame in transit stays counted as out: it is in no free list.
-        ring.put(index).map_err(|e| self.poison(e))?;
+        // A frame in transit stays counted as out: its owner word is not free.
+        hand_over::send(&ring, &shared.table(), index, self.owner).map_err(|e| self.poison(e))?;
         let wait = &self.control().ring_wait.0;
         wait.delivered.fetch_add(1, Ordering::SeqCst);
         if wait.receivers.load(Ordering::SeqCst) != 0 {
@@ -343,27 +335,24 @@ impl Attached {
         self.check()?;
         let shared = self.shared();
         let ring = shared.ring().ok_or_else(|| self.poison(ring_missing()))?;
-        let Some(index) = ring.take().map_err(|e| self.poison(e))? else {
-            return Ok(None);
+        let table = shared.table();
+        let processes = &self.control().processes;
+        let live = |sender: Sender| {
+            processes.get(sender.slot).is_some_and(|entry| {
+                matches!(
+                    ProcessState::parse(entry.state.load(Ordering::Acquire)),
+                    Some((ProcessState::Live, generation)) if sender.is(Owner { slot: sender.slot, generation })
+                )
+            })
         };
-        let offset = (self.geometry.table_offset + index as usize * 16) as u64;
-        let Some(entry) = shared.entries.get(index as usize) else {
-            return Err(self.poison(Error::Corrupt {
-                offset: self.geometry.ring_offset as u64,
-                detail: format!(
-                    "a hand-over token names frame {index}; the pool has {} frames",
-                    self.geometry.frames
-                ),
-            }));
+        let index = match hand_over::receive(&ring, &table, self.owner, live) {
+            Ok(Received::Frame(index)) => index,
+            Ok(Received::Nothing | Received::Pending) => return Ok(None),
+            Err(e) => return Err(self.poison(e)),
         };
-        if let Err(actual) = shared.table().pass(index, IN_TRANSIT, self.owner.word()) {
-            return Err(self.poison(Error::Corrupt {
-                offset: offset + 8,
-                detail: format!(
-                    "a hand-over token names frame {index}, which was not handed over (its owner word is {actual:#x}): a token sent twice, or for a frame the sender did not give up"
-                ),
-            }));
-        }
+        // `receive` checked the index against the table.
+        let entry = &shared.entries[index as usize];
+        let offset = table.owner_offset(index as usize) - 8;
         let len = entry.next.load(Ordering::Relaxed);
         match usize::try_from(len) {
             Ok(len) if len <= self.geometry.frame_size => Ok(Some((index, len))),
