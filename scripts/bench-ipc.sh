@@ -19,8 +19,10 @@ manifest=bench/ipc/Cargo.toml
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/ipc-bench}
 bin=$CARGO_TARGET_DIR/release/pagebuf-bench-ipc
 
-# iceoryx2's build runs bindgen, which needs libclang.
-if ! compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null; then
+# iceoryx2's build runs bindgen, which needs libclang itself (libclang-cpp, which other
+# packages bring, is not it).
+if ! compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null \
+  && ! compgen -G '/usr/lib/*/libclang-[0-9]*.so*' >/dev/null; then
   echo "libclang not found: installing libclang-dev" >&2
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo

@@ -50,10 +50,11 @@ const RECEIVE_SPINS: u32 = 256;
 ///   outside the pool's memory.
 ///
 /// A handle copied into a forked child is refused there ([`Error::InvalidRequest`]);
-/// the child attaches on its own. Known gaps: a process killed in the few instructions
-/// between taking a frame off the shared list and recording itself as its owner (or
-/// between clearing its ownership and pushing the frame back) loses that one frame; a
-/// dead process's in-flight direct-I/O read into a frame is not waited for.
+/// the child attaches on its own. A process killed at any instruction loses no frame:
+/// each frame's owner word is the only record of who holds it, and every change of
+/// hands (a take, a return, each step of a hand-over) is one compare-and-swap of it, so
+/// what a death leaves is found and finished (or freed) by the next process that looks.
+/// Known gap: a dead process's in-flight direct-I/O read into a frame is not waited for.
 ///
 /// The frames are always the memfd's pages: of `Framing`'s memory source only the
 /// choice of huge pages counts (see [`create`](SharedPool::create)). Alignment may be at
@@ -239,7 +240,9 @@ impl SharedPool {
 
     /// The next frame handed over (by any attached process, this one included), if one
     /// is waiting. Every token is checked before it is used: a frame out of range, not
-    /// handed over, or handed twice is [`Error::Corrupt`], never a second view.
+    /// handed over, or handed twice is [`Error::Corrupt`], never a second view. A token
+    /// whose sender is alive and still holds the frame (it is between putting the token
+    /// and committing the frame, or a peer forged it) is not ready yet: `Ok(None)`.
     ///
     /// # Errors
     /// [`Error::Corrupt`] as said; [`Error::InvalidRequest`] in a forked child.
@@ -299,8 +302,10 @@ impl SharedPool {
             let slice = deadline.map_or(RESCAN, |deadline| {
                 RESCAN.min(deadline.saturating_duration_since(Instant::now()))
             });
+            let mut woken = true;
             if matches!(received, Ok(None)) && !slice.is_zero() {
                 self.attached.sleep_receive(seen, slice);
+                woken = self.attached.delivered_since(seen);
             }
             self.attached.end_receive_wait();
             match received {
@@ -312,11 +317,13 @@ impl SharedPool {
                         waited: Duration::ZERO,
                     })
                 }
-                // A sender that died between putting its token and committing its
-                // frame holds the ring up until its table entry is reclaimed.
-                Ok(None) => {
+                // A whole slice without a hand-over: a sender that died between putting
+                // its token and committing its frame holds the ring up until its table
+                // entry is reclaimed (a look at every process: not after each wake).
+                Ok(None) if !woken => {
                     self.attached.reclaim_dead();
                 }
+                Ok(None) => {}
             }
         }
     }

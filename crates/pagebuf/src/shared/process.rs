@@ -373,6 +373,11 @@ impl Attached {
         wait.delivered.load(Ordering::SeqCst)
     }
 
+    /// Whether a hand-over was made since `delivered` read `seen`.
+    pub(super) fn delivered_since(&self, seen: u32) -> bool {
+        self.control().ring_wait.0.delivered.load(Ordering::SeqCst) != seen
+    }
+
     /// Sleeps until a hand-over after `seen`, or `timeout`.
     pub(super) fn sleep_receive(&self, seen: u32, timeout: Duration) {
         let wait = &self.control().ring_wait.0;
