@@ -855,42 +855,38 @@ fn a_token_out_of_range_is_corrupt() {
     assert!(pool.try_allocate().is_none(), "the pool is poisoned");
 }
 
+/// Puts a forged token in cell 0 of `pool` (2 frames), from this process (entry 0,
+/// generation 1), naming frame `index`.
+fn forge_token(pool: &SharedPool, index: u64) {
+    let cell = token(0, 1, index).to_le_bytes();
+    rustix::io::pwrite(pool.as_fd(), &cell, ring_cell_offset(2, 0)).unwrap();
+}
+
+fn expect_not_handed_over(result: pagebuf::Result<Option<pagebuf::Buffer>>) {
+    match result {
+        Err(Error::Corrupt { detail, .. }) => {
+            assert!(detail.contains("not handed over"), "{detail}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_token_for_a_frame_not_handed_over_is_corrupt() {
     // Frame 1 is free: a token naming it (from this live process) is forged.
     let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
     let _held = pool.allocate().unwrap();
-    rustix::io::pwrite(
-        pool.as_fd(),
-        &token(0, 1, 1).to_le_bytes(),
-        ring_cell_offset(2, 0),
-    )
-    .unwrap();
-    match pool.try_receive() {
-        Err(Error::Corrupt { detail, .. }) => {
-            assert!(detail.contains("not handed over"), "{detail}")
-        }
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
+    forge_token(&pool, 1);
+    expect_not_handed_over(pool.try_receive());
     // Frame 0 is held by the process the token names: as far as anyone can tell, that
     // sender is between putting its token and committing the frame. Nothing to
     // receive yet; once it returns the frame instead, the token is plainly forged.
     let pool = SharedPool::create(Framing::new(4096, 2)).unwrap();
     let held = pool.allocate().unwrap();
-    rustix::io::pwrite(
-        pool.as_fd(),
-        &token(0, 1, 0).to_le_bytes(),
-        ring_cell_offset(2, 0),
-    )
-    .unwrap();
+    forge_token(&pool, 0);
     assert!(pool.try_receive().unwrap().is_none());
     drop(held);
-    match pool.try_receive() {
-        Err(Error::Corrupt { detail, .. }) => {
-            assert!(detail.contains("not handed over"), "{detail}")
-        }
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
+    expect_not_handed_over(pool.try_receive());
 }
 
 #[test]
@@ -906,12 +902,7 @@ fn a_token_handed_twice_is_corrupt() {
     let got = peer.try_receive().unwrap().unwrap();
     // A hostile peer replays it in the next cell (also lap 0).
     rustix::io::pwrite(pool.as_fd(), &copy, ring_cell_offset(2, 1)).unwrap();
-    match peer.try_receive() {
-        Err(Error::Corrupt { detail, .. }) => {
-            assert!(detail.contains("not handed over"), "{detail}")
-        }
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
+    expect_not_handed_over(peer.try_receive());
     // The frame received first is still this process's one view of it.
     assert_eq!(got.ref_count(), 1);
     // A poisoned pool refuses a hand-over before it looks at the frame, which is

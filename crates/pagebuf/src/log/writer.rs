@@ -1135,6 +1135,10 @@ fn close_tail(
         fill_padding(&mut block[kept..], &ZeroCrcs::up_to(0));
         file.write_at(&block, from)?;
     }
+    // Free segments first: the one after the tail's may be one of them (a writer runs
+    // on into a freed neighbour without a jump, and may have filled its segment to the
+    // last byte just before it died).
+    let free_runs = segments.free_after_recovery();
     if start + (JUMP_FRAME + FRAME_ALIGN) as u64 > segments.current_end() {
         // No room for a jump here (a version-1 log, or a larger unit than the writer
         // before had): frames run on into the next segment of the file.
@@ -1153,7 +1157,7 @@ fn close_tail(
     } else {
         clear(file, start, segments.current_end() - start)?;
     }
-    for run in segments.free_after_recovery() {
+    for run in free_runs {
         let (at, len) = segments.bytes_of_run(&run);
         clear(file, at, len)?;
     }

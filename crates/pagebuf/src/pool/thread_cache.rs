@@ -220,7 +220,8 @@ impl ThreadSlot {
     }
 
     /// Whether this is the slot of pool `pool_id` and its owner looks in it first
-    /// (`Lookup::Slot`): the fast path's test.
+    /// (`Lookup::Slot`): the fast path's test (which loom builds leave out).
+    #[cfg_attr(loom, allow(dead_code))]
     #[inline]
     fn belongs_to(&self, pool_id: u64) -> bool {
         self.key.load(std::sync::atomic::Ordering::Relaxed) == pool_id

@@ -192,12 +192,7 @@ mod tests {
             Words {
                 cursor: AtomicU64::new(0),
                 released: AtomicU32::new(0),
-                entries: (0..frames)
-                    .map(|_| FrameEntry {
-                        next: AtomicU64::new(0),
-                        owner: AtomicU64::new(FREE),
-                    })
-                    .collect(),
+                entries: (0..frames).map(|_| FrameEntry::free()).collect(),
             }
         }
 

@@ -154,6 +154,18 @@ pub(super) struct FrameEntry {
     pub(super) owner: AtomicU64,
 }
 
+impl FrameEntry {
+    /// The entry of a free frame, in ordinary memory (models and unit tests; a new
+    /// memfd's zeros are the same).
+    #[cfg_attr(not(any(test, loom)), allow(dead_code))]
+    pub(super) fn free() -> FrameEntry {
+        FrameEntry {
+            next: AtomicU64::new(0),
+            owner: AtomicU64::new(FREE),
+        }
+    }
+}
+
 /// Where a process table entry stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

@@ -5,7 +5,7 @@
 
 use super::frame_table::FrameTable;
 use super::hand_over::{self, Received};
-use super::layout::{FrameEntry, FreeWords, Owner, RingWords, FREE};
+use super::layout::{FrameEntry, FreeWords, Owner, RingWords};
 use super::ring::TokenRing;
 use crate::error::Result;
 use crate::sync::{AtomicU32, AtomicU64};
@@ -29,12 +29,7 @@ impl Model {
                 high_water: AtomicU64::new(0),
             },
             released: AtomicU32::new(0),
-            entries: (0..frames)
-                .map(|_| FrameEntry {
-                    next: AtomicU64::new(0),
-                    owner: AtomicU64::new(FREE),
-                })
-                .collect(),
+            entries: (0..frames).map(|_| FrameEntry::free()).collect(),
             ring: RingWords {
                 head: AtomicU64::new(0),
                 tail: AtomicU64::new(0),
