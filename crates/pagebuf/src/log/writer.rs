@@ -1157,6 +1157,8 @@ fn close_tail(
     } else {
         clear(file, start, segments.current_end() - start)?;
     }
+    // (A run may hold the segment the tail just moved into: cleared above and again
+    // here, a second punch of a segment already empty.)
     for run in free_runs {
         let (at, len) = segments.bytes_of_run(&run);
         clear(file, at, len)?;
