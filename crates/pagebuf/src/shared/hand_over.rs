@@ -147,3 +147,104 @@ pub(super) fn receive(
         detail: "the hand-over ring's head never settled".into(),
     })
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::shared::model::Model;
+
+    const SENDER: usize = 0;
+    const RECEIVER: usize = 1;
+    const NEXT: usize = 2;
+
+    /// Receives for `process` with every sender but `dead` alive.
+    fn receive_as(model: &Model, process: usize, dead: Option<usize>) -> Received {
+        let live = |sender: Sender| Some(sender.slot) != dead;
+        receive(&model.ring(), &model.table(), Model::process(process), live).unwrap()
+    }
+
+    /// Sends a frame for `SENDER` up to (not including) its commit: the token is put.
+    fn put_only(model: &Model) -> u32 {
+        let index = model.claim(SENDER).unwrap().unwrap();
+        model
+            .ring()
+            .put(index, Sender::of(Model::process(SENDER)))
+            .unwrap();
+        index
+    }
+
+    #[test]
+    fn a_live_senders_uncommitted_token_is_not_ready_and_a_dead_ones_is_skipped() {
+        let model = Model::new(4);
+        let first = put_only(&model);
+        assert_eq!(receive_as(&model, RECEIVER, None), Received::Pending);
+        // The sender dies there: its token is skipped and its frame is its own, for a
+        // survivor's reclaim; the next hand-over comes through.
+        let second = model.claim(NEXT).unwrap().unwrap();
+        model.send(second, NEXT).unwrap();
+        assert_eq!(
+            receive_as(&model, RECEIVER, Some(SENDER)),
+            Received::Frame(second)
+        );
+        assert_eq!(model.reclaim(SENDER), 1);
+        assert!(model.release(second, RECEIVER));
+        assert!(
+            !model.release(first, SENDER),
+            "freed by the reclaim already"
+        );
+        assert_eq!(receive_as(&model, RECEIVER, None), Received::Nothing);
+    }
+
+    #[test]
+    fn a_receiver_that_died_after_marking_leaves_the_frame_to_the_next() {
+        let model = Model::new(4);
+        let index = model.claim(SENDER).unwrap().unwrap();
+        model.send(index, SENDER).unwrap();
+        // The first receiver marks the cell seen and dies before swinging the word.
+        let ring = model.ring();
+        let token = ring.head().unwrap().unwrap();
+        assert!(ring.mark_seen(&token));
+        assert_eq!(
+            receive_as(&model, NEXT, Some(RECEIVER)),
+            Received::Frame(index)
+        );
+        assert!(model.release(index, NEXT));
+        assert_eq!(receive_as(&model, NEXT, None), Received::Nothing);
+    }
+
+    #[test]
+    fn a_receiver_that_died_after_taking_leaves_its_cell_consumed_by_the_next() {
+        let model = Model::new(4);
+        let (first, second) = (
+            model.claim(SENDER).unwrap().unwrap(),
+            model.claim(SENDER).unwrap().unwrap(),
+        );
+        model.send(first, SENDER).unwrap();
+        model.send(second, SENDER).unwrap();
+        // The first receiver swings the first frame's word and dies before consuming.
+        let (ring, table) = (model.ring(), model.table());
+        let token = ring.head().unwrap().unwrap();
+        assert!(ring.mark_seen(&token));
+        let mine = Model::process(RECEIVER).word();
+        table.pass(first, in_transit(token.position), mine).unwrap();
+        // The next receiver passes over its cell to the second frame; the first stays
+        // the dead receiver's, for a survivor's reclaim.
+        assert_eq!(
+            receive_as(&model, NEXT, Some(RECEIVER)),
+            Received::Frame(second)
+        );
+        assert_eq!(model.reclaim(RECEIVER), 1);
+        assert_eq!(receive_as(&model, NEXT, None), Received::Nothing);
+    }
+
+    #[test]
+    fn a_committed_frame_is_delivered_once_whoever_asks() {
+        let model = Model::new(2);
+        let index = model.claim(SENDER).unwrap().unwrap();
+        model.send(index, SENDER).unwrap();
+        assert_eq!(receive_as(&model, RECEIVER, None), Received::Frame(index));
+        assert_eq!(receive_as(&model, NEXT, None), Received::Nothing);
+        assert!(!model.release(index, NEXT));
+        assert!(model.release(index, RECEIVER));
+    }
+}

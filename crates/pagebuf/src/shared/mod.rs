@@ -27,6 +27,9 @@ mod memfd;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod model;
+// The same words in ordinary memory, for the protocol's unit tests.
+#[cfg(all(test, not(loom)))]
+mod model;
 #[cfg(not(loom))]
 mod pool;
 #[cfg(not(loom))]

@@ -1,4 +1,4 @@
-//! Test hook, not API (`--cfg loom` only): the shared pool's lock-free protocol (the
+//! Test hook, not API (`--cfg loom`, and unit tests): the shared pool's lock-free protocol (the
 //! frame table's owner words and the hand-over ring over the layout's words) in ordinary memory, for
 //! the loom model in tests/loom_shared.rs. The real pool runs the very same code over
 //! its memfd.
@@ -11,6 +11,8 @@ use crate::error::Result;
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// A shared frame table of `frames` frames and a hand-over ring with a cell per frame.
+// Unit tests use only some of it.
+#[cfg_attr(not(loom), allow(dead_code))]
 pub struct Model {
     free: FreeWords,
     released: AtomicU32,
@@ -19,10 +21,11 @@ pub struct Model {
     cells: Vec<AtomicU64>,
 }
 
+#[cfg_attr(not(loom), allow(dead_code))]
 impl Model {
     /// Every frame free, the ring empty.
     pub fn new(frames: usize) -> Model {
-        let model = Model {
+        Model {
             free: FreeWords {
                 cursor: AtomicU64::new(0),
                 out: AtomicU64::new(0),
@@ -37,11 +40,10 @@ impl Model {
             cells: (0..frames.next_power_of_two())
                 .map(|_| AtomicU64::new(0))
                 .collect(),
-        };
-        model
+        }
     }
 
-    fn table(&self) -> FrameTable<'_> {
+    pub(super) fn table(&self) -> FrameTable<'_> {
         FrameTable {
             entries: &self.entries,
             cursor: &self.free.cursor,
@@ -50,7 +52,7 @@ impl Model {
         }
     }
 
-    fn process(process: usize) -> Owner {
+    pub(super) fn process(process: usize) -> Owner {
         Owner {
             slot: process,
             generation: 1,
@@ -61,7 +63,7 @@ impl Model {
         Self::process(process).word()
     }
 
-    fn ring(&self) -> TokenRing<'_> {
+    pub(super) fn ring(&self) -> TokenRing<'_> {
         TokenRing {
             words: &self.ring,
             cells: &self.cells,

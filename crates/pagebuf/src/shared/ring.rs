@@ -244,14 +244,7 @@ impl TokenRing<'_> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-
-    fn ring(cells: usize) -> (RingWords, Vec<AtomicU64>) {
-        let words = RingWords {
-            head: AtomicU64::new(0),
-            tail: AtomicU64::new(0),
-        };
-        (words, (0..cells).map(|_| AtomicU64::new(0)).collect())
-    }
+    use crate::shared::model::Model;
 
     const ME: Sender = Sender {
         slot: 63,
@@ -267,12 +260,8 @@ mod tests {
 
     #[test]
     fn tokens_come_out_in_order_across_many_laps() {
-        let (words, cells) = ring(4);
-        let ring = TokenRing {
-            words: &words,
-            cells: &cells,
-            offset: 0,
-        };
+        let model = Model::new(4);
+        let ring = model.ring();
         for round in 0..50u32 {
             for i in 0..3 {
                 assert_eq!(
@@ -289,12 +278,8 @@ mod tests {
 
     #[test]
     fn a_seen_token_is_still_the_head_until_consumed() {
-        let (words, cells) = ring(2);
-        let ring = TokenRing {
-            words: &words,
-            cells: &cells,
-            offset: 0,
-        };
+        let model = Model::new(2);
+        let ring = model.ring();
         ring.put(1, ME).unwrap();
         let token = ring.head().unwrap().unwrap();
         assert!(ring.mark_seen(&token));
@@ -310,40 +295,28 @@ mod tests {
 
     #[test]
     fn a_death_between_cell_and_position_does_not_wedge_the_ring() {
-        let (words, cells) = ring(4);
-        let ring = TokenRing {
-            words: &words,
-            cells: &cells,
-            offset: 0,
-        };
+        let model = Model::new(4);
+        let ring = model.ring();
         // A putter filled cell 0 and died before moving the tail.
-        cells[0].store(Cell::full(0, ME, 7).0, Ordering::Relaxed);
+        ring.cells[0].store(Cell::full(0, ME, 7).0, Ordering::Relaxed);
         assert_eq!(ring.put(3, ME).unwrap(), 1);
         // A taker emptied cell 0 and died before moving the head.
-        cells[0].store(Cell::empty(1).0, Ordering::Relaxed);
+        ring.cells[0].store(Cell::empty(1).0, Ordering::Relaxed);
         assert_eq!(take(&ring), Some(3));
         assert_eq!(take(&ring), None);
     }
 
     #[test]
     fn a_full_ring_or_a_garbage_cell_is_corrupt() {
-        let (words, cells) = ring(2);
-        let ring = TokenRing {
-            words: &words,
-            cells: &cells,
-            offset: 0,
-        };
+        let model = Model::new(2);
+        let ring = model.ring();
         ring.put(0, ME).unwrap();
         ring.put(1, ME).unwrap();
         let err = ring.put(0, ME).unwrap_err();
         assert!(err.to_string().contains("full"), "{err}");
-        let (words, cells) = super::tests::ring(2);
-        let garbage = TokenRing {
-            words: &words,
-            cells: &cells,
-            offset: 0,
-        };
-        cells[0].store(77 << 48 | 5, Ordering::Relaxed);
+        let model = Model::new(2);
+        let garbage = model.ring();
+        garbage.cells[0].store(77 << 48 | 5, Ordering::Relaxed);
         assert!(garbage.head().is_err());
         assert!(garbage.put(1, ME).is_err());
     }
