@@ -146,6 +146,12 @@ impl BufferMut {
         self.view.origin()
     }
 
+    /// The origin's record of the memory (a shared frame's leads to its pool).
+    #[cfg(not(loom))]
+    pub(crate) fn header(&self) -> &super::header::Header {
+        self.view.header()
+    }
+
     /// Turns this into an immutable, shareable [`Buffer`] without copying.
     pub fn freeze(self) -> Buffer {
         // The count is already 1 for this view, which the Buffer takes over.

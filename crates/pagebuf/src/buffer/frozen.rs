@@ -72,6 +72,12 @@ impl Buffer {
         self.view.origin()
     }
 
+    /// The origin's record of the memory (a shared frame's leads to its pool).
+    #[cfg(not(loom))]
+    pub(crate) fn header(&self) -> &super::header::Header {
+        self.view.header()
+    }
+
     /// A zero-copy view of `range` (relative to this buffer), sharing the memory.
     ///
     /// # Errors

@@ -406,12 +406,17 @@ impl IoRing {
                 continue;
             }
             let chunk = self.piece_size(file, buf.as_ptr());
-            ops.push(Op::Read {
+            let op = Op::Read {
                 file: file.shared(),
                 buf,
                 offset,
                 chunk,
-            });
+            };
+            if let Err(err) = self.hold_lease(&op) {
+                out.push(Pending::ready(Err(err)));
+                continue;
+            }
+            ops.push(op);
             out.push(Pending::stand_in());
         }
         // Every op is issued, in order, so the n-th issued fills the n-th stand-in.
@@ -803,6 +808,9 @@ impl IoRing {
         if self.inner.completions.forked() {
             return Pending::ready(Err(Completions::forked_error()));
         }
+        if let Err(err) = self.hold_lease(&op) {
+            return Pending::ready(Err(err)); // `op` drops: its buffer goes home
+        }
         let (id, driver) = self.issue(op, None, entering);
         Pending::in_flight(driver, id, finish)
     }
@@ -827,9 +835,26 @@ impl IoRing {
             Ok(op) => op,
             Err(err) => return then(Err(err)), // the buffer went home with the refusal
         };
+        if let Err(err) = self.hold_lease(&op) {
+            drop(op); // the buffer home first, as for every outcome
+            return then(Err(err));
+        }
         // `finish_write` consumes the op: the buffer is home before `then` runs.
         let on_done: OnDone = Box::new(move |op, results| then(finish_write(op, results)));
         self.issue(op, Some(on_done), Entering::Now);
+    }
+
+    /// On io_uring, makes the ring hold the lease of the shared pool whose frame `op`
+    /// uses (`leases.rs`): a process may exit with the ring's transfers in flight. The
+    /// thread engine needs none: a worker blocked in a transfer keeps the process's
+    /// files open, the lease among them, until it returns.
+    fn hold_lease(&self, op: &Op) -> Result<()> {
+        #[cfg(not(loom))]
+        if let EngineImpl::Uring(engine) = &self.inner.engine {
+            return engine.hold_lease(op);
+        }
+        let _ = op;
+        Ok(())
     }
 
     /// Hands `op` to the engine: its completion slot, and what a `Pending` for it waits

@@ -52,6 +52,8 @@ mod completion;
 mod fixed;
 pub(crate) mod fork;
 mod io_ring;
+#[cfg(not(loom))]
+mod leases;
 mod op;
 pub(crate) use op::Tearing;
 mod options;

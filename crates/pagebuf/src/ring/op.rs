@@ -92,6 +92,19 @@ impl Op {
         }
     }
 
+    /// The lease of the shared pool whose frame the transfer uses, if it uses one: the
+    /// ring holds it until the transfer is done (`leases.rs`). Lent memory
+    /// (`ReadRaw`) is the caller's to account for.
+    #[cfg(not(loom))]
+    pub(crate) fn lease(&self) -> Option<Arc<crate::shared::Lease>> {
+        let header = match self {
+            Op::Read { buf, .. } | Op::ReadPart { buf, .. } => buf.header(),
+            Op::Write { data, .. } => data.header(),
+            Op::ReadRaw { .. } | Op::Sync { .. } => return None,
+        };
+        crate::shared::lease_of(header)
+    }
+
     /// The memory the transfer goes to or from: its address and length (0, 0 for a
     /// sync). Piece `i` is `piece(i).len` bytes at `address + piece(i).at`.
     pub(crate) fn memory(&self) -> (usize, usize) {

@@ -38,6 +38,8 @@ use io_uring::{opcode, squeue, types, IoUring, Probe};
 
 use super::completion::{Aftermath, Completions, OnDone};
 use super::fixed::{FixedTable, Registered};
+#[cfg(not(loom))]
+use super::leases::Leases;
 use super::op::{Layout, Op, Tearing, MAX_PIECES, RWF_ATOMIC};
 use super::options::{Posting, RingOptions};
 use super::pending::Drive;
@@ -61,6 +63,9 @@ struct Shared {
     outstanding: AtomicUsize,
     closing: AtomicBool,
     fixed: FixedTable,
+    /// Leases of the shared pools whose frames the ring transfers on.
+    #[cfg(not(loom))]
+    leases: Leases,
     /// What the ring was built with (the kernel may have refused `Cooperative`).
     posting: Posting,
 }
@@ -133,6 +138,8 @@ impl UringEngine {
             outstanding: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             fixed,
+            #[cfg(not(loom))]
+            leases: Leases::default(),
             posting,
         });
         let reaper = {
@@ -204,6 +211,17 @@ impl UringEngine {
     pub(crate) fn submit_all(&self, ops: Vec<Op>, each: impl FnMut(usize, Road)) {
         let prepared: Vec<Entries> = ops.into_iter().map(|op| self.prepare(op, None)).collect();
         self.push_and_enter(&prepared, Entering::Now, each);
+    }
+
+    /// Makes this ring hold the lease of the shared pool whose frame `op` uses, if it
+    /// uses one, before `op` is submitted: the ring outlives this process until the
+    /// transfer is done (`leases.rs`).
+    #[cfg(not(loom))]
+    pub(crate) fn hold_lease(&self, op: &Op) -> crate::error::Result<()> {
+        match op.lease() {
+            Some(lease) => self.shared.leases.hold(&self.shared.ring, &lease),
+            None => Ok(()),
+        }
     }
 
     /// Puts `op` into a slot of the completion table and works out its entries (the op

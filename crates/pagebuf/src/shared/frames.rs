@@ -10,6 +10,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::lease::Lease;
 use super::process::Attached;
 use crate::buffer::header::{Header, MemoryOrigin};
 use crate::buffer::BufferMut;
@@ -139,6 +140,21 @@ pub(super) fn take_back(attached: &Arc<Attached>, buffer: BufferMut) -> Result<(
     // (`into_raw_parts`); `attached` (the caller's) keeps the pool alive meanwhile.
     unsafe { Arc::decrement_strong_count(Arc::as_ptr(attached)) };
     Ok((index, end))
+}
+
+/// The lease of the attachment whose frame `header` is the header of, if it is a
+/// shared frame: a ring holds it while a transfer on the frame is in flight.
+pub(crate) fn lease_of(header: &Header) -> Option<Arc<Lease>> {
+    if header.origin() != MemoryOrigin::Shared {
+        return None;
+    }
+    // SAFETY: only `FrameHeader::new` makes headers of this origin, as the first field
+    // of a `#[repr(C)]` FrameHeader; the caller's reference to the header is a
+    // buffer's, which holds a strong count of the attachment.
+    let frame = unsafe { NonNull::from(header).cast::<FrameHeader>().as_ref() };
+    // SAFETY: as above: the buffer's count keeps `attached` alive.
+    let attached = unsafe { &*frame.attached };
+    Some(attached.lease().clone())
 }
 
 /// The release function of every shared frame's header.

@@ -7,6 +7,9 @@
 //! zombie, or a pid reused by a process that started at another time) moves the entry
 //! to `Reclaiming`, returns the frames that name it, and frees it.
 //!
+//! A dead process's entry is reclaimed only once its lease is released too
+//! (`lease.rs`): transfers the kernel finishes after the process are then done.
+//!
 //! Death is only ever concluded from definite evidence (`ESRCH`, no `/proc` entry, a
 //! zombie state, another start time); anything unclear counts as alive, because
 //! reclaiming a live process's frame would let two processes write one frame.
@@ -128,9 +131,10 @@ pub(super) fn leave(table: &[ProcessEntry], owner: Owner) {
     }
 }
 
-/// The entries whose process is dead, each now `Reclaiming` by the caller, who must
-/// return their frames and then call [`finish_reclaim`].
-pub(super) fn claim_dead(table: &[ProcessEntry]) -> Vec<Owner> {
+/// The entries whose process is dead and whose lease is released (`leased` says
+/// whether it is not), each now `Reclaiming` by the caller, who must return their
+/// frames and then call [`finish_reclaim`].
+pub(super) fn claim_dead(table: &[ProcessEntry], leased: impl Fn(Owner) -> bool) -> Vec<Owner> {
     let mut dead = Vec::new();
     for (slot, entry) in table.iter().enumerate() {
         let word = entry.state.load(Ordering::Acquire);
@@ -139,7 +143,7 @@ pub(super) fn claim_dead(table: &[ProcessEntry]) -> Vec<Owner> {
         };
         let pid = entry.pid.load(Ordering::Relaxed);
         let start = entry.start_time.load(Ordering::Relaxed);
-        if liveness(pid, start) == Liveness::Alive {
+        if liveness(pid, start) == Liveness::Alive || leased(Owner { slot, generation }) {
             continue;
         }
         if entry

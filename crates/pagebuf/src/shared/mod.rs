@@ -21,6 +21,8 @@ mod frame_table;
 #[cfg_attr(loom, allow(dead_code))]
 mod layout;
 #[cfg(not(loom))]
+mod lease;
+#[cfg(not(loom))]
 mod liveness;
 #[cfg(not(loom))]
 mod memfd;
@@ -41,3 +43,5 @@ mod socket;
 
 #[cfg(not(loom))]
 pub use pool::SharedPool;
+#[cfg(not(loom))]
+pub(crate) use {frames::lease_of, lease::Lease};

@@ -42,6 +42,13 @@ const RECEIVE_SPINS: u32 = 256;
 ///   waiting `allocate` (and every `attach`) finds processes that are gone (a pidfd
 ///   and the start time in `/proc`, so a reused pid is not mistaken for the dead one)
 ///   and returns their frames. Processes must share a pid namespace.
+/// * Not before the kernel is done with them: io_uring lets a process exit while its
+///   direct-I/O reads are in flight, and the kernel then writes the frames seconds
+///   later. Each attachment holds a lease (an open file description of the memfd with
+///   a lock on a byte naming it) that every [`IoRing`](crate::IoRing) transferring on
+///   its frames holds too, and a dead process's frames come back only once its lease
+///   is let go, which for a ring is after its last transfer. Rings of your own: see
+///   [`lease`](SharedPool::lease).
 /// * The shared memory is untrusted: a peer that writes garbage into the bookkeeping
 ///   gets this process [`Error::Corrupt`] from `allocate*` (and `None` from
 ///   `try_allocate`) for good, never an access out of bounds or a frame handed out
@@ -54,7 +61,6 @@ const RECEIVE_SPINS: u32 = 256;
 /// each frame's owner word is the only record of who holds it, and every change of
 /// hands (a take, a return, each step of a hand-over) is one compare-and-swap of it, so
 /// what a death leaves is found and finished (or freed) by the next process that looks.
-/// Known gap: a dead process's in-flight direct-I/O read into a frame is not waited for.
 ///
 /// The frames are always the memfd's pages: of `Framing`'s memory source only the
 /// choice of huge pages counts (see [`create`](SharedPool::create)). Alignment may be at
@@ -164,6 +170,18 @@ impl SharedPool {
     /// The memfd, for another process to [`attach`](SharedPool::attach) to.
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.attached.fd()
+    }
+
+    /// This attachment's lease: while any reference to this file description exists, in
+    /// any process or io_uring ring, no survivor takes back this process's frames, even
+    /// after it died. An [`IoRing`](crate::IoRing) holds it by itself; a ring of your
+    /// own (tokio-uring, glommio, liburing) that transfers on this pool's frames must
+    /// register it in its file table (`IORING_REGISTER_FILES`) first, or a read still
+    /// in flight when this process dies lands in a frame someone else took. A forked
+    /// child that does not exec holds it too, so its parent's frames come back only
+    /// once the child is gone.
+    pub fn lease(&self) -> BorrowedFd<'_> {
+        self.attached.lease().file()
     }
 
     /// A frame if one is free now, else `None` (also `None` once the pool is known

@@ -25,6 +25,7 @@ use super::layout::{
     Control, FrameEntry, Geometry, Owner, ProcessState, FLAG_HUGE_PAGES, FLAG_ZERO_ON_REUSE,
     MAX_PROCESSES,
 };
+use super::lease::{self, Lease};
 use super::liveness;
 use super::memfd::{self, Mapping};
 use super::ring::{Sender, TokenRing};
@@ -39,6 +40,9 @@ pub(super) struct Attached {
     headers: Box<[FrameHeader]>,
     geometry: Geometry,
     owner: Owner,
+    /// Held while anything of this process may transfer into or out of its frames; a
+    /// ring holds it too for its transfers on them (`lease.rs`).
+    lease: Arc<Lease>,
     /// `fork::generation()` when this process attached: a forked child inherits the
     /// handle and the mapping but not the table entry, so it must neither take frames
     /// in the parent's name nor return the parent's frames.
@@ -116,10 +120,11 @@ impl Attached {
     }
 
     fn join(fd: OwnedFd, mapping: Mapping, geometry: Geometry) -> Result<Arc<Attached>> {
-        let shared = Shared::new(&mapping, &geometry).ok_or_else(|| Error::Corrupt {
-            offset: geometry.table_offset as u64,
-            detail: "the shared pool's frame table lies outside its memfd".into(),
-        })?;
+        let shared =
+            Shared::new(&mapping, &geometry, fd.as_fd()).ok_or_else(|| Error::Corrupt {
+                offset: geometry.table_offset as u64,
+                detail: "the shared pool's frame table lies outside its memfd".into(),
+            })?;
         let start = liveness::own_start_time()
             .map_err(|e| Error::io("reading this process's start time from /proc", e))?;
         let table = &mapping.control().processes;
@@ -134,6 +139,14 @@ impl Attached {
                          buffers) first"
                     ))
                 })?
+            }
+        };
+        // Before any frame is taken: a survivor that finds us dead waits for it.
+        let lease = match Lease::take(fd.as_fd(), owner) {
+            Ok(lease) => Arc::new(lease),
+            Err(err) => {
+                liveness::leave(table, owner);
+                return Err(err);
             }
         };
         // Every frame's bytes lie in the mapping: checked once here, so the headers
@@ -166,6 +179,7 @@ impl Attached {
                 headers,
                 geometry,
                 owner,
+                lease,
                 forks: fork::generation(),
                 problem: Mutex::new(None),
                 mapping,
@@ -176,6 +190,11 @@ impl Attached {
 
     pub(super) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// This attachment's lease, for a ring to hold while it transfers on a frame.
+    pub(super) fn lease(&self) -> &Arc<Lease> {
+        &self.lease
     }
 
     pub(super) fn header(&self, index: u32) -> Option<&FrameHeader> {
@@ -205,8 +224,9 @@ impl Attached {
     fn shared(&self) -> Shared<'_> {
         // `join` checked that the table fits; an empty table would only make every
         // index a reported corruption.
-        Shared::new(&self.mapping, &self.geometry).unwrap_or(Shared {
+        Shared::new(&self.mapping, &self.geometry, self.fd.as_fd()).unwrap_or(Shared {
             control: self.mapping.control(),
+            memfd: self.fd.as_fd(),
             entries: &[],
             cells: &[],
             geometry: &self.geometry,
@@ -512,15 +532,22 @@ fn poisoned_by_peer() -> Error {
 /// The shared words and frame table of one mapping, borrowed for one operation.
 struct Shared<'a> {
     control: &'a Control,
+    /// The pool's memfd, through which a dead process's lease is looked at.
+    memfd: BorrowedFd<'a>,
     entries: &'a [FrameEntry],
     cells: &'a [std::sync::atomic::AtomicU64],
     geometry: &'a Geometry,
 }
 
 impl<'a> Shared<'a> {
-    fn new(mapping: &'a Mapping, geometry: &'a Geometry) -> Option<Shared<'a>> {
+    fn new(
+        mapping: &'a Mapping,
+        geometry: &'a Geometry,
+        memfd: BorrowedFd<'a>,
+    ) -> Option<Shared<'a>> {
         Some(Shared {
             control: mapping.control(),
+            memfd,
             entries: mapping.frame_entries(geometry.table_offset, geometry.frames)?,
             cells: mapping.ring_cells(geometry.ring_offset, geometry.ring_cells)?,
             geometry,
@@ -570,7 +597,8 @@ impl<'a> Shared<'a> {
     fn reclaim_dead(&self) -> usize {
         let table = &self.control.processes;
         let mut returned = 0;
-        for dead in liveness::claim_dead(table) {
+        let leased = |owner| lease::is_held(self.memfd, owner);
+        for dead in liveness::claim_dead(table, leased) {
             let word = dead.word();
             if let Some(entry) = table.get(dead.slot) {
                 let stale = entry.waiting.swap(0, Ordering::Relaxed);
