@@ -128,12 +128,23 @@ fn dead_io_child() {
         .unwrap();
     let pool = SharedPool::attach(memfd.into()).unwrap();
     let engine = match var("PAGEBUF_ENGINE").as_str() {
-        "uring" => Engine::Uring,
-        _ => Engine::Threads,
+        "threads" => Engine::Threads,
+        _ => Engine::Uring,
     };
     let ring = IoRing::with_options(RingOptions::default().engine(engine)).unwrap();
     let file = DirectFile::open(var("PAGEBUF_FILE")).unwrap();
-    let frame = pool.allocate_timeout(Duration::from_secs(10)).unwrap();
+    let mut frame = pool.allocate_timeout(Duration::from_secs(10)).unwrap();
+    if var("PAGEBUF_ENGINE") == "lent" {
+        // The frame's bytes lent as a slice: the call blocks until the read is done,
+        // or the process is killed in it.
+        let lender = std::thread::spawn(move || {
+            let _ = ring.read_into(&file, frame.whole_mut(), 0);
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        println!("reading");
+        let _ = lender.join();
+        return;
+    }
     let read = ring.read_at(&file, frame, 0);
     println!("reading");
     std::thread::sleep(Duration::from_secs(60));
@@ -219,6 +230,12 @@ fn a_read_in_flight_when_its_process_dies_never_lands_in_a_reused_frame_uring() 
 #[test]
 fn a_read_in_flight_when_its_process_dies_never_lands_in_a_reused_frame_threads() {
     survivor_keeps_its_frame("threads");
+}
+
+/// The same with the frame's bytes lent to the ring as a `&mut [u8]` (`read_into`).
+#[test]
+fn a_read_in_flight_when_its_process_dies_never_lands_in_a_reused_frame_lent() {
+    survivor_keeps_its_frame("lent");
 }
 
 /// A ring holds the leases of at most 64 live attachments: a transfer on a 65th pool's

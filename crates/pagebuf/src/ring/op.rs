@@ -93,14 +93,15 @@ impl Op {
     }
 
     /// The lease of the shared pool whose frame the transfer uses, if it uses one: the
-    /// ring holds it until the transfer is done (`leases.rs`). Lent memory
-    /// (`ReadRaw`) is the caller's to account for.
+    /// ring holds it until the transfer is done (`leases.rs`). Lent memory is looked
+    /// up among this process's shared mappings.
     #[cfg(not(loom))]
     pub(crate) fn lease(&self) -> Option<Arc<crate::shared::Lease>> {
         let header = match self {
             Op::Read { buf, .. } | Op::ReadPart { buf, .. } => buf.header(),
             Op::Write { data, .. } => data.header(),
-            Op::ReadRaw { .. } | Op::Sync { .. } => return None,
+            Op::ReadRaw { addr, len, .. } => return crate::shared::lease_at(*addr, *len),
+            Op::Sync { .. } => return None,
         };
         crate::shared::lease_of(header)
     }

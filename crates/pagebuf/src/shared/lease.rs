@@ -20,9 +20,15 @@
 //!
 //! A forked child that does not exec shares the file description, and so holds its
 //! parent's lease until it exits: the parent's frames then come back late, never early.
+//!
+//! A transfer on a buffer finds its lease through the frame's header
+//! (`frames::lease_of`); one on lent memory (a `&mut [u8]` that may lie in a frame)
+//! through the process's list of attached mappings ([`lease_at`]).
 #![allow(unsafe_code)] // listed in ARCHITECTURE.md, "Where `unsafe` lives"
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::layout::Owner;
 use crate::error::{Error, Result};
@@ -73,6 +79,34 @@ impl Lease {
     pub(crate) fn file(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
+}
+
+/// This process's attachments: each mapping's `[start, end)` and its lease (an entry
+/// whose lease is gone is an attachment dropped; its addresses may be mapped again).
+static MAPPINGS: Mutex<Vec<(usize, usize, Weak<Lease>)>> = Mutex::new(Vec::new());
+/// `MAPPINGS.len()`, so that a process with no shared pool never takes the lock.
+static MAPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// Notes that `len` bytes at `start` are a mapping of the pool `lease` belongs to.
+pub(super) fn note_mapping(start: usize, len: usize, lease: &Arc<Lease>) {
+    let mut mappings = MAPPINGS.lock().unwrap_or_else(|p| p.into_inner());
+    mappings.retain(|(_, _, lease)| lease.strong_count() > 0);
+    mappings.push((start, start.saturating_add(len), Arc::downgrade(lease)));
+    MAPPED.store(mappings.len(), Ordering::Relaxed);
+}
+
+/// The lease of the attachment whose mapping holds all `len` bytes at `addr`, if one
+/// does.
+pub(crate) fn lease_at(addr: usize, len: usize) -> Option<Arc<Lease>> {
+    if MAPPED.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let end = addr.checked_add(len)?;
+    let mappings = MAPPINGS.lock().unwrap_or_else(|p| p.into_inner());
+    mappings
+        .iter()
+        .filter(|(start, stop, _)| *start <= addr && end <= *stop)
+        .find_map(|(_, _, lease)| lease.upgrade())
 }
 
 /// Whether the lease of entry `owner` is still held by anything, asked through any
@@ -157,6 +191,38 @@ mod tests {
         assert!(is_held(pool.as_fd(), owner));
         drop(kept);
         assert!(!is_held(pool.as_fd(), owner));
+    }
+
+    #[test]
+    fn lent_memory_finds_the_lease_of_the_mapping_it_lies_in_while_it_is_attached() {
+        let pool = memfd();
+        let lease = Arc::new(
+            Lease::take(
+                pool.as_fd(),
+                Owner {
+                    slot: 9,
+                    generation: 1,
+                },
+            )
+            .unwrap(),
+        );
+        // An address range no real mapping has (this test's own, not a pool's).
+        let start = usize::MAX - (1 << 20);
+        note_mapping(start, 4096, &lease);
+        let found = lease_at(start + 100, 200).expect("inside the mapping");
+        assert!(Arc::ptr_eq(&found, &lease));
+        assert!(
+            lease_at(start + 4000, 200).is_none(),
+            "reaches past the end"
+        );
+        assert!(lease_at(start - 1, 2).is_none(), "starts before it");
+        assert!(lease_at(usize::MAX - 1, 10).is_none(), "wraps around");
+        drop(found);
+        drop(lease);
+        assert!(
+            lease_at(start + 100, 200).is_none(),
+            "the attachment is gone"
+        );
     }
 
     #[test]

@@ -44,4 +44,7 @@ mod socket;
 #[cfg(not(loom))]
 pub use pool::SharedPool;
 #[cfg(not(loom))]
-pub(crate) use {frames::lease_of, lease::Lease};
+pub(crate) use {
+    frames::lease_of,
+    lease::{lease_at, Lease},
+};

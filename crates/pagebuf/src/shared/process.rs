@@ -149,6 +149,8 @@ impl Attached {
                 return Err(err);
             }
         };
+        let (start, len) = mapping.extent();
+        lease::note_mapping(start, len, &lease);
         // Every frame's bytes lie in the mapping: checked once here, so the headers
         // (and the buffers built from them) never point outside it.
         let mut addresses = Vec::with_capacity(geometry.frames);
