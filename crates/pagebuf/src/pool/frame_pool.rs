@@ -192,19 +192,19 @@ impl FramePool {
     /// [`take_frame`](Self::take_frame) when no frame was parked on this thread.
     #[cold]
     #[inline(never)]
-    fn take_unparked(&self, not_parked: NotParked) -> Option<BufferMut> {
+    fn take_unparked(&self, not_parked: NotParked<'_>) -> Option<BufferMut> {
         let frame = match not_parked {
-            NotParked::Empty => self.take_from_lists(true)?,
-            NotParked::NoSlot => self.take_from_lists(false)?,
+            NotParked::Empty(own) => self.take_from_lists(Some(own))?,
+            NotParked::NoSlot => self.take_from_lists(None)?,
         };
         // SAFETY: as in `take_frame`.
         Some(unsafe { buffer_at(frame) })
     }
 
     /// A frame from the free list (or the returned list), claimed; this thread gets a
-    /// slot to park its drops in if it has none. `None` if the lists are empty or the
-    /// pool is closed.
-    fn take_from_lists(&self, has_slot: bool) -> Option<Frame> {
+    /// slot to park its drops in if it has none (`own` is its slot if it has one).
+    /// `None` if the lists are empty or the pool is closed.
+    fn take_from_lists(&self, own: Option<&ThreadSlot>) -> Option<Frame> {
         let shared = self.shared();
         if shared.closed.load(Ordering::Acquire) {
             return None;
@@ -213,12 +213,15 @@ impl FramePool {
             Some(popped) => popped,
             None => shared.adopt()?,
         };
-        if !has_slot {
-            shared
-                .threads
-                .ensure_slot(self.shared.as_ptr() as *const (), give_back_erased);
-        }
-        let home = shared.threads.home_for_caller();
+        let home = match own {
+            Some(own) => own,
+            None => {
+                shared
+                    .threads
+                    .ensure_slot(self.shared.as_ptr() as *const (), give_back_erased);
+                shared.threads.home_for_caller()
+            }
+        };
         if !home.count_if_owned() {
             shared.other_allocations.fetch_add(1, Ordering::Relaxed);
         }

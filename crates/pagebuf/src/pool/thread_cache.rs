@@ -270,7 +270,7 @@ impl ThreadSlot {
     /// Owner-only: takes the parked frame, if there is one: `hit` gets it, or `miss`
     /// learns why not.
     #[inline]
-    fn take<R>(&self, hit: impl FnOnce(Frame) -> R, miss: impl FnOnce(NotParked) -> R) -> R {
+    fn take<R>(&self, hit: impl FnOnce(Frame) -> R, miss: impl FnOnce(NotParked<'_>) -> R) -> R {
         let word = self.frame.swap(EMPTY, Ordering::Acquire);
         match frame_in(word) {
             Some(frame) => {
@@ -289,7 +289,7 @@ impl ThreadSlot {
         &self,
         lookup: Lookup,
         hit: impl FnOnce(Frame) -> R,
-        miss: impl FnOnce(NotParked) -> R,
+        miss: impl FnOnce(NotParked<'_>) -> R,
     ) -> R {
         if lookup == Lookup::Slot {
             return self.take(hit, miss);
@@ -297,7 +297,7 @@ impl ThreadSlot {
         let run = self.run.load(std::sync::atomic::Ordering::Relaxed) + 1;
         if run < LOOK_EVERY {
             self.run.store(run, std::sync::atomic::Ordering::Relaxed);
-            return miss(NotParked::Empty);
+            return miss(NotParked::Empty(self));
         }
         self.run.store(0, std::sync::atomic::Ordering::Relaxed);
         self.take(
@@ -314,16 +314,16 @@ impl ThreadSlot {
     /// saw the slot `EMPTY` meanwhile). An empty slot counts towards skipping it.
     #[cold]
     #[inline(never)]
-    fn missed(&self, word: *mut Header) -> NotParked {
+    fn missed(&self, word: *mut Header) -> NotParked<'_> {
         if word != KEPT_OFF {
             self.count_miss();
-            return NotParked::Empty;
+            return NotParked::Empty(self);
         }
         let _ = self
             .frame
             .compare_exchange(EMPTY, KEPT_OFF, Ordering::AcqRel, Ordering::Relaxed);
         match self.kind {
-            SlotKind::Owned => NotParked::Empty,
+            SlotKind::Owned => NotParked::Empty(self),
             SlotKind::StandIn => NotParked::NoSlot,
         }
     }
@@ -426,9 +426,10 @@ impl ThreadSlot {
 }
 
 /// What an allocation found in this thread's slot, when it found no frame.
-pub(crate) enum NotParked {
-    /// Nothing parked (or the pool is closed).
-    Empty,
+pub(crate) enum NotParked<'a> {
+    /// Nothing parked (or the pool is closed) in this thread's slot, which a frame
+    /// taken off a list names as its home (handed on: no second look-up).
+    Empty(&'a ThreadSlot),
     /// This thread has no slot for the pool: it never allocated from it.
     NoSlot,
 }
@@ -574,6 +575,7 @@ impl Registry {
 
     /// The slot `LAST` points at, if it is this pool's, and how its owner looks at it.
     #[cfg(not(loom))]
+    #[inline(always)]
     fn last_slot_by_lookup(&self) -> Option<(&ThreadSlot, Lookup)> {
         // SAFETY: as in `last_slot`.
         let slot = unsafe { &*LAST.get() };
@@ -586,6 +588,7 @@ impl Registry {
     }
 
     /// The calling thread's slot for this pool, if it has one (not the stand-in).
+    #[inline]
     pub(crate) fn own_slot(&self) -> Option<&ThreadSlot> {
         #[cfg(not(loom))]
         if let Some((slot, _)) = self.last_slot_by_lookup() {
@@ -634,7 +637,7 @@ impl Registry {
     pub(crate) fn take_parked<R>(
         &self,
         hit: impl FnOnce(Frame) -> R,
-        miss: impl FnOnce(NotParked) -> R,
+        miss: impl FnOnce(NotParked<'_>) -> R,
     ) -> R {
         #[cfg(not(loom))]
         if let Some(slot) = self.last_slot() {
@@ -651,7 +654,7 @@ impl Registry {
     fn take_parked_slow<R>(
         &self,
         hit: impl FnOnce(Frame) -> R,
-        miss: impl FnOnce(NotParked) -> R,
+        miss: impl FnOnce(NotParked<'_>) -> R,
     ) -> R {
         #[cfg(not(loom))]
         if let Some((slot, lookup)) = self.last_slot_by_lookup() {
