@@ -193,17 +193,20 @@ impl FramePool {
     #[cold]
     #[inline(never)]
     fn take_unparked(&self, not_parked: NotParked<'_>) -> Option<BufferMut> {
-        let frame = match not_parked {
-            NotParked::Empty(own) => self.take_from_lists(Some(own))?,
-            NotParked::NoSlot => self.take_from_lists(None)?,
+        let own = match not_parked {
+            NotParked::Empty(own) => Some(own),
+            NotParked::NoSlot => None,
         };
+        let frame = self.take_from_lists(own)?;
         // SAFETY: as in `take_frame`.
         Some(unsafe { buffer_at(frame) })
     }
 
     /// A frame from the free list (or the returned list), claimed; this thread gets a
     /// slot to park its drops in if it has none (`own` is its slot if it has one).
-    /// `None` if the lists are empty or the pool is closed.
+    /// `None` if the lists are empty or the pool is closed. Inlined into its one
+    /// caller: a producer's every take comes this way.
+    #[inline(always)]
     fn take_from_lists(&self, own: Option<&ThreadSlot>) -> Option<Frame> {
         let shared = self.shared();
         if shared.closed.load(Ordering::Acquire) {
