@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pagebuf::ring::{Engine, RingOptions};
-use pagebuf::{DirectFile, Framing, IoRing, SharedPool};
+use pagebuf::{BufferAllocator, DirectFile, Framing, IoRing, SharedPool};
 use support::{in_child, ScratchDir};
 
 const CHILD: &str = "dead_io_child";
@@ -277,4 +277,52 @@ fn a_ring_holding_64_leases_refuses_a_65th_until_one_is_gone() {
     assert_eq!(write_frame(&pools[0]).unwrap(), 4096);
     drop(pools.pop());
     assert_eq!(write_frame(&extra).unwrap(), 4096);
+}
+
+const LOW_FD_LIMIT: &str = "a_ring_refused_a_file_table_refuses_shared_transfers_saying_why";
+
+/// Where the kernel refuses a ring the file table leases live in (here: an fd limit
+/// below the table's 64 slots), a transfer on a shared frame is refused with an error
+/// naming the limit, never issued without its lease; other transfers go on.
+#[test]
+fn a_ring_refused_a_file_table_refuses_shared_transfers_saying_why() {
+    if !in_child(LOW_FD_LIMIT) {
+        support::child_reached(
+            support::run_child_within(LOW_FD_LIMIT, &[]),
+            &["low fd limit: done", "skipped:"],
+        );
+        return;
+    }
+    let dir = ScratchDir::new("shared_dead_io", "fd-limit");
+    let file = DirectFile::create(dir.join("out")).unwrap();
+    let pool = SharedPool::create(Framing::new(4096, 1)).unwrap();
+    let Ok(ring) = IoRing::with_options(RingOptions::default().engine(Engine::Uring)) else {
+        println!("skipped: no io_uring here");
+        return;
+    };
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let hard = getrlimit(Resource::Nofile).maximum;
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(48),
+            maximum: hard,
+        },
+    )
+    .unwrap();
+    let mut frame = pool.try_allocate().unwrap();
+    frame.whole_mut().fill(2);
+    frame.set_len(4096).unwrap();
+    let refused = ring.write_at(&file, frame.freeze(), 0).wait().unwrap_err();
+    assert!(
+        matches!(&refused, pagebuf::Error::Unsupported(m) if m.contains("RLIMIT_NOFILE")),
+        "{refused:?}"
+    );
+    assert_eq!(pool.stats().free, 1, "the refused frame went home");
+    let mut own = pagebuf::PageAllocator::default()
+        .allocate_page_aligned(4096)
+        .unwrap();
+    own.extend_from_slice(&[3; 4096]).unwrap();
+    assert_eq!(ring.write_at(&file, own.freeze(), 0).wait().unwrap(), 4096);
+    println!("low fd limit: done");
 }

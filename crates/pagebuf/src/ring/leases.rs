@@ -50,8 +50,9 @@ impl Leases {
                 Ok(()) => Table::Registered(vec![None; SLOTS as usize]),
                 Err(e) => Table::Refused(format!(
                     "this io_uring ring cannot hold a shared pool's lease: the kernel refused \
-                     it a file table of {SLOTS} ({e}; sparse tables need Linux 5.19). \
-                     Transfer on shared frames with a ring of Engine::Threads"
+                     it a file table of {SLOTS} ({e}; sparse tables need Linux 5.19, and \
+                     the table may not exceed RLIMIT_NOFILE). Raise the limit, or transfer \
+                     on shared frames with a ring of Engine::Threads"
                 )),
             };
         }
