@@ -29,7 +29,8 @@
 # raise CG_RUNS where two contenders are close.
 #
 # Wall clock: the median of 5 plain-loop runs (--wall) of N = 10,000,000 (roundtrip) and
-# 2,000,000 (cross), the loop alone timed with Instant. `vec` and `alloc` in cross take
+# 2,000,000 (cross), the loop alone timed with Instant, in rounds that interleave the
+# contenders; in cross each end bound to its own CPU. `vec` and `alloc` in cross take
 # microseconds a buffer (glibc frees on another thread), about 10 s a run: the whole
 # script takes about 4 minutes on the 2-vCPU VM.
 #
@@ -92,18 +93,24 @@ for s in "${scenarios[@]}"; do
   done
 done
 
+# Rounds interleave the contenders, so a slow spell of the host hits them all; in
+# `cross` each end is bound to a CPU of its own (POOLLOOP_PIN).
+declare -A runs_of
 for s in "${scenarios[@]}"; do
-  for c in "${contenders[@]}"; do
-    n=$wall_rt
-    [ "$s" = cross ] && n=$wall_cross
-    echo "wall: $c $s, $runs runs of N = $n..." >&2
-    vals=()
-    for _ in $(seq "$runs"); do
+  n=$wall_rt
+  pin=()
+  [ "$s" = cross ] && n=$wall_cross && pin=(env POOLLOOP_PIN=1)
+  for r in $(seq "$runs"); do
+    echo "wall: $s, round $r of $runs, N = $n..." >&2
+    for c in "${contenders[@]}"; do
       # "C S: N ops in T s, X ns/op": keep X.
-      vals+=("$("$bin" "$c" "$s" "$n" --wall | awk '{ print $(NF - 1) }')")
+      runs_of[$c.$s]+=" $("${pin[@]}" "$bin" "$c" "$s" "$n" --wall | awk '{ print $(NF - 1) }')"
     done
+  done
+  for c in "${contenders[@]}"; do
+    read -r -a vals <<< "${runs_of[$c.$s]}"
     wall[$c.$s]=$(median "${vals[@]}")
-    note[$c.$s]="median of $runs, N = $n: ${vals[*]}"
+    note[$c.$s]="median of $runs interleaved rounds, N = $n: ${vals[*]}"
   done
 done
 

@@ -37,6 +37,8 @@
 //! prints `CONTENDER SCENARIO: N ops in S s, X ns/op`, timing the loop alone (pool
 //! creation and warm-up, and thread start-up, are outside).
 //!
+//! `POOLLOOP_PIN` (any value) binds A to CPU 0 and B to CPU 1 in `cross`.
+//!
 //! `POOLLOOP_POOL` changes the pool size (default 16; `cross` needs at least 10), for
 //! experiments only.
 
@@ -301,11 +303,26 @@ fn wait(spins: &mut u32, limit: u32) {
 /// `n` buffers taken on this thread and given back on a second one; returns the time
 /// from both threads being ready to the last one given back.
 #[inline(never)]
+/// With `POOLLOOP_PIN` set, binds the calling thread to CPU `cpu`: the two ends of
+/// `cross` then never share one (the scheduler otherwise may put them on one CPU for
+/// a while, and every handoff waits for a switch).
+fn pin(cpu: usize) {
+    if std::env::var_os("POOLLOOP_PIN").is_none() {
+        return;
+    }
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+        eprintln!("POOLLOOP_PIN: cannot bind to CPU {cpu}: {e}");
+    }
+}
+
 fn cross<C: Contender>(pool: &C, n: u64, spin_limit: u32) -> Duration {
     let channel = ArrayQueue::<C::Item<'_>>::new(CHANNEL);
     let ready = Barrier::new(2);
     thread::scope(|s| {
         let consumer = s.spawn(|| {
+            pin(1);
             ready.wait();
             for _ in 0..n {
                 let mut spins = 0u32;
@@ -318,6 +335,7 @@ fn cross<C: Contender>(pool: &C, n: u64, spin_limit: u32) -> Duration {
                 pool.give(item);
             }
         });
+        pin(0);
         ready.wait();
         let start = Instant::now();
         for _ in 0..n {
