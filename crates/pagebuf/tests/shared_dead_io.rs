@@ -120,13 +120,7 @@ fn dead_io_child() {
         std::process::id().to_string(),
     )
     .unwrap();
-    let fd = var("PAGEBUF_SHARED_FD");
-    let memfd = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!("/proc/self/fd/{fd}"))
-        .unwrap();
-    let pool = SharedPool::attach(memfd.into()).unwrap();
+    let pool = support::attach_inherited_pool();
     let engine = match var("PAGEBUF_ENGINE").as_str() {
         "threads" => Engine::Threads,
         _ => Engine::Uring,

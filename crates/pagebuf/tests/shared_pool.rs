@@ -405,14 +405,7 @@ fn shared_child() {
         fork_after_attach();
         return;
     }
-    let fd: i32 = std::env::var("PAGEBUF_SHARED_FD").unwrap().parse().unwrap();
-    // Opening /proc/self/fd/N gives an fd of the same memfd without unsafe code.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!("/proc/self/fd/{fd}"))
-        .unwrap();
-    let pool = SharedPool::attach(file.into()).unwrap();
+    let pool = support::attach_inherited_pool();
     match std::env::var("PAGEBUF_SHARED_ROLE").unwrap().as_str() {
         "write" => {
             let frames = pool.stats().frames;

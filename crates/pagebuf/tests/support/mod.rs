@@ -31,6 +31,19 @@ impl Drop for CountedOwner {
     }
 }
 
+/// The shared pool a parent passed this child as an inherited fd (its number in
+/// environment variable `PAGEBUF_SHARED_FD`), attached. Opening `/proc/self/fd/N`
+/// gives an fd of the same memfd without unsafe code.
+pub fn attach_inherited_pool() -> pagebuf::SharedPool {
+    let fd: i32 = std::env::var("PAGEBUF_SHARED_FD").unwrap().parse().unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{fd}"))
+        .unwrap();
+    pagebuf::SharedPool::attach(file.into()).unwrap()
+}
+
 /// Whether this process is the child copy of test `name` (see `run_child`).
 pub fn in_child(name: &str) -> bool {
     std::env::var("PAGEBUF_TEST_CHILD").is_ok_and(|v| v == name)
