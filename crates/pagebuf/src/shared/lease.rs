@@ -28,7 +28,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, RwLock, Weak};
 
 use super::layout::Owner;
 use crate::error::{Error, Result};
@@ -83,13 +83,15 @@ impl Lease {
 
 /// This process's attachments: each mapping's `[start, end)` and its lease (an entry
 /// whose lease is gone is an attachment dropped; its addresses may be mapped again).
-static MAPPINGS: Mutex<Vec<(usize, usize, Weak<Lease>)>> = Mutex::new(Vec::new());
+/// Written at attach, read by every transfer on lent memory: a read lock, so that
+/// threads reading into their own memory do not queue behind each other.
+static MAPPINGS: RwLock<Vec<(usize, usize, Weak<Lease>)>> = RwLock::new(Vec::new());
 /// `MAPPINGS.len()`, so that a process with no shared pool never takes the lock.
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
 
 /// Notes that `len` bytes at `start` are a mapping of the pool `lease` belongs to.
 pub(super) fn note_mapping(start: usize, len: usize, lease: &Arc<Lease>) {
-    let mut mappings = MAPPINGS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut mappings = MAPPINGS.write().unwrap_or_else(|p| p.into_inner());
     mappings.retain(|(_, _, lease)| lease.strong_count() > 0);
     mappings.push((start, start.saturating_add(len), Arc::downgrade(lease)));
     MAPPED.store(mappings.len(), Ordering::Relaxed);
@@ -102,7 +104,7 @@ pub(crate) fn lease_at(addr: usize, len: usize) -> Option<Arc<Lease>> {
         return None;
     }
     let end = addr.checked_add(len)?;
-    let mappings = MAPPINGS.lock().unwrap_or_else(|p| p.into_inner());
+    let mappings = MAPPINGS.read().unwrap_or_else(|p| p.into_inner());
     mappings
         .iter()
         .filter(|(start, stop, _)| *start <= addr && end <= *stop)
