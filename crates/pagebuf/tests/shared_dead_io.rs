@@ -277,7 +277,8 @@ const LOW_FD_LIMIT: &str = "a_ring_refused_a_file_table_refuses_shared_transfers
 
 /// Where the kernel refuses a ring the file table leases live in (here: an fd limit
 /// below the table's 64 slots), a transfer on a shared frame is refused with an error
-/// naming the limit, never issued without its lease; other transfers go on.
+/// naming the limit, never issued without its lease, on each road a transfer takes
+/// into the ring (one transfer, a detached write, a batch); other transfers go on.
 #[test]
 fn a_ring_refused_a_file_table_refuses_shared_transfers_saying_why() {
     if !in_child(LOW_FD_LIMIT) {
@@ -308,6 +309,37 @@ fn a_ring_refused_a_file_table_refuses_shared_transfers_saying_why() {
     frame.whole_mut().fill(2);
     frame.set_len(4096).unwrap();
     let refused = ring.write_at(&file, frame.freeze(), 0).wait().unwrap_err();
+    assert!(
+        matches!(&refused, pagebuf::Error::Unsupported(m) if m.contains("RLIMIT_NOFILE")),
+        "{refused:?}"
+    );
+    assert_eq!(pool.stats().free, 1, "the refused frame went home");
+    // The same refusal on the road `record --from` takes: a sample writer sends a
+    // large sample, a frame's bytes past the record header, out detached.
+    use pagebuf::stream::{SampleFlags, SampleWriter, StreamKind, WriterOptions, SAMPLE_HEADROOM};
+    // Room for the record's padding to the file's unit too: else the writer copies.
+    let frames = SharedPool::create(Framing::new((1 << 20) + 4096, 1)).unwrap();
+    let writer = SampleWriter::with_options(
+        dir.join("take.pbs"),
+        WriterOptions::default().ring(ring.clone()),
+    )
+    .unwrap();
+    let video = writer.add_stream(StreamKind::Video).unwrap();
+    writer.begin_writing().unwrap();
+    let mut frame = frames.try_allocate().unwrap();
+    frame.set_len(SAMPLE_HEADROOM + (1 << 20)).unwrap();
+    let past_header = frame.freeze().slice(SAMPLE_HEADROOM..).unwrap();
+    let sample = past_header.try_into_mut().unwrap();
+    let refused = writer
+        .write_sample(video, 0, SampleFlags::KEY_FRAME, sample)
+        .and_then(|()| writer.end_writing().map(drop))
+        .unwrap_err();
+    assert!(refused.to_string().contains("RLIMIT_NOFILE"), "{refused:?}");
+    assert_eq!(frames.stats().free, 1, "the refused frame went home");
+    // And a batch of reads into a shared frame.
+    let into = pool.try_allocate().unwrap();
+    let mut batch = ring.read_at_batch(&file, vec![(into, 0)]);
+    let refused = batch.pop().unwrap().wait().unwrap_err();
     assert!(
         matches!(&refused, pagebuf::Error::Unsupported(m) if m.contains("RLIMIT_NOFILE")),
         "{refused:?}"
