@@ -4,7 +4,9 @@
 //! slots, and a thread's exit gives its frame back and leaves its slot to the next
 //! thread.
 
+use std::future::Future;
 use std::sync::mpsc;
+use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::Duration;
 
@@ -362,6 +364,49 @@ fn a_producer_skips_its_slot_but_finds_its_own_drops_again() {
     );
     let stats = pool.stats();
     assert_eq!((stats.free, stats.in_use), (FRAMES, 0), "{stats:?}");
+}
+
+/// Makes the calling thread a producer that skips its slot (after `rounds` frames
+/// dropped elsewhere), then takes every frame and drops one here: it parks in the
+/// skipped slot, the only free frame. Returns the rest.
+fn skip_the_slot_with_one_frame_parked_there(pool: &FramePool, rounds: usize) -> Vec<BufferMut> {
+    hand_each_frame_elsewhere(pool, rounds);
+    let mut out: Vec<BufferMut> = (0..FRAMES).map(|_| pool.try_allocate().unwrap()).collect();
+    drop(out.pop());
+    out
+}
+
+#[test]
+fn a_producer_that_skips_its_slot_takes_the_frame_parked_there_before_it_waits() {
+    // A thread that skips its slot still looks in it now and then (every 32nd take):
+    // each length of the producing run puts the take under test at another point of
+    // that cycle, and most of them skip.
+    for rounds in 100..140 {
+        let pool = pool();
+        let out = skip_the_slot_with_one_frame_parked_there(&pool, rounds);
+        let before = pool.stats();
+        let buf = pool.allocate().unwrap();
+        let after = pool.stats();
+        assert_eq!(
+            (after.exhausted, after.waits),
+            (before.exhausted, before.waits),
+            "allocate counted the pool empty and waited, with a frame parked on its own \
+             thread ({rounds} rounds): {after:?}"
+        );
+        drop((buf, out));
+
+        let pool = self::pool();
+        let _out = skip_the_slot_with_one_frame_parked_there(&pool, rounds);
+        let mut future = std::pin::pin!(pool.allocate_async());
+        let polled = future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        assert!(
+            matches!(polled, Poll::Ready(Ok(_))),
+            "the first poll found no frame, with one parked on its own thread ({rounds} \
+             rounds): {polled:?}"
+        );
+    }
 }
 
 #[test]

@@ -90,11 +90,21 @@ pub(super) enum Home {
 
 impl PoolShared {
     /// Turns frame `index`, just taken, into a buffer: [`claim`](Self::claim), then
-    /// [`buffer_of`](Self::buffer_of).
+    /// [`buffer_at`].
     #[inline]
     pub(super) fn hand_out(&self, index: u32, left: Option<usize>) -> BufferMut {
-        self.claim(index, left, self.threads.home_for_caller());
-        self.buffer_of(index)
+        let frame = self.claim(index, left, self.threads.home_for_caller());
+        // SAFETY: the frame was just taken, by the caller alone.
+        unsafe { buffer_at(frame) }
+    }
+
+    /// Frame `index`'s slot.
+    #[inline]
+    fn frame_slot(&self, index: u32) -> &FrameSlot {
+        debug_assert!((index as usize) < self.slots.len());
+        // SAFETY: every index handed around comes from this pool's free list or thread
+        // slots, which hold only indices below `frames` (`FreeList::full`).
+        unsafe { self.slots.get_unchecked(index as usize) }
     }
 
     /// The bookkeeping of taking frame `index` off a list: the high-water mark and
@@ -103,11 +113,12 @@ impl PoolShared {
     /// skips this. `left` is how many frames the free list proper still holds, when the
     /// frame came from there (the returned list is added here): frames parked on threads
     /// count as out for the high-water mark, so it is exact for one thread and an upper
-    /// bound with several.
-    pub(super) fn claim(&self, index: u32, left: Option<usize>, home: &ThreadSlot) {
+    /// bound with several. Returns the frame, by its header.
+    #[inline]
+    pub(super) fn claim(&self, index: u32, left: Option<usize>, home: &ThreadSlot) -> Frame {
+        let slot = self.frame_slot(index);
         // Written only when it changes: the frame's line stays read-mostly, so a frame a
         // producer takes again and again and a consumer drops does not bounce it.
-        let slot = &self.slots[index as usize];
         let home = home as *const ThreadSlot as *mut ThreadSlot;
         if slot.home.load(Ordering::Relaxed) != home {
             slot.home.store(home, Ordering::Relaxed);
@@ -125,7 +136,6 @@ impl PoolShared {
             }
         }
         if self.framing.is_zero_on_reuse() {
-            let slot = &self.slots[index as usize];
             if slot.used.load(Ordering::Relaxed) {
                 let data = slot.header.base().as_ptr();
                 let len = slot.header.capacity();
@@ -139,17 +149,7 @@ impl PoolShared {
                 slot.used.store(true, Ordering::Relaxed);
             }
         }
-    }
-
-    /// The buffer of frame `index`, just taken (and claimed, if it came off a list).
-    #[inline]
-    pub(super) fn buffer_of(&self, index: u32) -> BufferMut {
-        debug_assert!((index as usize) < self.slots.len());
-        // SAFETY: every index handed out comes from this pool's free list or thread
-        // slots, which hold only indices below `frames` (`FreeList::full`).
-        let slot = unsafe { self.slots.get_unchecked(index as usize) };
-        // SAFETY: forwarded: the frame was just taken.
-        unsafe { buffer_at(NonNull::from(&slot.header)) }
+        NonNull::from(&slot.header)
     }
 
     /// Frames (by header) back to indices, each given back: reclaimed from threads.

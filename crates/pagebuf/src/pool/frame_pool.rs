@@ -190,35 +190,35 @@ impl FramePool {
     }
 
     /// [`take_frame`](Self::take_frame) when no frame was parked on this thread.
-    #[cold]
-    #[inline(never)]
+    #[inline(always)]
     fn take_unparked(&self, not_parked: NotParked<'_>) -> Option<BufferMut> {
-        let own = match not_parked {
-            NotParked::Empty(own) => Some(own),
-            NotParked::NoSlot => None,
-        };
-        let frame = self.take_from_lists(own)?;
+        let frame = self.take_from_lists(not_parked)?;
         // SAFETY: as in `take_frame`.
         Some(unsafe { buffer_at(frame) })
     }
 
     /// A frame from the free list (or the returned list), claimed; this thread gets a
-    /// slot to park its drops in if it has none (`own` is its slot if it has one).
-    /// `None` if the lists are empty or the pool is closed. Inlined into its one
-    /// caller: a producer's every take comes this way.
+    /// slot to park its drops in if it has none (`not_parked` says whether it has one).
+    /// If the lists are empty and this thread skipped its slot, the slot is looked at
+    /// after all: a frame its own drops parked there is free. `None` if there is no
+    /// frame there either, or the pool is closed. Inlined into its one caller: a
+    /// producer's every take comes this way.
     #[inline(always)]
-    fn take_from_lists(&self, own: Option<&ThreadSlot>) -> Option<Frame> {
+    fn take_from_lists(&self, not_parked: NotParked<'_>) -> Option<Frame> {
         let shared = self.shared();
         if shared.closed.load(Ordering::Acquire) {
             return None;
         }
         let (index, left) = match shared.free.pop() {
             Some(popped) => popped,
-            None => shared.adopt()?,
+            None => match shared.adopt() {
+                Some(adopted) => adopted,
+                None => return not_parked.look_if_skipped(),
+            },
         };
-        let home = match own {
-            Some(own) => own,
-            None => {
+        let home = match not_parked {
+            NotParked::Empty(own) | NotParked::Skipped(own) => own,
+            NotParked::NoSlot => {
                 shared
                     .threads
                     .ensure_slot(self.shared.as_ptr() as *const (), give_back_erased);
@@ -228,8 +228,7 @@ impl FramePool {
         if !home.count_if_owned() {
             shared.other_allocations.fetch_add(1, Ordering::Relaxed);
         }
-        shared.claim(index, Some(left), home);
-        Some(NonNull::from(&shared.slots[index as usize].header))
+        Some(shared.claim(index, Some(left), home))
     }
 
     /// A frame, waiting as long as it takes for one to come back.

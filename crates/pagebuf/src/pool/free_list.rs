@@ -17,7 +17,12 @@
 //!   head's depth) says how many frames were home.
 //!
 //! Every operation on `head` is `SeqCst`: a waiter sets `WAITING` with a CAS on the same
-//! word that a releaser's push CASes, so one of the two always sees the other.
+//! word that a releaser's push CASes, so one of the two always sees the other. A node is
+//! written with a relaxed store before the CAS that links it in: the CAS releases it and
+//! whoever reads the new word acquires it, so the node needs no ordering of its own (a
+//! SeqCst store is a locked instruction on x86-64, one more per push and per spliced
+//! frame). A stale reader of a node (its pop's CAS is about to fail on the tag) may see
+//! either value.
 //!
 //! The depth in each node makes the free count readable without another atomic: the
 //! pool's `in_use` and high-water mark cost nothing on the fast path.
@@ -34,7 +39,10 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicU64, Ordering::SeqCst};
+use crate::sync::{
+    AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 
 const INDEX_BITS: u32 = 30;
 const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
@@ -175,7 +183,9 @@ impl FreeList {
                 return Push::Waiting;
             }
             let (node, new) = link(top);
-            self.nodes[i as usize].store(node, SeqCst);
+            // Published by the CAS below (a release), which the next reader of the word
+            // acquires: a plain store, not SeqCst's locked one (see the module docs).
+            self.nodes[i as usize].store(node, Relaxed);
             match word.compare_exchange_weak(top, new, SeqCst, SeqCst) {
                 Ok(_) => return Push::Done,
                 Err(now) => top = now,
@@ -235,7 +245,8 @@ impl FreeList {
                 } else {
                     next as u64
                 };
-                self.nodes[i as usize].store((below + len - k) << 32 | link, SeqCst);
+                // Published by the CAS below, as in `push_onto`.
+                self.nodes[i as usize].store((below + len - k) << 32 | link, Relaxed);
                 i = next;
             }
             let new = (head & !INDEX_MASK) | top as u64;

@@ -52,8 +52,10 @@
 //! A producer (a thread whose frames are all dropped elsewhere) would find its slot
 //! empty on every take, and pay a locked swap each time for nothing; after a run of
 //! empty takes its slot's key says so (`Lookup::PastSlot`), the fast path's compare
-//! fails, and its takes go to the lists, looking at the slot only now and then. That
-//! is a matter of the owner alone: the slot word's protocol is unchanged.
+//! fails, and its takes go to the lists, looking at the slot only now and then, and
+//! whenever the lists are empty (a frame its own drops parked there is free: the take
+//! must not call the pool empty, or wait, while it sits there). That is a matter of
+//! the owner alone: the slot word's protocol is unchanged.
 //!
 //! Slots live as long as their pool (a frame's home must stay valid while the frame is
 //! out): thread exit (the thread-local's destructor) takes a parked frame back, gives it
@@ -227,6 +229,22 @@ impl ThreadSlot {
         self.key.load(std::sync::atomic::Ordering::Relaxed) == pool_id
     }
 
+    /// Whether this is the slot of pool `pool_id`, however its owner looks at it (one
+    /// compare, not an `Option<Lookup>` built and taken apart).
+    #[cfg_attr(loom, allow(dead_code))]
+    #[inline]
+    fn names_pool(&self, pool_id: u64) -> bool {
+        self.key.load(std::sync::atomic::Ordering::Relaxed) & !PAST_SLOT == pool_id
+    }
+
+    /// Whether this is the slot of pool `pool_id` and its owner skips it
+    /// (`Lookup::PastSlot`).
+    #[cfg_attr(loom, allow(dead_code))]
+    #[inline]
+    fn skips_for(&self, pool_id: u64) -> bool {
+        self.key.load(std::sync::atomic::Ordering::Relaxed) == pool_id | PAST_SLOT
+    }
+
     /// How the owner looks at this slot, if it is the slot of pool `pool_id`.
     fn lookup_for(&self, pool_id: u64) -> Option<Lookup> {
         let key = self.key.load(std::sync::atomic::Ordering::Relaxed);
@@ -270,7 +288,11 @@ impl ThreadSlot {
     /// Owner-only: takes the parked frame, if there is one: `hit` gets it, or `miss`
     /// learns why not.
     #[inline]
-    fn take<R>(&self, hit: impl FnOnce(Frame) -> R, miss: impl FnOnce(NotParked<'_>) -> R) -> R {
+    fn take<'s, R>(
+        &'s self,
+        hit: impl FnOnce(Frame) -> R,
+        miss: impl FnOnce(NotParked<'s>) -> R,
+    ) -> R {
         let word = self.frame.swap(EMPTY, Ordering::Acquire);
         match frame_in(word) {
             Some(frame) => {
@@ -281,32 +303,24 @@ impl ThreadSlot {
         }
     }
 
-    /// Owner-only: [`take`](Self::take) as `lookup` says: under `Lookup::PastSlot` the
-    /// slot is looked at only every `LOOK_EVERY` calls, and a frame found there ends
-    /// the skipping. Inlined into the (cold) callers: one call layer fewer.
+    /// Owner-only: [`take`](Self::take) as `lookup` says, for the cold paths: under
+    /// `Lookup::PastSlot` the slot is looked at only every `LOOK_EVERY` calls, and a
+    /// frame found there ends the skipping. A result, not continuations, so that the
+    /// caller has one place for each and its continuations inline there.
     #[inline(always)]
-    fn take_by<R>(
-        &self,
-        lookup: Lookup,
-        hit: impl FnOnce(Frame) -> R,
-        miss: impl FnOnce(NotParked<'_>) -> R,
-    ) -> R {
-        if lookup == Lookup::Slot {
-            return self.take(hit, miss);
+    fn take_by(&self, lookup: Lookup) -> Result<Frame, NotParked<'_>> {
+        if lookup == Lookup::PastSlot {
+            let run = self.run.load(std::sync::atomic::Ordering::Relaxed) + 1;
+            if run < LOOK_EVERY {
+                self.run.store(run, std::sync::atomic::Ordering::Relaxed);
+                return Err(NotParked::Skipped(self));
+            }
+            self.run.store(0, std::sync::atomic::Ordering::Relaxed);
+            let frame = self.take(Ok, Err)?;
+            self.set_lookup(Lookup::Slot);
+            return Ok(frame);
         }
-        let run = self.run.load(std::sync::atomic::Ordering::Relaxed) + 1;
-        if run < LOOK_EVERY {
-            self.run.store(run, std::sync::atomic::Ordering::Relaxed);
-            return miss(NotParked::Empty(self));
-        }
-        self.run.store(0, std::sync::atomic::Ordering::Relaxed);
-        self.take(
-            |frame| {
-                self.set_lookup(Lookup::Slot);
-                hit(frame)
-            },
-            miss,
-        )
+        self.take(Ok, Err)
     }
 
     /// Owner-only: after a `take` that found `word`, not a frame. `KEPT_OFF` goes back
@@ -430,8 +444,31 @@ pub(crate) enum NotParked<'a> {
     /// Nothing parked (or the pool is closed) in this thread's slot, which a frame
     /// taken off a list names as its home (handed on: no second look-up).
     Empty(&'a ThreadSlot),
+    /// This thread skips its slot (`Lookup::PastSlot`) and did not look in it: a frame
+    /// its own drops parked there may be, so a take that finds the lists empty looks
+    /// ([`look_if_skipped`](Self::look_if_skipped)) before it calls the pool empty.
+    Skipped(&'a ThreadSlot),
     /// This thread has no slot for the pool: it never allocated from it.
     NoSlot,
+}
+
+impl NotParked<'_> {
+    /// The frame parked in a slot this thread skipped, if there is one (finding it
+    /// ends the skipping, as the every-`LOOK_EVERY` look does): the last place a take
+    /// looks before it finds the pool empty.
+    #[cold]
+    pub(crate) fn look_if_skipped(self) -> Option<Frame> {
+        match self {
+            NotParked::Skipped(own) => own.take(
+                |frame| {
+                    own.set_lookup(Lookup::Slot);
+                    Some(frame)
+                },
+                |_| None,
+            ),
+            NotParked::Empty(_) | NotParked::NoSlot => None,
+        }
+    }
 }
 
 /// What a `try_park` found in the slot instead of `EMPTY` (it is in the slot no more:
@@ -573,15 +610,6 @@ impl Registry {
         slot.belongs_to(self.id).then_some(slot)
     }
 
-    /// The slot `LAST` points at, if it is this pool's, and how its owner looks at it.
-    #[cfg(not(loom))]
-    #[inline(always)]
-    fn last_slot_by_lookup(&self) -> Option<(&ThreadSlot, Lookup)> {
-        // SAFETY: as in `last_slot`.
-        let slot = unsafe { &*LAST.get() };
-        slot.lookup_for(self.id).map(|lookup| (slot, lookup))
-    }
-
     /// The home of frames taken by threads without a slot (no thread owns it).
     pub(crate) fn no_home(&self) -> &ThreadSlot {
         &self.no_home
@@ -591,8 +619,12 @@ impl Registry {
     #[inline]
     pub(crate) fn own_slot(&self) -> Option<&ThreadSlot> {
         #[cfg(not(loom))]
-        if let Some((slot, _)) = self.last_slot_by_lookup() {
-            return (slot.kind == SlotKind::Owned).then_some(slot);
+        {
+            // SAFETY: as in `last_slot`.
+            let slot = unsafe { &*LAST.get() };
+            if slot.names_pool(self.id) {
+                return (slot.kind == SlotKind::Owned).then_some(slot);
+            }
         }
         self.find_own_slot().map(|slot| {
             // SAFETY: the slot's `SLOTS` entry keeps it alive for as long as the pool
@@ -656,17 +688,32 @@ impl Registry {
         hit: impl FnOnce(Frame) -> R,
         miss: impl FnOnce(NotParked<'_>) -> R,
     ) -> R {
+        match self.take_parked_by_lookup() {
+            Ok(frame) => hit(frame),
+            Err(not_parked) => miss(not_parked),
+        }
+    }
+
+    /// The body of [`take_parked_slow`](Self::take_parked_slow).
+    #[inline(always)]
+    fn take_parked_by_lookup(&self) -> Result<Frame, NotParked<'_>> {
         #[cfg(not(loom))]
-        if let Some((slot, lookup)) = self.last_slot_by_lookup() {
-            return slot.take_by(lookup, hit, miss);
+        {
+            // SAFETY: as in `last_slot`.
+            let slot = unsafe { &*LAST.get() };
+            // A producer skipping its slot, the common way here: tested first, and with
+            // the lookup a constant (no `Option<Lookup>` built and taken apart).
+            if slot.skips_for(self.id) {
+                return slot.take_by(Lookup::PastSlot);
+            }
         }
         // SAFETY: as in `own_slot`.
         match self.find_own_slot().map(|slot| unsafe { &*slot }) {
             Some(slot) => match slot.lookup_for(self.id) {
-                Some(lookup) => slot.take_by(lookup, hit, miss),
-                None => miss(NotParked::NoSlot),
+                Some(lookup) => slot.take_by(lookup),
+                None => Err(NotParked::NoSlot),
             },
-            None => miss(NotParked::NoSlot),
+            None => Err(NotParked::NoSlot),
         }
     }
 
