@@ -150,10 +150,13 @@ impl FreeList {
     /// Returns frame `i`, released by a thread that does not allocate, to the returned
     /// list, unless waiters or orphaning say otherwise.
     pub(crate) fn push_returned(&self, i: u32) -> Push {
-        // The node links to the old top; the word counts one more frame.
+        // The word counts one more frame; the node links to the old top and carries
+        // that count as its depth, so that the list taken whole is already numbered as
+        // the free list numbers its frames (`splice` onto an empty list renumbers
+        // nothing). WAITING and ORPHANED are clear here (`push_onto` checked).
         self.push_onto(&self.returned, i, |top| {
-            let new = (top & !INDEX_MASK).wrapping_add(TAG_ONE) | i as u64;
-            (top & INDEX_MASK, new)
+            let counted = (top & !INDEX_MASK).wrapping_add(TAG_ONE);
+            (counted | (top & INDEX_MASK), counted | i as u64)
         })
     }
 
@@ -230,24 +233,31 @@ impl FreeList {
         let Chain { top, len } = chain;
         let len = len as u64;
         let mut head = self.head.load(SeqCst);
+        // The chain is numbered as the returned list left it: depths `len` down to 1,
+        // the bottom linked to NIL. Onto an empty list that is right as it is.
+        let mut numbered_from_nil = true;
         loop {
             if head & (WAITING | ORPHANED) != 0 {
                 return false;
             }
-            // Renumber the depths from the top down and link the bottom (the `len`-th
-            // frame: after a failed CAS it links to the old head, not to NIL) to the list.
             let below = self.depth_of(head) as u64;
-            let mut i = top;
-            for k in 0..len {
-                let next = self.next_of(i);
-                let link = if k + 1 == len {
-                    head & INDEX_MASK
-                } else {
-                    next as u64
-                };
-                // Published by the CAS below, as in `push_onto`.
-                self.nodes[i as usize].store((below + len - k) << 32 | link, Relaxed);
-                i = next;
+            if below != 0 || !numbered_from_nil {
+                // Renumber the depths from the top down and link the bottom (the `len`-th
+                // frame) to the list: onto the frames there, or, after a CAS that lost
+                // such a renumbering, to NIL again.
+                let mut i = top;
+                for k in 0..len {
+                    let next = self.next_of(i);
+                    let link = if k + 1 == len {
+                        head & INDEX_MASK
+                    } else {
+                        next as u64
+                    };
+                    // Published by the CAS below, as in `push_onto`.
+                    self.nodes[i as usize].store((below + len - k) << 32 | link, Relaxed);
+                    i = next;
+                }
+                numbered_from_nil = below == 0;
             }
             let new = (head & !INDEX_MASK) | top as u64;
             match self.head.compare_exchange_weak(head, new, SeqCst, SeqCst) {
@@ -377,6 +387,33 @@ mod tests {
         let order: Vec<u32> = (0..3).map(|_| list.pop().unwrap().0).collect();
         assert_eq!(order, vec![taken[1], taken[0], taken[2]]);
         assert_eq!(list.pop(), None);
+    }
+
+    #[test]
+    fn a_returned_list_spliced_onto_an_empty_list_keeps_its_count_exact() {
+        let list = FreeList::full(5);
+        let taken: Vec<u32> = (0..5).map(|_| list.pop().unwrap().0).collect();
+        for &i in &taken {
+            assert_eq!(list.push_returned(i), Push::Done);
+        }
+        let chain = list.take_returned().unwrap();
+        assert_eq!(chain.len, 5);
+        // The top frame goes to the caller (as `adopt` does), the rest onto the list,
+        // unrenumbered: every pop still says how many frames are left.
+        let rest = chain.rest(&list).unwrap();
+        assert!(list.splice(rest));
+        assert_eq!(list.len(), 4);
+        let lefts: Vec<usize> = (0..4).map(|_| list.pop().unwrap().1).collect();
+        assert_eq!(lefts, vec![3, 2, 1, 0]);
+        assert_eq!(list.pop(), None);
+        // And a chain spliced onto frames is renumbered on top of them.
+        assert_eq!(list.push(taken[0]), Push::Done);
+        for &i in &taken[1..3] {
+            assert_eq!(list.push_returned(i), Push::Done);
+        }
+        assert!(list.splice(list.take_returned().unwrap()));
+        let lefts: Vec<usize> = (0..3).map(|_| list.pop().unwrap().1).collect();
+        assert_eq!(lefts, vec![2, 1, 0]);
     }
 
     #[test]
