@@ -28,25 +28,29 @@
 # gives the median of the per-pair differences, with every difference listed below it;
 # raise CG_RUNS where two contenders are close.
 #
-# Wall clock: the median of 5 plain-loop runs (--wall) of N = 10,000,000 (roundtrip) and
-# 2,000,000 (cross), the loop alone timed with Instant, in rounds that interleave the
-# contenders; in cross each end bound to its own CPU. `vec` and `alloc` in cross take
-# microseconds a buffer (glibc frees on another thread), about 10 s a run: the whole
-# script takes about 4 minutes on the 2-vCPU VM.
+# Wall clock: the median of plain-loop runs (--wall), 5 of N = 10,000,000 (roundtrip)
+# and 9 of 2,000,000 (cross), the loop alone timed with Instant, in rounds that
+# interleave the contenders; in cross each end bound to its own CPU, and pagebuf's time
+# over each contender's within a round listed too (a round shares the host's mood).
+# `arrayqueue32` is a diagnostic, not a peer: arrayqueue with a handle of BufferMut's 32
+# bytes. `vec` and `alloc` in cross take microseconds a buffer (glibc frees on another
+# thread), about 10 s a run: the whole script takes about 6 minutes on the 2-vCPU VM.
 #
 # Environment: N1, N2 (callgrind run lengths, default 100000 and 200000), CG_RUNS
-# (callgrind runs of `cross` at each N, default 3), RUNS (wall runs, default 5), WALL_RT,
-# WALL_CROSS (wall N), CONTENDERS (default: all nine, space-separated).
+# (callgrind runs of `cross` at each N, default 3), RUNS and CROSS_RUNS (wall rounds,
+# default 5 and 9), WALL_RT, WALL_CROSS (wall N), CONTENDERS (default: all ten,
+# space-separated).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 n1=${N1:-100000}
 n2=${N2:-200000}
 runs=${RUNS:-5}
+cross_runs=${CROSS_RUNS:-9}
 wall_rt=${WALL_RT:-10000000}
 wall_cross=${WALL_CROSS:-2000000}
 cg_runs=${CG_RUNS:-3}
-read -r -a contenders <<<"${CONTENDERS:-pagebuf arrayqueue linear spinlock objectpool sharded vec alloc baseline}"
+read -r -a contenders <<<"${CONTENDERS:-pagebuf arrayqueue linear spinlock objectpool sharded vec alloc baseline arrayqueue32}"
 scenarios=(roundtrip cross)
 
 if ! command -v valgrind >/dev/null; then
@@ -99,9 +103,10 @@ declare -A runs_of
 for s in "${scenarios[@]}"; do
   n=$wall_rt
   pin=()
-  [ "$s" = cross ] && n=$wall_cross && pin=(env POOLLOOP_PIN=1)
-  for r in $(seq "$runs"); do
-    echo "wall: $s, round $r of $runs, N = $n..." >&2
+  rounds=$runs
+  [ "$s" = cross ] && n=$wall_cross && pin=(env POOLLOOP_PIN=1) && rounds=$cross_runs
+  for r in $(seq "$rounds"); do
+    echo "wall: $s, round $r of $rounds, N = $n..." >&2
     for c in "${contenders[@]}"; do
       # "C S: N ops in T s, X ns/op": keep X.
       runs_of[$c.$s]+=" $("${pin[@]}" "$bin" "$c" "$s" "$n" --wall | awk '{ print $(NF - 1) }')"
@@ -110,13 +115,13 @@ for s in "${scenarios[@]}"; do
   for c in "${contenders[@]}"; do
     read -r -a vals <<< "${runs_of[$c.$s]}"
     wall[$c.$s]=$(median "${vals[@]}")
-    note[$c.$s]="median of $runs interleaved rounds, N = $n: ${vals[*]}"
+    note[$c.$s]="median of $rounds interleaved rounds, N = $n: ${vals[*]}"
   done
 done
 
 echo
 echo "Instructions per operation: callgrind, (Ir(N=$n2) - Ir(N=$n1)) / $((n2 - n1)); cross: median of $cg_runs run pairs."
-echo "Wall: plain loop, median of $runs runs of N = $wall_rt (roundtrip) and $wall_cross (cross), ns per operation."
+echo "Wall: plain loop, median of $runs runs of N = $wall_rt (roundtrip) and $cross_runs of $wall_cross (cross), ns per operation."
 echo
 echo "| contender | scenario | instructions/op | wall ns/op |"
 echo "| --- | --- | --- | --- |"
@@ -124,6 +129,22 @@ for s in "${scenarios[@]}"; do
   for c in "${contenders[@]}"; do
     echo "| $c | $s | ${ipo[$c.$s]} | ${wall[$c.$s]} |"
   done
+done
+echo
+# A slow spell of the host, or the two vCPUs landing on one core's two threads (then
+# cross runs at a fraction of its usual time: about 18 ns for arrayqueue, 26 for pagebuf
+# on 2026-12-03), moves a whole round: the ratio within each round is steadier than
+# either median.
+echo "Cross, pagebuf's time over each contender's in the same round (below 1: pagebuf faster):"
+read -r -a mine <<< "${runs_of[pagebuf.cross]:-}"
+for c in "${contenders[@]}"; do
+  [ "$c" = pagebuf ] || [ "${#mine[@]}" -eq 0 ] && continue
+  read -r -a theirs <<< "${runs_of[$c.cross]}"
+  ratios=()
+  for i in "${!mine[@]}"; do
+    ratios+=("$(awk -v a="${mine[$i]}" -v b="${theirs[$i]}" 'BEGIN { printf "%.2f", a / b }')")
+  done
+  echo "  pagebuf / $c: median $(median "${ratios[@]}"), rounds ${ratios[*]}"
 done
 echo
 echo "Callgrind runs (instructions/op of each run pair):"

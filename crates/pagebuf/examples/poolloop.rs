@@ -24,6 +24,9 @@
 //! * `alloc`: `std::alloc::alloc` of 64 KiB aligned to 4096, write, `dealloc`.
 //! * `baseline`: no buffer at all, a `usize` through the same loop (and, in `cross`,
 //!   through the same handoff): the harness's own share, to subtract.
+//! * `arrayqueue32`: a diagnostic, not a peer: `arrayqueue` whose handle carries two
+//!   words more (32 bytes, a `BufferMut`'s size) through the `cross` handoff, to tell
+//!   the pool's share of a `cross` difference from the handle's.
 //!
 //! Scenarios:
 //! * `roundtrip`: one thread takes and gives back.
@@ -68,7 +71,8 @@ const CHANNEL: usize = 8;
 const ALIGN: usize = 4096;
 
 const USAGE: &str = "usage: poolloop CONTENDER SCENARIO N [--wall]\n  \
-    CONTENDER: pagebuf arrayqueue linear spinlock objectpool sharded vec alloc baseline\n  \
+    CONTENDER: pagebuf arrayqueue linear spinlock objectpool sharded vec alloc baseline \
+    arrayqueue32\n  \
     SCENARIO: roundtrip cross";
 
 /// A pool under test. `take` gets a buffer and writes one byte of it; `give` returns
@@ -124,6 +128,26 @@ impl Contender for Queue {
     #[inline(always)]
     fn give(&self, item: Box<[u8]>) {
         assert!(self.0.push(item).is_ok(), "the buffer's slot is free");
+    }
+}
+
+/// `Queue` with a handle of a `BufferMut`'s size: the buffer and two words that ride
+/// along (see `arrayqueue32` above).
+struct WideQueue(ArrayQueue<Box<[u8]>>);
+
+impl Contender for WideQueue {
+    type Item<'a> = (Box<[u8]>, [usize; 2]);
+    #[inline(always)]
+    fn take(&self) -> Option<(Box<[u8]>, [usize; 2])> {
+        let mut buf = self.0.pop()?;
+        touch(&mut buf);
+        Some((buf, black_box([0, 0])))
+    }
+    #[inline(always)]
+    fn give(&self, item: (Box<[u8]>, [usize; 2])) {
+        let (buf, words) = item;
+        black_box(words);
+        assert!(self.0.push(buf).is_ok(), "the buffer's slot is free");
     }
 }
 
@@ -414,6 +438,18 @@ fn main() -> ExitCode {
                 assert!(queue.push(vec![0u8; SIZE].into_boxed_slice()).is_ok());
             }
             run(Queue(queue), scenario, n)
+        }
+        "arrayqueue32" => {
+            assert_eq!(
+                std::mem::size_of::<(Box<[u8]>, [usize; 2])>(),
+                std::mem::size_of::<BufferMut>(),
+                "arrayqueue32's handle is a BufferMut's size"
+            );
+            let queue = ArrayQueue::new(size);
+            for _ in 0..size {
+                assert!(queue.push(vec![0u8; SIZE].into_boxed_slice()).is_ok());
+            }
+            run(WideQueue(queue), scenario, n)
         }
         "linear" => {
             let pool = LinearObjectPool::new(|| vec![0u8; SIZE], |_| {});
