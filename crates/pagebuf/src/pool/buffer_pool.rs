@@ -491,6 +491,8 @@ impl BufferPool {
             Grant::Cached(block) => block,
             Grant::Reserved { evicted } => {
                 drop(evicted);
+                #[cfg(test)]
+                tests::before_map();
                 match Region::map(class, self.shared.options) {
                     Ok(region) => Box::new(PooledBlock {
                         header: Header::new(
@@ -686,7 +688,74 @@ impl std::fmt::Debug for BufferPool {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
     use super::*;
+
+    thread_local! {
+        /// Run by `hand_out` on this thread just before it maps a new block: after the
+        /// reservation, where the pool's lock must already be let go.
+        static BEFORE_MAP: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn before_map() {
+        if let Some(hook) = BEFORE_MAP.with(|hook| hook.borrow_mut().take()) {
+            hook();
+        }
+    }
+
+    #[test]
+    fn releases_and_cached_takes_go_on_while_another_thread_maps() {
+        let page = page_size();
+        let pool = BufferPool::new(64 * page).unwrap();
+        let cached = pool.allocate(page).unwrap();
+        let out = pool.allocate(page).unwrap();
+        drop(cached);
+        // The mapper reserves a block of a new class and stops just before mapping it,
+        // until told to go on.
+        let (mapping, in_mapping) = mpsc::channel();
+        let (go, go_on) = mpsc::channel::<()>();
+        let mapper = thread::spawn({
+            let pool = pool.clone();
+            move || {
+                BEFORE_MAP.with(|hook| {
+                    *hook.borrow_mut() = Some(Box::new(move || {
+                        mapping.send(()).unwrap();
+                        go_on.recv().unwrap();
+                    }))
+                });
+                pool.allocate(4 * page)
+            }
+        });
+        in_mapping.recv().unwrap();
+        // Meanwhile, on a third thread (so that a lock the mapper held would show as a
+        // timeout here, not as a test that hangs): a release, a take of the cached
+        // block, its release, the statistics.
+        let (done, finished) = mpsc::channel();
+        let worker = thread::spawn({
+            let pool = pool.clone();
+            move || {
+                drop(out);
+                let again = pool.try_allocate(page).unwrap().expect("a cached block");
+                drop(again);
+                done.send(pool.stats().in_use).unwrap();
+            }
+        });
+        let went_on = finished.recv_timeout(Duration::from_secs(30));
+        go.send(()).unwrap();
+        let mapped = mapper.join().unwrap().unwrap();
+        worker.join().unwrap();
+        assert_eq!(
+            went_on,
+            Ok(1),
+            "a release and a take of a cached block waited for another thread's mapping \
+             (or the mapper's reservation was not counted in use)"
+        );
+        assert_eq!(mapped.max_len(), 4 * page);
+    }
 
     #[test]
     fn classes_waste_at_most_a_quarter() {
