@@ -2,8 +2,9 @@
 //! per-thread parking slots (a frame parks in the slot of the thread that took it, when
 //! that thread drops it) and their reclaim, the WAITING hand-off between a
 //! releaser and a blocked waiter (a lost wake-up shows up as a deadlock), `close`
-//! against a waiter and against parking, a park displacing a parked frame, and the
-//! last-handle / last-frame teardown (against a release and against a park).
+//! against a waiter and against parking, a park displacing a parked frame, the
+//! last-handle / last-frame teardown (against a release and against a park), and the
+//! returned list adopted onto the free list while another thread pushes and pops there.
 //!
 //! Threads that allocate stay alive until the checks are done: loom's `join` returns
 //! before a thread's thread-local destructors have run (std's waits for them), and one
@@ -422,5 +423,73 @@ fn a_park_racing_the_last_handle_frees_the_pool_once() {
         go.raise();
         drop(pool);
         owner.join().unwrap();
+    });
+}
+
+#[test]
+fn an_adoption_racing_a_push_and_a_pop_on_the_free_list_keeps_every_frame() {
+    // This thread finds the free list empty and adopts the returned list (a splice of
+    // its rest onto the free list, numbered as the returned list left it when that list
+    // is empty, renumbered when not) while another thread pushes a displaced frame onto
+    // the free list and pops it again: the splice's CAS may lose to either, and must
+    // link its chain to whatever the list then is. Every frame stays held once or free.
+    // Five preemptions: the splice losing twice, the second time to a pop that empties
+    // the list again, needs them (with three, a splice that forgot it had renumbered
+    // passed; with five it hands a frame out twice).
+    bounded(5).check(|| {
+        let pool = pool(4);
+        let a = pool.try_allocate().unwrap();
+        let b = pool.try_allocate().unwrap();
+        // Returned by a thread that never allocates: the returned list holds both.
+        thread::spawn(move || {
+            drop(a);
+            drop(b);
+        })
+        .join()
+        .unwrap();
+        let (done, finish) = (Signal::new(), Signal::new());
+        // What the other thread holds at the end, for the count (ordered by `done`).
+        let theirs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let other = thread::spawn({
+            let (pool, done, finish) = (pool.clone(), done.clone(), finish.clone());
+            let theirs = theirs.clone();
+            move || {
+                let c = pool.try_allocate().unwrap();
+                let d = pool.try_allocate().unwrap();
+                drop(c); // parks in this thread's slot
+                drop(d); // parks, displacing `c` onto the free list
+                         // From the slot, then a pop of the free list: the splice's CAS may
+                         // have lost to the push above and lose again to this pop.
+                let held: Vec<_> = [pool.try_allocate(), pool.try_allocate()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                theirs
+                    .lock()
+                    .unwrap()
+                    .extend(held.iter().map(|f| f.as_ptr() as usize));
+                done.raise();
+                // Holding them (a drop would push onto the free list again), and alive,
+                // until the checks are done (see the module documentation).
+                finish.wait();
+                drop(held);
+            }
+        });
+        let mine = pool.try_allocate();
+        done.wait();
+        // Whatever this thread took, every frame free now (parked ones included) and
+        // the other thread's: all four, each once.
+        let mut held: Vec<_> = mine.into_iter().collect();
+        held.extend(std::iter::from_fn(|| pool.try_allocate()).take(5));
+        let mut at: Vec<_> = held.iter().map(|f| f.as_ptr() as usize).collect();
+        at.extend(theirs.lock().unwrap().iter());
+        let count = at.len();
+        at.sort();
+        at.dedup();
+        assert_eq!(at.len(), count, "a frame handed out twice");
+        assert_eq!(count, 4, "a frame lost");
+        drop(held);
+        finish.raise();
+        other.join().unwrap();
     });
 }
